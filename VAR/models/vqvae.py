@@ -1,0 +1,191 @@
+"""``VQVAE``: the band tokenizer (1D encoder -> multi-scale residual VQ -> 1D decoder).
+
+Port of upstream's ``models/vqvae.py`` (VAR_UPSTREAM.md §2.4). Inputs and outputs are EEG windows in
+MODEL UNITS (µV divided by the dataset scale stored in the checkpoint; see ``VAR/vae_checkpoint.py``).
+Decoding the cumulative ``f_hat`` after scale k reconstructs the cumulative band signal of that scale's
+stage (EEG_PORT.md §2). The constructor takes plain values only; ``get_config`` / ``from_config``
+round-trip them.
+
+Shape letters: B batch, C electrodes (``x_BCT``) or Cvae (``f_BCl``), T time samples, l / L latent
+positions, G tokens per position.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from .basic_vae import Decoder, Encoder
+from .quant import VectorQuantizer2
+
+__all__ = ['VQVAE']
+
+
+class VQVAE(nn.Module):
+    """Band tokenizer.
+
+    Parameters
+    ----------
+    in_channels : int
+        EEG electrodes C.
+    vocab_size : int
+        Codebook size V.
+    z_channels : int
+        Cvae, latent channels.
+    ch, ch_mult, num_res_blocks, dropout, using_sa, using_mid_sa, kernel_in
+        Encoder/decoder widths and depth (``Encoder``); downsampling = 2 ** (len(ch_mult) - 1).
+    beta : float
+        Commitment weight.
+    using_znorm : bool
+        Cosine code lookup.
+    quant_conv_ks : int
+        Kernel of ``quant_conv`` / ``post_quant_conv``.
+    quant_resi, share_quant_resi, default_qresi_counts
+        Phi configuration (upstream meaning).
+    v_patch_nums : sequence of int
+        1D scale layout, strictly increasing, last = T / downsample.
+    tokens_per_pos : int
+        G tokens per latent position.
+    per_scale_codebook : bool
+        Each scale owns its codebooks.
+    resample : {'linear', 'fft'}
+        Resampling between scales.
+    test_mode : bool
+        Put in eval mode and freeze all parameters (as upstream, for use inside VAR).
+    """
+
+    def __init__(self, in_channels: int = 19, vocab_size: int = 1024, z_channels: int = 32, ch: int = 64,
+                 ch_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 1, dropout: float = 0.0,
+                 using_sa: bool = False, using_mid_sa: bool = False, kernel_in: int = 3,
+                 beta: float = 0.25, using_znorm: bool = False, quant_conv_ks: int = 3,
+                 quant_resi: float = 0.5, share_quant_resi: int = 4, default_qresi_counts: int = 0,
+                 v_patch_nums: Sequence[int] = (10, 20, 33, 75, 125), tokens_per_pos: int = 1,
+                 per_scale_codebook: bool = False, resample: str = 'linear', test_mode: bool = True):
+        super().__init__()
+        self._config: Dict[str, Any] = dict(
+            in_channels=int(in_channels), vocab_size=int(vocab_size), z_channels=int(z_channels), ch=int(ch),
+            ch_mult=[int(m) for m in ch_mult], num_res_blocks=int(num_res_blocks), dropout=float(dropout),
+            using_sa=bool(using_sa), using_mid_sa=bool(using_mid_sa), kernel_in=int(kernel_in), beta=float(beta),
+            using_znorm=bool(using_znorm), quant_conv_ks=int(quant_conv_ks), quant_resi=float(quant_resi),
+            share_quant_resi=int(share_quant_resi), default_qresi_counts=int(default_qresi_counts),
+            v_patch_nums=[int(p) for p in v_patch_nums], tokens_per_pos=int(tokens_per_pos),
+            per_scale_codebook=bool(per_scale_codebook), resample=str(resample))
+        self.test_mode = test_mode
+        self.V, self.Cvae = vocab_size, z_channels
+        self.in_channels = int(in_channels)
+        ddconfig = dict(ch=ch, ch_mult=tuple(ch_mult), num_res_blocks=num_res_blocks, dropout=dropout,
+                        in_channels=in_channels, z_channels=z_channels, using_sa=using_sa,
+                        using_mid_sa=using_mid_sa, kernel_in=kernel_in)
+        self.encoder = Encoder(double_z=False, **ddconfig)
+        self.decoder = Decoder(**ddconfig)
+        self.downsample = 2 ** (len(ch_mult) - 1)
+        self.v_patch_nums = tuple(int(p) for p in v_patch_nums)
+        self.vocab_size = vocab_size
+        self.quantize: VectorQuantizer2 = VectorQuantizer2(
+            vocab_size=vocab_size, Cvae=self.Cvae, using_znorm=using_znorm, beta=beta,
+            default_qresi_counts=default_qresi_counts, v_patch_nums=self.v_patch_nums, quant_resi=quant_resi,
+            share_quant_resi=share_quant_resi, tokens_per_pos=tokens_per_pos,
+            per_scale_codebook=per_scale_codebook, resample=resample)
+        self.quant_conv = nn.Conv1d(self.Cvae, self.Cvae, quant_conv_ks, stride=1, padding=quant_conv_ks // 2)
+        self.post_quant_conv = nn.Conv1d(self.Cvae, self.Cvae, quant_conv_ks, stride=1, padding=quant_conv_ks // 2)
+        if self.test_mode:
+            self.eval()
+            [p.requires_grad_(False) for p in self.parameters()]
+
+    # ----------------------------------------------------------------------------------------------
+    def get_config(self) -> Dict[str, Any]:
+        """Plain-typed constructor arguments (without ``test_mode``); ``from_config`` rebuilds the model."""
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._config.items()}
+
+    @classmethod
+    def from_config(cls, cfg: Dict[str, Any], test_mode: bool = True) -> 'VQVAE':
+        return cls(**dict(cfg), test_mode=test_mode)
+
+    @property
+    def tokens_per_pos(self) -> int:
+        return self.quantize.tokens_per_pos
+
+    @property
+    def latent_len(self) -> int:
+        return self.v_patch_nums[-1]
+
+    @property
+    def n_times(self) -> int:
+        """Window length T in samples this model expects."""
+        return self.v_patch_nums[-1] * self.downsample
+
+    def tokens_per_window(self) -> int:
+        return sum(self.v_patch_nums) * self.tokens_per_pos
+
+    # ===================== `forward` is only used in VAE training =====================
+    def forward(self, inp_BCT: torch.Tensor, ret_usages: bool = False, ret_all: bool = False):
+        """Encode, quantize, decode. Returns (rec, usages, vq_loss).
+
+        ``rec`` is (B, C, T) model units, or with ``ret_all`` a list over scales of the decoded cumulative
+        f_hat (partial decodes).
+        """
+        f_BCl = self.quant_conv(self.encoder(inp_BCT))
+        f_hat, usages, vq_loss = self.quantize(f_BCl, ret_usages=ret_usages, ret_all_fhat=ret_all)
+        if ret_all:
+            return [self.fhat_to_eeg(fh) for fh in f_hat], usages, vq_loss
+        return self.fhat_to_eeg(f_hat), usages, vq_loss
+
+    def encode_BCl(self, x_BCT: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) model units -> latent f (B, Cvae, L) before quantization."""
+        return self.quant_conv(self.encoder(x_BCT))
+
+    def fhat_to_eeg(self, f_hat_BCl: torch.Tensor) -> torch.Tensor:
+        """(B, Cvae, L) -> (B, C, T) model units. port: no clamp (EEG is not bounded to [-1, 1])."""
+        return self.decoder(self.post_quant_conv(f_hat_BCl))
+
+    def eeg_to_idxBl(self, x_BCT: torch.Tensor, v_patch_nums: Optional[Sequence[int]] = None) -> List[torch.Tensor]:
+        """(B, C, T) model units -> list over scales of LongTensor (B, pn * G), position-major."""
+        f_BCl = self.quant_conv(self.encoder(x_BCT))
+        return self.quantize.f_to_idxBl_or_fhat(f_BCl, to_fhat=False, v_patch_nums=v_patch_nums)
+
+    def idxBl_to_eeg(self, ms_idx_Bl: List[torch.Tensor], last_one: bool = False):
+        """Token maps -> decoded cumulative signals (list over scales of (B, C, T)), or only the last."""
+        ms_h_BCl = [self.quantize.embed_idx(si, idx_Bl) for si, idx_Bl in enumerate(ms_idx_Bl)]
+        return self.embed_to_eeg(ms_h_BCl=ms_h_BCl, all_to_max_scale=True, last_one=last_one)
+
+    def embed_to_eeg(self, ms_h_BCl: List[torch.Tensor], all_to_max_scale: bool, last_one: bool = False):
+        """Per-scale embeddings (B, Cvae, pn) -> decoded cumulative signals (list) or the last (B, C, T)."""
+        if last_one:
+            return self.fhat_to_eeg(self.quantize.embed_to_fhat(ms_h_BCl, all_to_max_scale=all_to_max_scale, last_one=True))
+        return [self.fhat_to_eeg(f_hat) for f_hat in
+                self.quantize.embed_to_fhat(ms_h_BCl, all_to_max_scale=all_to_max_scale, last_one=False)]
+
+    def eeg_to_reconstructed_eeg(self, x_BCT: torch.Tensor, v_patch_nums: Optional[Sequence[int]] = None,
+                                 last_one: bool = False):
+        """Encode + quantize + decode every cumulative f_hat (list over scales) or only the last (B, C, T)."""
+        f_BCl = self.quant_conv(self.encoder(x_BCT))
+        ls_f_hat_BCl = self.quantize.f_to_idxBl_or_fhat(f_BCl, to_fhat=True, v_patch_nums=v_patch_nums)
+        if last_one:
+            return self.fhat_to_eeg(ls_f_hat_BCl[-1])
+        return [self.fhat_to_eeg(f_hat) for f_hat in ls_f_hat_BCl]
+
+    def load_state_dict(self, state_dict: Dict[str, Any], strict: bool = True, assign: bool = False):
+        """Strict load; a usage buffer with another number of scales is replaced by this model's (upstream)."""
+        key = 'quantize.ema_vocab_hit_SV'
+        if key in state_dict and state_dict[key].shape != self.quantize.ema_vocab_hit_SV.shape:
+            state_dict = dict(state_dict)
+            state_dict[key] = self.quantize.ema_vocab_hit_SV
+        return super().load_state_dict(state_dict=state_dict, strict=strict, assign=assign)
+
+    # upstream names, kept as aliases
+    def fhat_to_img(self, f_hat_BCl: torch.Tensor) -> torch.Tensor:
+        return self.fhat_to_eeg(f_hat_BCl)
+
+    def img_to_idxBl(self, x_BCT: torch.Tensor, v_patch_nums: Optional[Sequence[int]] = None) -> List[torch.Tensor]:
+        return self.eeg_to_idxBl(x_BCT, v_patch_nums)
+
+    def idxBl_to_img(self, ms_idx_Bl: List[torch.Tensor], same_shape: bool = True, last_one: bool = False):
+        return self.idxBl_to_eeg(ms_idx_Bl, last_one=last_one)
+
+    def embed_to_img(self, ms_h_BCl: List[torch.Tensor], all_to_max_scale: bool, last_one: bool = False):
+        return self.embed_to_eeg(ms_h_BCl, all_to_max_scale, last_one)
+
+    def img_to_reconstructed_img(self, x_BCT: torch.Tensor, v_patch_nums: Optional[Sequence[int]] = None,
+                                 last_one: bool = False):
+        return self.eeg_to_reconstructed_eeg(x_BCT, v_patch_nums, last_one)
