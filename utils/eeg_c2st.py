@@ -1,0 +1,225 @@
+"""Classifier two-sample test (C2ST) for generated EEG: can a classifier tell two sets of windows apart?
+
+Shape letters: N windows, C channels, T time samples, K bands, D features.
+
+Features per window (:func:`c2st_features`): log band power per channel and band (Welch) plus the
+upper triangle of the channel-correlation matrix. Classifier: L2-regularised logistic regression on
+standardised features (fitted with L-BFGS). Evaluation: k-fold cross-validation *by group* — all windows
+of one recording (or one generated batch) sit in the same fold, so overlapping or neighbouring windows
+never appear in both train and test folds. The score is the ROC AUC on held-out folds: 0.5 means the
+sets are indistinguishable, 1.0 perfectly separable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy import optimize
+from scipy.stats import rankdata
+
+from .eeg_bands import DEFAULT_BANDS, validate_bands
+from .eeg_metrics import band_powers, clip_bands, welch_psd
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["C2STResult", "c2st_auc", "c2st_features", "roc_auc", "group_folds"]
+
+
+@dataclasses.dataclass
+class C2STResult:
+    """Cross-validated C2ST outcome.
+
+    Attributes
+    ----------
+    auc : float
+        Mean held-out ROC AUC over folds (0.5 = indistinguishable).
+    auc_std : float
+        Standard deviation of the fold AUCs.
+    fold_aucs : list of float
+    n_folds : int
+    n_a, n_b : int
+        Windows in each set.
+    """
+
+    auc: float
+    auc_std: float
+    fold_aucs: list[float]
+    n_folds: int
+    n_a: int
+    n_b: int
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def c2st_features(x_NCT: np.ndarray, sfreq: float, bands: Iterable[Sequence[float]] = DEFAULT_BANDS,
+                  f_max: float | None = None) -> np.ndarray:
+    """Per-window features, shape (N, D): log10 band powers (C x K) then channel correlations (C(C-1)/2).
+
+    Parameters
+    ----------
+    x_NCT : ndarray, shape (N, C, T), µV
+    sfreq : float
+        Sampling frequency in Hz.
+    bands : sequence of (f_lo, f_hi), Hz
+    f_max : float | None
+        Clip bands to this frequency (see :func:`utils.eeg_metrics.clip_bands`).
+    """
+    x = np.asarray(x_NCT, dtype=np.float64)
+    if x.ndim != 3:
+        raise UserError(f"x_NCT: got shape {x.shape}; expected (N, C, T) windows")
+    bands_K2 = validate_bands(bands, sfreq)
+    if f_max is not None:
+        bands_K2 = clip_bands(bands_K2, f_max)
+    n_seg = int(min(x.shape[-1], round(sfreq)))  # 1-s Welch segments: more averaging per window
+    freqs_F, psd_NCF = welch_psd(x, sfreq, nperseg=n_seg, average=False)
+    bp_NCK = band_powers(freqs_F, psd_NCF, bands_K2)
+    logbp_ND = np.log10(np.maximum(bp_NCK, 1e-12)).reshape(x.shape[0], -1)
+    xc = x - x.mean(axis=-1, keepdims=True)
+    norm_NC = np.sqrt(np.sum(xc ** 2, axis=-1))
+    norm_NC[norm_NC == 0] = np.inf
+    z = xc / norm_NC[..., None]
+    corr_NCC = np.einsum("nct,ndt->ncd", z, z)
+    iu = np.triu_indices(x.shape[1], k=1)
+    return np.concatenate([logbp_ND, corr_NCC[:, iu[0], iu[1]]], axis=1)
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC of ``scores`` for binary ``labels`` (Mann-Whitney U with tie-averaged ranks)."""
+    y = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise UserError("roc_auc needs both classes in the labels")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _fit_logistic(X_ND: np.ndarray, y_N: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression (bias not penalised); returns weights and bias."""
+    n, d = X_ND.shape
+    w_pos = 0.5 * n / max(y_N.sum(), 1.0)  # class-balanced weights
+    w_neg = 0.5 * n / max((1 - y_N).sum(), 1.0)
+    sw_N = np.where(y_N > 0, w_pos, w_neg)
+
+    def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:d], theta[d]
+        z = X_ND @ w + b
+        # log(1 + exp(z)) - y z, stable
+        loss_N = np.logaddexp(0.0, z) - y_N * z
+        p = 0.5 * (1.0 + np.tanh(0.5 * z))
+        r = sw_N * (p - y_N)
+        loss = float(np.sum(sw_N * loss_N) / n + 0.5 * l2 * w @ w)
+        g = np.concatenate([X_ND.T @ r / n + l2 * w, [r.sum() / n]])
+        return loss, g
+
+    res = optimize.minimize(loss_grad, np.zeros(d + 1), jac=True, method="L-BFGS-B",
+                            options={"maxiter": 500})
+    return res.x[:d], float(res.x[d])
+
+
+def group_folds(groups_a: np.ndarray, groups_b: np.ndarray, n_folds: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """Fold index per window of each set; a group never straddles folds.
+
+    Group ids are shared between the sets: windows of set a and set b with the same id go to the same
+    fold (so a surrogate never sits opposite its source window). Groups are shuffled, then dealt, largest
+    first, to the fold whose share of both sets is smallest. The fold count is lowered to the number of
+    groups present in each set.
+    """
+    ids_a = np.asarray([str(g) for g in groups_a])
+    ids_b = np.asarray([str(g) for g in groups_b])
+    uniq, inverse = np.unique(np.concatenate([ids_a, ids_b]), return_inverse=True)
+    inv_a, inv_b = inverse[: len(ids_a)], inverse[len(ids_a):]
+    cnt_a = np.bincount(inv_a, minlength=len(uniq)).astype(float)
+    cnt_b = np.bincount(inv_b, minlength=len(uniq)).astype(float)
+    k = int(min(n_folds, np.count_nonzero(cnt_a), np.count_nonzero(cnt_b)))
+    if k < 2:
+        raise UserError(f"C2ST needs at least 2 groups (recordings) in each set for grouped cross-validation; "
+                        f"got {np.count_nonzero(cnt_a)} and {np.count_nonzero(cnt_b)}; pass groups that split "
+                        "each set into at least 2 independent parts")
+    share_a, share_b = cnt_a / cnt_a.sum(), cnt_b / cnt_b.sum()
+    order = rng.permutation(len(uniq))
+    order = order[np.argsort(-(share_a + share_b)[order], kind="stable")]
+    load_a, load_b = np.zeros(k), np.zeros(k)
+    fold_of_group = np.empty(len(uniq), dtype=int)
+    for gi in order:
+        # a group holding set-a windows goes where set a is thinnest (likewise b); mixed groups balance both
+        cost = (load_a + share_a[gi]) * (share_a[gi] > 0) + (load_b + share_b[gi]) * (share_b[gi] > 0)
+        f = int(np.argmin(cost))
+        fold_of_group[gi] = f
+        load_a[f] += share_a[gi]
+        load_b[f] += share_b[gi]
+    fold_a, fold_b = fold_of_group[inv_a], fold_of_group[inv_b]
+    for f in range(k):
+        if not np.any(fold_a == f) or not np.any(fold_b == f):
+            raise UserError(f"C2ST: fold {f} of {k} lacks windows of one set (groups too unequal); "
+                            "lower n_folds or use finer groups")
+    return fold_a, fold_b, k
+
+
+def c2st_auc(a_NCT: np.ndarray, b_NCT: np.ndarray, sfreq: float, groups_a: Sequence | None = None,
+             groups_b: Sequence | None = None, n_folds: int = 5, bands: Iterable[Sequence[float]] = DEFAULT_BANDS,
+             f_max: float | None = None, l2: float = 0.1, seed: int = 0,
+             features: tuple[np.ndarray, np.ndarray] | None = None) -> C2STResult:
+    """Classifier two-sample test between two sets of windows.
+
+    Parameters
+    ----------
+    a_NCT : ndarray, shape (N_a, C, T), µV
+        First set (e.g. real validation windows).
+    b_NCT : ndarray, shape (N_b, C, T), µV
+        Second set (e.g. generated windows); same C and T.
+    sfreq : float
+        Sampling frequency in Hz.
+    groups_a, groups_b : sequence | None
+        Group id per window (recording, subject, generation batch). Windows of one group stay in one
+        fold; an id used in both sets ties those windows of both sets to one fold (give a surrogate its
+        source window's id). ``None`` makes every window its own group — right for independent samples, optimistic
+        for overlapping windows cut from one recording.
+    n_folds : int
+        Folds (lowered to the number of groups of the smaller set when needed).
+    bands, f_max :
+        Feature bands (see :func:`c2st_features`).
+    l2 : float
+        Ridge penalty on the standardised weights.
+    seed : int
+        Fold assignment seed.
+    features : (ndarray, ndarray) | None
+        Precomputed ``(F_a, F_b)`` feature matrices; then ``a_NCT``/``b_NCT`` only give the counts.
+
+    Returns
+    -------
+    C2STResult
+    """
+    if features is None:
+        a = np.asarray(a_NCT, dtype=np.float64)
+        b = np.asarray(b_NCT, dtype=np.float64)
+        if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:]:
+            raise UserError(f"c2st_auc: sets must be (N, C, T) with equal C and T; got {a.shape} and {b.shape}")
+        F_a, F_b = c2st_features(a, sfreq, bands, f_max), c2st_features(b, sfreq, bands, f_max)
+    else:
+        F_a, F_b = (np.asarray(f, dtype=np.float64) for f in features)
+    n_a, n_b = len(F_a), len(F_b)
+    # without groups every window is its own group, named per set so the two sets never share one
+    g_a = np.asarray([f"a:{i}" for i in range(n_a)] if groups_a is None else list(groups_a))
+    g_b = np.asarray([f"b:{i}" for i in range(n_b)] if groups_b is None else list(groups_b))
+    if len(g_a) != n_a or len(g_b) != n_b:
+        raise UserError(f"c2st_auc: got {len(g_a)}/{len(g_b)} group ids for {n_a}/{n_b} windows; give one per window")
+    rng = np.random.default_rng(seed)
+    fold_a, fold_b, k = group_folds(g_a, g_b, n_folds, rng)
+    X = np.concatenate([F_a, F_b])
+    y = np.concatenate([np.zeros(n_a), np.ones(n_b)])
+    fold = np.concatenate([fold_a, fold_b])
+    aucs = []
+    for f in range(k):
+        tr, te = fold != f, fold == f
+        mu, sd = X[tr].mean(axis=0), X[tr].std(axis=0)
+        sd[sd == 0] = 1.0
+        w, b0 = _fit_logistic((X[tr] - mu) / sd, y[tr], l2)
+        scores = ((X[te] - mu) / sd) @ w + b0
+        aucs.append(roc_auc(y[te], scores))
+    return C2STResult(auc=float(np.mean(aucs)), auc_std=float(np.std(aucs)), fold_aucs=[float(v) for v in aucs],
+                      n_folds=k, n_a=n_a, n_b=n_b)

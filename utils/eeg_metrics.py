@@ -1,0 +1,273 @@
+"""Signal-quality metrics for reconstructed, completed and generated EEG (EEG_PORT.md §8).
+
+Shape letters: N windows, C channels, T time samples, K bands, F frequency bins.
+
+Every input is in µV; arrays are ``x_NCT`` (windows, channels, time) unless a docstring says otherwise.
+
+- Reconstruction / completion error: :func:`snr_db`, :func:`mse`, :func:`log_spectral_distance`.
+- Spectra: :func:`welch_psd` (the full PSD curve for plots), :func:`band_powers`,
+  :func:`psd_band_error_db` (per-band ``|10 log10(P_gen / P_real)|``).
+- Spatial structure: :func:`channel_correlation`, :func:`channel_corr_distance`.
+
+The classifier two-sample test lives in :mod:`utils.eeg_c2st`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy import signal as sps
+
+from .eeg_bands import DEFAULT_BANDS, band_names, validate_bands
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["snr_db", "mse", "welch_psd", "band_powers", "psd_band_error_db", "channel_correlation",
+           "channel_corr_distance", "log_spectral_distance", "clip_bands"]
+
+
+def _as_float(x: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.size == 0:
+        raise UserError(f"{name}: got an empty array; expected EEG windows of shape (N, C, T)")
+    if not np.all(np.isfinite(arr)):
+        raise UserError(f"{name}: holds NaN or Inf values; drop or repair those windows first")
+    return arr
+
+
+def _as_NCT(x: np.ndarray, name: str) -> np.ndarray:
+    arr = _as_float(x, name)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise UserError(f"{name}: got shape {arr.shape}; expected (N, C, T) windows or one (C, T) window")
+    return arr
+
+
+def _check_same_shape(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> None:
+    if a.shape != b.shape:
+        raise UserError(f"{names[1]} has shape {b.shape} but {names[0]} has {a.shape}; they must match")
+
+
+def snr_db(target: np.ndarray, estimate: np.ndarray, per_window: bool = False) -> float | np.ndarray:
+    """Signal-to-noise ratio ``10 log10(||x||^2 / ||x - x_hat||^2)`` in dB.
+
+    Parameters
+    ----------
+    target : ndarray, shape (N, C, T) or any shape, µV
+        The true signal ``x``.
+    estimate : ndarray, same shape as ``target``, µV
+        The reconstruction ``x_hat``.
+    per_window : bool
+        If True, return one SNR per window (axis 0); otherwise one SNR over all values (energies summed
+        before the ratio, so loud windows weigh more — the convention of the tokenizer's per-stage SNR).
+
+    Returns
+    -------
+    float or ndarray, shape (N,)
+        SNR in dB; ``inf`` where the estimate is exact.
+    """
+    x = _as_float(target, "target")
+    x_hat = _as_float(estimate, "estimate")
+    _check_same_shape(x, x_hat, ("target", "estimate"))
+    if per_window:
+        axes = tuple(range(1, x.ndim))
+        sig = np.sum(x ** 2, axis=axes)
+        err = np.sum((x - x_hat) ** 2, axis=axes)
+    else:
+        sig, err = np.sum(x ** 2), np.sum((x - x_hat) ** 2)
+    with np.errstate(divide="ignore"):
+        out = 10.0 * (np.log10(sig) - np.log10(err))
+    return out if per_window else float(out)
+
+
+def mse(target: np.ndarray, estimate: np.ndarray, per_window: bool = False) -> float | np.ndarray:
+    """Mean squared error in µV² (over all values, or per window along axis 0)."""
+    x = _as_float(target, "target")
+    x_hat = _as_float(estimate, "estimate")
+    _check_same_shape(x, x_hat, ("target", "estimate"))
+    if per_window:
+        return np.mean((x - x_hat) ** 2, axis=tuple(range(1, x.ndim)))
+    return float(np.mean((x - x_hat) ** 2))
+
+
+def welch_psd(x_NCT: np.ndarray, sfreq: float, nperseg: int | None = None,
+              average: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Welch power spectral density, averaged over windows and channels.
+
+    Parameters
+    ----------
+    x_NCT : ndarray, shape (N, C, T) or (C, T), µV
+        EEG windows.
+    sfreq : float
+        Sampling frequency in Hz.
+    nperseg : int | None
+        Welch segment length in samples; default ``min(T, 2 * sfreq)`` (0.5 Hz resolution), Hann window,
+        50 % overlap.
+    average : bool
+        If True return the mean PSD over windows and channels, shape (F,); else (N, C, F).
+
+    Returns
+    -------
+    freqs_F : ndarray, shape (F,), Hz
+    psd : ndarray, shape (F,) or (N, C, F), µV²/Hz
+    """
+    x = _as_NCT(x_NCT, "x_NCT")
+    if nperseg is None:
+        nperseg = int(min(x.shape[-1], round(2 * float(sfreq))))
+    nperseg = int(min(nperseg, x.shape[-1]))
+    freqs_F, psd_NCF = sps.welch(x, fs=float(sfreq), nperseg=nperseg, axis=-1, detrend="constant")
+    if average:
+        return freqs_F, psd_NCF.mean(axis=(0, 1))
+    return freqs_F, psd_NCF
+
+
+def clip_bands(bands: Iterable[Sequence[float]], f_max: float) -> np.ndarray:
+    """Clip band edges to ``f_max`` Hz and drop bands that start at or above it.
+
+    Used to judge spectra only where the data has content (e.g. eegmat is low-passed at 45 Hz, so its
+    gamma band is judged on 30-45 Hz).
+    """
+    bands_K2 = validate_bands(bands)
+    kept = [(lo, min(hi, f_max)) for lo, hi in bands_K2 if lo < f_max]
+    if not kept:
+        raise UserError(f"f_max={f_max:g} Hz is below every band {bands_K2.tolist()}; raise f_max")
+    return np.asarray(kept, dtype=np.float64)
+
+
+def band_powers(freqs_F: np.ndarray, psd: np.ndarray, bands: Iterable[Sequence[float]] = DEFAULT_BANDS) -> np.ndarray:
+    """Band power (µV²) per band: the PSD integrated over ``f_lo <= f < f_hi``.
+
+    Parameters
+    ----------
+    freqs_F : ndarray, shape (F,), Hz
+    psd : ndarray, shape (..., F), µV²/Hz
+    bands : sequence of (f_lo, f_hi), Hz
+
+    Returns
+    -------
+    ndarray, shape (..., K), µV²
+    """
+    bands_K2 = validate_bands(bands)
+    df = float(freqs_F[1] - freqs_F[0]) if len(freqs_F) > 1 else 1.0
+    out = []
+    for lo, hi in bands_K2:
+        sel = (freqs_F >= lo) & (freqs_F < hi)
+        if not np.any(sel):
+            raise UserError(f"band ({lo:g}, {hi:g}) Hz holds no PSD bin (resolution {df:g} Hz); use longer "
+                            "windows or a larger nperseg")
+        out.append(psd[..., sel].sum(axis=-1) * df)
+    return np.stack(out, axis=-1)
+
+
+def psd_band_error_db(real_NCT: np.ndarray, gen_NCT: np.ndarray, sfreq: float,
+                      bands: Iterable[Sequence[float]] = DEFAULT_BANDS, nperseg: int | None = None,
+                      f_max: float | None = None) -> dict[str, float]:
+    """Per-band PSD error ``|10 log10(P_gen / P_real)|`` in dB between two sets of windows.
+
+    Each set's Welch PSD is averaged over its windows and channels, integrated over each band, and the
+    two band powers compared. 0 dB means equal power; a ×sqrt(2) amplitude change gives 3.01 dB.
+
+    Parameters
+    ----------
+    real_NCT : ndarray, shape (N, C, T), µV
+        Reference windows.
+    gen_NCT : ndarray, shape (M, C, T), µV
+        Windows to judge (generated, completed, reconstructed); M may differ from N, C and T may not.
+    sfreq : float
+        Sampling frequency in Hz.
+    bands : sequence of (f_lo, f_hi), Hz
+        Bands (default delta..gamma); names from :func:`utils.eeg_bands.band_names`.
+    nperseg : int | None
+        Welch segment length (see :func:`welch_psd`).
+    f_max : float | None
+        If given, bands are clipped to ``f_max`` Hz first (:func:`clip_bands`).
+
+    Returns
+    -------
+    dict
+        ``{band name: error in dB}`` in band order.
+    """
+    real = _as_NCT(real_NCT, "real_NCT")
+    gen = _as_NCT(gen_NCT, "gen_NCT")
+    if real.shape[1:] != gen.shape[1:]:
+        raise UserError(f"gen_NCT windows are (C, T) = {gen.shape[1:]} but real_NCT windows are {real.shape[1:]}; "
+                        "compare windows of the same channels and length")
+    bands_K2 = validate_bands(bands, sfreq)
+    names = band_names(bands_K2)
+    if f_max is not None:
+        clipped = clip_bands(bands_K2, f_max)
+        names = names[: len(clipped)]
+        bands_K2 = clipped
+    freqs_F, p_real_F = welch_psd(real, sfreq, nperseg)
+    _, p_gen_F = welch_psd(gen, sfreq, nperseg)
+    bp_real_K = band_powers(freqs_F, p_real_F, bands_K2)
+    bp_gen_K = band_powers(freqs_F, p_gen_F, bands_K2)
+    tiny = np.finfo(np.float64).tiny
+    err_K = np.abs(10.0 * np.log10(np.maximum(bp_gen_K, tiny) / np.maximum(bp_real_K, tiny)))
+    return {name: float(e) for name, e in zip(names, err_K)}
+
+
+def channel_correlation(x_NCT: np.ndarray) -> np.ndarray:
+    """Mean over windows of the per-window channel correlation matrix, shape (C, C).
+
+    Channels that are flat within a window contribute zero correlation for that window.
+    """
+    x = _as_NCT(x_NCT, "x_NCT")
+    xc = x - x.mean(axis=-1, keepdims=True)
+    norm_NC = np.sqrt(np.sum(xc ** 2, axis=-1))
+    norm_NC[norm_NC == 0] = np.inf
+    z = xc / norm_NC[..., None]
+    return np.einsum("nct,ndt->cd", z, z) / x.shape[0]
+
+
+def channel_corr_distance(a_NCT: np.ndarray, b_NCT: np.ndarray) -> float:
+    """Distance between the mean channel-correlation matrices of two sets of windows.
+
+    ``||R_a - R_b||_F / sqrt(C (C - 1))``: the Frobenius norm normalised to the root-mean-square
+    difference of one off-diagonal correlation (the diagonals are 1 in both and cancel), so values
+    are comparable across channel counts; 0 = same spatial correlation, 2 = the largest possible.
+    """
+    a = _as_NCT(a_NCT, "a_NCT")
+    b = _as_NCT(b_NCT, "b_NCT")
+    if a.shape[1] != b.shape[1]:
+        raise UserError(f"b_NCT has {b.shape[1]} channels but a_NCT has {a.shape[1]}; they must match")
+    n_ch = a.shape[1]
+    if n_ch < 2:
+        raise UserError("channel_corr_distance needs at least 2 channels")
+    diff = channel_correlation(a) - channel_correlation(b)
+    return float(np.linalg.norm(diff) / np.sqrt(n_ch * (n_ch - 1)))
+
+
+def log_spectral_distance(target_NCT: np.ndarray, estimate_NCT: np.ndarray, sfreq: float,
+                          band: Sequence[float] | None = None, nperseg: int | None = None) -> float:
+    """Log-spectral distance (dB) between matched windows, restricted to one band.
+
+    ``LSD = mean_{n,c} sqrt(mean_{f in band} (10 log10(P_x(f) / P_xhat(f)))^2)`` from per-window,
+    per-channel Welch PSDs — the audio bandwidth-extension metric, used here on the newly completed band.
+
+    Parameters
+    ----------
+    target_NCT, estimate_NCT : ndarray, shape (N, C, T), µV
+        Matched true and estimated windows.
+    sfreq : float
+        Sampling frequency in Hz.
+    band : (f_lo, f_hi) | None
+        Frequency range in Hz (``f_lo <= f < f_hi``); default: every bin above 0 Hz.
+    nperseg : int | None
+        Welch segment length (see :func:`welch_psd`).
+    """
+    x = _as_NCT(target_NCT, "target_NCT")
+    x_hat = _as_NCT(estimate_NCT, "estimate_NCT")
+    _check_same_shape(x, x_hat, ("target_NCT", "estimate_NCT"))
+    freqs_F, p_x = welch_psd(x, sfreq, nperseg, average=False)
+    _, p_y = welch_psd(x_hat, sfreq, nperseg, average=False)
+    lo, hi = (0.0, np.inf) if band is None else (float(band[0]), float(band[1]))
+    sel = (freqs_F > 0) & (freqs_F >= lo) & (freqs_F < hi)
+    if not np.any(sel):
+        raise UserError(f"band {band} holds no PSD bin; choose a band inside (0, {sfreq / 2:g}) Hz")
+    eps = 1e-12 * max(float(p_x.max()), 1e-30)  # floor so a zero estimate gives a large finite LSD
+    d = 10.0 * np.log10((p_x[..., sel] + eps) / (p_y[..., sel] + eps))
+    return float(np.mean(np.sqrt(np.mean(d ** 2, axis=-1))))
