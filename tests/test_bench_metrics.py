@@ -1,0 +1,102 @@
+"""Metrics with known answers: SNR, MSE, per-band PSD error, channel-correlation distance, LSD, C2ST."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from utils.eeg_c2st import c2st_auc, group_folds, roc_auc
+from utils.eeg_metrics import (band_powers, channel_corr_distance, clip_bands, log_spectral_distance, mse,
+                               psd_band_error_db, snr_db, welch_psd)
+from utils.errors import UserError
+
+SFREQ = 100.0
+
+
+def _mixed_windows(rng: np.random.Generator, n: int, n_ch: int = 4, n_t: int = 400) -> np.ndarray:
+    """Correlated broadband windows: white noise mixed across channels (fixed mixing) and smoothed."""
+    mix = np.linalg.qr(np.random.default_rng(123).standard_normal((n_ch, n_ch)))[0] * np.arange(1, n_ch + 1)
+    w = rng.standard_normal((n, n_ch, n_t))
+    w = np.einsum("cd,ndt->nct", mix, w)
+    return w + 0.5 * np.roll(w, 1, axis=-1)
+
+
+def test_snr_of_known_noise_level(rng):
+    x = rng.standard_normal((20, 3, 1000)) * 10.0
+    noise = rng.standard_normal(x.shape) * 1.0  # signal power 100, noise power 1 -> 20 dB
+    assert snr_db(x, x + noise) == pytest.approx(20.0, abs=0.1)
+    per = snr_db(x, x + noise, per_window=True)
+    assert per.shape == (20,) and np.all(np.abs(per - 20.0) < 0.5)
+    assert snr_db(x, x) == np.inf
+    assert snr_db(x, np.zeros_like(x)) == pytest.approx(0.0)
+    assert mse(x, x + noise) == pytest.approx(1.0, rel=0.05)
+    with pytest.raises(UserError, match="shape"):
+        snr_db(x, x[:, :2])
+
+
+def test_psd_error_zero_for_identical_and_3db_for_sqrt2(rng):
+    x = _mixed_windows(rng, 10)
+    err0 = psd_band_error_db(x, x, SFREQ)
+    assert list(err0) == ["delta", "theta", "alpha", "beta", "gamma"]
+    assert max(err0.values()) == pytest.approx(0.0, abs=1e-9)
+    err = psd_band_error_db(x, np.sqrt(2.0) * x, SFREQ)
+    for v in err.values():
+        assert v == pytest.approx(10 * np.log10(2.0), abs=1e-6)  # 3.0103 dB
+    # a different number of windows is fine; clipping drops nothing below 45 Hz except gamma's top
+    err45 = psd_band_error_db(x, x[:5], SFREQ, f_max=45.0)
+    assert len(err45) == 5 and all(v < 1.0 for v in err45.values())
+
+
+def test_band_powers_find_a_sine_in_its_band():
+    t = np.arange(1000) / SFREQ
+    x = np.sin(2 * np.pi * 10.0 * t)[None, None, :] * 2.0  # 10 Hz, power 2 µV²
+    freqs, psd = welch_psd(x, SFREQ)
+    bp = band_powers(freqs, psd)
+    assert np.argmax(bp) == 2  # alpha
+    assert bp[2] == pytest.approx(2.0, rel=0.05)
+    assert bp[[0, 1, 3, 4]].max() < 1e-3 * bp[2]
+    assert clip_bands([(0.5, 4), (30, 50)], 45.0).tolist() == [[0.5, 4.0], [30.0, 45.0]]
+
+
+def test_channel_corr_distance(rng):
+    a = _mixed_windows(rng, 30)
+    assert channel_corr_distance(a, a) == pytest.approx(0.0, abs=1e-12)
+    b = _mixed_windows(rng, 30)
+    independent = rng.standard_normal(a.shape)
+    d_same = channel_corr_distance(a, b)
+    d_diff = channel_corr_distance(a, independent)
+    assert d_same < 0.1 < d_diff
+    # permuting channels of a (which is not symmetric under permutation) changes the structure
+    assert channel_corr_distance(a, a[:, ::-1]) > d_same
+
+
+def test_log_spectral_distance(rng):
+    x = _mixed_windows(rng, 4)
+    assert log_spectral_distance(x, x, SFREQ, band=(13, 30)) == pytest.approx(0.0, abs=1e-9)
+    assert log_spectral_distance(x, 0.5 * x, SFREQ, band=(13, 30)) == pytest.approx(20 * np.log10(2), abs=1e-6)
+
+
+def test_roc_auc_known_values():
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert roc_auc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
+    assert roc_auc([0, 1, 0, 1], [1, 1, 1, 1]) == 0.5
+
+
+def test_c2st_half_of_one_distribution_vs_different(rng):
+    x = _mixed_windows(rng, 80, n_t=200)
+    same = c2st_auc(x[:40], x[40:], SFREQ, n_folds=4)
+    assert 0.3 < same.auc < 0.7 and same.n_folds == 4 and len(same.fold_aucs) == 4
+    other = x[40:] * np.array([1.0, 1.0, 1.6, 1.0])[None, :, None]  # one channel 4 dB louder
+    diff = c2st_auc(x[:40], other, SFREQ, n_folds=4)
+    assert diff.auc > 0.95
+
+
+def test_c2st_groups_never_straddle_folds(rng):
+    groups_a = np.repeat(["r1", "r2", "r3"], 5)
+    groups_b = np.repeat(["r1", "r2", "r4", "r5"], 4)  # shared ids r1, r2 tie windows of both sets
+    fa, fb, k = group_folds(groups_a, groups_b, 5, rng)
+    assert k == 3
+    for g in np.unique(np.concatenate([groups_a, groups_b])):
+        folds = set(fa[groups_a == g]) | set(fb[groups_b == g])
+        assert len(folds) == 1
+    with pytest.raises(UserError, match="at least 2 groups"):
+        c2st_auc(np.zeros((3, 2, 100)) + 1, np.ones((3, 2, 100)), SFREQ, groups_a=["x"] * 3)
