@@ -1,0 +1,367 @@
+"""The VAR transformer on 1D multi-scale token maps (upstream ``models/var.py``).
+
+Shape letters: B batch; L positions over all scales (``sum(patch_nums)``), l positions in one scale;
+G tokens per position (``tokens_per_pos`` of the tokenizer; 1 = upstream); C width (= D, condition
+width); Cvae latent channels; V vocabulary size per token group. A scale ``si`` has ``pn`` positions and
+``pn * G`` tokens, laid out position-major; logits come as (B, L * G, V) to line up with
+``torch.cat(gt_idx_Bl, dim=1)``.
+
+This module knows nothing about EEG: the tokenizer (``vae_local``), the scale layout and the number of
+classes arrive as constructor arguments.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from models.basic_var import AdaLNBeforeHead, AdaLNSelfAttn
+from models.helpers import gumbel_softmax_with_rng, sample_with_top_k_top_p_
+
+__all__ = ["VAR", "SharedAdaLin"]
+
+
+class SharedAdaLin(nn.Linear):
+    """Linear D -> 6C whose output is reshaped to (B, 1, 6, C) (shared AdaLN)."""
+
+    def forward(self, cond_BD: torch.Tensor) -> torch.Tensor:
+        C = self.weight.shape[0] // 6
+        return super().forward(cond_BD).view(-1, 1, 6, C)
+
+
+class VAR(nn.Module):
+    """Next-scale prediction transformer.
+
+    Parameters
+    ----------
+    vae_local : VQVAE
+        The frozen tokenizer; kept in a tuple, so it is not a registered submodule (not in
+        ``state_dict``, ``parameters()``, ``.to()`` or DDP), as upstream.
+    num_classes : int
+        Number of classes; row ``num_classes`` of ``class_emb`` is the null class (condition dropout,
+        classifier-free guidance). One class = unconditional.
+    depth, embed_dim, num_heads, mlp_ratio : int, int, int, float
+        Transformer size (upstream's rule: width 64 * depth, heads = depth).
+    drop_rate, attn_drop_rate, drop_path_rate : float
+        Dropouts; drop path grows linearly from 0 (block 0) to ``drop_path_rate`` (last block).
+    norm_eps : float
+        LayerNorm epsilon.
+    shared_aln : bool
+        One condition projection shared by all blocks.
+    cond_drop_rate : float
+        Probability of replacing a label with the null class during training.
+    attn_l2_norm : bool
+        Cosine attention.
+    patch_nums : sequence of int
+        Positions per scale (the tokenizer's ``v_patch_nums``), strictly increasing.
+    """
+
+    def __init__(self, vae_local, num_classes: int = 1000, depth: int = 16, embed_dim: int = 1024,
+                 num_heads: int = 16, mlp_ratio: float = 4.0, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, norm_eps: float = 1e-6, shared_aln: bool = False,
+                 cond_drop_rate: float = 0.1, attn_l2_norm: bool = False,
+                 patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
+                 flash_if_available: bool = True, fused_if_available: bool = True) -> None:
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        quant = vae_local.quantize
+        # port: G tokens per position; V is the size of each group's codebook
+        self.Cvae, self.V, self.G = int(quant.Cvae), int(quant.vocab_size), int(quant.tokens_per_pos)
+        self.depth, self.C, self.D, self.num_heads = depth, embed_dim, embed_dim, num_heads
+        self.cond_drop_rate = cond_drop_rate
+        self.prog_si = -1
+
+        self.patch_nums: tuple[int, ...] = tuple(int(p) for p in patch_nums)
+        if tuple(quant.v_patch_nums) != self.patch_nums:
+            raise ValueError(f"patch_nums={self.patch_nums} differ from the tokenizer's {tuple(quant.v_patch_nums)}")
+        self.L = sum(self.patch_nums)  # port: 1D scales have pn positions (upstream: pn ** 2)
+        self.first_l = self.patch_nums[0]
+        self.begin_ends: list[tuple[int, int]] = []
+        cur = 0
+        for pn in self.patch_nums:
+            self.begin_ends.append((cur, cur + pn))
+            cur += pn
+        self.num_stages_minus_1 = len(self.patch_nums) - 1
+        self.rng = torch.Generator(device="cpu")
+        # port: training randomness (condition dropout, drop path) comes from this CPU generator, which the
+        # trainer reseeds per step, so a resumed run draws what an uninterrupted run would
+        self.train_rng = torch.Generator(device="cpu")
+
+        self.vae_proxy = (vae_local,)
+        self.vae_quant_proxy = (quant,)
+        self.word_embed = nn.Linear(self.Cvae, self.C)
+
+        init_std = math.sqrt(1 / self.C / 3)
+        self.num_classes = int(num_classes)
+        self.register_buffer("uniform_prob", torch.full((1, self.num_classes), fill_value=1.0 / self.num_classes,
+                                                        dtype=torch.float32), persistent=False)
+        self.class_emb = nn.Embedding(self.num_classes + 1, self.C)
+        nn.init.trunc_normal_(self.class_emb.weight.data, mean=0, std=init_std)
+        self.pos_start = nn.Parameter(torch.empty(1, self.first_l, self.C))
+        nn.init.trunc_normal_(self.pos_start.data, mean=0, std=init_std)
+
+        pos_1LC = []
+        for pn in self.patch_nums:
+            pe = torch.empty(1, pn, self.C)  # port: one learned vector per 1D position of each scale
+            nn.init.trunc_normal_(pe, mean=0, std=init_std)
+            pos_1LC.append(pe)
+        self.pos_1LC = nn.Parameter(torch.cat(pos_1LC, dim=1))
+        self.lvl_embed = nn.Embedding(len(self.patch_nums), self.C)
+        nn.init.trunc_normal_(self.lvl_embed.weight.data, mean=0, std=init_std)
+
+        self.shared_ada_lin = nn.Sequential(nn.SiLU(inplace=False), SharedAdaLin(self.D, 6 * self.C)) \
+            if shared_aln else nn.Identity()
+
+        norm_layer = partial(nn.LayerNorm, eps=norm_eps)
+        self.drop_path_rate = drop_path_rate
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
+        self.blocks = nn.ModuleList([
+            AdaLNSelfAttn(cond_dim=self.D, shared_aln=shared_aln, block_idx=block_idx, embed_dim=self.C,
+                          norm_layer=norm_layer, num_heads=num_heads, mlp_ratio=mlp_ratio, drop=drop_rate,
+                          attn_drop=attn_drop_rate, drop_path=dpr[block_idx],
+                          last_drop_p=0 if block_idx == 0 else dpr[block_idx - 1], attn_l2_norm=attn_l2_norm,
+                          flash_if_available=flash_if_available, fused_if_available=fused_if_available)
+            for block_idx in range(depth)])
+        for m in self.modules():
+            if hasattr(m, "drop_prob") and hasattr(m, "rng"):
+                m.rng = self.train_rng
+
+        # block-causal mask: a position sees every position of its own scale and of earlier scales
+        d_L = torch.cat([torch.full((pn,), i) for i, pn in enumerate(self.patch_nums)])
+        self.register_buffer("lvl_1L", d_L.view(1, self.L).contiguous())
+        allowed_LL = d_L.view(self.L, 1) >= d_L.view(1, self.L)
+        attn_bias_for_masking = torch.where(allowed_LL, 0.0, -torch.inf).reshape(1, 1, self.L, self.L)
+        self.register_buffer("attn_bias_for_masking", attn_bias_for_masking.contiguous())
+
+        self.head_nm = AdaLNBeforeHead(self.C, self.D, norm_layer=norm_layer)
+        self.head = nn.Linear(self.C, self.G * self.V)  # port: G tokens per position
+
+    # ------------------------------------------------------------------------------------------
+    def get_logits(self, h_or_h_and_residual, cond_BD: Optional[torch.Tensor]) -> torch.Tensor:
+        """Head on the last hidden states: (B, l, C) -> (B, l, G * V), in float32."""
+        if not isinstance(h_or_h_and_residual, torch.Tensor):
+            h, resi = h_or_h_and_residual
+            h = resi + self.blocks[-1].drop_path(h)
+        else:
+            h = h_or_h_and_residual
+        return self.head(self.head_nm(h.float(), cond_BD).float()).float()
+
+    def _autocast_off(self, device: torch.device):
+        return torch.autocast(device_type=device.type, enabled=False)
+
+    @torch.no_grad()
+    def autoregressive_infer_cfg(self, B: int, label_B: Optional[torch.Tensor | int], g_seed: Optional[int] = None,
+                                 cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
+                                 gt_prefix_idx_Bl: Optional[Sequence[torch.Tensor]] = None, ret_stages: bool = False):
+        """Sample B token pyramids scale by scale with a KV cache and classifier-free guidance.
+
+        Parameters
+        ----------
+        B : int
+            Number of samples.
+        label_B : LongTensor (B,) | int | None
+            Class per sample; an int is used for all (negative = the null class); None draws uniformly.
+        g_seed : int | None
+            Seed of ``self.rng`` (a generator on the model's device); None uses the global RNG.
+        cfg : float
+            Guidance strength at the last scale; it grows linearly from 0 at scale 0. 0 disables guidance
+            (and the doubled batch).
+        top_k, top_p : int, float
+            Sampling filters (0 = off).
+        more_smooth : bool
+            Soft Gumbel code mixing (visualisation only).
+        gt_prefix_idx_Bl : sequence of LongTensor (B, pn * G) | None
+            Token maps to teacher-force for the first ``len(...)`` scales instead of sampling
+            (band completion: observed low stages are kept, the rest is generated).
+        ret_stages : bool
+            Also return the token maps and the cumulative f_hat after every scale.
+
+        Returns
+        -------
+        x_BCT : Tensor, shape (B, C, T)
+            port: the tokenizer's decoder output in model units (upstream mapped [-1, 1] images to
+            [0, 1]); the caller multiplies by the dataset scale to get µV.
+        ms_idx_Bl, ms_fhat_BCl : lists (only with ``ret_stages``)
+            Per scale: (B, pn * G) tokens, and (B, Cvae, L) cumulative f_hat (decode each for stage k).
+        """
+        dev = self.lvl_1L.device
+        if g_seed is None:
+            rng = None
+        else:
+            if self.rng.device != dev:
+                self.rng = torch.Generator(device=dev)
+            self.rng.manual_seed(int(g_seed))
+            rng = self.rng
+        if label_B is None:
+            label_B = torch.multinomial(self.uniform_prob.expand(B, -1), num_samples=1, replacement=True,
+                                        generator=rng).reshape(B)
+        elif isinstance(label_B, int):
+            label_B = torch.full((B,), fill_value=self.num_classes if label_B < 0 else label_B, device=dev)
+        label_B = label_B.to(dev).long()
+        use_cfg = cfg != 0
+        nB = 2 * B if use_cfg else B
+        with self._autocast_off(dev):
+            labels = torch.cat((label_B, torch.full_like(label_B, fill_value=self.num_classes))) if use_cfg else label_B
+            sos = cond_BD = self.class_emb(labels)
+            lvl_pos = self.lvl_embed(self.lvl_1L) + self.pos_1LC
+            next_token_map = sos.unsqueeze(1).expand(nB, self.first_l, -1) + self.pos_start.expand(nB, self.first_l, -1) \
+                + lvl_pos[:, :self.first_l]
+        cur_L = 0
+        quant = self.vae_quant_proxy[0]
+        SN = len(self.patch_nums)
+        f_hat = sos.new_zeros(B, self.Cvae, self.patch_nums[-1], dtype=torch.float32)
+        ms_idx_Bl, ms_fhat = [], []
+        for b in self.blocks:
+            b.attn.kv_caching(True)
+        try:
+            for si, pn in enumerate(self.patch_nums):
+                ratio = si / self.num_stages_minus_1 if self.num_stages_minus_1 > 0 else 1.0
+                cur_L += pn
+                cond_BD_or_gss = self.shared_ada_lin(cond_BD)
+                x = next_token_map
+                for b in self.blocks:
+                    x = b(x=x, cond_BD=cond_BD_or_gss, attn_bias=None)
+                logits_BlV = self.get_logits(x, cond_BD).view(nB, pn * self.G, self.V)
+                if use_cfg:
+                    t = cfg * ratio
+                    logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
+                if gt_prefix_idx_Bl is not None and si < len(gt_prefix_idx_Bl):
+                    idx_Bl = gt_prefix_idx_Bl[si].to(dev).long()
+                    h_BCl = quant.embed_idx(si, idx_Bl)
+                elif not more_smooth:
+                    idx_Bl = sample_with_top_k_top_p_(logits_BlV, rng=rng, top_k=top_k, top_p=top_p, num_samples=1)[:, :, 0]
+                    h_BCl = quant.embed_idx(si, idx_Bl)
+                else:
+                    gum_t = max(0.27 * (1 - ratio * 0.95), 0.005)
+                    soft_BlV = gumbel_softmax_with_rng(logits_BlV.mul(1 + ratio), tau=gum_t, hard=False, dim=-1, rng=rng)
+                    idx_Bl = soft_BlV.argmax(dim=-1)
+                    book_GVd = quant.codebook_GVd(si)
+                    soft_BlGV = soft_BlV.view(B, pn, self.G, self.V)
+                    h_BCl = torch.einsum("blgv,gvd->blgd", soft_BlGV, book_GVd.float()).reshape(B, pn, self.Cvae).transpose(1, 2)
+                f_hat, next_BCl = quant.get_next_autoregressive_input(si, SN, f_hat, h_BCl)
+                if ret_stages:
+                    ms_idx_Bl.append(idx_Bl)
+                    ms_fhat.append(f_hat.clone())
+                if si != self.num_stages_minus_1:
+                    next_token_map = self.word_embed(next_BCl.transpose(1, 2).float()) \
+                        + lvl_pos[:, cur_L:cur_L + self.patch_nums[si + 1]]
+                    if use_cfg:
+                        next_token_map = next_token_map.repeat(2, 1, 1)
+        finally:
+            for b in self.blocks:
+                b.attn.kv_caching(False)
+        x_BCT = self.vae_proxy[0].fhat_to_eeg(f_hat)
+        if ret_stages:
+            return x_BCT, ms_idx_Bl, ms_fhat
+        return x_BCT
+
+    def forward(self, label_B: torch.LongTensor, x_BLCv_wo_first_l: Optional[torch.Tensor]) -> torch.Tensor:
+        """Teacher-forced logits for every token.
+
+        Parameters
+        ----------
+        label_B : LongTensor, shape (B,)
+        x_BLCv_wo_first_l : Tensor, shape (B, L - first_l, Cvae) | None
+            ``quantize.idxBl_to_var_input`` of the ground-truth tokens (None when ``prog_si == 0``).
+
+        Returns
+        -------
+        logits_BLV : Tensor, shape (B, ed * G, V)
+            ``ed`` = L, or the end of scale ``prog_si`` in progressive training.
+        """
+        bg, ed = self.begin_ends[self.prog_si] if self.prog_si >= 0 else (0, self.L)
+        B = label_B.shape[0]
+        dev = label_B.device
+        with self._autocast_off(dev):
+            # fix(upstream) §18.1: condition dropout only in training (upstream also dropped labels in eval_ep)
+            if self.training and self.cond_drop_rate > 0:
+                drop_B = torch.rand(B, generator=self.train_rng) < self.cond_drop_rate
+                label_B = torch.where(drop_B.to(dev), self.num_classes, label_B)
+            sos = cond_BD = self.class_emb(label_B)
+            sos = sos.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
+            if self.prog_si == 0 or x_BLCv_wo_first_l is None:
+                x_BLC = sos
+            else:
+                x_BLC = torch.cat((sos, self.word_embed(x_BLCv_wo_first_l.float())), dim=1)
+            x_BLC = x_BLC + self.lvl_embed(self.lvl_1L[:, :ed].expand(B, -1)) + self.pos_1LC[:, :ed]
+        attn_bias = self.attn_bias_for_masking[:, :, :ed, :ed]
+        cond_BD_or_gss = self.shared_ada_lin(cond_BD)
+
+        temp = x_BLC.new_ones(8, 8)
+        main_type = torch.matmul(temp, temp).dtype  # the autocast compute dtype (if any)
+        x_BLC = x_BLC.to(dtype=main_type)
+        cond_BD_or_gss = cond_BD_or_gss.to(dtype=main_type)
+        attn_bias = attn_bias.to(dtype=main_type)
+        for b in self.blocks:
+            x_BLC = b(x=x_BLC, cond_BD=cond_BD_or_gss, attn_bias=attn_bias)
+        logits = self.get_logits(x_BLC.float(), cond_BD)
+        if self.prog_si == 0:
+            # keep word_embed in the graph (DDP runs with find_unused_parameters=False)
+            logits[0, 0, 0] += self.word_embed.weight[0, 0] * 0 + self.word_embed.bias[0] * 0
+        return logits.view(B, ed * self.G, self.V)
+
+    def init_weights(self, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02,
+                     init_std: float = 0.02, conv_std_or_gain: float = 0.02) -> None:
+        """Upstream's init: trunc-normal Linear/Embedding, small head, near-zero residual gates."""
+        if init_std < 0:
+            init_std = (1 / self.C / 3) ** 0.5
+        for m in self.modules():
+            with_weight = hasattr(m, "weight") and m.weight is not None
+            with_bias = hasattr(m, "bias") and m.bias is not None
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight.data, std=init_std)
+                if with_bias:
+                    m.bias.data.zero_()
+            elif isinstance(m, nn.Embedding):
+                nn.init.trunc_normal_(m.weight.data, std=init_std)
+                if m.padding_idx is not None:
+                    m.weight.data[m.padding_idx].zero_()
+            elif isinstance(m, (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+                                nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)):
+                if with_weight:
+                    m.weight.data.fill_(1.0)
+                if with_bias:
+                    m.bias.data.zero_()
+            elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)):
+                if conv_std_or_gain > 0:
+                    nn.init.trunc_normal_(m.weight.data, std=conv_std_or_gain)
+                else:
+                    nn.init.xavier_normal_(m.weight.data, gain=-conv_std_or_gain)
+                if with_bias:
+                    m.bias.data.zero_()
+        if init_head >= 0:
+            if isinstance(self.head, nn.Linear):
+                self.head.weight.data.mul_(init_head)
+                self.head.bias.data.zero_()
+        if isinstance(self.head_nm, AdaLNBeforeHead):
+            self.head_nm.ada_lin[-1].weight.data.mul_(init_adaln)
+            if self.head_nm.ada_lin[-1].bias is not None:
+                self.head_nm.ada_lin[-1].bias.data.zero_()
+        depth = len(self.blocks)
+        for sab in self.blocks:
+            sab.attn.proj.weight.data.div_(math.sqrt(2 * depth))
+            sab.ffn.fc2.weight.data.div_(math.sqrt(2 * depth))
+            if hasattr(sab, "ada_lin"):
+                sab.ada_lin[-1].weight.data[2 * self.C:].mul_(init_adaln)
+                sab.ada_lin[-1].weight.data[:2 * self.C].mul_(init_adaln_gamma)
+                if sab.ada_lin[-1].bias is not None:
+                    sab.ada_lin[-1].bias.data.zero_()
+            elif hasattr(sab, "ada_gss"):
+                sab.ada_gss.data[:, :, 2:].mul_(init_adaln)
+                sab.ada_gss.data[:, :, :2].mul_(init_adaln_gamma)
+
+    def get_config(self) -> dict:
+        """Constructor arguments as plain types (the tokenizer is stored separately)."""
+        return dict(num_classes=self.num_classes, depth=self.depth, embed_dim=self.C, num_heads=self.num_heads,
+                    mlp_ratio=self.blocks[0].ffn.fc1.out_features / self.C if len(self.blocks) else 4.0,
+                    drop_path_rate=self.drop_path_rate, norm_eps=self.head_nm.ln_wo_grad.eps,
+                    shared_aln=not isinstance(self.shared_ada_lin, nn.Identity), cond_drop_rate=self.cond_drop_rate,
+                    attn_l2_norm=self.blocks[0].attn.attn_l2_norm if len(self.blocks) else False,
+                    patch_nums=list(self.patch_nums))
+
+    def extra_repr(self) -> str:
+        return f"drop_path_rate={self.drop_path_rate:g}, G={self.G}, V={self.V}, L={self.L}"
