@@ -1,0 +1,358 @@
+"""One recording in, windows out: the ingestion settings and the per-recording steps.
+
+Shape letters: K stages, C channels, T time samples (of the continuous recording or of a window).
+
+Per recording (:func:`process_recording`): open with MNE -> retype non-EEG channels -> pick, rename,
+order and interpolate the channel set -> load -> optional notch (at the recorded rate) -> resample to
+``sfreq`` -> µV -> every cumulative stage on the continuous recording
+(:func:`utils.eeg_stages.cumulative_frequency_levels`) -> cut windows -> drop windows with a flat
+channel or implausible amplitude -> write ``<recording>_w<index>.npz`` atomically.
+
+:func:`survey_recording` does the cheap checks on the header only (format, channels, sampling rate,
+length, label), so a bad input fails in seconds, before any heavy work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import re
+from typing import Any, Sequence
+
+import numpy as np
+
+from .eeg_bands import DEFAULT_BANDS, validate_bands
+from .eeg_channels import (DEFAULT_MAX_INTERPOLATE, check_channel_set, plan_channels, prepare_channels,
+                           retype_non_eeg)
+from .eeg_labels import LabelRule, parse_label_rule, recording_label, window_labels_from_annotations
+from .eeg_read import RecordingError, file_sha256, open_recording
+from .eeg_schema import NO_LABEL, write_window
+from .eeg_splits import SPLIT_BY, check_subject_regex, recording_stem, subject_of
+from .eeg_stages import cumulative_frequency_levels
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    """Every setting that shapes a dataset; stored in the manifest as ``settings``.
+
+    Attributes
+    ----------
+    sfreq : float
+        Output sampling frequency in Hz.
+    window_sec, stride_sec : float
+        Window length and hop in seconds (``stride_sec < window_sec`` gives overlapping windows).
+    channels : str
+        Channel set: ``'1020-19'`` or ``'all'`` (:mod:`utils.eeg_channels`).
+    max_interpolate : int
+        Most channels of a named set that may be missing and interpolated per recording.
+    bands : tuple of (float, float)
+        Band edges in Hz; stage k is band-passed from ``bands[0][0]`` to ``bands[k][1]``.
+    notch : tuple of float
+        Mains frequencies (Hz) to notch at the recorded rate before resampling; empty for none.
+    flat_threshold_uv : float
+        A window is dropped when a channel's peak-to-peak amplitude (full-band stage) is below this
+        (µV); 0 disables.
+    max_amplitude_uv : float
+        A window is dropped when any full-band sample exceeds this absolute value (µV); 0 disables.
+    label_from : str
+        Label rule (:mod:`utils.eeg_labels`).
+    split_by : str
+        ``'subject'`` or ``'recording'``.
+    val_fraction : float
+        Fraction of groups in ``val``.
+    val_groups : tuple of str
+        Explicit validation subjects/recordings (overrides ``val_fraction``).
+    seed : int
+        Seed of the split shuffle.
+    subject_regex : str | None
+        Pattern for subject ids (:mod:`utils.eeg_splits`).
+    compress : bool
+        Write compressed npz files.
+    """
+
+    sfreq: float = 100.0
+    window_sec: float = 5.0
+    stride_sec: float = 5.0
+    channels: str = "1020-19"
+    max_interpolate: int = DEFAULT_MAX_INTERPOLATE
+    bands: tuple[tuple[float, float], ...] = DEFAULT_BANDS
+    notch: tuple[float, ...] = ()
+    flat_threshold_uv: float = 0.1
+    max_amplitude_uv: float = 500.0
+    label_from: str = "none"
+    split_by: str = "subject"
+    val_fraction: float = 0.2
+    val_groups: tuple[str, ...] = ()
+    seed: int = 0
+    subject_regex: str | None = None
+    compress: bool = True
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_sec * self.sfreq))
+
+    @property
+    def stride_samples(self) -> int:
+        return int(round(self.stride_sec * self.sfreq))
+
+    def validate(self) -> "IngestConfig":
+        """Check every setting before any work starts; return ``self``.
+
+        Raises
+        ------
+        UserError
+            Naming the flag, the value received and what is expected.
+        """
+        if not (math.isfinite(self.sfreq) and self.sfreq > 0):
+            raise UserError(f"--sfreq got {self.sfreq}; expected a positive sampling frequency in Hz")
+        validate_bands(self.bands, self.sfreq, where="--bands/--sfreq")
+        for flag, value in (("--window-sec", self.window_sec), ("--stride-sec", self.stride_sec)):
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"{flag} got {value}; expected a positive number of seconds")
+            samples = value * self.sfreq
+            if abs(samples - round(samples)) > 1e-6:
+                raise UserError(f"{flag} {value:g} s at --sfreq {self.sfreq:g} Hz is {samples:g} samples; choose a "
+                                "value that gives a whole number of samples")
+        if self.window_samples < 2:
+            raise UserError(f"--window-sec {self.window_sec:g} gives {self.window_samples} sample(s); use a longer window")
+        check_channel_set(self.channels)
+        if self.max_interpolate < 0:
+            raise UserError(f"--max-interpolate got {self.max_interpolate}; expected 0 or more")
+        for freq in self.notch:
+            if not (math.isfinite(freq) and freq > 0):
+                raise UserError(f"--notch got {list(self.notch)}; expected positive frequencies in Hz, e.g. '50' or "
+                                "'50,100'")
+        for flag, value in (("--flat-threshold", self.flat_threshold_uv),
+                            ("--max-amplitude-uv", self.max_amplitude_uv)):
+            if not (math.isfinite(value) and value >= 0):
+                raise UserError(f"{flag} got {value}; expected a non-negative amplitude in µV (0 disables the check)")
+        if 0 < self.max_amplitude_uv <= self.flat_threshold_uv:
+            raise UserError(f"--max-amplitude-uv {self.max_amplitude_uv:g} must exceed --flat-threshold "
+                            f"{self.flat_threshold_uv:g}; every window would be dropped")
+        parse_label_rule(self.label_from)
+        if self.split_by not in SPLIT_BY:
+            raise UserError(f"--split-by got {self.split_by!r}; allowed: {', '.join(SPLIT_BY)}")
+        if not self.val_groups and not 0 <= self.val_fraction < 1:
+            raise UserError(f"--val-fraction got {self.val_fraction}; expected a fraction in [0, 1)")
+        check_subject_regex(self.subject_regex)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (bands as lists)."""
+        out = dataclasses.asdict(self)
+        out["bands"] = [[float(lo), float(hi)] for lo, hi in self.bands]
+        out["notch"] = [float(f) for f in self.notch]
+        out["val_groups"] = list(self.val_groups)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "IngestConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a manifest from another version)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise UserError(f"manifest settings hold unknown key(s) {unknown}; this dataset was built by another "
+                            "version of utils.data_eeg")
+        kwargs = dict(data)
+        if "bands" in kwargs:
+            kwargs["bands"] = tuple((float(lo), float(hi)) for lo, hi in kwargs["bands"])
+        for key in ("notch", "val_groups"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+
+@dataclasses.dataclass
+class RecordingPlan:
+    """What the survey learned about one recording (header only). Plain types; sent to workers."""
+
+    path: str
+    sha256: str
+    size: int
+    recording: str = ""
+    subject: str = ""
+    subject_rule: str = ""
+    sfreq_orig: float = 0.0
+    duration_sec: float = 0.0
+    ch_names: list[str] = dataclasses.field(default_factory=list)
+    descriptions: list[str] = dataclasses.field(default_factory=list)
+    split: str = ""
+    label: int = NO_LABEL
+
+
+def survey_recording(path: str, config: IngestConfig, rule: LabelRule, label_names: Sequence[str]) -> RecordingPlan:
+    """Check one recording from its header and return its plan (no samples are loaded).
+
+    Raises
+    ------
+    RecordingError
+        For an unreadable file, a sampling rate below twice the top band edge, a recording shorter than
+        one window, an unmet channel set, or a path no label pattern matches.
+    """
+    raw = open_recording(path, preload=False)
+    plan = RecordingPlan(path=path, sha256=file_sha256(path), size=os.path.getsize(path))
+    plan.subject, plan.subject_rule = subject_of(path, config.subject_regex)
+    plan.sfreq_orig = float(raw.info["sfreq"])
+    plan.duration_sec = raw.n_times / plan.sfreq_orig
+    top = float(config.bands[-1][1])
+    if plan.sfreq_orig < 2 * top:
+        raise RecordingError(f"{path}: recorded at {plan.sfreq_orig:g} Hz, below twice the top band edge "
+                             f"({top:g} Hz), so the top stage would be empty; lower the top edge with --bands or "
+                             "leave this recording out")
+    if plan.duration_sec < config.window_sec:
+        raise RecordingError(f"{path}: lasts {plan.duration_sec:.2f} s, shorter than one window "
+                             f"(--window-sec {config.window_sec:g}); use a shorter window or leave it out")
+    retype_non_eeg(raw)
+    try:
+        plan.ch_names, _, _ = plan_channels(raw, config.channels, config.max_interpolate, where=path)
+    except RecordingError:
+        raise
+    except UserError as err:
+        raise RecordingError(str(err)) from None
+    plan.descriptions = sorted({str(d) for d in raw.annotations.description})
+    if rule.kind == "regex":
+        try:
+            plan.label = recording_label(rule, path, label_names)
+        except UserError as err:
+            raise RecordingError(str(err)) from None
+    return plan
+
+
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text) or "recording"
+
+
+def assign_recording_ids(plans: Sequence[RecordingPlan]) -> None:
+    """Give each plan a unique, stable, readable id: its file stem, plus a content hash where stems repeat."""
+    stems = [_safe_id(recording_stem(p.path)) for p in plans]
+    used: set[str] = set()
+    for plan, stem in zip(plans, stems):
+        rid = stem if stems.count(stem) == 1 else f"{stem}-{plan.sha256[:8]}"
+        n = 2
+        base = rid
+        while rid in used:
+            rid, n = f"{base}-{n}", n + 1
+        used.add(rid)
+        plan.recording = rid
+
+
+def window_filename(recording: str, index: int) -> str:
+    """``<recording>_w<index:06d>.npz``; ``index`` counts candidate windows, so drops leave gaps."""
+    return f"{recording}_w{index:06d}.npz"
+
+
+def load_continuous(plan: RecordingPlan, config: IngestConfig,
+                    order: Sequence[str] | None = None) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    """Read and preprocess one recording up to the stage filter.
+
+    Returns
+    -------
+    x_CT : ndarray, shape (C, T), float64, µV at ``config.sfreq``
+    ch_names : list of str
+    info : dict
+        ``retyped``, ``renamed``, ``interpolated`` and ``notch_applied`` (plain types).
+
+    Raises
+    ------
+    RecordingError
+        When reading or mapping fails.
+    """
+    raw = open_recording(plan.path, preload=False)
+    try:
+        raw, mapping = prepare_channels(raw, config.channels, config.max_interpolate, where=plan.path, order=order)
+        notch = [f for f in config.notch if f < raw.info["sfreq"] / 2]
+        if notch:
+            raw.notch_filter(notch, verbose="error")
+        if abs(raw.info["sfreq"] - config.sfreq) > 1e-9:
+            raw.resample(config.sfreq, verbose="error")
+        x_CT = raw.get_data(units="uV")
+    except RecordingError:
+        raise
+    except UserError as err:
+        raise RecordingError(str(err)) from None
+    except (ValueError, RuntimeError, OSError, EOFError, IndexError) as err:
+        raise RecordingError(f"{plan.path}: could not load the samples ({type(err).__name__}: "
+                             f"{str(err).strip()[:200]}); the file may be truncated or corrupt") from None
+    info = dict(retyped=mapping.retyped, renamed=mapping.renamed, interpolated=mapping.interpolated,
+                notch_applied=[float(f) for f in notch])
+    return x_CT, mapping.ch_names, info
+
+
+def window_starts(n_times: int, window_samples: int, stride_samples: int) -> np.ndarray:
+    """Start samples of every full window: ``0, stride, 2*stride, ...`` while the window fits."""
+    if n_times < window_samples:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, n_times - window_samples + 1, stride_samples, dtype=np.int64)
+
+
+def process_recording(plan: RecordingPlan, config: IngestConfig, out_root: str, label_names: Sequence[str],
+                      order: Sequence[str] | None = None) -> dict[str, Any]:
+    """Turn one recording into window files under ``out_root/<plan.split>/``.
+
+    Returns
+    -------
+    dict
+        ``n_windows``, ``dropped`` (per reason), ``windows_per_label``, ``ch_names`` and the channel
+        mapping info, as plain types for the manifest.
+
+    Raises
+    ------
+    RecordingError
+        When the recording cannot be read, mapped or filtered.
+    """
+    x_CT, ch_names, info = load_continuous(plan, config, order)
+    try:
+        stages_KCT = cumulative_frequency_levels(x_CT, config.sfreq, config.bands)
+    except UserError as err:
+        raise RecordingError(f"{plan.path}: {err}") from None
+    starts = window_starts(x_CT.shape[1], config.window_samples, config.stride_samples)
+    if len(starts) == 0:
+        raise RecordingError(f"{plan.path}: {x_CT.shape[1]} samples after resampling, shorter than one window "
+                             f"({config.window_samples} samples); use a shorter window or leave it out")
+    rule = parse_label_rule(config.label_from)
+    if rule.kind == "annotations":
+        ann = _annotations_sec(plan)
+        labels = window_labels_from_annotations(rule, label_names, *ann, starts / config.sfreq, config.window_sec)
+    else:
+        labels = np.full(len(starts), plan.label, dtype=np.int64)
+    folder = os.path.join(out_root, plan.split)
+    os.makedirs(folder, exist_ok=True)
+    bands_K2 = np.asarray(config.bands, dtype=np.float32)
+    dropped = {"flat": 0, "amplitude": 0, "unlabeled": 0}
+    per_label: dict[str, int] = {}
+    n_written = 0
+    win = config.window_samples
+    for index, (start, label) in enumerate(zip(starts, labels)):
+        full_CT = stages_KCT[-1, :, start:start + win]
+        if rule.kind == "annotations" and label == NO_LABEL:
+            dropped["unlabeled"] += 1
+            continue
+        if config.flat_threshold_uv > 0 and np.ptp(full_CT, axis=1).min() < config.flat_threshold_uv:
+            dropped["flat"] += 1
+            continue
+        if config.max_amplitude_uv > 0 and np.abs(full_CT).max() > config.max_amplitude_uv:
+            dropped["amplitude"] += 1
+            continue
+        write_window(os.path.join(folder, window_filename(plan.recording, index)),
+                     x_CT[:, start:start + win], stages_KCT[:, :, start:start + win], bands_K2, config.sfreq,
+                     ch_names=ch_names, source=os.path.basename(plan.path), start=int(start), subject=plan.subject,
+                     label=int(label), compress=config.compress)
+        key = label_names[label] if label != NO_LABEL else "none"
+        per_label[key] = per_label.get(key, 0) + 1
+        n_written += 1
+    return dict(n_windows=n_written, n_candidates=len(starts), dropped=dropped, windows_per_label=per_label,
+                ch_names=list(ch_names), **info)
+
+
+def _annotations_sec(plan: RecordingPlan) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Annotation onsets (s, from the first sample), durations (s) and descriptions of a recording."""
+    raw = open_recording(plan.path, preload=False)
+    ann = raw.annotations
+    first = raw.first_samp / raw.info["sfreq"]
+    onsets = np.asarray(ann.onset, dtype=np.float64) - first if ann.orig_time is not None else \
+        np.asarray(ann.onset, dtype=np.float64)
+    return onsets, np.asarray(ann.duration, dtype=np.float64), [str(d) for d in ann.description]
