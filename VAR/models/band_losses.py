@@ -1,0 +1,98 @@
+"""Losses and scores of the band tokenizer: per-stage reconstruction, multi-resolution log-spectral loss, SNR.
+
+The multi-resolution log-spectral (STFT magnitude) loss is the EEG stand-in for the perceptual loss of
+upstream's image tokenizer (EEG_PORT.md §2). All functions take tensors in model units.
+
+Shape letters: B batch, K stages, C electrodes, T samples, F frequency bins, W STFT frames.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ['stage_recon_loss', 'log_spectral_loss', 'snr_db', 'SNRAccumulator']
+
+
+def stage_recon_loss(recs_K: Sequence[torch.Tensor], stages_BKCT: torch.Tensor,
+                     weights_K: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ_k w_k · MSE(rec_k, x_≤k) / mean(x_≤k²): each stage's error relative to its own energy.
+
+    Parameters
+    ----------
+    recs_K : list of K Tensors, each (B, C, T)
+        Decoded partial sums, one per stage.
+    stages_BKCT : Tensor, shape (B, K, C, T)
+        Cumulative band targets.
+    weights_K : sequence of K floats
+
+    Returns
+    -------
+    loss : Tensor, scalar
+        Weighted sum divided by Σ w_k.
+    nmse_K : Tensor, shape (K,)
+        Detached normalised MSE per stage (1 / linear SNR).
+    """
+    terms = []
+    for k, rec_BCT in enumerate(recs_K):
+        x_BCT = stages_BKCT[:, k]
+        terms.append(F.mse_loss(rec_BCT.float(), x_BCT.float()) / x_BCT.float().square().mean().clamp_min(1e-8))
+    nmse_K = torch.stack(terms)
+    w_K = torch.as_tensor(list(weights_K), dtype=nmse_K.dtype, device=nmse_K.device)
+    return (nmse_K * w_K).sum() / w_K.sum(), nmse_K.detach()
+
+
+def log_spectral_loss(rec_BCT: torch.Tensor, x_BCT: torch.Tensor, n_ffts: Sequence[int] = (32, 64, 128),
+                      rel_eps: float = 1e-2) -> torch.Tensor:
+    """Multi-resolution STFT log-magnitude L1 distance (mean over resolutions).
+
+    Parameters
+    ----------
+    rec_BCT, x_BCT : Tensor, shape (B, C, T)
+    n_ffts : sequence of int
+        FFT sizes (Hann window, hop n_fft / 4); sizes above T are skipped.
+    rel_eps : float
+        Floor added to magnitudes, relative to the target's mean magnitude, so bins outside a
+        stage's band (near zero in the target) do not dominate the log distance.
+    """
+    B, C, T = x_BCT.shape
+    rec_NT = rec_BCT.float().reshape(B * C, T)
+    x_NT = x_BCT.float().reshape(B * C, T)
+    losses = []
+    for n_fft in n_ffts:
+        if n_fft > T:
+            continue
+        win = torch.hann_window(n_fft, device=x_NT.device)
+        X_NFW = torch.stft(x_NT, n_fft, hop_length=n_fft // 4, window=win, center=False, return_complex=True).abs()
+        R_NFW = torch.stft(rec_NT, n_fft, hop_length=n_fft // 4, window=win, center=False, return_complex=True).abs()
+        eps = rel_eps * X_NFW.mean().detach() + 1e-8
+        losses.append((torch.log(R_NFW + eps) - torch.log(X_NFW + eps)).abs().mean())
+    if not losses:
+        return x_BCT.new_zeros(())
+    return torch.stack(losses).mean()
+
+
+def snr_db(signal_energy: float | torch.Tensor, error_energy: float | torch.Tensor) -> float:
+    """10 log10(‖x‖² / ‖x − x̂‖²) in dB (inf for a perfect reconstruction)."""
+    s, e = float(signal_energy), float(error_energy)
+    if e <= 0:
+        return float('inf')
+    return 10.0 * torch.log10(torch.tensor(s / e)).item() if s > 0 else float('-inf')
+
+
+class SNRAccumulator:
+    """Pooled per-stage SNR over many batches: Σ‖x_k‖² / Σ‖x_k − x̂_k‖² (energies in float64)."""
+
+    def __init__(self, n_stages: int):
+        self.sig_K = torch.zeros(n_stages, dtype=torch.float64)
+        self.err_K = torch.zeros(n_stages, dtype=torch.float64)
+
+    def update(self, recs_K: Sequence[torch.Tensor], stages_BKCT: torch.Tensor) -> None:
+        for k, rec_BCT in enumerate(recs_K):
+            x = stages_BKCT[:, k].double()
+            self.sig_K[k] += x.square().sum().cpu()
+            self.err_K[k] += (rec_BCT.double() - x).square().sum().cpu()
+
+    def snr_db_K(self) -> list[float]:
+        return [snr_db(s, e) for s, e in zip(self.sig_K.tolist(), self.err_K.tolist())]

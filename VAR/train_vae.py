@@ -1,0 +1,255 @@
+"""Train the EEG band tokenizer (1D multi-scale residual VQ over cumulative frequency bands).
+
+Launch (from the repository root)::
+
+    python VAR/train_vae.py --data_path=DIR --ep=50                          # one process
+    torchrun --nproc_per_node=2 VAR/train_vae.py --data_path=DIR --ep=50     # DDP (gloo on CPU, NCCL on GPU)
+
+Writes into ``--local_out_dir_path`` (default ``<repo>/local_output``): ``vae-ckpt-last.pth``,
+``vae-ckpt-best.pth`` (best validation full-spectrum SNR), ``log.txt`` (one JSON line per epoch),
+stdout/stderr copies and TensorBoard scalars (per-stage SNR, per-scale codebook usage). Re-running
+the same command resumes exactly from the checkpoint with the most recorded progress; changing an
+architecture flag against an existing checkpoint is an error naming both values.
+
+The scale layout comes from the dataset's bands, sfreq and window (``utils.eeg_bands.
+scale_lengths_for_bands`` with ``--extra_coarse`` and ``--tokens_per_nyquist``) and is stored in the
+checkpoint with the µV scale (``--uv_scale``, default the median per-channel std of the training set).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from typing import Any, Dict, Sequence
+
+import numpy as np
+import torch
+from torch.distributed.elastic.multiprocessing.errors import record
+from torch.utils.data import DataLoader, Dataset
+
+import dist
+from models.vqvae import VQVAE
+from utils import arg_util, misc
+from utils.amp_sc import AmpOptimizer
+from utils.checkpoint import check_config, save_checkpoint
+from utils.cli import run_cli
+from utils.data_sampler import DistInfiniteBatchSampler, EvalDistributedSampler
+from utils.eeg_bands import scale_lengths_for_bands, stage_names
+from utils.eeg_dataset import EEGWindowDataset, open_dataset
+from utils.errors import CheckpointError, DatasetError
+from utils.lr_control import filter_params, lr_wd_annealing
+from utils.vae_arg_util import VAEArgs, parse_int_list
+from vae_checkpoint import ARCH_KEYS, TOKENIZER_KEY, bits_per_second, stage_scale_indices, tokenizer_info
+from vae_trainer import VAETrainer
+
+logger = logging.getLogger(__name__)
+
+_CACHE_LIMIT_BYTES = 2 * 1024 ** 3
+
+
+class _CachedWindows(Dataset):
+    """Keeps a small split in memory (decompressing npz files every epoch dominates tiny-model runs)."""
+
+    def __init__(self, ds: EEGWindowDataset):
+        self.ds = ds
+        self.items = [ds[i] for i in range(len(ds))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i]
+
+
+def maybe_cache(ds: EEGWindowDataset) -> Dataset:
+    size = len(ds) * ds.n_stages * ds.n_channels * ds.n_times * 4
+    return _CachedWindows(ds) if size <= _CACHE_LIMIT_BYTES else ds
+
+
+def estimate_uv_scale(ds: EEGWindowDataset, max_windows: int = 256) -> float:
+    """Median per-channel standard deviation (µV) of the full-spectrum stage over training windows."""
+    idx = np.linspace(0, len(ds) - 1, min(len(ds), max_windows)).round().astype(int)
+    stds = [ds.window(int(i)).stages_KCT[-1].std(axis=-1) for i in np.unique(idx)]
+    return float(np.median(np.concatenate(stds)))
+
+
+def scale_layout(args: VAEArgs, ds: EEGWindowDataset, downsample: int) -> tuple[int, ...]:
+    """The 1D scale layout for this dataset; a window not divisible by the downsampling is an error."""
+    if ds.n_times % downsample != 0:
+        raise DatasetError(f"{ds.root}: windows have {ds.n_times} samples, not divisible by the tokenizer's "
+                           f"downsampling factor {downsample} (--ch_mult={args.ch_mult}); choose a window length that "
+                           f"is a multiple of {downsample} or fewer --ch_mult levels")
+    return scale_lengths_for_bands(ds.bands, ds.sfreq, ds.n_times // downsample,
+                                   extra_coarse=parse_int_list(args.extra_coarse, 'extra_coarse'),
+                                   tokens_per_nyquist=args.tokens_per_nyquist)
+
+
+def build_everything(args: VAEArgs):
+    """Data, model, optimizer, trainer; resume state. Returns a dict of the pieces."""
+    limits = (args.limit_train or None, args.limit_val or None)
+    ds_train, ds_val = open_dataset(args.data_path, limits=limits)
+    mult = parse_int_list(args.ch_mult, 'ch_mult')
+    downsample = 2 ** (len(mult) - 1)
+    v_patch_nums = scale_layout(args, ds_train, downsample)
+    n_extra = len(parse_int_list(args.extra_coarse, 'extra_coarse'))
+
+    info_lines, start_ep, start_it, state, used = misc.auto_resume(args.local_out_dir_path, 'vae-ckpt*.pth')
+    for line in info_lines:
+        misc.print0(line)
+    uv_scale = args.uv_scale or (float(state[TOKENIZER_KEY]['uv_scale']) if state else estimate_uv_scale(ds_train))
+
+    vae_wo_ddp = VQVAE(in_channels=ds_train.n_channels, vocab_size=args.vocab_size, z_channels=args.z_channels,
+                       ch=args.ch, ch_mult=mult, num_res_blocks=args.num_res_blocks, using_sa=args.using_sa,
+                       using_mid_sa=args.using_mid_sa, kernel_in=args.kernel_in, beta=args.beta,
+                       using_znorm=args.using_znorm, quant_resi=args.quant_resi,
+                       share_quant_resi=args.share_quant_resi, v_patch_nums=v_patch_nums,
+                       tokens_per_pos=args.tokens_per_pos, per_scale_codebook=args.per_scale_codebook,
+                       resample=args.resample, test_mode=False).to(args.device)
+    info = tokenizer_info(vae_wo_ddp, sfreq=ds_train.sfreq, bands=ds_train.bands.tolist(), ch_names=ds_train.ch_names,
+                          uv_scale=uv_scale, n_extra_coarse=n_extra, tokens_per_nyquist=args.tokens_per_nyquist)
+    if state:
+        check_config(state[TOKENIZER_KEY], info, ARCH_KEYS, used,
+                     fix='pass the flags it was trained with, or choose a new --local_out_dir_path')
+    n_params = sum(p.numel() for p in vae_wo_ddp.parameters())
+    misc.print0(f"[tokenizer] v_patch_nums={list(v_patch_nums)} (stages {stage_names(ds_train.bands)}), "
+                f"G={args.tokens_per_pos}, V={args.vocab_size}, {sum(v_patch_nums) * args.tokens_per_pos} tokens/window, "
+                f"{bits_per_second(info):.1f} bits/s/channel, uv_scale={uv_scale:.3f} µV, {n_params / 1e6:.3f} M params")
+
+    names, paras, para_groups = filter_params(vae_wo_ddp, nowd_keys={'embedding', 'norm', 'bias', 'quant_resi'})
+    opt = torch.optim.AdamW(para_groups, lr=args.tlr, weight_decay=0, betas=(0.9, 0.95),
+                            **({'fused': True} if (args.afuse and args.device.startswith('cuda')) else {}))
+    vae_opt = AmpOptimizer(mixed_precision=args.fp16, optimizer=opt, names=names, paras=paras, grad_clip=args.tclip,
+                           n_gradient_accumulation=args.ac, device_type='cuda' if args.device.startswith('cuda') else 'cpu')
+    if dist.initialized():
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        vae = DDP(vae_wo_ddp, device_ids=[dist.get_local_rank()] if args.device.startswith('cuda') else None,
+                  broadcast_buffers=False)
+    else:
+        vae = vae_wo_ddp
+    trainer = VAETrainer(args.device, vae_wo_ddp, vae, vae_opt, stage_scale_idx=stage_scale_indices(info),
+                         stage_weights=args.stage_weights(ds_train.n_stages), uv_scale=uv_scale, spec_w=args.spec_w,
+                         vq_w=args.vq_w, reseed_every=args.reseed_every, seed=args.seed or 0)
+    best = dict(snr=-math.inf, ep=-1)
+    if state:
+        trainer.load_state_dict(state['trainer'])
+        best = dict(state.get('best', best))
+        misc.print0(f"[resume] epoch {start_ep}, iteration {start_it}, best val SNR {best['snr']:.2f} dB")
+
+    train_set = maybe_cache(ds_train)
+    val_set = maybe_cache(ds_val)
+    sampler = DistInfiniteBatchSampler(dist.get_world_size(), dist.get_rank(), len(train_set), args.glb_batch_size,
+                                       same_seed_for_all_ranks=args.same_seed_for_all_ranks, shuffle=True,
+                                       fill_last=True, start_ep=start_ep, start_it=start_it)
+    ld_train = DataLoader(train_set, batch_sampler=sampler, num_workers=args.workers, pin_memory=False)
+    ld_val = DataLoader(val_set, batch_size=max(args.batch_size, 16),
+                        sampler=EvalDistributedSampler(val_set, dist.get_world_size(), dist.get_rank()),
+                        num_workers=args.workers, shuffle=False, drop_last=False)
+    if not state and args.init_codebook:
+        first, _ = next(iter(DataLoader(train_set, batch_size=min(len(train_set), 256), shuffle=False)))
+        with torch.no_grad():
+            f_BCl = vae_wo_ddp.encode_BCl(first[:, -1].to(args.device).float() / uv_scale)
+            g = torch.Generator().manual_seed((args.seed or 0) + 12345)
+            vae_wo_ddp.quantize.init_codebook_from_(f_BCl, generator=g)
+    return dict(ds_train=ds_train, ds_val=ds_val, ld_train=ld_train, ld_val=ld_val, trainer=trainer, info=info,
+                start_ep=start_ep, start_it=start_it, best=best, iters_train=len(sampler))
+
+
+def save_state(args: VAEArgs, path: str, trainer: VAETrainer, info: Dict[str, Any], epoch: int, it: int,
+               best: Dict[str, Any], metrics: Dict[str, Any] | None) -> None:
+    """Write a checkpoint (global rank 0 only): weights, optimizer, progress, tokenizer info."""
+    if not dist.is_master():
+        return
+    state = dict(epoch=int(epoch), iter=int(it), trainer=trainer.state_dict(),
+                 vae_wo_ddp=trainer.vae_wo_ddp.state_dict(), args=args.state_dict(), best=dict(best),
+                 metrics=metrics or {}, **{TOKENIZER_KEY: info})
+    save_checkpoint(path, state, config=info)
+
+
+def main_training(argv: Sequence[str] | None = None) -> int:
+    args, tees = arg_util.init_dist_and_get_args(argv, cls=VAEArgs)
+    try:
+        return _train(args)
+    finally:
+        misc.stop_tee(tees)
+        dist.finalize()
+
+
+def _train(args: VAEArgs) -> int:
+    parts = build_everything(args)
+    trainer: VAETrainer = parts['trainer']
+    info, best = parts['info'], parts['best']
+    iters_train, start_ep, start_it = parts['iters_train'], parts['start_ep'], parts['start_it']
+    tb_lg = misc.TensorboardLogger(args.tb_log_dir_path, filename_suffix='') if dist.is_master() else misc.DistLogger(None, False)
+    names_K = stage_names(parts['ds_train'].bands)
+    max_it = args.ep * iters_train
+    wp_it = args.wp * iters_train
+    ld_iter = iter(parts['ld_train'])
+    best_path = os.path.join(args.local_out_dir_path, 'vae-ckpt-best.pth')
+    t_start = time.time()
+    if start_ep >= args.ep:
+        misc.print0(f"[train_vae] already trained for {start_ep} epochs (--ep={args.ep}); nothing to do")
+    for ep in range(start_ep, args.ep):
+        metric_lg = misc.MetricLogger(delimiter='  ')
+        metric_lg.add_meter('tlr', misc.SmoothedValue(window_size=1, fmt='{value:.2g}'))
+        header = f'[Ep]: [{ep:4d}/{args.ep}]'
+        first_it = start_it if ep == start_ep else 0
+        for it, (stages_BKCT, _) in metric_lg.log_every(first_it, iters_train, ld_iter, max(iters_train // 3, 1), header):
+            g_it = ep * iters_train + it
+            stepping = (g_it + 1) % args.ac == 0
+            min_tlr, max_tlr, _, _ = lr_wd_annealing(args.sche, trainer.vae_opt.optimizer, args.tlr, args.twd, args.twde,
+                                                     g_it, wp_it, max_it, wp0=args.wp0, wpe=args.wpe)
+            metric_lg.update(tlr=max_tlr)
+            tb_lg.set_step(g_it)
+            trainer.train_step(it, g_it, stepping, metric_lg, tb_lg, stages_BKCT)
+            if args.save_it and (it + 1) % args.save_it == 0 and it + 1 < iters_train:
+                save_state(args, args.last_ckpt_path, trainer, info, ep, it + 1, best, None)
+        metric_lg.synchronize_between_processes()
+        is_last = ep + 1 == args.ep
+        if (ep + 1) % args.save_ep == 0 or is_last:
+            ev = trainer.eval_ep(parts['ld_val'])
+            snr_full = ev['snr_db'][-1]
+            improved = snr_full > best['snr']
+            if improved:
+                best = dict(snr=float(snr_full), ep=int(ep))
+            usages_train = trainer.vae_wo_ddp.quantize.usages(args.batch_size)
+            metrics = dict(ep=ep + 1, Lrec=metric_lg.meters['Lrec'].global_avg, Lspec=metric_lg.meters['Lspec'].global_avg,
+                           Lvq=metric_lg.meters['Lvq'].global_avg,
+                           val_snr_db={n: round(v, 3) for n, v in zip(names_K, ev['snr_db'])},
+                           val_usage_pct=[round(u, 1) for u in ev['usage_pct']],
+                           train_usage_pct=[round(u, 1) for u in usages_train],
+                           best_val_snr_db=round(best['snr'], 3), best_ep=best['ep'], n_reseeded=trainer.n_reseeded,
+                           bits_per_sec_per_channel=round(bits_per_second(info), 2),
+                           time_min=round((time.time() - t_start) / 60, 2))
+            misc.print0(f"[ep {ep + 1}] val SNR dB {metrics['val_snr_db']}  usage(train EMA) {metrics['train_usage_pct']}"
+                        f"  best {best['snr']:.2f} @ep{best['ep'] + 1}")
+            args.dump_log(metrics)
+            if dist.is_master():
+                tb_lg.update(head='val_snr_db', step=(ep + 1) * iters_train, **dict(zip(names_K, ev['snr_db'])))
+                tb_lg.update(head='val_usage_pct', step=(ep + 1) * iters_train,
+                             **{f'scale{si}': u for si, u in enumerate(ev['usage_pct'])})
+                tb_lg.update(head='train_usage_ema_pct', step=(ep + 1) * iters_train,
+                             **{f'scale{si}': u for si, u in enumerate(usages_train)})
+                tb_lg.flush()
+            save_state(args, args.last_ckpt_path, trainer, info, ep + 1, 0, best, metrics)
+            if improved:
+                save_state(args, best_path, trainer, info, ep + 1, 0, best, metrics)
+            dist.barrier()
+    if dist.is_master():
+        tb_lg.close()
+    misc.print0(f"[train_vae] done: best val full-spectrum SNR {best['snr']:.2f} dB at epoch {best['ep'] + 1}; "
+                f"{args.last_ckpt_path}")
+    return 0
+
+
+@record
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry: user errors print ``train_vae.py: error: ...`` and exit with code 2."""
+    from utils.cli import setup_logging
+    setup_logging()
+    return run_cli(main_training, prog='train_vae.py', argv=argv)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,118 @@
+"""``VAEArgs``: command-line configuration of the band tokenizer's training entry ``VAR/train_vae.py``.
+
+Built on :class:`utils.arg_util.BaseArgs` (same ``--name=value`` flags, derivation, seeding, log.txt);
+adds the tokenizer's architecture, scale-layout and loss fields. Checkpoints are ``vae-ckpt-last.pth``
+and ``vae-ckpt-best.pth`` in ``--local_out_dir_path``.
+"""
+from __future__ import annotations
+
+import re
+import typing
+from dataclasses import dataclass
+
+from utils.arg_util import BaseArgs, arg
+from utils.errors import UserError
+
+__all__ = ['VAEArgs', 'parse_int_list', 'parse_float_list']
+
+
+def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
+    """'1_2_4' / '1,2,4' -> (1, 2, 4); '' -> ()."""
+    parts = [p for p in re.split(r'[_,\s]+', str(text).strip()) if p]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise UserError(f"--{flag}={text!r}: expected integers separated by '_' or ',' (e.g. 1_2_4)") from None
+
+
+def parse_float_list(text: str, flag: str) -> tuple[float, ...]:
+    parts = [p for p in re.split(r'[_,\s]+', str(text).strip()) if p]
+    try:
+        return tuple(float(p) for p in parts)
+    except ValueError:
+        raise UserError(f"--{flag}={text!r}: expected numbers separated by ',' (e.g. 2,1,1,1,1)") from None
+
+
+@dataclass
+class VAEArgs(BaseArgs):
+    """Band tokenizer training (``VAR/train_vae.py``)."""
+
+    CKPT_PREFIX: typing.ClassVar[str] = 'vae'
+    PROG: typing.ClassVar[str] = 'train_vae.py'
+    DESCRIPTION: typing.ClassVar[str] = (
+        'Train the EEG band tokenizer (1D multi-scale residual VQ over cumulative bands). Writes vae-ckpt-last.pth, '
+        'vae-ckpt-best.pth (best validation full-spectrum SNR), log.txt and TensorBoard scalars into '
+        '--local_out_dir_path; re-running the same command resumes.')
+    # ---- overridden defaults of the shared fields (tokenizer scale)
+    bs: int = arg(32, 'global batch size over all processes and accumulation steps')
+    ep: int = arg(100, 'epochs')
+    tblr: float = arg(8e-3, 'base learning rate per 256 windows; peak lr = ac * tblr * glb_batch_size / 256')
+    twd: float = arg(0.0, 'initial weight decay (codebooks, norms and biases never decay)')
+    tclip: float = arg(5.0, 'clip the global grad norm to this value; <= 0 disables clipping')
+    wpe: float = arg(0.05, 'lr ratio at the last iteration')
+    save_it: int = arg(0, 'also write a mid-epoch checkpoint every N iterations; 0 = off')
+    # ---- architecture
+    vocab_size: int = arg(1024, 'codebook size V (same for every group and scale)')
+    z_channels: int = arg(32, 'latent channels Cvae (divisible by tokens_per_pos)')
+    ch: int = arg(64, 'base width of the Conv1d encoder/decoder')
+    ch_mult: str = arg('1_1_1', "width multipliers per level, '_'-separated; downsampling = 2 ** (levels - 1)")
+    num_res_blocks: int = arg(0, 'ResNet blocks per level (0 = shallow, purely convolutional, nearly linear)')
+    kernel_in: int = arg(9, 'kernel of the first encoder conv and the last decoder conv (odd)')
+    using_sa: bool = arg(False, 'attention blocks at the latent level')
+    using_mid_sa: bool = arg(False, 'attention in the middle block')
+    tokens_per_pos: int = arg(2, 'G tokens per latent position (product quantisation of the Cvae vector)')
+    per_scale_codebook: bool = arg(True, 'each scale owns its codebooks (else one codebook per group shared by scales)')
+    using_znorm: bool = arg(True, 'cosine (normalised) code lookup')
+    resample: str = arg('linear', "resampling between scales: 'linear' (area down, linear up) or 'fft' (band-limited)")
+    quant_resi: float = arg(0.5, 'Phi blend ratio (0 = identity)')
+    share_quant_resi: int = arg(4, 'Phi sharing: 0 one per scale, 1 shared, K >= 2 partially shared')
+    beta: float = arg(0.25, 'commitment weight')
+    # ---- scale layout
+    extra_coarse: str = arg('', "extra coarse scales below the first band, e.g. '1_2_4' ('' = none)")
+    tokens_per_nyquist: float = arg(1.0, 'multiplier on the Nyquist scale-length rule (>1: more tokens for coarse stages)')
+    # ---- losses / codebook upkeep
+    stage_w: str = arg('1', "per-stage loss weights, ',' separated (one value = same for all stages)")
+    spec_w: float = arg(0.05, 'weight of the multi-resolution log-spectral (STFT) loss')
+    vq_w: float = arg(1.0, 'weight of the quantizer loss (codebook + beta * commitment)')
+    reseed_every: int = arg(25, 're-seed dead codes from the batch every N iterations (0 = never)')
+    init_codebook: bool = arg(True, 'seed the codebooks from the first training batch (k-means-ish init)')
+    uv_scale: float = arg(0.0, 'µV per model unit; 0 = median per-channel std of the training windows')
+    limit_train: int = arg(0, 'use only the first N training windows (0 = all)')
+    limit_val: int = arg(0, 'use only the first N validation windows (0 = all)')
+
+    def validate(self) -> None:
+        super().validate()
+        mult = parse_int_list(self.ch_mult, 'ch_mult')
+        if not mult or min(mult) < 1:
+            raise UserError(f"--ch_mult={self.ch_mult!r}: expected positive integers like 1_1_1")
+        parse_int_list(self.extra_coarse, 'extra_coarse')
+        w = parse_float_list(self.stage_w, 'stage_w')
+        if not w or min(w) < 0 or sum(w) <= 0:
+            raise UserError(f"--stage_w={self.stage_w!r}: expected non-negative weights with a positive sum")
+        if self.tokens_per_pos < 1 or self.z_channels % self.tokens_per_pos != 0:
+            raise UserError(f"--tokens_per_pos={self.tokens_per_pos} must be >= 1 and divide --z_channels="
+                            f"{self.z_channels}; choose e.g. --tokens_per_pos=2 with --z_channels=32")
+        if self.vocab_size < 2:
+            raise UserError(f"--vocab_size={self.vocab_size}: expected >= 2")
+        if self.kernel_in < 1 or self.kernel_in % 2 == 0:
+            raise UserError(f"--kernel_in={self.kernel_in}: expected an odd kernel size")
+        if self.resample not in ('linear', 'fft'):
+            raise UserError(f"--resample={self.resample!r}: allowed 'linear', 'fft'")
+        if self.tokens_per_nyquist <= 0:
+            raise UserError(f"--tokens_per_nyquist={self.tokens_per_nyquist}: expected > 0")
+        if self.uv_scale < 0:
+            raise UserError(f"--uv_scale={self.uv_scale}: expected > 0 (or 0 = from the training data)")
+
+    def stage_weights(self, n_stages: int) -> tuple[float, ...]:
+        """Per-stage loss weights for ``n_stages`` stages."""
+        w = parse_float_list(self.stage_w, 'stage_w')
+        if len(w) == 1:
+            return w * n_stages
+        if len(w) != n_stages:
+            raise UserError(f"--stage_w={self.stage_w!r} has {len(w)} weights but the dataset has {n_stages} stages; "
+                            f"pass one weight or {n_stages}")
+        return w
+
+    def tb_name(self) -> str:
+        return (f"tb-VAE__V{self.vocab_size}G{self.tokens_per_pos}z{self.z_channels}ch{self.ch}"
+                f"__b{self.bs}ep{self.ep}lr{self.tblr:g}")

@@ -1,0 +1,168 @@
+"""``VAETrainer``: one training step, validation and checkpoint state of the band tokenizer.
+
+The tokenizer's counterpart of upstream's ``trainer.py`` (``train_step``, ``eval_ep``, ``state_dict``,
+``get_config``). Windows arrive in µV as cumulative stages ``stages_BKCT`` and are divided by the
+dataset scale ``uv_scale`` (µV per model unit). Loss = Σ_k w_k NMSE(decode(f_hat_≤k), x_≤k)
++ spec_w · multi-resolution log-spectral loss (every stage) + vq_w · quantizer loss.
+
+Shape letters: B batch, K stages, C electrodes, T samples, S scales, V codebook size.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, List, Sequence
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import dist
+from models.band_losses import SNRAccumulator, log_spectral_loss, stage_recon_loss
+from models.vqvae import VQVAE
+from utils.amp_sc import AmpOptimizer
+from utils.misc import MetricLogger, TensorboardLogger
+
+logger = logging.getLogger(__name__)
+
+__all__ = ['VAETrainer']
+
+
+class VAETrainer:
+    """Owns the tokenizer (with and without DDP), its optimizer and the loss configuration.
+
+    Parameters
+    ----------
+    device : torch.device or str
+    vae_wo_ddp : VQVAE
+        The model (train mode, trainable).
+    vae : VQVAE or DDP
+        The same model, wrapped in DDP when training with several processes.
+    vae_opt : AmpOptimizer
+    stage_scale_idx : sequence of int
+        Scale whose cumulative f_hat reconstructs stage k.
+    stage_weights : sequence of float
+        w_k of the per-stage reconstruction loss.
+    uv_scale : float
+        µV per model unit.
+    spec_w, vq_w : float
+        Weights of the log-spectral and quantizer losses.
+    reseed_every : int
+        Re-seed dead codes every N optimizer steps (0 = never).
+    seed : int
+        Seed of the re-seeding generator (mixed with the global iteration, so resume is exact).
+    """
+
+    def __init__(self, device: torch.device | str, vae_wo_ddp: VQVAE, vae: VQVAE | DDP, vae_opt: AmpOptimizer,
+                 stage_scale_idx: Sequence[int], stage_weights: Sequence[float], uv_scale: float,
+                 spec_w: float = 0.05, vq_w: float = 1.0, reseed_every: int = 25, seed: int = 0):
+        self.device = torch.device(device)
+        self.vae_wo_ddp, self.vae, self.vae_opt = vae_wo_ddp, vae, vae_opt
+        self.stage_scale_idx = [int(s) for s in stage_scale_idx]
+        self.stage_weights = [float(w) for w in stage_weights]
+        self.uv_scale = float(uv_scale)
+        self.spec_w, self.vq_w = float(spec_w), float(vq_w)
+        self.reseed_every, self.seed = int(reseed_every), int(seed)
+        self.n_reseeded = 0
+
+    def to_model_units(self, stages_BKCT: torch.Tensor) -> torch.Tensor:
+        return stages_BKCT.to(self.device, non_blocking=True).float() / self.uv_scale
+
+    def compute_loss(self, stages_BKCT: torch.Tensor) -> tuple[torch.Tensor, Dict[str, Any]]:
+        """Loss on one batch (µV in); returns (loss, parts) with detached per-stage NMSE."""
+        x_BKCT = self.to_model_units(stages_BKCT)
+        with self.vae_opt.amp_ctx:
+            recs_S, _, vq_loss = self.vae(x_BKCT[:, -1], ret_usages=False, ret_all=True)
+        recs_K = [recs_S[s].float() for s in self.stage_scale_idx]
+        rec_loss, nmse_K = stage_recon_loss(recs_K, x_BKCT, self.stage_weights)
+        spec = torch.stack([log_spectral_loss(r, x_BKCT[:, k]) for k, r in enumerate(recs_K)]).mean() \
+            if self.spec_w > 0 else rec_loss.new_zeros(())
+        loss = rec_loss + self.spec_w * spec + self.vq_w * vq_loss
+        return loss, dict(rec=rec_loss.detach(), spec=spec.detach(), vq=vq_loss.detach(), nmse_K=nmse_K)
+
+    def train_step(self, it: int, g_it: int, stepping: bool, metric_lg: MetricLogger, tb_lg: TensorboardLogger,
+                   stages_BKCT: torch.Tensor) -> tuple[torch.Tensor | None, float | None]:
+        """Forward, backward and (when ``stepping``) an optimizer step; dead-code re-seeding every N steps.
+
+        Parameters
+        ----------
+        it, g_it : int
+            Iteration in the epoch and global iteration.
+        stepping : bool
+            Whether this micro-step ends a gradient-accumulation cycle.
+        stages_BKCT : Tensor, shape (B, K, C, T), µV
+
+        Returns
+        -------
+        grad_norm, scale_log2
+        """
+        self.vae.train()
+        loss, parts = self.compute_loss(stages_BKCT)
+        grad_norm, scale_log2 = self.vae_opt.backward_clip_step(stepping=stepping, loss=loss)
+        if stepping and self.reseed_every > 0 and (g_it + 1) % self.reseed_every == 0:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + g_it)
+            counts = self.vae_wo_ddp.quantize.reseed_dead_codes_(batch_size=stages_BKCT.shape[0], generator=g)
+            self.n_reseeded += sum(counts)
+        snr_K = (-10 * torch.log10(parts['nmse_K'].clamp_min(1e-12))).tolist()
+        metric_lg.update(Lrec=parts['rec'].item(), Lspec=parts['spec'].item(), Lvq=parts['vq'].item(),
+                         snr_full=snr_K[-1], snr_first=snr_K[0])
+        if grad_norm is not None:
+            metric_lg.update(tnm=float(grad_norm))
+        if dist.is_master() and (g_it % 50 == 0 or it == 0):
+            usages = self.vae_wo_ddp.quantize.usages(stages_BKCT.shape[0])
+            tb_lg.update(head='train_loss', step=g_it, rec=parts['rec'].item(), spec=parts['spec'].item(),
+                         vq=parts['vq'].item())
+            tb_lg.update(head='train_snr_db', step=g_it, **{f'stage{k}': v for k, v in enumerate(snr_K)})
+            tb_lg.update(head='train_usage_pct', step=g_it, **{f'scale{si}': u for si, u in enumerate(usages)})
+        return grad_norm, scale_log2
+
+    @torch.no_grad()
+    def eval_ep(self, ld_val) -> Dict[str, Any]:
+        """Pooled per-stage SNR (dB) and per-scale codebook usage on a validation loader (all ranks).
+
+        Usage here is the % of codes hit at least once, divided by the most the loader could hit
+        (min(V, windows x pn) per group), so short validation sets are not penalised.
+        """
+        t0 = time.time()
+        was = self.vae_wo_ddp.training
+        self.vae_wo_ddp.eval()
+        q = self.vae_wo_ddp.quantize
+        SN, G, V = len(q.v_patch_nums), q.tokens_per_pos, q.vocab_size
+        acc = SNRAccumulator(len(self.stage_scale_idx))
+        hits_SGV = torch.zeros(SN, G, V, dtype=torch.float64)
+        n = torch.zeros(1, dtype=torch.float64)
+        for stages_BKCT, _ in ld_val:
+            x_BKCT = self.to_model_units(stages_BKCT)
+            f_BCl = self.vae_wo_ddp.encode_BCl(x_BKCT[:, -1])
+            idx_S = q.f_to_idxBl_or_fhat(f_BCl, to_fhat=False)
+            ms_h = [q.embed_idx(si, idx) for si, idx in enumerate(idx_S)]
+            f_hats = q.embed_to_fhat(ms_h, all_to_max_scale=True, last_one=False)
+            recs_K = [self.vae_wo_ddp.fhat_to_eeg(f_hats[s]) for s in self.stage_scale_idx]
+            acc.update(recs_K, x_BKCT)
+            for si, idx in enumerate(idx_S):
+                idx_BlG = idx.reshape(idx.shape[0], -1, G)
+                for g in range(G):
+                    hits_SGV[si, g] += idx_BlG[..., g].reshape(-1).bincount(minlength=V).double().cpu()
+            n += x_BKCT.shape[0]
+        for t in (acc.sig_K, acc.err_K, hits_SGV, n):
+            dist.allreduce(t)
+        self.vae_wo_ddp.train(was)
+        used = (hits_SGV > 0).double().sum(-1).mean(-1)  # (S,) mean over groups
+        possible = torch.tensor([min(V, int(n.item()) * pn) for pn in q.v_patch_nums], dtype=torch.float64)
+        return dict(snr_db=acc.snr_db_K(), usage_pct=(used / possible * 100).tolist(),
+                    n_windows=int(n.item()), seconds=time.time() - t0)
+
+    # ----------------------------------------------------------------------------------------------
+    def get_config(self) -> Dict[str, Any]:
+        return dict(stage_scale_idx=self.stage_scale_idx, stage_weights=self.stage_weights, uv_scale=self.uv_scale,
+                    spec_w=self.spec_w, vq_w=self.vq_w, reseed_every=self.reseed_every)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return dict(vae_wo_ddp=self.vae_wo_ddp.state_dict(), vae_opt=self.vae_opt.state_dict(),
+                    record_hit=int(self.vae_wo_ddp.quantize.record_hit), n_reseeded=int(self.n_reseeded),
+                    config=self.get_config())
+
+    def load_state_dict(self, state: Dict[str, Any], strict: bool = True) -> None:
+        self.vae_wo_ddp.load_state_dict(state['vae_wo_ddp'], strict=strict)
+        self.vae_opt.load_state_dict(state['vae_opt'])
+        self.vae_wo_ddp.quantize.record_hit = int(state.get('record_hit', 0))
+        self.n_reseeded = int(state.get('n_reseeded', 0))
