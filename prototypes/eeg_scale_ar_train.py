@@ -1,0 +1,124 @@
+"""Training and evaluation loops of the prototype (one epoch at a time, deterministic per seed and epoch).
+
+Shape letters: B batch, C channels, T time samples.
+
+Randomness is a function of ``(seed, epoch)`` only: the shuffling order comes from a ``torch.Generator``
+seeded per epoch and dropout from the global generator re-seeded at the start of each epoch. A run
+resumed after epoch k therefore continues exactly as the uninterrupted run would (tested).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+logger = logging.getLogger(__name__)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of everything random in epoch ``epoch`` (0-based) of a run seeded with ``seed``."""
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 17) % (2**63 - 1)
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
+                num_workers: int = 0) -> DataLoader:
+    """A DataLoader whose shuffling order depends only on ``(seed, epoch)``."""
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch)) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=num_workers, drop_last=False, persistent_workers=False)
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, norms or the embeddings' 1-D vectors)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, *, epoch: int,
+                    seed: int, grad_clip: float, device: torch.device, log_interval: int,
+                    progress: bool | None = None) -> dict[str, float]:
+    """One pass over ``loader`` minimising MSE between predicted and true stage k+1.
+
+    Parameters
+    ----------
+    epoch : int
+        0-based epoch (seeds dropout together with ``seed``).
+    grad_clip : float
+        Max global gradient norm; ``0`` disables clipping (the norm is still measured).
+    log_interval : int
+        Log loss and gradient norm every this many steps.
+    progress : bool | None
+        Show a tqdm bar; ``None`` shows it only when stderr is a terminal.
+
+    Returns
+    -------
+    dict
+        ``train_loss`` (mean MSE over samples, model units²), ``grad_norm`` (mean pre-clip norm),
+        ``grad_norm_max``, ``steps``, ``seconds``.
+    """
+    torch.manual_seed(epoch_seed(seed, epoch) + 1)  # dropout: the only consumer of the global generator here
+    model.train()
+    total, count, norms = 0.0, 0, []
+    t0 = time.perf_counter()
+    show = sys.stderr.isatty() if progress is None else progress
+    with logging_redirect_tqdm():
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", disable=not show, leave=False)
+        for step, (x_BCT, y_BCT, k_B) in enumerate(bar, start=1):
+            x_BCT, y_BCT, k_B = x_BCT.to(device), y_BCT.to(device), k_B.to(device)
+            loss = nn.functional.mse_loss(model(x_BCT, k_B), y_BCT)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            max_norm = grad_clip if grad_clip > 0 else math.inf
+            norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+            optimizer.step()
+            total += float(loss.detach()) * x_BCT.shape[0]
+            count += x_BCT.shape[0]
+            norms.append(norm)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4g}", gnorm=f"{norm:.3g}")
+            if step % log_interval == 0 or step == len(loader):
+                logger.info("epoch %d step %d/%d: loss %.5g (epoch mean %.5g), grad norm %.3g", epoch + 1, step,
+                            len(loader), float(loss.detach()), total / count, norm)
+    return {"train_loss": total / max(count, 1), "grad_norm": sum(norms) / max(len(norms), 1),
+            "grad_norm_max": max(norms, default=0.0), "steps": len(norms), "seconds": time.perf_counter() - t0}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module | None, loader: DataLoader, num_pairs: int,
+             device: torch.device) -> tuple[float, list[float]]:
+    """Mean MSE over ``loader`` and per stage transition.
+
+    Parameters
+    ----------
+    model : nn.Module | None
+        ``None`` evaluates the "add nothing" baseline (predict stage k+1 = stage k).
+    num_pairs : int
+        Number of transitions K - 1.
+
+    Returns
+    -------
+    loss : float
+        Mean MSE over all pairs, model units².
+    per_stage : list of float
+        ``per_stage[k]``: mean MSE of the transition stage k -> k+1 (0-based).
+    """
+    if model is not None:
+        model.eval()
+    sse = torch.zeros(num_pairs, dtype=torch.float64)
+    n = torch.zeros(num_pairs, dtype=torch.float64)
+    for x_BCT, y_BCT, k_B in loader:
+        x_BCT, y_BCT = x_BCT.to(device), y_BCT.to(device)
+        pred_BCT = x_BCT if model is None else model(x_BCT, k_B.to(device))
+        err_B = ((pred_BCT - y_BCT) ** 2).mean(dim=(1, 2)).double().cpu()
+        sse.index_add_(0, k_B, err_B)
+        n.index_add_(0, k_B, torch.ones_like(err_B))
+    per_stage = (sse / n.clamp(min=1)).tolist()
+    return float(sse.sum() / n.sum().clamp(min=1)), per_stage
