@@ -18,6 +18,7 @@ fix(upstream):
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -78,6 +79,23 @@ def _converter(tp: Any):
     return {bool: str2bool, int: int, float: float, str: str}[tp]
 
 
+class _OneLineErrorParser(ArgumentParser):
+    """Reports bad flags as one line (``prog: error: ...``, exit 2), with a "did you mean" for typos."""
+
+    def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
+        m = re.match(r"unrecognized arguments: (.*)", message)
+        if m:
+            known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+            hints = []
+            for bad in m.group(1).split():
+                flag = bad.split("=", 1)[0]
+                close = difflib.get_close_matches(flag, known, n=1)
+                if close:
+                    hints.append(f"{flag} -> {close[0]}")
+            message += "; " + (f"did you mean: {', '.join(hints)}" if hints else "see --help for the flags")
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 @dataclass
 class BaseArgs:
     """Fields shared by every training entry (data, optimisation, schedule, output, seeding)."""
@@ -103,7 +121,7 @@ class BaseArgs:
     afuse: bool = arg(True, "use the fused AdamW kernel (CUDA only; ignored with a log line on CPU)")
     workers: int = arg(0, "DataLoader worker processes (0 = load in the main process); clamped to the batch size")
     # ---- checkpoints / robustness (port: new)
-    save_ep: int = arg(1, "validate and write ar-ckpt-last.pth every N epochs (and at the end); upstream used 10")
+    save_ep: int = arg(1, "validate and write the last checkpoint every N epochs (and at the end); upstream used 10")
     save_it: int = arg(500, "also write a mid-epoch checkpoint (with the sampler position) every N iterations; 0 = off")
     max_nonfinite: int = arg(10, "stop with an error after this many optimizer steps in a row with a non-finite loss or grad")
     # ---- environment
@@ -131,7 +149,7 @@ class BaseArgs:
     # ------------------------------------------------------------------ parsing
     @classmethod
     def build_parser(cls) -> ArgumentParser:
-        parser = ArgumentParser(prog=cls.PROG, description=cls.DESCRIPTION)
+        parser = _OneLineErrorParser(prog=cls.PROG, description=cls.DESCRIPTION)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.metadata.get("derived") or not f.init:
@@ -305,6 +323,15 @@ class Args(BaseArgs):
 
     def validate(self) -> None:
         super().validate()
+        if not self.data_path:
+            raise UserError("--data_path is required: pass the dataset root made by python -m utils.data_eeg build")
+        if not os.path.isdir(self.data_path):
+            raise UserError(f"--data_path={self.data_path}: not a folder; pass the dataset root holding train/ and val/")
+        if not self.vae_ckpt:
+            raise UserError("--vae_ckpt is required: pass the tokenizer checkpoint (vae-ckpt-best.pth) from VAR/train_vae.py")
+        if not os.path.isfile(self.vae_ckpt):
+            raise UserError(f"--vae_ckpt={self.vae_ckpt}: file not found; pass vae-ckpt-best.pth or vae-ckpt-last.pth "
+                            "written by VAR/train_vae.py")
         if self.depth < 1:
             raise UserError(f"--depth={self.depth}: expected an integer >= 1")
         if self.hflip:

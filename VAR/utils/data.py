@@ -1,0 +1,68 @@
+"""Datasets and loaders of the VAR transformer: EEG windows in model units with their class label
+(upstream ``utils/data.py``; port: EEG windows instead of ImageNet folders).
+
+Shape letters: C channels (electrodes), T samples, K stages.
+
+Each item is the full-spectrum stage (the last cumulative stage) of a window, in µV divided by the
+tokenizer's ``uv_scale``, with its class. Windows without a label (-1) form class 0 of a one-class
+(unconditional) set; a dataset mixing labelled and unlabelled windows is an error.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from utils.eeg_dataset import EEGWindowDataset, label_names, open_dataset
+from utils.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+
+class FullSpectrumWindows(Dataset):
+    """Wraps :class:`EEGWindowDataset`; item ``i`` = (x_CT float32 model units, label int >= 0)."""
+
+    def __init__(self, base: EEGWindowDataset, uv_scale: float, unlabelled_as: int = 0) -> None:
+        self.base, self.uv_scale = base, float(uv_scale)
+        self.labels = np.where(base.labels < 0, unlabelled_as, base.labels).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        stages_KCT, _ = self.base[index]
+        return stages_KCT[-1] / self.uv_scale, int(self.labels[index])
+
+
+def build_dataset(data_path: str, uv_scale: float, limits: Sequence[int | None] = (None, None)
+                  ) -> tuple[int, list[str], FullSpectrumWindows, FullSpectrumWindows, EEGWindowDataset, EEGWindowDataset]:
+    """Open ``data_path`` (train/ and val/) for VAR training.
+
+    Returns
+    -------
+    num_classes, class_names, train_set, val_set, raw_train, raw_val
+        ``raw_*`` are the underlying :class:`EEGWindowDataset` objects (headers, sfreq, bands, channels).
+
+    Raises
+    ------
+    DatasetError
+        When labelled and unlabelled windows are mixed.
+    """
+    raw_train, raw_val = open_dataset(data_path, limits=limits)
+    for ds in (raw_train, raw_val):
+        if (ds.labels < 0).any() and (ds.labels >= 0).any():
+            raise DatasetError(f"{data_path}/{ds.split}: {int((ds.labels < 0).sum())} windows have no label and "
+                               f"{int((ds.labels >= 0).sum())} have one; rebuild the dataset with --label-from for "
+                               "every recording, or without labels")
+    names = label_names(data_path, raw_train, raw_val)
+    all_unlabelled = bool((raw_train.labels < 0).all() and (raw_val.labels < 0).all())
+    if all_unlabelled:
+        names = names[:1]
+    num_classes = len(names)
+    logger.info("dataset %s: %d train / %d val windows, %d class(es) %s", data_path, len(raw_train), len(raw_val),
+                num_classes, names)
+    return (num_classes, names, FullSpectrumWindows(raw_train, uv_scale), FullSpectrumWindows(raw_val, uv_scale),
+            raw_train, raw_val)
