@@ -1,0 +1,263 @@
+"""Generate EEG with a trained VAR checkpoint: full-spectrum windows in µV and their cumulative band
+stages, for chosen classes; optionally plot them beside real windows (EEG_PORT.md §7).
+
+Usage (from the repository root)::
+
+    python VAR/sample.py --ckpt=local_output/ar-ckpt-best.pth --n=8 --out=samples.npz \\
+        [--class_label=rest,arithmetic] [--cfg=1.5] [--top_k=0] [--top_p=0] [--seed=0] \\
+        [--plot=samples.png --data_path=DIR]
+
+``--n`` windows are generated for every class in ``--class_label`` (default: every class), so the file
+holds N = n x classes windows. The output npz has ``signal`` (N, C, T) float32 µV, ``cumulative_bands``
+(N, K, C, T) float32 µV (stage k = the tokenizer's decode of the partial sum f_hat after band k),
+``labels`` (N,), ``class_names``, ``sfreq``, ``ch_names``, ``bands`` (K, 2) Hz, and the sampling settings.
+The same checkpoint, settings, seed and ``--batch`` give the same windows.
+
+Shape letters: N windows, K stages, C channels, T samples.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from utils.checkpoint import load_checkpoint
+from utils.cli import ArgumentParser, run_cli, setup_logging
+from utils.errors import CheckpointError, UserError
+
+logger = logging.getLogger("sample")
+
+
+def load_var_checkpoint(path: str, device: str | torch.device = "cpu"):
+    """Rebuild VAR and its tokenizer from an ``ar-ckpt-*.pth`` file (no other file needed).
+
+    Returns
+    -------
+    var : VAR
+        In eval mode on ``device``.
+    vae : VQVAE
+        The frozen tokenizer the model was trained on.
+    meta : dict
+        ``tokenizer`` (info dict with sfreq, bands, ch_names, uv_scale, ...), ``class_names``,
+        ``num_classes``, ``epoch``, ``iter``.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, damaged or non-VAR checkpoint.
+    """
+    from models import VAR, VQVAE
+    if not os.path.isfile(path):
+        raise CheckpointError(f"--ckpt={path}: file not found; pass ar-ckpt-best.pth or ar-ckpt-last.pth from VAR/train.py")
+    state, used = load_checkpoint(path, map_location="cpu")
+    trainer = state.get("trainer")
+    if not isinstance(trainer, dict) or "var_wo_ddp" not in trainer or "tokenizer" not in state:
+        raise CheckpointError(f"{used}: not a VAR checkpoint (keys {sorted(state)[:6]}); pass ar-ckpt-*.pth "
+                              "written by VAR/train.py")
+    tok = state["tokenizer"]
+    cfg = trainer["config"]
+    vae = VQVAE.from_config(tok["vae_config"], test_mode=True)
+    vae.load_state_dict(trainer["vae_local"], strict=True)
+    vae = vae.to(device).eval()
+    var = VAR(vae_local=vae, num_classes=int(cfg["num_classes"]), depth=int(cfg["depth"]),
+              embed_dim=int(cfg["embed_dim"]), num_heads=int(cfg["num_heads"]), mlp_ratio=float(cfg["mlp_ratio"]),
+              drop_path_rate=float(cfg["drop_path_rate"]), norm_eps=float(cfg["norm_eps"]),
+              shared_aln=bool(cfg["shared_aln"]), cond_drop_rate=float(cfg["cond_drop_rate"]),
+              attn_l2_norm=bool(cfg["attn_l2_norm"]), patch_nums=tuple(cfg["patch_nums"]))
+    var.load_state_dict(trainer["var_wo_ddp"], strict=True)
+    var = var.to(device).eval()
+    for p in var.parameters():
+        p.requires_grad_(False)
+    meta = dict(tokenizer=tok, class_names=list(state.get("class_names") or [f"class{i}" for i in range(var.num_classes)]),
+                num_classes=var.num_classes, epoch=int(state.get("epoch", 0)), iter=int(state.get("iter", 0)), path=used)
+    return var, vae, meta
+
+
+def resolve_classes(text: str | None, class_names: Sequence[str]) -> list[int]:
+    """Parse ``--class_label``: comma-separated names or indices; None/'' = every class."""
+    if text is None or text.strip() in ("", "all"):
+        return list(range(len(class_names)))
+    out = []
+    for tok in text.split(","):
+        tok = tok.strip()
+        if tok in class_names:
+            out.append(list(class_names).index(tok))
+            continue
+        try:
+            idx = int(tok)
+        except ValueError:
+            raise UserError(f"--class_label got {tok!r}; expected one of {list(class_names)} or an index "
+                            f"0..{len(class_names) - 1}") from None
+        if not 0 <= idx < len(class_names):
+            raise UserError(f"--class_label got {idx}; this model has classes 0..{len(class_names) - 1} "
+                            f"({list(class_names)})")
+        out.append(idx)
+    return out
+
+
+@torch.no_grad()
+def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
+             seed: int | None = 0, batch: int = 64, more_smooth: bool = False,
+             stages: bool = True) -> dict[str, np.ndarray]:
+    """Sample windows for the given labels.
+
+    Parameters
+    ----------
+    labels_N : sequence of int
+        Class of each window.
+    seed : int | None
+        Batch b uses generator seed ``seed + b``; None = nondeterministic.
+    stages : bool
+        Also decode every cumulative stage.
+
+    Returns
+    -------
+    dict
+        ``signal`` (N, C, T) float32 µV, ``cumulative_bands`` (N, K, C, T) float32 µV (if ``stages``),
+        ``labels`` (N,) int64.
+    """
+    tok = meta["tokenizer"]
+    uv_scale = float(tok["uv_scale"])
+    n_extra = int(tok.get("n_extra_coarse", 0))
+    stage_si = [n_extra + k for k in range(len(tok["bands"]))]
+    dev = next(var.parameters()).device
+    labels = torch.as_tensor(list(labels_N), dtype=torch.long)
+    sig, cum = [], []
+    for b, start in enumerate(range(0, len(labels), batch)):
+        lab_B = labels[start:start + batch].to(dev)
+        x_BCT, _, ms_fhat = var.autoregressive_infer_cfg(B=lab_B.shape[0], label_B=lab_B,
+                                                         g_seed=None if seed is None else seed + b, cfg=cfg, top_k=top_k,
+                                                         top_p=top_p, more_smooth=more_smooth, ret_stages=True)
+        sig.append((x_BCT.float() * uv_scale).cpu())  # port: model units -> µV
+        if stages:
+            cum.append(torch.stack([vae.fhat_to_eeg(ms_fhat[si]).float() * uv_scale for si in stage_si], dim=1).cpu())
+    out = {"signal": torch.cat(sig).numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64)}
+    if stages:
+        out["cumulative_bands"] = torch.cat(cum).numpy().astype(np.float32)
+    return out
+
+
+def plot_samples(path: str, gen: dict, real_NCT: np.ndarray | None, real_labels: np.ndarray | None, meta: dict,
+                 n_show: int = 2, n_channels: int = 4) -> None:
+    """Generated windows next to real ones (per class), plus the mean PSD of both, into a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.signal import welch
+
+    tok = meta["tokenizer"]
+    sfreq = float(tok["sfreq"])
+    ch_names = tok.get("ch_names") or [f"ch{i}" for i in range(gen["signal"].shape[1])]
+    classes = sorted(set(int(c) for c in gen["labels"]))
+    n_cols = 2 * n_show + 1
+    fig, axes = plt.subplots(len(classes), n_cols, figsize=(3.2 * n_cols, 2.8 * len(classes)), squeeze=False)
+    T = gen["signal"].shape[-1]
+    t = np.arange(T) / sfreq
+    chans = list(range(min(n_channels, gen["signal"].shape[1])))
+    for row, c in enumerate(classes):
+        name = meta["class_names"][c] if c < len(meta["class_names"]) else str(c)
+        g = gen["signal"][gen["labels"] == c]
+        r = real_NCT[real_labels == c] if real_NCT is not None else np.zeros((0,) + g.shape[1:])
+        spread = 4 * float(np.median(np.std(np.concatenate([g, r]) if len(r) else g, axis=-1))) + 1e-6
+        for j in range(n_show):
+            for kind, arr, col in (("generated", g, j), ("real", r, n_show + j)):
+                ax = axes[row, col]
+                if j < len(arr):
+                    for i, ch in enumerate(chans):
+                        ax.plot(t, arr[j, ch] - i * spread, lw=0.6, color="C0" if kind == "generated" else "C1")
+                    ax.set_yticks([-i * spread for i in range(len(chans))], [ch_names[ch] for ch in chans], fontsize=7)
+                ax.set_title(f"{name}: {kind} #{j}", fontsize=8)
+                ax.set_xlabel("s", fontsize=7)
+        ax = axes[row, -1]
+        f, p_g = welch(g, fs=sfreq, nperseg=min(T, int(2 * sfreq)), axis=-1)
+        ax.semilogy(f, p_g.mean(axis=(0, 1)), color="C0", label=f"generated (n={len(g)})")
+        if len(r):
+            f, p_r = welch(r, fs=sfreq, nperseg=min(T, int(2 * sfreq)), axis=-1)
+            ax.semilogy(f, p_r.mean(axis=(0, 1)), color="C1", label=f"real val (n={len(r)})")
+        ax.set_title(f"{name}: mean PSD (µV²/Hz)", fontsize=8)
+        ax.set_xlabel("Hz", fontsize=7)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"VAR samples ({os.path.basename(meta['path'])}, µV, {len(chans)} of {len(ch_names)} channels)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="sample.py", description="Generate EEG windows (µV) and their cumulative band stages with a "
+                       "trained VAR checkpoint.")
+    p.add_argument("--ckpt", required=True, help="VAR checkpoint (ar-ckpt-best.pth / ar-ckpt-last.pth)")
+    p.add_argument("--n", type=int, default=8, help="windows per requested class")
+    p.add_argument("--out", required=True, help="output .npz file")
+    p.add_argument("--class_label", default=None, help="comma-separated class names or indices (default: every class)")
+    p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance at the last scale (0 = off)")
+    p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
+    p.add_argument("--top_p", type=float, default=0.0, help="nucleus sampling mass (0 = off)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (batch b uses seed + b)")
+    p.add_argument("--batch", type=int, default=64, help="windows per forward pass")
+    p.add_argument("--more_smooth", type=int, default=0, choices=(0, 1), help="Gumbel-soft code mixing (visualisation)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--plot", default=None, help="also write a PNG of generated next to real windows")
+    p.add_argument("--data_path", default=None, help="dataset root whose val windows are shown in --plot")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --out / --plot files")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    if args.n < 1:
+        raise UserError(f"--n={args.n}: expected at least 1 window per class")
+    if args.batch < 1:
+        raise UserError(f"--batch={args.batch}: expected >= 1")
+    if not 0 <= args.top_p < 1:
+        raise UserError(f"--top_p={args.top_p}: expected a mass in [0, 1) (0 = off)")
+    if args.top_k < 0:
+        raise UserError(f"--top_k={args.top_k}: expected >= 0 (0 = off)")
+    if not args.out.endswith(".npz"):
+        raise UserError(f"--out={args.out}: expected a .npz file name")
+    for flag in ("out", "plot"):
+        path = getattr(args, flag)
+        if path and os.path.exists(path) and not args.overwrite:
+            raise UserError(f"--{flag}={path} exists; pass --overwrite to replace it or choose another name")
+    if args.plot and args.data_path and not os.path.isdir(args.data_path):
+        raise UserError(f"--data_path={args.data_path}: not a folder; pass the dataset root holding val/")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    var, vae, meta = load_var_checkpoint(args.ckpt, device=device)
+    classes = resolve_classes(args.class_label, meta["class_names"])
+    labels = [c for c in classes for _ in range(args.n)]
+    gen = generate(var, vae, meta, labels, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                   batch=args.batch, more_smooth=bool(args.more_smooth))
+    tok = meta["tokenizer"]
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out[:-4] + ".tmp.npz"
+    np.savez(tmp, signal=gen["signal"], cumulative_bands=gen["cumulative_bands"], labels=gen["labels"],
+             class_names=np.asarray(meta["class_names"]), sfreq=np.float32(tok["sfreq"]),
+             ch_names=np.asarray(tok.get("ch_names") or []), bands=np.asarray(tok["bands"], dtype=np.float32),
+             cfg=np.float32(args.cfg), top_k=np.int64(args.top_k), top_p=np.float32(args.top_p),
+             seed=np.int64(args.seed), ckpt=np.asarray(os.path.abspath(meta["path"])))
+    os.replace(tmp, args.out)
+    logger.info("wrote %s: signal %s µV, cumulative_bands %s, classes %s", args.out, gen["signal"].shape,
+                gen["cumulative_bands"].shape, [meta["class_names"][c] for c in classes])
+    if args.plot:
+        real, real_labels = None, None
+        if args.data_path:
+            from utils.eeg_dataset import EEGWindowDataset
+            from vae_checkpoint import check_dataset_matches
+            ds = EEGWindowDataset(args.data_path, "val")
+            check_dataset_matches(tok, ds, meta["path"])
+            labs = np.where(ds.labels < 0, 0, ds.labels)
+            keep = [i for c in classes for i in np.flatnonzero(labs == c)[:max(args.n, 32)]]
+            real = np.stack([ds.window(i).stages_KCT[-1] for i in keep]) if keep else None
+            real_labels = labs[keep] if keep else None
+        plot_samples(args.plot, gen, real, real_labels, meta)
+        logger.info("wrote %s", args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, prog="sample.py")
