@@ -52,6 +52,9 @@ def test_snr_monotone_in_rate_and_bound_above_codec(rng):
     bound = gaussian_rd_bound(codec, val, rates)
     assert bound.shape == (5,) and np.all(np.diff(bound) > 0)
     assert np.all(bound > np.asarray(snr))
+    oracle = gaussian_rd_bound(codec, val, rates, allocation="val")  # knows the val variances: never lower
+    assert np.all(oracle >= bound - 1e-9)
+    assert np.allclose(gaussian_rd_bound(codec, train, rates), gaussian_rd_bound(codec, train, rates, "val"))
 
 
 def test_reverse_water_fill_known_case():

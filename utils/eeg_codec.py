@@ -96,6 +96,7 @@ class TransformCodec:
         self.bits_per_coef = int(bits_per_coef)
         self.W_CC: np.ndarray | None = None
         self.n_times: int | None = None
+        self.train_var_CT: np.ndarray | None = None
 
     def fit(self, train_NCT: np.ndarray) -> "TransformCodec":
         """Fit the spatial PCA on training windows (µV); returns ``self``."""
@@ -105,6 +106,7 @@ class TransformCodec:
         eigval_C, eigvec_CC = np.linalg.eigh(cov_CC)
         self.W_CC = eigvec_CC[:, ::-1].copy()  # columns = components, largest variance first
         self.n_times = x.shape[2]
+        self.train_var_CT = self.component_variances(x)
         return self
 
     @property
@@ -204,33 +206,49 @@ def reverse_water_fill(variances: np.ndarray, bits: float) -> tuple[float, float
     return float(np.sum(np.minimum(theta, lam))), theta
 
 
-def gaussian_rd_bound(codec: TransformCodec, val_NCT: np.ndarray,
-                      bits_per_sec_per_channel: float | np.ndarray) -> np.ndarray:
+def gaussian_rd_bound(codec: TransformCodec, val_NCT: np.ndarray, bits_per_sec_per_channel: float | np.ndarray,
+                      allocation: str = "train") -> np.ndarray:
     """SNR (dB) of the Gaussian rate-distortion bound at one or more rates.
 
-    The component variances are those of ``val_NCT`` in the codec's fitted basis (spatial PCA from the
-    training windows x DCT); reverse water-filling distributes the per-window bits over them.
+    Components are the codec's spatial-PCA x DCT coefficients. Reverse water-filling over their variances
+    sets a water level ``theta`` and a rate per component; a Gaussian component of variance ``s`` coded
+    at rate ``R`` has distortion ``s 2^(-2R)``.
 
     Parameters
     ----------
     codec : TransformCodec
-        A fitted codec (its PCA basis is used).
+        A fitted codec (its PCA basis and training variances are used).
     val_NCT : ndarray, shape (N, C, T), µV
         Evaluation windows.
     bits_per_sec_per_channel : float or array of float
         Rates.
+    allocation : {'train', 'val'}
+        ``'train'`` (default, issue 4's definition): the rates are allocated by water-filling over the
+        variances estimated on the training windows, and the distortion is evaluated with the
+        validation variances, ``sum_i s_val_i min(1, theta / s_train_i)`` — the best Gaussian code
+        designed on training data. ``'val'``: water-filling over the validation variances themselves
+        (an oracle that knows the validation statistics; never lower).
 
     Returns
     -------
     ndarray
         SNR in dB, one per rate (same shape as ``bits_per_sec_per_channel``).
     """
+    if allocation not in ("train", "val"):
+        raise UserError(f"allocation got {allocation!r}; allowed: 'train', 'val'")
     x = _check_windows(val_NCT, "val_NCT", codec.n_channels)
-    lam_CT = codec.component_variances(x)
-    energy = float(lam_CT.sum())
+    lam_val_CT = codec.component_variances(x)
+    lam_alloc_CT = codec.train_var_CT if allocation == "train" else lam_val_CT
+    if lam_alloc_CT.shape != lam_val_CT.shape:
+        raise UserError(f"val_NCT windows have {x.shape[2]} samples but the codec was fitted on "
+                        f"{lam_alloc_CT.shape[1]}; use allocation='val' or windows of the fitted length")
+    energy = float(lam_val_CT.sum())
     rates = np.asarray(bits_per_sec_per_channel, dtype=np.float64)
     out = np.empty_like(rates)
     for i, r in np.ndenumerate(rates):
-        d, _ = reverse_water_fill(lam_CT, bits_per_window(r, x.shape[1], x.shape[2], codec.sfreq))
+        _, theta = reverse_water_fill(lam_alloc_CT, bits_per_window(r, x.shape[1], x.shape[2], codec.sfreq))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            keep_CT = np.where(lam_alloc_CT > 0, np.minimum(1.0, theta / lam_alloc_CT), 1.0)
+        d = float(np.sum(lam_val_CT * keep_CT))
         out[i] = np.inf if d == 0 else 10.0 * np.log10(energy / d)
     return out

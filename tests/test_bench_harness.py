@@ -1,0 +1,93 @@
+"""The benchmark harness runs end to end in --quick mode on a tiny synthetic dataset (numbers not asserted)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import bench_name, save_result
+from benchmarks.report import END_MARKER, START_MARKER, update_readme
+from benchmarks.run_all import discover
+from benchmarks.run_all import main as run_all_main
+from utils.eeg_bands import DEFAULT_BANDS
+from utils.eeg_schema import write_window
+from utils.errors import UserError
+
+SFREQ, N_CH, N_T = 100.0, 3, 200
+
+
+def _stages(x_CT: np.ndarray) -> np.ndarray:
+    """Cumulative stages by FFT masking (a test stand-in for the FIR stages; only shapes matter here)."""
+    X = np.fft.rfft(x_CT, axis=-1)
+    f = np.fft.rfftfreq(x_CT.shape[-1], 1 / SFREQ)
+    return np.stack([np.fft.irfft(X * ((f >= DEFAULT_BANDS[0][0]) & (f <= hi)), n=x_CT.shape[-1], axis=-1)
+                     for _, hi in DEFAULT_BANDS])
+
+
+def _tiny_dataset(root: str, rng: np.random.Generator) -> None:
+    """2 training subjects and 1 validation subject, each with a rest (0) and a task (1) recording."""
+    for split, subjects in (("train", ["s0", "s1"]), ("val", ["s2"])):
+        for subj in subjects:
+            for label in (0, 1):
+                e = rng.standard_normal((N_CH, 8 * N_T + 100))
+                x = np.zeros_like(e)
+                for t in range(2, e.shape[1]):
+                    x[:, t] = (1.3 - 0.2 * label) * x[:, t - 1] - 0.5 * x[:, t - 2] + e[:, t]
+                x = x[:, 100:] * 5.0
+                for w in range(8):
+                    seg = x[:, w * N_T:(w + 1) * N_T]
+                    write_window(os.path.join(root, split, f"{subj}_{label}_w{w:03d}.npz"), seg, _stages(seg),
+                                 DEFAULT_BANDS, SFREQ, ch_names=["C3", "Cz", "C4"], source=f"{subj}_{label}.edf",
+                                 start=w * N_T, subject=subj, label=label)
+    with open(os.path.join(root, "manifest.json"), "w", encoding="utf-8") as fh:
+        json.dump({"label_names": ["rest", "task"]}, fh)
+
+
+def test_discover_and_names():
+    assert "baselines" in discover()
+    assert bench_name("benchmarks.bench_var") == "var" and bench_name("bench_ingest") == "ingest"
+
+
+def test_run_all_quick_on_tiny_data(tmp_path, rng):
+    data = tmp_path / "data"
+    _tiny_dataset(str(data), rng)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Project\n\nintro\n\n{START_MARKER}\nold text\n{END_MARKER}\n\nfooter\n", encoding="utf-8")
+    results = tmp_path / "results"
+    code = run_all_main(["--quick", "--only", "baselines", "--results-dir", str(results), "--data-root", str(data),
+                         "--readme", str(readme), "--threads", "1"])
+    assert code == 0
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["runs"]["baselines"]["status"] == "ok"
+    assert summary["machine"]["cpu_count"] >= 1 and "date_utc" in summary["machine"]
+    res = json.loads((results / "baselines.json").read_text())
+    assert res["quick"] is True and res["data"]["n_channels"] == N_CH
+    assert set(res["generation"]["validation"]) == {"rest", "task"}
+    assert (results / "baselines_rd.png").stat().st_size > 0 and (results / "baselines_psd.png").exists()
+    text = readme.read_text()
+    assert text.startswith("# Project\n\nintro") and text.rstrip().endswith("footer")
+    assert "old text" not in text and "Transform codec vs Gaussian" in text
+    assert "(results/baselines_rd.png)" in text  # figure links relative to the README
+
+
+def test_report_falls_back_without_markers(tmp_path):
+    results = tmp_path / "results"
+    save_result("demo", {"report": {"title": "Demo", "tables": [{"columns": ["a", "b"], "rows": [[1, 2.5]]}]}},
+                str(results))
+    save_result("demo", {"report": {"title": "Demo2"}}, str(results))
+    assert (results / "demo.prev.json").exists()  # the former result is kept, not silently lost
+    summary = {"machine": {}, "runs": {}, "results": {"demo": {"report": {"title": "Demo", "tables": [
+        {"columns": ["a", "b"], "rows": [[1, 2.5]]}]}}}}
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers here\n", encoding="utf-8")
+    written = update_readme(summary, str(readme), str(results))
+    assert written == str(tmp_path / "RESULTS.md")
+    assert readme.read_text() == "# no markers here\n"
+    assert "| 1 | 2.5 |" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_run_all_rejects_unknown_benchmark(tmp_path):
+    with pytest.raises(UserError, match="benchmarks found"):
+        run_all_main(["--only", "nonexistent", "--results-dir", str(tmp_path), "--no-readme"])
