@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from utils.eeg_codec import TransformCodec, bits_per_window, gaussian_rd_bound, reverse_water_fill
+from utils.eeg_codec import TransformCodec, bits_per_window, gaussian_rd_bound, reverse_water_fill, stage_codec_snr
 from utils.eeg_metrics import snr_db
 from utils.errors import UserError
 
@@ -65,3 +65,12 @@ def test_reverse_water_fill_known_case():
     d, theta = reverse_water_fill(np.array([4.0, 1.0]), 3.0)
     assert theta == pytest.approx(0.25, rel=1e-6) and d == pytest.approx(0.5, rel=1e-6)
     assert reverse_water_fill(np.array([4.0, 1.0]), 0.0)[0] == 5.0
+
+
+def test_stage_codec_snr_matches_single_stage_codec(rng):
+    train, val = _ar_windows(rng, 20), _ar_windows(rng, 6)
+    stages_tr = np.stack([0.5 * train, train], axis=1)  # (N, K=2, C, T)
+    stages_va = np.stack([0.5 * val, val], axis=1)
+    snr = stage_codec_snr(stages_tr, stages_va, SFREQ, [160, 320])
+    direct = snr_db(val, TransformCodec(SFREQ).fit(train).roundtrip(val, bits=320).x_hat_NCT)
+    assert snr[1] == pytest.approx(direct) and snr[0] < snr[1]  # scale-invariant: fewer bits, lower SNR

@@ -23,7 +23,8 @@ from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TransformCodec", "CodecResult", "bits_per_window", "gaussian_rd_bound", "reverse_water_fill"]
+__all__ = ["TransformCodec", "CodecResult", "bits_per_window", "gaussian_rd_bound", "reverse_water_fill",
+           "stage_codec_snr"]
 
 
 def bits_per_window(bits_per_sec_per_channel: float, n_channels: int, n_times: int, sfreq: float) -> float:
@@ -251,4 +252,37 @@ def gaussian_rd_bound(codec: TransformCodec, val_NCT: np.ndarray, bits_per_sec_p
             keep_CT = np.where(lam_alloc_CT > 0, np.minimum(1.0, theta / lam_alloc_CT), 1.0)
         d = float(np.sum(lam_val_CT * keep_CT))
         out[i] = np.inf if d == 0 else 10.0 * np.log10(energy / d)
+    return out
+
+
+def stage_codec_snr(train_stages_NKCT: np.ndarray, val_stages_NKCT: np.ndarray, sfreq: float,
+                    bits_per_window_K, bits_per_coef: int = 16) -> list[float]:
+    """Codec SNR (dB) of each cumulative stage at its own per-window bit budget.
+
+    For the "partial decode vs codec" comparison of issue 4: stage k's codec (PCA fitted on the training
+    windows of that stage) gets the tokenizer's cumulative bits after scale k.
+
+    Parameters
+    ----------
+    train_stages_NKCT, val_stages_NKCT : ndarray, shape (N, K, C, T), µV
+        Cumulative stages of training and evaluation windows.
+    sfreq : float
+        Sampling frequency in Hz.
+    bits_per_window_K : sequence of float, length K
+        Bit budget per window for each stage (e.g. cumulative tokens x log2(V) up to stage k).
+    bits_per_coef : int
+        Bits per kept coefficient.
+    """
+    from .eeg_metrics import snr_db
+
+    tr = np.asarray(train_stages_NKCT, dtype=np.float64)
+    va = np.asarray(val_stages_NKCT, dtype=np.float64)
+    budgets = [float(b) for b in bits_per_window_K]
+    if tr.ndim != 4 or va.ndim != 4 or tr.shape[1:] != va.shape[1:] or len(budgets) != tr.shape[1]:
+        raise UserError(f"stage_codec_snr: expected (N, K, C, T) stages with K={len(budgets)} budgets; got "
+                        f"{tr.shape} and {va.shape}")
+    out = []
+    for k, bits in enumerate(budgets):
+        codec = TransformCodec(sfreq, bits_per_coef).fit(tr[:, k])
+        out.append(snr_db(va[:, k], codec.roundtrip(va[:, k], bits=bits).x_hat_NCT))
     return out
