@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 EEGBCI_SUBJECTS = range(1, 110)
 EEGBCI_RUNS = range(1, 15)
-DEFAULT_EEGBCI_LABELS = r"regex:R01\.edf$=eyes_open,R02\.edf$=eyes_closed"
+DEFAULT_EEGBCI_LABELS = r"regex:R01\.[A-Za-z]+$=eyes_open,R02\.[A-Za-z]+$=eyes_closed"
 
 
 def parse_int_ranges(text: str, flag: str, allowed: range) -> list[int]:

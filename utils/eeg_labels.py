@@ -9,8 +9,8 @@ Syntax of ``--label-from`` (:func:`parse_label_rule`):
     turn; the first match gives the class NAME of all its windows. A recording that matches no pattern
     is an error (or a listed skip with ``--continue-on-error``). Several patterns may share a NAME.
     Class indices follow the order in which names first appear. The NAME is what follows the *last*
-    ``=`` of an item; an item without ``=`` belongs to the previous pattern (so patterns may contain
-    commas). Example: ``regex:_1\\.edf$=rest,_2\\.edf$=arithmetic`` (eegmat: rest = 0, arithmetic = 1).
+    ``=`` of an item; a comma-separated piece without ``=`` is joined to the next piece (so patterns
+    may contain commas, e.g. ``a{1,2}=x``). Example: ``regex:_1\\.edf$=rest,_2\\.edf$=arithmetic`` (eegmat: rest = 0, arithmetic = 1).
 ``annotations`` or ``annotations:DESCRIPTION=NAME,...``
     Each window takes the class of the annotation that overlaps it most, if that annotation covers
     at least half of the window; other windows are dropped and counted as ``unlabeled``. Without a
@@ -58,11 +58,14 @@ class LabelRule:
 
 def _split_items(body: str, where: str) -> tuple[tuple[str, str], ...]:
     pieces: list[str] = []
+    pending = ""
     for part in body.split(","):
-        if "=" in part or not pieces:
-            pieces.append(part)
-        else:
-            pieces[-1] += "," + part
+        pending = f"{pending},{part}" if pending else part
+        if "=" in part:  # an item ends at the piece holding its '=NAME'
+            pieces.append(pending)
+            pending = ""
+    if pending:
+        pieces.append(pending)
     items = []
     for piece in pieces:
         if "=" not in piece:
