@@ -196,6 +196,8 @@ class VAR(nn.Module):
                 self.rng = torch.Generator(device=dev)
             self.rng.manual_seed(int(g_seed))
             rng = self.rng
+        if label_B is None and self.num_classes == 1:
+            label_B = 0
         if label_B is None:
             label_B = torch.multinomial(self.uniform_prob.expand(B, -1), num_samples=1, replacement=True,
                                         generator=rng).reshape(B)
