@@ -170,8 +170,9 @@ def _time_blocks(split: Split, sel: np.ndarray, block_windows: int) -> tuple[np.
 
 
 def generation_floors(train: Split, val: Split, classes: list[str], f_max: float | None, max_order: int,
-                      n_folds: int, seed: int) -> tuple[dict, dict]:
-    """Quality rows of the floors and anchors per reference split and class, and PSD curves for the figure.
+                      n_folds: int, seed: int) -> tuple[dict, dict, dict]:
+    """Quality rows of the floors and anchors per reference split and class; PSD curves and one example
+    window (C, T) per kind and class for the figures.
 
     Two references: the validation windows (what generated EEG is judged against; a model trained on the
     training subjects also pays for the subject shift) and the training windows (in-distribution: how
@@ -179,6 +180,7 @@ def generation_floors(train: Split, val: Split, classes: list[str], f_max: float
     """
     out: dict = {"validation": {}, "training": {}}
     curves: dict = {}
+    examples: dict = {}
     rng = np.random.default_rng(seed)
     sf, bands = val.sfreq, val.bands
     for ci, cname in enumerate(classes):
@@ -207,12 +209,13 @@ def generation_floors(train: Split, val: Split, classes: list[str], f_max: float
             out[ref_name][cname] = res
             if ref_name == "validation":
                 freqs, p_ref = welch_psd(ref, sf)
+                examples[cname] = {"real val": ref[0], "phase-randomised": pr[0], "linear VAR": samples[0]}
                 curves[cname] = {"freqs_hz": freqs.tolist(), "real val": p_ref.tolist(),
                                  "real train subjects": welch_psd(train.full_NCT[sel_t], sf)[1].tolist(),
                                  "phase-randomised": welch_psd(pr, sf)[1].tolist(),
                                  "linear VAR": welch_psd(samples, sf)[1].tolist()}
         logger.info("class %s: floors in %.1f s", cname, time.perf_counter() - t0)
-    return out, curves
+    return out, curves, examples
 
 
 def plot_psd(curves: dict, f_max: float | None, path: str) -> None:
@@ -233,6 +236,29 @@ def plot_psd(curves: dict, f_max: float | None, path: str) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_examples(examples: dict, sfreq: float, path: str, n_channels: int = 4) -> None:
+    """One window per kind and class, first ``n_channels`` channels stacked (µV)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(next(iter(examples.values())))
+    fig, axes = plt.subplots(len(examples), len(kinds), figsize=(4.5 * len(kinds), 3 * len(examples)),
+                             squeeze=False, sharex=True)
+    for row, (cname, ex) in zip(axes, examples.items()):
+        for ax, kind in zip(row, kinds):
+            x_CT = ex[kind][:n_channels]
+            t = np.arange(x_CT.shape[-1]) / sfreq
+            step = 4 * float(np.std(ex["real val"][:n_channels])) or 1.0
+            for c in range(x_CT.shape[0]):
+                ax.plot(t, x_CT[c] - c * step, lw=0.6, color="k" if kind == "real val" else "C0")
+            ax.set(title=f"{kind} ({cname})", xlabel="time (s)", yticks=[])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -374,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     t_rd = time.perf_counter()
     rd = rate_distortion(train, val, rates, repeats=3 if args.quick else 5)
     t_gen = time.perf_counter()
-    floors, curves = generation_floors(train, val, classes, f_max, max_order, args.folds, args.seed)
+    floors, curves, examples = generation_floors(train, val, classes, f_max, max_order, args.folds, args.seed)
     t_comp = time.perf_counter()
     gaps = [0.1, 0.25, 0.5] if args.quick else [0.1, 0.25, 0.5, 1.0]
     horizons = [0.1, 0.25, 0.5]
@@ -403,10 +429,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     plot_rd(rd, figure_path(args.results_dir, "baselines_rd.png"))
     if curves:
         plot_psd(curves, f_max, figure_path(args.results_dir, "baselines_psd.png"))
+        plot_examples(examples, val.sfreq, figure_path(args.results_dir, "baselines_examples.png"))
     result["psd_curves"] = curves
     result["report"] = _report(result, f_max)
     if not curves:
         result["report"]["figures"] = result["report"]["figures"][:1]
+    else:
+        result["report"]["figures"].append({"title": "example windows: real vs baselines",
+                                            "path": "baselines_examples.png"})
     save_result(NAME, result, args.results_dir)
     logger.info("bench_baselines done in %.1f s", time.perf_counter() - t0)
     return result
