@@ -131,7 +131,6 @@ def open_pair_datasets(root: str, limits: Sequence[int | None] = (None, None), s
     train_w, val_w = open_dataset(root, limits)
     if scale_uv is None:
         scale_uv = estimate_scale_uv(train_w)
-    logger.info("data %s: %d train / %d val windows, %d stages x %d channels x %d samples at %g Hz, scale %.3g µV",
-                root, len(train_w), len(val_w), train_w.n_stages, train_w.n_channels, train_w.n_times, train_w.sfreq,
-                scale_uv)
-    return EEGStagePairDataset(train_w, scale_uv, cache), EEGStagePairDataset(val_w, scale_uv, cache)
+    train, val = EEGStagePairDataset(train_w, scale_uv, cache), EEGStagePairDataset(val_w, scale_uv, cache)
+    logger.debug("%s: %d train / %d val windows, scale %.4g µV", root, len(train_w), len(val_w), scale_uv)
+    return train, val

@@ -217,11 +217,14 @@ def _demo(model: EEGScaleAutoregressiveModel, val: EEGStagePairDataset, index: i
     """Rollout from val window ``index``'s first stage, with the true and teacher-forced stages, in µV."""
     true_KCT = val.stages(index)
     K, C, T = true_KCT.shape
-    rollout_KCT = autoregressive_inference(model, K, C, T, device, initial=true_KCT[0])
-    forced_KCT = teacher_forced_predictions(model, true_KCT, device)
-    header = val.windows.headers[index]
-    return {"rollout_KCT": rollout_KCT * scale_uv, "target_KCT": true_KCT * scale_uv,
-            "teacher_forced_KCT": forced_KCT * scale_uv, "split": val.windows.split, "sample_idx": index,
+    rollout_KCT = autoregressive_inference(model, K, C, T, device, initial=true_KCT[0]) * scale_uv
+    forced_KCT = teacher_forced_predictions(model, true_KCT, device) * scale_uv
+    window = val.windows.window(index)
+    target_KCT = torch.from_numpy(window.stages_KCT)
+    rollout_KCT[0] = forced_KCT[0] = target_KCT[0]  # exactly the given input, free of scaling round-off
+    header = window.header
+    return {"rollout_KCT": rollout_KCT, "target_KCT": target_KCT, "teacher_forced_KCT": forced_KCT,
+            "split": val.windows.split, "sample_idx": index,
             "source_file": os.path.relpath(header.path, val.windows.root)}
 
 
@@ -250,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = args.checkpoint_dir
     _prepare_run_dir(folder, run_id, args.overwrite, args.resume)
     os.makedirs(folder, exist_ok=True)
+    logger.info("data %s: %d train / %d val windows, %d stages x %d channels x %d samples at %g Hz, scale %.3g µV",
+                args.data_root, len(train.windows), len(val.windows), data["num_stages"], data["channels"],
+                data["time_steps"], data["sfreq"], train.scale_uv)
 
     torch.manual_seed(args.seed)
     model = EEGScaleAutoregressiveModel.from_config(model_cfg).to(device)

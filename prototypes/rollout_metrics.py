@@ -12,7 +12,8 @@ Definitions (all on µV signals, over every channel and sample of the window)
 - ``added_band_snr_db``: SNR of what stage k adds (``true_k - true_{k-1}`` against ``pred_k - pred_{k-1}``);
   0 dB is what adding nothing scores, so > 0 dB means the model predicts the new band.
 - ``*_teacher_forced``: the same for one-step predictions from the true previous stage.
-Infinite values (a perfect match, e.g. the given stage) are written as ``None``.
+The given first stage has ``"given": true`` and ``None`` for every score; infinite values (a perfect
+match) are written as ``None`` too.
 """
 from __future__ import annotations
 
@@ -70,17 +71,18 @@ def rollout_metrics(true_KCT: np.ndarray, rollout_KCT: np.ndarray, teacher_force
             entry["band_hz"] = [float(bands[0][0]), float(bands[k][1])]
         if k > 0:
             generated_mse.append(mse)
+        given = k == 0
         entry.update(
             mse_uv2=mse,
-            cumulative_mse_uv2=float(np.mean(generated_mse)) if k > 0 else None,
-            snr_db=_finite(snr_db(true_KCT[k], rollout_KCT[k])),
-            snr_db_hold=_finite(snr_db(true_KCT[k], rollout_KCT[0])),
+            cumulative_mse_uv2=None if given else float(np.mean(generated_mse)),
+            snr_db=None if given else _finite(snr_db(true_KCT[k], rollout_KCT[k])),
+            snr_db_hold=None if given else _finite(snr_db(true_KCT[k], rollout_KCT[0])),
             added_band_snr_db=(_finite(snr_db(true_KCT[k] - true_KCT[k - 1], rollout_KCT[k] - rollout_KCT[k - 1]))
                                if k > 0 else None),
         )
         if teacher_forced_KCT is not None:
             tf_KCT = np.asarray(teacher_forced_KCT, dtype=np.float64)
-            entry["snr_db_teacher_forced"] = _finite(snr_db(true_KCT[k], tf_KCT[k]))
+            entry["snr_db_teacher_forced"] = None if given else _finite(snr_db(true_KCT[k], tf_KCT[k]))
             entry["added_band_snr_db_teacher_forced"] = (
                 _finite(snr_db(true_KCT[k] - true_KCT[k - 1], tf_KCT[k] - true_KCT[k - 1])) if k > 0 else None)
         out.append(entry)

@@ -26,7 +26,7 @@ windows. Recordings, not windows, are split into ``train/`` and ``val/`` (the la
 Command line::
 
     python -m prototypes.synthetic_eeg OUT [--channels 8] [--sfreq 100] [--window-sec 2] [--n-windows 160]
-        [--windows-per-recording 20] [--val-fraction 0.25] [--seed 0] [--overwrite]
+        [--windows-per-recording 8] [--val-fraction 0.25] [--seed 0] [--overwrite]
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class SyntheticConfig:
     sfreq: float = 100.0
     window_sec: float = 2.0
     n_windows: int = 160
-    windows_per_recording: int = 20
+    windows_per_recording: int = 8
     val_fraction: float = 0.25
     seed: int = 0
 
