@@ -19,7 +19,7 @@ What it measures (all on the validation split, models fitted on the training spl
    distance, C2ST AUC.
 3. **Completion baselines** (issue 6): gap filling (zeros, linear interpolation, AR forward,
    AR forward-backward) for gaps of 0.1-1 s and forecasting (zeros, AR) for horizons of 0.1-0.5 s:
-   SNR and MSE on the unobserved samples.
+   SNR and MSE on the unobserved samples; band completion with the zero baseline (keep stages 1..k).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from utils.eeg_bands import band_names, stage_names
 from utils.eeg_baselines import LinearVAR, fill_gap_ar, fill_gap_linear, fill_gap_zeros, forecast_zeros, phase_randomize
 from utils.eeg_codec import TransformCodec, gaussian_rd_bound
 from utils.eeg_dataset import EEGWindowDataset, label_names
-from utils.eeg_metrics import clip_bands, mse, snr_db, welch_psd
+from utils.eeg_metrics import clip_bands, mse, psd_band_error_db, snr_db, welch_psd
 from utils.eeg_quality import generation_quality
 from utils.errors import DatasetError, UserError
 from utils.project_info import REPO_ROOT
@@ -274,7 +274,16 @@ def completion_baselines(train: Split, val: Split, gaps_sec: Sequence[float], ho
     bwd = LinearVAR(order=fwd.order).fit(train.full_NCT[..., ::-1])
     uni = LinearVAR(max_order=max_order, multivariate=False).fit(train.full_NCT)
     uni_bwd = LinearVAR(order=uni.order, multivariate=False).fit(train.full_NCT[..., ::-1])
-    out: dict = {"ar_order": fwd.order, "ar_order_per_channel": uni.order, "gaps": {}, "forecast": {}}
+    out: dict = {"ar_order": fwd.order, "ar_order_per_channel": uni.order, "gaps": {}, "forecast": {},
+                 "band_completion": {}}
+    # band completion, zero baseline: trust stages 1..k, add nothing above (the completed bands stay empty)
+    names = band_names(val.bands)
+    for k in range(1, val.stages_NKCT.shape[1]):
+        est = val.stages_NKCT[:, k - 1]
+        err = psd_band_error_db(x, est, sfreq, val.bands)  # adjacent band: only filter-transition leakage
+        out["band_completion"][str(k)] = {
+            "observed_up_to": names[k - 1], "snr_db_full_band": snr_db(x, est),
+            "psd_error_db_completed_bands": {b: err[b] for b in names[k:]}}
 
     def score(est: np.ndarray, mask_NT: np.ndarray) -> dict:
         m = np.broadcast_to(mask_NT[:, None, :], x.shape)
@@ -340,6 +349,14 @@ def _report(result: dict, f_max: float | None) -> dict:
         tables.append({"title": "Forecasting baselines: SNR (dB) on the forecast horizon (full band, validation)",
                        "columns": ["horizon (s)"] + methods,
                        "rows": [[h] + [v[m]["snr_db"] for m in methods] for h, v in comp["forecast"].items()]})
+    if comp["band_completion"]:
+        bc = comp["band_completion"]
+        tables.append({"title": "Band completion, zero baseline (keep stages 1..k, nothing above): full-band SNR "
+                                "and PSD error of the completed bands (dB)",
+                       "columns": ["k", "observed up to", "full-band SNR (dB)", "PSD error of completed bands (dB)"],
+                       "rows": [[k, v["observed_up_to"], v["snr_db_full_band"],
+                                 ", ".join(f"{b} {e:.1f}" for b, e in v["psd_error_db_completed_bands"].items())]
+                                for k, v in bc.items()]})
     d = result["data"]
     text = [f"Data: `{d['root']}` — {d['n_train']} training / {d['n_val']} validation windows, {d['n_channels']} "
             f"channels, {d['sfreq']:g} Hz, {d['window_sec']:g}-s windows; models fitted on training, measured on "
