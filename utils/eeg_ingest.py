@@ -281,8 +281,9 @@ def load_continuous(plan: RecordingPlan, config: IngestConfig,
     except UserError as err:
         raise RecordingError(str(err)) from None
     except (ValueError, RuntimeError, OSError, EOFError, IndexError) as err:
-        raise RecordingError(f"{plan.path}: could not load the samples ({type(err).__name__}: "
-                             f"{str(err).strip()[:200]}); the file may be truncated or corrupt") from None
+        raise RecordingError(f"{plan.path}: unreadable or truncated recording: its header reads but its samples do "
+                             f"not ({type(err).__name__}: {str(err).strip()[:200]}); check the file or leave it out") \
+            from None
     info = dict(retyped=mapping.retyped, renamed=mapping.renamed, interpolated=mapping.interpolated,
                 notch_applied=[float(f) for f in notch])
     return x_CT, mapping.ch_names, info
