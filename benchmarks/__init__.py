@@ -88,6 +88,9 @@ def save_result(name: str, result: dict, results_dir: str = RESULTS_DIR) -> str:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=2, default=_json_default)
             fh.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary shared files
         if os.path.exists(path):
             os.replace(path, os.path.join(results_dir, f"{name}.prev.json"))
         os.replace(tmp, path)

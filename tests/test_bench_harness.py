@@ -91,3 +91,10 @@ def test_report_falls_back_without_markers(tmp_path):
 def test_run_all_rejects_unknown_benchmark(tmp_path):
     with pytest.raises(UserError, match="benchmarks found"):
         run_all_main(["--only", "nonexistent", "--results-dir", str(tmp_path), "--no-readme"])
+
+
+def test_a_failing_benchmark_is_recorded_not_raised(tmp_path):
+    from benchmarks.run_all import run_one
+
+    status = run_one("no_such_module", ["--results-dir", str(tmp_path)], threads=1, timeout=120)
+    assert status["status"] == "failed" and "no_such_module" in status["error"]
