@@ -67,7 +67,7 @@ def test_build_windows_splits_labels_manifest(recordings, tmp_path):
     manifest = build_dataset([os.path.dirname(recordings[0])], out, _config(stride_sec=1.0))
     # 12 s at 100 Hz, 2-s windows every 1 s -> 11 windows per recording, none dropped
     assert [e["n_windows"] for e in manifest["inputs"]] == [11] * 4
-    assert manifest["dropped"] == {"flat": 0, "amplitude": 0, "unlabeled": 0}
+    assert manifest["dropped"] == {"bad_annotation": 0, "flat": 0, "amplitude": 0, "unlabeled": 0}
     assert manifest["label_names"] == ["rest", "task"] and manifest["ch_names"] == list(CHANNELS_1020_19)
     splits = {e["subject"]: set() for e in manifest["inputs"]}
     for e in manifest["inputs"]:
@@ -191,7 +191,7 @@ def test_channels_all_needs_one_layout(recordings, tmp_path, capsys):
                       "--split-by", "recording", "--window-sec", "2", "--val-fraction", "0.5"], capsys)
     assert code == 2 and "with --channels all every recording needs one channel layout" in err
     manifest = build_dataset(recordings, str(tmp_path / "ok"), _config(channels="all"))
-    assert manifest["ch_names"][:3] == ["T7", "Fp2", "F7"] or len(manifest["ch_names"]) == 19  # recording's order
+    assert manifest["ch_names"] == list(CHANNELS_1020_19)  # the recorded EEG channels, canonical names, in order
 
 
 def test_cli_flag_errors(recordings, tmp_path, capsys):
@@ -224,15 +224,19 @@ def test_info_and_dataset_loader(recordings, tmp_path, capsys):
 
 
 def test_annotation_labels(tmp_path):
-    path = write_fif(str(tmp_path / "ann_raw.fif"), seconds=12.0,
-                     annotations=[(0.0, 4.0, "T1"), (4.0, 4.0, "T2"), (8.0, 2.0, "T0")])
+    path = write_fif(str(tmp_path / "ann_raw.fif"), seconds=14.0,
+                     annotations=[(0.0, 4.0, "T1"), (4.0, 4.0, "T2"), (8.0, 2.0, "T0"), (12.5, 1.0, "BAD_blink"),
+                                  (12.0, 2.0, "T1")])
     path2 = write_fif(str(tmp_path / "ann2_raw.fif"), seconds=12.0, seed=3, annotations=[(0.0, 12.0, "T1")])
     manifest = build_dataset([path, path2], str(tmp_path / "ds"),
                              _config(label_from="annotations:T1=left,T2=right", split_by="recording"))
     assert manifest["label_names"] == ["left", "right"]
     entry = next(e for e in manifest["inputs"] if e["path"] == path)
-    # windows 0-2 s, 2-4 s: left; 4-6, 6-8: right; 8-10 (T0, unmapped) and 10-12: unlabeled
-    assert entry["windows_per_label"] == {"left": 2, "right": 2} and entry["dropped"]["unlabeled"] == 2
+    # windows 0-2 s, 2-4 s: left; 4-6, 6-8: right; 8-10 (T0, unmapped) and 10-12: unlabeled; 12-14: BAD span
+    assert entry["windows_per_label"] == {"left": 2, "right": 2}
+    assert entry["dropped"] == {"bad_annotation": 1, "flat": 0, "amplitude": 0, "unlabeled": 2}
+    bare = build_dataset([path, path2], str(tmp_path / "bare"), _config(label_from="annotations", split_by="recording"))
+    assert bare["label_names"] == ["T0", "T1", "T2"]  # every description except BAD spans, sorted
 
 
 @pytest.mark.filterwarnings("ignore:This filename")
@@ -258,3 +262,14 @@ def test_download_eegbci_builds_from_fetched_files(tmp_path, monkeypatch, capsys
     assert {e["subject"] for e in manifest["inputs"]} == {"S001", "S002"}
     code, err = _cli(["download-eegbci", "--subjects", "0-3", "--out", str(out)], capsys)
     assert code == 2 and "--subjects got '0-3'" in err
+
+
+def test_parallel_jobs_give_the_same_dataset(recordings, tmp_path):
+    config = _config(notch=(50.0,), sfreq=200.0, window_sec=3.0, stride_sec=3.0)
+    one = build_dataset(recordings, str(tmp_path / "one"), config, jobs=1)
+    two = build_dataset(recordings, str(tmp_path / "two"), config, jobs=2)
+    assert one["counts"] == two["counts"] and all(e["notch_applied"] == [50.0] for e in two["inputs"])
+    for split in ("train", "val"):
+        for path in list_split_files(str(tmp_path / "one"), split):
+            twin = tmp_path / "two" / split / os.path.basename(path)
+            assert open(path, "rb").read() == open(twin, "rb").read()

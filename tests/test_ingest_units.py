@@ -175,3 +175,18 @@ class _no_warning:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_find_recordings_skips_companions_and_keeps_folder_formats(tmp_path):
+    from utils.eeg_read import find_recordings
+
+    for name in ("a/rec.vhdr", "a/rec.vmrk", "a/rec.eeg", "a/x.set", "a/x.fdt", "b/MB01.EEG", "b/MB01.PNT",
+                 "b/notes.txt", "c/net.mff/signal1.bin", "c/net.mff/info.xml", "d/s_raw.fif.gz"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    found = [os.path.relpath(p, tmp_path) for p in find_recordings([str(tmp_path)])]
+    assert found == ["a/rec.vhdr", "a/x.set", "b/MB01.EEG", "c/net.mff", "d/s_raw.fif.gz"]
+    assert [os.path.relpath(p, tmp_path) for p in find_recordings([str(tmp_path / "*" / "*.set")])] == ["a/x.set"]
+    with pytest.raises(UserError, match="is not a file, folder or matching glob pattern"):
+        find_recordings([str(tmp_path / "nothing*.edf")])

@@ -207,6 +207,12 @@ def build_dataset(inputs: Sequence[str], out: str, config: IngestConfig | None =
     for plan in plans:
         plan.split = split_of[groups[plan.path]]
     ch_names = order if order is not None else list(plans[0].ch_names)
+    val_groups = sorted({groups[p.path] for p in plans if p.split == "val"})
+    logger.info("%d recording(s), %d %s group(s); val: %s%s", len(plans), len(set(groups.values())),
+                config.split_by, val_groups[:10], "..." if len(val_groups) > 10 else "")
+    logger.info("channels (%s): %s; stages: zero-phase firwin FIR band-passes %s Hz at %g Hz, labels: %s",
+                config.channels, " ".join(ch_names[:19]) + (" ..." if len(ch_names) > 19 else ""),
+                [(config.bands[0][0], hi) for _, hi in config.bands], config.sfreq, label_names or "none")
 
     inputs_key = [[p.path, p.sha256] for p in plans] + [[p, h] for p, h, _ in failed]
     old = _prepare_out(out, config, inputs_key, overwrite)
@@ -317,7 +323,7 @@ def rebuild_from_manifest(manifest_or_root: str | dict, out: str, **kwargs: Any)
     config = IngestConfig.from_dict(manifest["settings"])
     paths = []
     for entry in manifest["inputs"]:
-        if not os.path.isfile(entry["path"]):
+        if not os.path.exists(entry["path"]):
             raise UserError(f"{entry['path']}: input listed in the manifest is missing; restore it to rebuild")
         if file_sha256(entry["path"]) != entry["sha256"]:
             raise UserError(f"{entry['path']}: contents changed since the manifest was written (sha256 differs); "

@@ -6,8 +6,9 @@ Per recording (:func:`process_recording`): open with MNE -> retype non-EEG chann
 order and interpolate the channel set -> load -> optional notch (at the recorded rate) -> resample to
 ``sfreq`` -> µV -> every cumulative stage on the continuous recording
 (:func:`utils.eeg_stages.cumulative_frequency_levels`, computed in one FFT pass by
-:mod:`utils.eeg_fastfilter`) -> cut windows -> drop windows with a flat
-channel or implausible amplitude -> write ``<recording>_w<index>.npz`` atomically.
+:mod:`utils.eeg_fastfilter`) -> cut windows -> drop windows overlapping ``BAD``/``EDGE``
+annotations, with a flat channel or with implausible amplitude -> write ``<recording>_w<index>.npz``
+atomically.
 
 :func:`survey_recording` does the cheap checks on the header only (format, channels, sampling rate,
 length, label), so a bad input fails in seconds, before any heavy work starts.
@@ -26,8 +27,10 @@ import numpy as np
 from .eeg_bands import DEFAULT_BANDS, validate_bands
 from .eeg_channels import (DEFAULT_MAX_INTERPOLATE, check_channel_set, plan_channels, prepare_channels,
                            retype_non_eeg)
-from .eeg_labels import LabelRule, parse_label_rule, recording_label, window_labels_from_annotations
+from .eeg_labels import (LabelRule, is_bad_annotation, parse_label_rule, recording_label,
+                         window_labels_from_annotations)
 from .eeg_fastfilter import cumulative_stages_one_pass
+from .eeg_manifest import DROP_REASONS
 from .eeg_read import RecordingError, file_sha256, open_recording
 from .eeg_schema import NO_LABEL, write_window
 from .eeg_splits import SPLIT_BY, check_subject_regex, recording_stem, subject_of
@@ -200,7 +203,9 @@ def survey_recording(path: str, config: IngestConfig, rule: LabelRule, label_nam
         one window, an unmet channel set, or a path no label pattern matches.
     """
     raw = open_recording(path, preload=False)
-    plan = RecordingPlan(path=path, sha256=file_sha256(path), size=os.path.getsize(path))
+    size = os.path.getsize(path) if os.path.isfile(path) else \
+        sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(path) for f in names)
+    plan = RecordingPlan(path=path, sha256=file_sha256(path), size=size)
     plan.subject, plan.subject_rule = subject_of(path, config.subject_regex)
     plan.sfreq_orig = float(raw.info["sfreq"])
     plan.duration_sec = raw.n_times / plan.sfreq_orig
@@ -323,20 +328,30 @@ def process_recording(plan: RecordingPlan, config: IngestConfig, out_root: str, 
         raise RecordingError(f"{plan.path}: {x_CT.shape[1]} samples after resampling, shorter than one window "
                              f"({config.window_samples} samples); use a shorter window or leave it out")
     rule = parse_label_rule(config.label_from)
+    starts_sec = starts / config.sfreq
+    bad_window = np.zeros(len(starts), dtype=bool)
+    if rule.kind == "annotations" or any(is_bad_annotation(d) for d in plan.descriptions):
+        onsets, durations, descriptions = _annotations_sec(plan)
+        for onset, duration, desc in zip(onsets, durations, descriptions):
+            if is_bad_annotation(desc):  # MNE's convention: BAD_* / EDGE spans are excluded from analysis
+                bad_window |= (starts_sec < onset + duration) & (starts_sec + config.window_sec > onset)
     if rule.kind == "annotations":
-        ann = _annotations_sec(plan)
-        labels = window_labels_from_annotations(rule, label_names, *ann, starts / config.sfreq, config.window_sec)
+        labels = window_labels_from_annotations(rule, label_names, onsets, durations, descriptions, starts_sec,
+                                                config.window_sec)
     else:
         labels = np.full(len(starts), plan.label, dtype=np.int64)
     folder = os.path.join(out_root, plan.split)
     os.makedirs(folder, exist_ok=True)
     bands_K2 = np.asarray(config.bands, dtype=np.float32)
-    dropped = {"flat": 0, "amplitude": 0, "unlabeled": 0}
+    dropped = {reason: 0 for reason in DROP_REASONS}
     per_label: dict[str, int] = {}
     n_written = 0
     win = config.window_samples
     for index, (start, label) in enumerate(zip(starts, labels)):
         full_CT = stages_KCT[-1, :, start:start + win]
+        if bad_window[index]:
+            dropped["bad_annotation"] += 1
+            continue
         if rule.kind == "annotations" and label == NO_LABEL:
             dropped["unlabeled"] += 1
             continue

@@ -127,11 +127,19 @@ def recording_label(rule: LabelRule, path: str, label_names: Sequence[str]) -> i
                     "add a pattern for it or leave the recording out")
 
 
+def is_bad_annotation(description: str) -> bool:
+    """True for annotations MNE treats as bad spans (``BAD...``, ``EDGE...``, case-insensitive).
+
+    Windows overlapping them are dropped (counted as ``bad_annotation``); they are never classes.
+    """
+    return str(description).lower().startswith(("bad", "edge"))
+
+
 def annotation_names(rule: LabelRule, descriptions: Iterable[str]) -> list[str]:
-    """Class names for an ``annotations`` rule: the mapping's names, or all descriptions sorted."""
+    """Class names for an ``annotations`` rule: the mapping's names, or all (non-bad) descriptions sorted."""
     if rule.items:
         return rule.names()
-    return sorted({str(d) for d in descriptions})
+    return sorted({str(d) for d in descriptions if not is_bad_annotation(d)})
 
 
 def window_labels_from_annotations(rule: LabelRule, label_names: Sequence[str], onsets_sec: np.ndarray,

@@ -12,7 +12,7 @@ Top-level keys written by the builder:
                       label, status (``pending``/``done``/``skipped``), reason, windows, dropped counts,
                       channel mapping
 ``counts``            per split: windows, recordings, subjects, windows per label
-``dropped``           windows dropped per reason (``flat``, ``amplitude``, ``unlabeled``)
+``dropped``           windows dropped per reason (``bad_annotation``, ``flat``, ``amplitude``, ``unlabeled``)
 ``skipped``           ``[{"path", "reason"}]`` for recordings left out (``--continue-on-error``)
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .eeg_schema import MANIFEST_NAME
 from .errors import DatasetError
 
 MANIFEST_FORMAT = "eeg-var-dataset/1"
-DROP_REASONS: tuple[str, ...] = ("flat", "amplitude", "unlabeled")
+DROP_REASONS: tuple[str, ...] = ("bad_annotation", "flat", "amplitude", "unlabeled")
 
 
 def manifest_path(root: str) -> str:

@@ -26,15 +26,17 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-#: Main-file extensions of the formats :func:`mne.io.read_raw` understands (lower case).
+#: Main-file extensions of the EEG formats :func:`mne.io.read_raw` understands (lower case), looked for when
+#: a folder or glob is given. Other formats MNE reads (e.g. FieldTrip ``.mat``) work when passed as files.
 RECORDING_EXTENSIONS: tuple[str, ...] = (
-    ".edf", ".bdf", ".gdf", ".fif", ".fif.gz", ".set", ".vhdr", ".cnt", ".eeg", ".mff", ".nxe", ".data",
-    ".lay", ".mef", ".nedf", ".ahdr", ".xdf", ".snirf", ".cdt", ".sqd", ".con", ".ds", ".bin", ".egi", ".e",
-    ".hdr", ".ant",
+    ".edf", ".bdf", ".gdf", ".fif", ".fif.gz", ".set", ".vhdr", ".ahdr", ".cnt", ".eeg", ".nxe", ".data", ".cdt",
+    ".nedf", ".lay",
 )
+#: Formats stored as a folder (EGI MFF, CTF, MEF3): the folder is the recording and is not searched inside.
+FOLDER_EXTENSIONS: tuple[str, ...] = (".mff", ".ds", ".mefd")
 # Files that only accompany a main file and are read through it.
-_COMPANION_EXTENSIONS = (".fdt", ".vmrk", ".pnt", ".log", ".11d", ".21e", ".cmt", ".cn2", ".evt", ".locs",
-                         ".dpa", ".cdt.dpa", ".elp", ".json", ".tsv", ".csv", ".txt", ".md")
+_COMPANION_EXTENSIONS = (".fdt", ".vmrk", ".amrk", ".pnt", ".log", ".11d", ".21e", ".cmt", ".cn2", ".evt", ".locs",
+                         ".dpa", ".cdt.dpa", ".cdt.cef", ".elp", ".json", ".tsv", ".csv", ".txt", ".md")
 
 
 class RecordingError(UserError):
@@ -62,18 +64,23 @@ def find_recordings(inputs: Sequence[str], where: str = "--inputs") -> list[str]
     """
     found: set[str] = set()
     for item in inputs:
-        if os.path.isdir(item):
-            hits = [os.path.join(d, f) for d, _, files in os.walk(item) for f in files]
-            hits = [h for h in hits if _is_recording(h)]
+        if os.path.isdir(item) and item.rstrip("/").lower().endswith(FOLDER_EXTENSIONS):
+            hits = [item.rstrip("/")]
+        elif os.path.isdir(item):
+            hits = []
+            for folder, subfolders, files in os.walk(item):
+                hits += [os.path.join(folder, d) for d in subfolders if d.lower().endswith(FOLDER_EXTENSIONS)]
+                subfolders[:] = sorted(d for d in subfolders if not d.lower().endswith(FOLDER_EXTENSIONS))
+                hits += [os.path.join(folder, f) for f in files if _is_recording(os.path.join(folder, f))]
             if not hits:
                 raise UserError(f"{where}: folder {item} holds no recording MNE can read (looked for "
                                 f"{', '.join(RECORDING_EXTENSIONS[:8])}...); pass recording files or another folder")
         elif os.path.isfile(item):
             hits = [item]
         else:
-            hits = [h for h in glob.glob(item, recursive=True) if os.path.isfile(h)]
-            if any(c in item for c in "*?["):
-                hits = [h for h in hits if _is_recording(h)]
+            hits = glob.glob(item, recursive=True)
+            hits = [h for h in hits if os.path.isfile(h) and _is_recording(h)
+                    or os.path.isdir(h) and h.rstrip("/").lower().endswith(FOLDER_EXTENSIONS)]
             if not hits:
                 raise UserError(f"{where}: {item!r} is not a file, folder or matching glob pattern; check the path")
         found.update(os.path.abspath(h) for h in hits)
@@ -83,11 +90,16 @@ def find_recordings(inputs: Sequence[str], where: str = "--inputs") -> list[str]
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
+    """Hex SHA-256 of a file's bytes; for a folder recording (.mff, .ds), of its files' names and bytes."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
+    files = [path] if not os.path.isdir(path) else sorted(
+        os.path.join(d, f) for d, _, names in os.walk(path) for f in names)
+    for name in files:
+        if name != path:
+            digest.update(os.path.relpath(name, path).encode("utf-8") + b"\0")
+        with open(name, "rb") as fh:
+            while block := fh.read(chunk):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -120,7 +132,7 @@ def open_recording(path: str, preload: bool = False) -> "mne.io.BaseRaw":
     """
     import mne
 
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise RecordingError(f"{path}: file not found")
     low = path.lower()
     try:
