@@ -249,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--demo-index: got {args.demo_index} but val has {len(val.windows)} window(s); "
                         f"use 0..{len(val.windows) - 1}")
     model_cfg = _model_config(args, data, saved, ckpt)
+    torch.manual_seed(args.seed)
+    model = EEGScaleAutoregressiveModel.from_config(model_cfg).to(device)
+    if saved:
+        model.load_state_dict(saved["model"])
     run_id = saved["run_id"] if saved else uuid.uuid4().hex[:12]
     folder = args.checkpoint_dir
     _prepare_run_dir(folder, run_id, args.overwrite, args.resume)
@@ -256,11 +260,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("data %s: %d train / %d val windows, %d stages x %d channels x %d samples at %g Hz, scale %.3g µV",
                 args.data_root, len(train.windows), len(val.windows), data["num_stages"], data["channels"],
                 data["time_steps"], data["sfreq"], train.scale_uv)
-
-    torch.manual_seed(args.seed)
-    model = EEGScaleAutoregressiveModel.from_config(model_cfg).to(device)
-    if saved:
-        model.load_state_dict(saved["model"])
     logger.info("model %s: %.3g M parameters on %s", {k: model_cfg[k] for k in ARCH_KEYS},
                 sum(p.numel() for p in model.parameters()) / 1e6, device)
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
