@@ -24,7 +24,6 @@ What it measures (all on the validation split, models fitted on the training spl
 from __future__ import annotations
 
 import dataclasses
-import glob
 import logging
 import os
 import subprocess

@@ -37,6 +37,8 @@ def _fmt(value: Any) -> str:
             return "inf"
         if abs(value) < 1e-9:
             return "0"
+        if value.is_integer() and abs(value) < 1e5:
+            return str(int(value))
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
             return f"{value:.3g}"
         return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"

@@ -14,7 +14,6 @@ in ``summary.json`` and makes the exit code 1; the README section is still regen
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pkgutil
