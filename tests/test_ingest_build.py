@@ -273,3 +273,35 @@ def test_parallel_jobs_give_the_same_dataset(recordings, tmp_path):
         for path in list_split_files(str(tmp_path / "one"), split):
             twin = tmp_path / "two" / split / os.path.basename(path)
             assert open(path, "rb").read() == open(twin, "rb").read()
+
+
+def test_cli_help_rebuild_and_info_json(recordings, tmp_path, capsys):
+    for argv in (["--help"], ["build", "--help"], ["info", "--help"], ["download-eegbci", "--help"]):
+        with pytest.raises(SystemExit) as ok:
+            main(argv)
+        text = capsys.readouterr().out
+        assert ok.value.code == 0 and "usage:" in text
+    assert "--continue-on-error" in _help(["build", "--help"], capsys) and "(default: 1020-19)" in \
+        _help(["build", "--help"], capsys)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    with pytest.raises(SystemExit) as ok:
+        run_cli(main, PROG, ["build", "--inputs", *recordings, "--out", a, "--window-sec", "2", "--val-fraction",
+                             "0.5", "--label-from", LABELS, "--progress", "off"])
+    assert ok.value.code == 0
+    with pytest.raises(SystemExit) as ok:
+        run_cli(main, PROG, ["build", "--from-manifest", a, "--out", b])
+    assert ok.value.code == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_cli(main, PROG, ["info", b, "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["settings"] == json.load(open(os.path.join(a, "manifest.json")))["settings"]
+    assert summary["splits"]["train"]["windows"] + summary["splits"]["val"]["windows"] == 24
+    code, err = _cli(["build", "--from-manifest", a, "--inputs", *recordings, "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "exclusive" in err
+
+
+def _help(argv, capsys) -> str:
+    with pytest.raises(SystemExit):
+        main(argv)
+    return capsys.readouterr().out

@@ -116,6 +116,7 @@ def _strip_label(label: str) -> str:
     return text.strip()
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_name(label: str) -> str:
     """The standard name of a recorded channel label, or the cleaned label when it is not a 10-20 name.
 

@@ -10,6 +10,7 @@ agree to float64 round-off; the reference stays the definition.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from typing import Iterable, Sequence
@@ -33,12 +34,27 @@ def _reflect_limited_pad(x_CT: np.ndarray, n_edge: int) -> np.ndarray:
 
 
 def stage_kernels(sfreq: float, bands: Iterable[Sequence[float]], n_times: int) -> list[np.ndarray]:
-    """The FIR kernel of each cumulative stage, as :func:`mne.filter.filter_data` would design it."""
+    """The FIR kernel of each cumulative stage, as :func:`mne.filter.filter_data` would design it.
+
+    The design does not depend on the signal length (only MNE's "longer than the signal" warning
+    does), so kernels are cached per (sfreq, bands).
+    """
+    bands_key = tuple((float(lo), float(hi)) for lo, hi in validate_bands(bands, sfreq))
+    kernels = _stage_kernels_cached(float(sfreq), bands_key)
+    longest = max(len(h) for h in kernels)
+    if longest > n_times:
+        logger.warning("the %d-tap stage filter (%.1f s) is longer than the signal (%d samples): expect edge "
+                       "distortion; ingest longer recordings", longest, longest / sfreq, n_times)
+    return [h.copy() for h in kernels]
+
+
+@functools.lru_cache(maxsize=8)
+def _stage_kernels_cached(sfreq: float, bands: tuple[tuple[float, float], ...]) -> tuple[np.ndarray, ...]:
     import mne
 
-    bands_K2 = validate_bands(bands, sfreq)
+    bands_K2 = np.asarray(bands, dtype=np.float64)
     nyquist = float(sfreq) / 2
-    probe = np.zeros((1, max(int(n_times), 2)))
+    probe = np.zeros((1, 2))
     kernels = []
     for f_lo, f_hi in stage_edges(bands_K2):
         h_freq = None if f_hi >= nyquist * (1 - 1e-6) else f_hi  # same rule as eeg_stages: top stage high-pass only
@@ -47,11 +63,7 @@ def stage_kernels(sfreq: float, bands: Iterable[Sequence[float]], n_times: int) 
             kernels.append(np.asarray(mne.filter.create_filter(
                 probe, float(sfreq), l_freq=f_lo, h_freq=h_freq, method="fir", phase="zero", fir_window="hamming",
                 fir_design="firwin", verbose=False), dtype=np.float64))
-    longest = max(len(h) for h in kernels)
-    if longest > n_times:
-        logger.warning("the %d-tap stage filter (%.1f s) is longer than the signal (%d samples): expect edge "
-                       "distortion; ingest longer recordings", longest, longest / sfreq, n_times)
-    return kernels
+    return tuple(kernels)
 
 
 def cumulative_stages_one_pass(signal_CT: np.ndarray, sfreq: float,

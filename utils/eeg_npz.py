@@ -19,6 +19,7 @@ _DOS_DATE = (1980 - 1980) << 9 | 1 << 5 | 1  # 1980-01-01, the zip epoch: fixed,
 _DOS_TIME = 0
 _VERSION = 20  # zip 2.0: deflate, no zip64 (members and archive stay far below 4 GiB)
 _LIMIT = 0xFFFFFFFF
+_SMALL = 1024  # bytes
 
 
 def _deflate_huffman(data: bytes) -> bytes:
@@ -50,17 +51,18 @@ def save_npz_huffman(fh: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
         buf = io.BytesIO()
         np.lib.format.write_array(buf, arr, allow_pickle=False)
         raw = buf.getvalue()
-        data = _deflate_huffman(raw)
+        method = 8 if len(raw) > _SMALL else 0  # tiny members (names, labels) are stored: deflate cannot win there
+        data = _deflate_huffman(raw) if method else raw
         crc = zlib.crc32(raw) & 0xFFFFFFFF
         name = f"{key}.npy".encode("utf-8")
         if max(len(raw), len(data), offset) >= _LIMIT:
             raise ValueError(f"npz member {key!r} is too large for this writer; use numpy.savez_compressed")
-        header = struct.pack("<IHHHHHIIIHH", 0x04034B50, _VERSION, 0, 8, _DOS_TIME, _DOS_DATE, crc, len(data),
+        header = struct.pack("<IHHHHHIIIHH", 0x04034B50, _VERSION, 0, method, _DOS_TIME, _DOS_DATE, crc, len(data),
                              len(raw), len(name), 0)
         fh.write(header)
         fh.write(name)
         fh.write(data)
-        central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, _VERSION, _VERSION, 0, 8, _DOS_TIME,
+        central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, _VERSION, _VERSION, 0, method, _DOS_TIME,
                                    _DOS_DATE, crc, len(data), len(raw), len(name), 0, 0, 0, 0, 0o644 << 16,
                                    offset) + name)
         offset += len(header) + len(name) + len(data)
