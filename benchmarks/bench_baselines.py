@@ -169,7 +169,7 @@ def _time_blocks(split: Split, sel: np.ndarray, block_windows: int) -> tuple[np.
 
 
 def generation_floors(train: Split, val: Split, classes: list[str], f_max: float | None, max_order: int,
-                      n_folds: int, seed: int) -> tuple[dict, dict, dict]:
+                      n_folds: int, seed: int, order: int | None = None) -> tuple[dict, dict, dict]:
     """Quality rows of the floors and anchors per reference split and class; PSD curves and one example
     window (C, T) per kind and class for the figures.
 
@@ -189,7 +189,7 @@ def generation_floors(train: Split, val: Split, classes: list[str], f_max: float
             logger.warning("class %s: too few windows (val %d, train %d); skipped", cname, sel_v.sum(), sel_t.sum())
             continue
         t0 = time.perf_counter()
-        var_model = LinearVAR(max_order=max_order).fit(train.full_NCT[sel_t])
+        var_model = LinearVAR(order=order, max_order=max_order).fit(train.full_NCT[sel_t])
         var_name = f"linear VAR (order {var_model.order}, least squares)"
         for ref_name, split, sel in (("validation", val, sel_v), ("training", train, sel_t)):
             ref = split.full_NCT[sel]
@@ -263,15 +263,15 @@ def plot_examples(examples: dict, sfreq: float, path: str, n_channels: int = 4) 
 
 # ---------------------------------------------------------------------------- 3. completion baselines
 def completion_baselines(train: Split, val: Split, gaps_sec: Sequence[float], horizons_sec: Sequence[float],
-                         max_order: int, seed: int) -> dict:
+                         max_order: int, seed: int, order: int | None = None) -> dict:
     """SNR/MSE on the unobserved samples for gap filling and forecasting baselines (full band)."""
     rng = np.random.default_rng(seed)
     sfreq = val.sfreq
     x = val.full_NCT
     n, _, n_t = x.shape
-    fwd = LinearVAR(max_order=max_order).fit(train.full_NCT)
+    fwd = LinearVAR(order=order, max_order=max_order).fit(train.full_NCT)
     bwd = LinearVAR(order=fwd.order).fit(train.full_NCT[..., ::-1])
-    uni = LinearVAR(max_order=max_order, multivariate=False).fit(train.full_NCT)
+    uni = LinearVAR(order=order, max_order=max_order, multivariate=False).fit(train.full_NCT)
     uni_bwd = LinearVAR(order=uni.order, multivariate=False).fit(train.full_NCT[..., ::-1])
     out: dict = {"ar_order": fwd.order, "ar_order_per_channel": uni.order, "gaps": {}, "forecast": {},
                  "band_completion": {}}
@@ -385,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                              "quick: 16,28,55,64)")
     parser.add_argument("--max-order", type=int, default=None, help="largest AR/VAR order tried by AIC "
                         "(default 20; quick: 10)")
+    parser.add_argument("--var-order", type=int, default=None,
+                        help="fixed order of the linear VAR/AR models (default: chosen by AIC up to --max-order)")
     parser.add_argument("--f-max", type=float, default=45.0,
                         help="judge spectra up to this frequency in Hz (eegmat is low-passed at 45 Hz); 0 = Nyquist")
     parser.add_argument("--max-windows", type=int, default=None,
@@ -394,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.max_order is not None and args.max_order < 1:
         raise UserError(f"--max-order must be >= 1, got {args.max_order}")
+    if args.var_order is not None and args.var_order < 1:
+        raise UserError(f"--var-order must be >= 1, got {args.var_order}")
     try:
         rates = ([float(r) for r in args.rates.split(",")] if args.rates else
                  ([16, 28, 55, 64] if args.quick else [8, 16, 28, 40, 55, 64, 80, 100, 128]))
@@ -422,11 +426,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     t_rd = time.perf_counter()
     rd = rate_distortion(train, val, rates, repeats=3 if args.quick else 5)
     t_gen = time.perf_counter()
-    floors, curves, examples = generation_floors(train, val, classes, f_max, max_order, args.folds, args.seed)
+    floors, curves, examples = generation_floors(train, val, classes, f_max, max_order, args.folds, args.seed,
+                                                 order=args.var_order)
     t_comp = time.perf_counter()
     gaps = [0.1, 0.25, 0.5] if args.quick else [0.1, 0.25, 0.5, 1.0]
     horizons = [0.1, 0.25, 0.5]
-    comp = completion_baselines(train, val, gaps, horizons, max_order, args.seed)
+    comp = completion_baselines(train, val, gaps, horizons, max_order, args.seed, order=args.var_order)
     t_end = time.perf_counter()
     var_model = LinearVAR(order=comp["ar_order"]).fit(train.full_NCT)
     n_s = 16
@@ -444,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "timing_s": {"load": t_rd - t0, "rate_distortion": t_gen - t_rd, "generation": t_comp - t_gen,
                      "completion": t_end - t_comp},
         "peak_rss_mb": peak_rss_mb(),
-        "settings": {"rates": rates, "max_order": max_order, "folds": args.folds, "seed": args.seed,
+        "settings": {"rates": rates, "max_order": max_order, "var_order": args.var_order, "folds": args.folds,
+                     "seed": args.seed,
                      "gaps_sec": gaps, "horizons_sec": horizons},
     }
     os.makedirs(args.results_dir, exist_ok=True)
