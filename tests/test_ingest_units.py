@@ -79,6 +79,9 @@ def test_prepare_channels_refuses_too_many_missing():
     raw, _ = _raw_from_field(["Fp1", "Fp2", "C3", "C4", "O1", "O2"])
     with pytest.raises(UserError, match=r"rec.edf: channel set '1020-19' needs 19 channels but 13 are missing"):
         prepare_channels(raw, "1020-19", max_interpolate=3, where="rec.edf")
+    raw, _ = _raw_from_field(["EEG 000", "EEG 001", "EEG 002"])
+    with pytest.raises(UserError, match=r"none of the 3 recorded EEG channel names is a 10-20 name \(e.g. 'EEG 000'\)"):
+        prepare_channels(raw, "1020-19", where="x.set")
 
 
 def test_label_rule_regex_and_errors():
@@ -109,6 +112,7 @@ def test_window_labels_from_annotations():
     ("/mne_data/S001/S001R02.edf", None, ("S001", "eegmmidb")),
     ("/bids/sub-07/eeg/sub-07_task-rest_eeg.edf", None, ("sub-07", "bids")),
     ("/x/MB0400FU.EEG", None, ("MB0400FU", "fallback")),
+    ("/tuh/01_tcp_ar/aaaaaaab_s002_t001.edf", None, ("aaaaaaab", "tuh")),
     ("/x/pat12/night3.edf", r"/(?P<subject>pat\d+)/", ("pat12", "regex")),
     ("/x/other/night3.edf", r"/(?P<subject>pat\d+)/", ("night3", "fallback")),
 ])

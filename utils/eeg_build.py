@@ -27,7 +27,7 @@ from .eeg_ingest import (IngestConfig, RecordingPlan, assign_recording_ids, proc
                          window_filename)
 from .eeg_labels import LabelRule, annotation_names, parse_label_rule
 from .eeg_manifest import MANIFEST_FORMAT, load_manifest, manifest_path, summarise, write_manifest
-from .eeg_read import RecordingError, find_recordings
+from .eeg_read import RecordingError, file_sha256, find_recordings
 from .eeg_schema import SPLITS
 from .eeg_splits import assign_splits
 from .errors import UserError
@@ -174,7 +174,6 @@ def build_dataset(inputs: Sequence[str], out: str, config: IngestConfig | None =
         except RecordingError as err:
             if not continue_on_error:
                 raise
-            from .eeg_read import file_sha256
             failed.append((path, file_sha256(path), str(err)))
             logger.warning("skipping %s", err)
     if rule.kind == "annotations":
@@ -293,6 +292,9 @@ def build_dataset(inputs: Sequence[str], out: str, config: IngestConfig | None =
     if counts["train"]["windows"] == 0:
         raise UserError(f"{out}: no training window was written (dropped: {manifest['dropped']}); check "
                         "--flat-threshold / --max-amplitude-uv and the label rule")
+    if counts["val"]["windows"] == 0 and (config.val_fraction > 0 or config.val_groups):
+        logger.warning("%s: val/ holds no window (every val recording was skipped or dropped); pick other "
+                       "--val-groups or another --seed", out)
     logger.info("built %s in %.1f s: train %d windows (%d recordings), val %d windows (%d recordings), "
                 "dropped %s, skipped %d", out, time.perf_counter() - t0, counts["train"]["windows"],
                 counts["train"]["recordings"], counts["val"]["windows"], counts["val"]["recordings"],
@@ -315,8 +317,6 @@ def rebuild_from_manifest(manifest_or_root: str | dict, out: str, **kwargs: Any)
     UserError
         If the manifest is missing or an input changed since (its sha256 differs).
     """
-    from .eeg_read import file_sha256
-
     manifest = manifest_or_root if isinstance(manifest_or_root, dict) else load_manifest(manifest_or_root)
     if manifest is None:
         raise UserError(f"{manifest_or_root}: no manifest.json found; pass a dataset root built by utils.data_eeg")

@@ -248,6 +248,10 @@ def plan_channels(raw: "mne.io.BaseRaw", channel_set: str, max_interpolate: int 
     if wanted is None:
         return [name for _, name in pairs], by_name, []
     missing = [name for name in wanted if name not in by_name]
+    if len(missing) == len(wanted):
+        raise UserError(f"{where}: channel set '{channel_set}' needs {', '.join(wanted[:4])}... but none of the "
+                        f"{len(pairs)} recorded EEG channel names is a 10-20 name (e.g. {pairs[0][0]!r}); store the "
+                        "electrode names in the file, or use --channels all")
     if len(missing) > max_interpolate:
         raise UserError(f"{where}: channel set '{channel_set}' needs {len(wanted)} channels but {len(missing)} "
                         f"are missing ({', '.join(missing[:8])}{'...' if len(missing) > 8 else ''}; recorded EEG: "

@@ -7,9 +7,9 @@ Subject rule (:func:`subject_of`), first that applies:
 
 1. ``--subject-regex PATTERN``: :func:`re.search` on the path (``/`` separators); the named group
    ``subject``, else group 1, else the whole match. A path it does not match falls back to rule 5
-   (counted and listed in the manifest as ``subject_rule: "fallback"``).
+   (listed per recording in the manifest as ``subject_rule: "fallback"``).
 2. BIDS: a ``sub-<label>`` path component -> ``sub-<label>``.
-3. EEGMMIDB: a file stem ``S001R01`` -> ``S001``.
+3. EEGMMIDB: a file stem ``S001R01`` -> ``S001``; TUH: ``aaaaaaab_s001_t000`` -> ``aaaaaaab``.
 4. A trailing run number: stem ``Subject05_2`` / ``rec-3`` -> ``Subject05`` / ``rec``.
 5. Otherwise the recording's file stem is its own subject.
 
@@ -31,6 +31,7 @@ from .errors import UserError
 SPLIT_BY = ("subject", "recording")
 _BIDS = re.compile(r"(?:^|/)(sub-[A-Za-z0-9]+)(?:/|_|$)")
 _EEGMMIDB = re.compile(r"^(S\d+)R\d+$")
+_TUH = re.compile(r"^([a-z]{8})_s\d+_t\d+$")
 _TRAILING_RUN = re.compile(r"^(.+?)[_-](?:run|ses|rec|part)?-?\d+$", re.IGNORECASE)
 
 
@@ -59,7 +60,7 @@ def subject_of(path: str, subject_regex: str | None = None) -> tuple[str, str]:
     -------
     subject : str
     rule : str
-        ``'regex'``, ``'bids'``, ``'eegmmidb'``, ``'trailing-run'`` or ``'fallback'``.
+        ``'regex'``, ``'bids'``, ``'eegmmidb'``, ``'tuh'``, ``'trailing-run'`` or ``'fallback'``.
     """
     text = path.replace("\\", "/")
     stem = recording_stem(path)
@@ -77,6 +78,9 @@ def subject_of(path: str, subject_regex: str | None = None) -> tuple[str, str]:
     match = _EEGMMIDB.match(stem)
     if match:
         return match.group(1), "eegmmidb"
+    match = _TUH.match(stem)
+    if match:
+        return match.group(1), "tuh"
     match = _TRAILING_RUN.match(stem)
     if match:
         return match.group(1), "trailing-run"
