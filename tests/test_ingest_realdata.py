@@ -131,3 +131,36 @@ def test_eegmat_rebuild_from_manifest_is_identical(eegmat_small, tmp_path):
             np.testing.assert_array_equal(a.stages_KCT, b.stages_KCT)
             np.testing.assert_array_equal(a.signal_CT, b.signal_CT)
             assert open(path, "rb").read() == open(twin, "rb").read()
+
+
+def test_nihon_kohden_maps_to_1020_and_bdf_is_refused(shared_data, tmp_path, capsys):
+    from utils.cli import run_cli
+    from utils.data_eeg import PROG, main
+
+    nk = os.path.join(shared_data, "mne-testing-data", "NihonKohden", "MB0400FU.EEG")
+    out = str(tmp_path / "nk")
+    manifest = build_dataset([nk], out, IngestConfig(window_sec=5.0, stride_sec=5.0, val_fraction=0.0))
+    assert manifest["ch_names"] == list(CHANNELS_1020_19) and manifest["inputs"][0]["interpolated"] == []
+    assert set(manifest["inputs"][0]["retyped"]) >= {"E", "A1", "A2"}
+    raw = mne.io.read_raw_nihon(nk, preload=True, verbose="error").pick(["T3"]).resample(100.0, verbose="error")
+    win = read_window(list_split_files(out, "train")[1])
+    t7 = raw.get_data()[0, win.header.start:win.header.start + 500] * 1e6
+    np.testing.assert_allclose(win.signal_CT[CHANNELS_1020_19.index("T7")], t7, rtol=1e-4, atol=1e-3)
+    bdf = os.path.join(shared_data, "mne-testing-data", "BDF", "multiple_annotation_chans.bdf")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, PROG, ["build", "--inputs", bdf, "--out", str(tmp_path / "bdf"), "--val-fraction", "0"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "needs 19 channels but 9 are missing" in err and err.count("\n") == 1
+
+
+def test_interpolating_a_missing_channel_on_real_eeg(shared_data):
+    from utils.eeg_channels import prepare_channels
+
+    path = os.path.join(shared_data, "physionet-eegmat", "Subject01_2.edf")
+    raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
+    truth = raw.get_data(picks=["EEG Cz"])[0]
+    raw.drop_channels(["EEG Cz"])
+    raw, mapping = prepare_channels(raw, "1020-19", max_interpolate=1, where=path)
+    assert mapping.interpolated == ["Cz"] and raw.ch_names == list(CHANNELS_1020_19)
+    # spherical splines from the 18 neighbours recover much of Cz (a random guess would give ~0)
+    assert np.corrcoef(raw.get_data()[CHANNELS_1020_19.index("Cz")], truth)[0, 1] > 0.4
