@@ -201,6 +201,12 @@ def _prepare_run_dir(folder: str, run_id: str | None, overwrite: bool, resume: s
                     "replace it, or choose another --checkpoint-dir")
 
 
+def _snr_text(stage: dict) -> str:
+    if stage["given"]:
+        return "given"
+    return "inf" if stage["snr_db"] is None else f"{stage['snr_db']:.1f}"
+
+
 def _fmt(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
@@ -321,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = rollout_metrics(demo["target_KCT"].numpy(), demo["rollout_KCT"].numpy(),
                               demo["teacher_forced_KCT"].numpy(), names, data["bands"])
     logger.info("demo rollout from %s: SNR per stage (dB) %s", demo["source_file"],
-                ", ".join(f"{m['name']}={'given' if m['given'] else m['snr_db']}" for m in metrics))
+                ", ".join(f"{m['name']}={_snr_text(m)}" for m in metrics))
     logger.info("wrote %s", ", ".join(os.path.join(folder, n) for n in RUN_FILES
                                       if os.path.exists(os.path.join(folder, n))))
     return 0

@@ -112,7 +112,7 @@ def plot(pred: dict[str, Any], true_KCT: np.ndarray, channel: int, metrics: Sequ
         if m["given"]:
             info = "given (the rollout starts here)"
         else:
-            info = (f"SNR {_db(m['snr_db'])} (add-nothing {_db(m['snr_db_hold'])}); new band "
+            info = (f"SNR {_db(m['snr_db'])} (add-nothing {_db(m['snr_db_hold'])}); new-band SNR "
                     f"{_db(m['added_band_snr_db'])}")
         ax.set_title(f"stage {k + 1}: {m['name']}{band} - {info}", fontsize=9.5, loc="left")
         ax.set_ylabel("µV")
