@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import sys
 import time
+from collections import Counter
 from typing import Any, Callable, Sequence
 
 from .eeg_ingest import (IngestConfig, RecordingPlan, assign_recording_ids, process_recording, survey_recording,
@@ -163,40 +164,97 @@ def build_dataset(inputs: Sequence[str], out: str, config: IngestConfig | None =
     paths = find_recordings(inputs)
     mne.set_log_level("ERROR")
     t0 = time.perf_counter()
+    executor = None
+    if jobs > 1 and len(paths) > 1:
+        _warm_up(config)  # forked workers inherit the imports and caches instead of each paying for them
+        executor = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context())
+    try:
+        return _build(paths, out, config, rule, executor, overwrite, continue_on_error, progress, on_recording, t0)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
-    # survey: header-level checks for every input before heavy work
+
+def _warm_up(config: IngestConfig) -> None:
+    """Import and cache what every recording needs (filter design, montage names, resampling)."""
+    import numpy as np
+    import mne
+
+    from .eeg_channels import canonical_name
+    from .eeg_fastfilter import stage_kernels
+
+    stage_kernels(config.sfreq, config.bands, n_times=1 << 30)
+    canonical_name("Fp1")
+    mne.filter.resample(np.zeros((1, 64)), up=1.0, down=2.0, verbose="error")
+
+
+def _survey_one(args: tuple) -> tuple[str, RecordingPlan | None, str | None]:
+    path, config, rule, label_names = args
+    import mne
+
+    mne.set_log_level("ERROR")
+    try:
+        return path, survey_recording(path, config, rule, label_names), None
+    except RecordingError as err:
+        return path, None, str(err)
+
+
+def _survey_all(paths: list[str], config: IngestConfig, rule: LabelRule, label_names: list[str],
+                executor: concurrent.futures.Executor | None, continue_on_error: bool
+                ) -> tuple[list[RecordingPlan], list[tuple[str, str, str]]]:
+    """Header checks (and hashes) of every input, in parallel when ``executor`` is given."""
+    tasks = [(path, config, rule, label_names) for path in paths]
+    results = executor.map(_survey_one, tasks) if executor is not None else map(_survey_one, tasks)
+    plans, failed = [], []
+    for path, plan, error in results:
+        if error is None:
+            plans.append(plan)
+        elif not continue_on_error:
+            raise RecordingError(error)
+        else:
+            failed.append((path, file_sha256(path), error))
+            logger.warning("skipping %s", error)
+    return plans, failed
+
+
+def _common_layout(plans: list[RecordingPlan], continue_on_error: bool
+                   ) -> tuple[list[str], list[RecordingPlan], list[tuple[str, str, str]]]:
+    """With ``--channels all``: the majority channel layout, the recordings that have it, and the others."""
+    layouts = Counter(frozenset(p.ch_names) for p in plans)
+    best = max(layouts.values())
+    reference = next(p for p in plans if layouts[frozenset(p.ch_names)] == best)  # ties: the first input
+    order = list(reference.ch_names)
+    keep, failed = [], []
+    for plan in plans:
+        if frozenset(plan.ch_names) == frozenset(order) and len(plan.ch_names) == len(order):
+            keep.append(plan)
+            continue
+        extra = [n for n in plan.ch_names if n not in order][:6]
+        absent = [n for n in order if n not in plan.ch_names][:6]
+        msg = (f"{plan.path}: with --channels all every recording needs one channel layout, but it has "
+               f"{len(plan.ch_names)} EEG channels (extra {extra}, missing {absent}) against {len(order)} in "
+               f"{reference.path} (the layout of {best} of {len(plans)} recordings); use --channels 1020-19 or "
+               "build one dataset per layout")
+        if not continue_on_error:
+            raise UserError(msg)
+        failed.append((plan.path, plan.sha256, msg))
+    return order, keep, failed
+
+
+def _build(paths: list[str], out: str, config: IngestConfig, rule: LabelRule,
+           executor: concurrent.futures.Executor | None, overwrite: bool, continue_on_error: bool,
+           progress: bool | None, on_recording: Callable[[str, dict], None] | None, t0: float) -> dict:
+    """The body of :func:`build_dataset` once the settings are valid and the inputs found."""
     label_names = rule.names() if rule.kind == "regex" else []
-    plans: list[RecordingPlan] = []
-    failed: list[tuple[str, str, str]] = []  # (path, sha256, reason)
-    for path in paths:
-        try:
-            plans.append(survey_recording(path, config, rule, label_names))
-        except RecordingError as err:
-            if not continue_on_error:
-                raise
-            failed.append((path, file_sha256(path), str(err)))
-            logger.warning("skipping %s", err)
+    plans, failed = _survey_all(paths, config, rule, label_names, executor, continue_on_error)
     if rule.kind == "annotations":
         label_names = annotation_names(rule, [d for p in plans for d in p.descriptions])
         if not label_names:
             raise UserError("--label-from annotations: the recordings hold no annotations; use another label rule")
     order: list[str] | None = None
     if config.channels == "all" and plans:
-        order = list(plans[0].ch_names)
-        keep = []
-        for plan in plans:
-            if set(plan.ch_names) != set(order) or len(plan.ch_names) != len(order):
-                extra = [n for n in plan.ch_names if n not in order][:6]
-                absent = [n for n in order if n not in plan.ch_names][:6]
-                msg = (f"{plan.path}: with --channels all every recording needs one channel layout, but it has "
-                       f"{len(plan.ch_names)} EEG channels (extra {extra}, missing {absent}) against "
-                       f"{len(order)} in {plans[0].path}; use --channels 1020-19 or build one dataset per layout")
-                if not continue_on_error:
-                    raise UserError(msg)
-                failed.append((plan.path, plan.sha256, msg))
-                continue
-            keep.append(plan)
-        plans = keep
+        order, plans, conflicts = _common_layout(plans, continue_on_error)
+        failed += conflicts
     if not plans:
         raise UserError(f"none of the {len(paths)} recording(s) can be used; first reason: "
                         f"{failed[0][2] if failed else 'none'}")
@@ -253,37 +311,28 @@ def build_dataset(inputs: Sequence[str], out: str, config: IngestConfig | None =
 
     bar = tqdm(total=len(tasks), desc="recordings", unit="rec", disable=not show)
     try:
-        if jobs == 1 or len(tasks) <= 1:
-            results = map(_worker, tasks)
-            executor = None
-        else:
-            executor = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)),
-                                                              mp_context=_pool_context())
-            results = executor.map(_worker, tasks)
-        try:
-            for (path, result, error), plan in zip(results, pending):
-                entry = entries[path]
-                if error is None:
-                    entry.update(status="done", n_windows=result["n_windows"], n_candidates=result["n_candidates"],
-                                 dropped=result["dropped"], windows_per_label=result["windows_per_label"],
-                                 retyped=result["retyped"], renamed=result["renamed"],
-                                 interpolated=result["interpolated"], notch_applied=result["notch_applied"],
-                                 window_files=_window_files(out, plan))
-                else:
-                    entry.update(status="skipped", reason=error)
-                    logger.warning("skipping %s", error)
-                    if not continue_on_error:
-                        first_error = error
-                        entry.update(status="pending", reason=error)
-                save()
-                bar.update(1)
-                if on_recording is not None:
-                    on_recording(path, entry)
-                if first_error is not None:
-                    break
-        finally:
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
+        results = executor.map(_worker, tasks) if executor is not None and len(tasks) > 1 else map(_worker, tasks)
+        # results arrive in input order; the manifest is rewritten after each recording
+        for (path, result, error), plan in zip(results, pending):
+            entry = entries[path]
+            if error is None:
+                entry.update(status="done", n_windows=result["n_windows"], n_candidates=result["n_candidates"],
+                             dropped=result["dropped"], windows_per_label=result["windows_per_label"],
+                             retyped=result["retyped"], renamed=result["renamed"],
+                             interpolated=result["interpolated"], notch_applied=result["notch_applied"],
+                             window_files=_window_files(out, plan))
+            else:
+                entry.update(status="skipped", reason=error)
+                logger.warning("skipping %s", error)
+                if not continue_on_error:
+                    first_error = error
+                    entry.update(status="pending", reason=error)
+            save()
+            bar.update(1)
+            if on_recording is not None:
+                on_recording(path, entry)
+            if first_error is not None:
+                break
     finally:
         bar.close()
     if first_error is not None:
