@@ -305,3 +305,12 @@ def _help(argv, capsys) -> str:
     with pytest.raises(SystemExit):
         main(argv)
     return capsys.readouterr().out
+
+
+def test_channels_all_keeps_the_majority_layout(recordings, tmp_path):
+    odd = write_fif(str(tmp_path / "aaa_raw.fif"), names=["Fp1", "Fp2", "Cz", "Oz"])  # sorts first
+    manifest = build_dataset([odd, *recordings], str(tmp_path / "ds"), _config(channels="all", label_from="none"),
+                             continue_on_error=True)
+    assert manifest["ch_names"] == list(CHANNELS_1020_19)
+    assert [s["path"] for s in manifest["skipped"]] == [odd] and "the layout of 4 of 5 recordings" in \
+        manifest["skipped"][0]["reason"]

@@ -127,7 +127,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--inputs", nargs="+", default=None, help="recording files, folders (searched recursively) or "
                    "glob patterns")
     p.add_argument("--from-manifest", default=None, help="rebuild the dataset described by this dataset root's "
-                   "manifest.json (same settings and inputs) instead of giving --inputs and settings")
+                   "manifest.json (same settings and inputs; the settings flags below are then ignored)")
     p.add_argument("--out", required=True, help="dataset root to write")
     add_ingest_arguments(p)
     _add_run_arguments(p)
