@@ -194,3 +194,13 @@ def test_find_recordings_skips_companions_and_keeps_folder_formats(tmp_path):
     assert [os.path.relpath(p, tmp_path) for p in find_recordings([str(tmp_path / "*" / "*.set")])] == ["a/x.set"]
     with pytest.raises(UserError, match="is not a file, folder or matching glob pattern"):
         find_recordings([str(tmp_path / "nothing*.edf")])
+
+
+def test_biosemi_abc_labels_are_not_mapped_to_1020():
+    names = [f"{bank}{i}" for bank in "ABCD" for i in range(1, 33)]
+    raw = mne.io.RawArray(np.random.default_rng(0).standard_normal((len(names), 300)) * 1e-5,
+                          mne.create_info(names, 100.0, "eeg"), verbose=False)
+    with pytest.raises(UserError, match="BioSemi ABC labels"):
+        prepare_channels(raw.copy(), "1020-19", where="cap.bdf")
+    raw, mapping = prepare_channels(raw, "all", where="cap.bdf")
+    assert raw.ch_names == names and mapping.renamed == {} and mapping.retyped == {}  # A1/A2 stay scalp EEG

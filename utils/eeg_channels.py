@@ -198,10 +198,20 @@ def retype_non_eeg(raw: "mne.io.BaseRaw") -> dict[str, str]:
     return retyped
 
 
+def is_abc_layout(labels: Sequence[str]) -> bool:
+    """True for BioSemi-style ``A1..A32, B1..`` labels: bank positions, not 10-20 names (their 'C3' is not C3)."""
+    stripped = {_strip_label(n).upper() for n in labels}
+    return {"A1", "A3", "A32", "B1"} <= stripped
+
+
 def eeg_channels(raw: "mne.io.BaseRaw") -> list[tuple[str, str]]:
-    """(recorded label, canonical name) of each EEG-typed channel of ``raw``, in recording order."""
-    return [(label, canonical_name(label)) for label, kind in zip(raw.ch_names, raw.get_channel_types())
-            if kind == "eeg"]
+    """(recorded label, canonical name) of each EEG-typed channel of ``raw``, in recording order.
+
+    Labels of a BioSemi ABC layout (:func:`is_abc_layout`) keep their own names: mapping their bank
+    positions onto 10-20 names would put signals at the wrong electrodes.
+    """
+    name_of = _strip_label if is_abc_layout(raw.ch_names) else canonical_name
+    return [(label, name_of(label)) for label, kind in zip(raw.ch_names, raw.get_channel_types()) if kind == "eeg"]
 
 
 def plan_channels(raw: "mne.io.BaseRaw", channel_set: str, max_interpolate: int = DEFAULT_MAX_INTERPOLATE,
@@ -247,6 +257,10 @@ def plan_channels(raw: "mne.io.BaseRaw", channel_set: str, max_interpolate: int 
     wanted = CHANNEL_SETS[check_channel_set(channel_set)]
     if wanted is None:
         return [name for _, name in pairs], by_name, []
+    if is_abc_layout(raw.ch_names):
+        raise UserError(f"{where}: channel set '{channel_set}' needs 10-20 names but this recording uses BioSemi "
+                        f"ABC labels ({', '.join(n for _, n in pairs[:4])}...), which are cap positions, not 10-20 "
+                        "electrodes; use --channels all, or rename the channels to 10-20 names first")
     missing = [name for name in wanted if name not in by_name]
     if len(missing) == len(wanted):
         raise UserError(f"{where}: channel set '{channel_set}' needs {', '.join(wanted[:4])}... but none of the "
