@@ -296,6 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats = train_one_epoch(model, loader, optimizer, epoch=epoch, seed=args.seed, grad_clip=args.grad_clip,
                                 device=device, log_interval=args.log_interval)
         val_loss, val_stages = evaluate(model, val_loader, n_pairs, device)
+        if not (math.isfinite(stats["train_loss"]) and math.isfinite(val_loss)):
+            raise UserError(f"training diverged in epoch {epoch + 1} (train loss {stats['train_loss']}, val loss "
+                            f"{val_loss}); nothing was saved for this epoch; lower --lr (now {args.lr:g}) or keep "
+                            "--grad-clip > 0, then --resume from last.pt")
         history.append({"epoch": epoch + 1, **stats, "val_loss": val_loss, "val_loss_per_stage": val_stages,
                         "lr": args.lr})
         improved = val_loss < best_val

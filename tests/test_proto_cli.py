@@ -183,3 +183,14 @@ def test_real_processes_exit_2_without_traceback(dataset, tmp_path):
     assert "w1.npz: not a readable npz window file" in out.stderr and not (tmp_path / "run").exists()
     demo = _run(["bash", "prototypes/scripts/train_demo.sh", str(dataset)])  # a non-empty folder
     assert demo.returncode == 2 and "--overwrite" in demo.stderr and "Traceback" not in demo.stderr
+
+
+def test_diverged_training_stops_with_a_user_error(dataset, tmp_path, cli_stderr):
+    out = tmp_path / "run"
+    code, lines = cli_stderr(pipeline.main, "eeg_scale_ar_pipeline",
+                             ["--data-root", str(dataset), "--checkpoint-dir", str(out), "--epochs", "2",
+                              "--lr", "1e30", "--grad-clip", "0", "--d-model", "8", "--nhead", "2",
+                              "--num-layers", "1", "--device", "cpu"])
+    assert code == 2 and lines[-1].startswith("eeg_scale_ar_pipeline: error: training diverged in epoch 1")
+    assert not any("Traceback" in line for line in lines)
+    assert not (out / "last.pt").exists() and not (out / "best.pt").exists()
