@@ -52,6 +52,7 @@ MODEL_DEFAULTS: dict[str, Any] = {"d_model": 128, "nhead": 4, "num_layers": 2, "
 
 
 def build_parser() -> ArgumentParser:
+    """The argument parser of the pipeline (both ``--a-b`` and ``--a_b`` spellings are accepted)."""
     p = ArgumentParser(prog="python -m prototypes.eeg_scale_ar_pipeline",
                        description="Train the prototype next-band Transformer (stage k -> stage k+1, MSE) on a dataset "
                                    "root with train/ and val/ npz windows, keep best.pt/last.pt/metrics.json, and roll "
@@ -101,8 +102,8 @@ def _check_args(args) -> None:
             raise UserError(f"{flag}: got {value}, expected a positive integer")
     for flag, value in (("--lr", args.lr), ("--weight-decay", args.weight_decay), ("--grad-clip", args.grad_clip)):
         if not math.isfinite(value) or value < 0 or (flag == "--lr" and value == 0):
-            raise UserError(f"{flag}: got {value}, expected a finite {'positive' if flag == '--lr' else 'non-negative'} "
-                            "number")
+            kind = "positive" if flag == "--lr" else "non-negative"
+            raise UserError(f"{flag}: got {value}, expected a finite {kind} number")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -138,7 +139,8 @@ def _check_resume_data(saved: dict, data: dict, ckpt: str, data_root: str) -> No
     for key in ("channels", "time_steps", "num_stages"):
         if int(saved_data[key]) != int(data[key]):
             raise CheckpointError(f"{ckpt} was trained on {key}={saved_data[key]} but --data-root {data_root} has "
-                                  f"{key}={data[key]}; use data of the same shape or train a new model without --resume")
+                                  f"{key}={data[key]}; use data of the same shape or train a new model without "
+                                  "--resume")
     if not bands_equal(saved_data["bands"], data["bands"]) or abs(saved_data["sfreq"] - data["sfreq"]) > 1e-3:
         raise CheckpointError(f"{ckpt} was trained on bands {saved_data['bands']} at {saved_data['sfreq']:g} Hz but "
                               f"--data-root {data_root} has {data['bands']} at {data['sfreq']:g} Hz; use a dataset "
@@ -235,6 +237,7 @@ def _demo(model: EEGScaleAutoregressiveModel, val: EEGStagePairDataset, index: i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the pipeline on ``argv`` (default ``sys.argv[1:]``); user mistakes raise ``UserError``."""
     args = build_parser().parse_args(argv)
     setup_logging()
     _check_args(args)

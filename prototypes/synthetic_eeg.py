@@ -230,6 +230,7 @@ def make_dataset(out: str, config: SyntheticConfig, overwrite: bool = False, pro
 
 
 def build_parser() -> ArgumentParser:
+    """The argument parser of the generator (both ``--a-b`` and ``--a_b`` spellings are accepted)."""
     d = SyntheticConfig()
     p = ArgumentParser(prog="python -m prototypes.synthetic_eeg",
                        description="Write a deterministic synthetic EEG dataset (train/, val/, manifest.json) in the "
@@ -250,6 +251,7 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the generator on ``argv`` (default ``sys.argv[1:]``); user mistakes raise ``UserError``."""
     args = build_parser().parse_args(argv)
     setup_logging()
     config = SyntheticConfig(n_channels=args.channels, sfreq=args.sfreq, window_sec=args.window_sec,

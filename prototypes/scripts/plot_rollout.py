@@ -38,6 +38,7 @@ PRED_KEYS: tuple[str, ...] = ("rollout_KCT", "target_KCT", "stage_names", "bands
 
 
 def build_parser() -> ArgumentParser:
+    """The argument parser of plot_rollout (both ``--a-b`` and ``--a_b`` spellings are accepted)."""
     p = ArgumentParser(prog="python -m prototypes.scripts.plot_rollout",
                        description="Plot a demo_prediction.pt rollout (one panel per stage, prediction over ground "
                                    "truth) and write per-stage MSE, cumulative MSE and SNR (dB) as JSON.")
@@ -143,6 +144,7 @@ def _atomic(path: str, write) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run plot_rollout on ``argv`` (default ``sys.argv[1:]``); user mistakes raise ``UserError``."""
     args = build_parser().parse_args(argv)
     setup_logging()
     if not args.output.lower().endswith(".png"):

@@ -9,7 +9,7 @@ _setup_main() {
   venv="${VENV_DIR:-$repo/.venv}"
   py="${PYTHON:-python3}"
   stamp="$venv/.requirements.sha256"
-  want="$(sha256sum "$repo/requirements.txt" | cut -d' ' -f1)"
+  want="$( (sha256sum "$repo/requirements.txt" 2>/dev/null || shasum -a 256 "$repo/requirements.txt") | cut -d' ' -f1)"
   if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "[setup] $venv is up to date"
   else

@@ -35,14 +35,14 @@ ow=(); [ "$overwrite" = 1 ] && ow=(--overwrite)
 if [ -z "$data_root" ]; then
   data_root="$out/data"
   echo "[demo] 1/3 synthetic dataset -> $data_root"
-  "$py" -m prototypes.synthetic_eeg "$data_root" --seed 0 "${ow[@]}"
+  "$py" -m prototypes.synthetic_eeg "$data_root" --seed 0 ${ow[@]+"${ow[@]}"}
 else
   echo "[demo] 1/3 using the dataset at $data_root"
 fi
 echo "[demo] 2/3 training $epochs epochs -> $out"
 "$py" -m prototypes.eeg_scale_ar_pipeline --data-root "$data_root" --checkpoint-dir "$out" --epochs "$epochs" \
   --batch-size 16 --d-model 64 --nhead 4 --num-layers 2 --dropout 0.1 --lr 1e-3 --log-interval 20 --seed 0 \
-  "${ow[@]}" "${extra[@]}"
+  ${ow[@]+"${ow[@]}"} ${extra[@]+"${extra[@]}"}
 echo "[demo] 3/3 plotting the rollout -> $out/rollout.png"
 "$py" -m prototypes.scripts.plot_rollout "$out/demo_prediction.pt" "$out/rollout.png" --channel 0 \
   --data-root "$data_root" --json-out "$out/rollout_metrics.json" --overwrite
