@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmarks import bench_parser, machine_info, save_result
+from benchmarks import bench_parser, machine_info, peak_rss_mb, save_result
 from utils.project_info import REPO_ROOT
 
 logger = logging.getLogger("benchmarks.bench_ingest")
@@ -41,13 +41,16 @@ DEFAULT_INPUTS = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "phy
 TARGET_X_REALTIME = 1000.0
 
 
-def _build(paths: list[str], out: str, jobs: int, compress: str) -> tuple[float, dict]:
+EEGMAT_LABELS = r"regex:_1\.edf$=rest,_2\.edf$=arithmetic"
+
+
+def _build(paths: list[str], out: str, jobs: int, compress: str, label_from: str = EEGMAT_LABELS
+           ) -> tuple[float, float, dict]:
     from utils.eeg_build import build_dataset
     from utils.eeg_ingest import IngestConfig
 
     config = IngestConfig(sfreq=100, window_sec=5, stride_sec=5, channels="1020-19", split_by="subject",
-                          val_fraction=0.2, compress=compress,
-                          label_from=r"regex:_1\.edf$=rest,_2\.edf$=arithmetic")
+                          val_fraction=0.2, compress=compress, label_from=label_from)
     shutil.rmtree(out, ignore_errors=True)
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     manifest = build_dataset(paths, out, config, jobs=jobs, progress=False)
@@ -100,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark; return (and save) the result dict."""
     parser = bench_parser("python -m benchmarks.bench_ingest", __doc__.split("\n\n")[0])
     parser.add_argument("--inputs", nargs="+", default=[DEFAULT_INPUTS], help="recordings to ingest (eegmat)")
+    parser.add_argument("--label-from", default=EEGMAT_LABELS, help="label rule of the builds (see utils.data_eeg)")
     parser.add_argument("--repeats", type=int, default=None, help="timed builds per setting (default 3, quick 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
@@ -116,13 +120,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     rec_sec = float(sum(durations))
     work = tempfile.mkdtemp(prefix="bench_ingest_")
     try:
-        _build(paths[1:3], os.path.join(work, "warmup"), 1, "fast")  # imports, caches (two subjects)
+        _build(paths[1:3], os.path.join(work, "warmup"), 1, "fast", args.label_from)  # imports, caches (two subjects)
         builds = []
         settings = [(1, "fast"), (2, "fast")] + ([] if args.quick else [(1, "zlib")])
         for jobs, compress in settings:
             times, cpus = [], []
             for _ in range(repeats):
-                dt, cpu, manifest = _build(paths, os.path.join(work, "out"), jobs, compress)
+                dt, cpu, manifest = _build(paths, os.path.join(work, "out"), jobs, compress, args.label_from)
                 times.append(dt)
                 cpus.append(cpu)
             wall, cpu = statistics.median(times), statistics.median(cpus)
@@ -142,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             out = os.path.join(work, "cold")
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-m", "utils.data_eeg", "build", "--inputs", *paths, "--out", out,
-                            "--label-from", r"regex:_1\.edf$=rest,_2\.edf$=arithmetic", "--jobs", "2",
+                            "--label-from", args.label_from, "--jobs", "2",
                             "--progress", "off"], cwd=REPO_ROOT, check=True, capture_output=True)
             cold = round(time.perf_counter() - t0, 3)
     finally:
@@ -161,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         steps_s={k: (round(v, 4) if isinstance(v, float) else v) for k, v in steps.items()}, steps_x_realtime=step_x,
         cold_cli_jobs2_wall_s=cold, cold_cli_x_realtime=(round(rec_sec / cold, 1) if cold else None),
         load_average_before_after=[round(load_before, 2), round(load_after, 2)], quick=args.quick,
+        peak_rss_mb_jobs1=round(peak_rss_mb(), 1),
         machine=machine_info())
     rows = [[b["jobs"], b["compress"], b["wall_s"], b["x_realtime"], b["cpu_s"], b["x_realtime_per_cpu_core"],
              b["dataset_mb"]] for b in builds]
