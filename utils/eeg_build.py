@@ -45,16 +45,50 @@ def split_rule_text(config: IngestConfig) -> str:
             f"round({config.val_fraction:g} * n_groups) (>= 1, <= n_groups - 1) to val")
 
 
-def _prepare_out(out: str, config: IngestConfig, inputs_key: list[list[str]], overwrite: bool) -> dict | None:
-    """Return the previous manifest when ``out`` holds a resumable build of the same dataset, else None.
+def _check_out(out: str, config: IngestConfig, overwrite: bool) -> dict | None:
+    """Cheap checks of ``out`` before any work: the previous manifest of the same settings, or None.
 
     Raises
     ------
     UserError
-        When ``out`` holds another dataset (other settings or inputs) or unrelated files, and
-        ``overwrite`` is false.
+        When ``out`` holds another dataset (other settings) or unrelated files, and ``overwrite`` is
+        false.
     """
-    old = load_manifest(out) if os.path.isdir(out) else None
+    if overwrite or not os.path.isdir(out):
+        return None
+    old = load_manifest(out)
+    if old is None:
+        leftovers = [n for n in os.listdir(out) if not n.startswith(".")]
+        has_windows = any(glob.glob(os.path.join(out, s, "*.npz")) for s in SPLITS)
+        if has_windows or any(n not in SPLITS for n in leftovers):
+            raise UserError(f"--out {out} is not empty and holds no manifest.json from this builder; choose an "
+                            "empty or new folder, or pass --overwrite to replace its train/ val/ windows")
+        return None
+    if old.get("format") != MANIFEST_FORMAT:
+        raise UserError(f"--out {out} holds a dataset of format {old.get('format')!r}, not {MANIFEST_FORMAT!r}; "
+                        "pass --overwrite or choose another --out")
+    old_settings, new_settings = old.get("settings", {}), config.to_dict()
+    diff = [k for k in sorted(set(old_settings) | set(new_settings)) if old_settings.get(k) != new_settings.get(k)]
+    if diff:
+        k = diff[0]
+        also = f"; {', '.join(diff[1:])} differ too" if len(diff) > 1 else ""
+        raise UserError(f"--out {out} holds another dataset: it was built with {k}={old_settings.get(k)!r} but this "
+                        f"run has {k}={new_settings.get(k)!r}{also}; pass --overwrite to replace it, or choose "
+                        "another --out")
+    return old
+
+
+def _prepare_out(out: str, old: dict | None, inputs_key: list[list[str]], overwrite: bool) -> dict | None:
+    """After the survey: check a resume has the same inputs, or clear the old dataset for ``overwrite``.
+
+    Returns the previous manifest when resuming, else None. Only window files (``train/*.npz``,
+    ``val/*.npz``) and ``manifest.json`` are ever deleted, and only with ``overwrite``.
+
+    Raises
+    ------
+    UserError
+        When the inputs (paths or contents) differ from the previous build's.
+    """
     if overwrite:
         if os.path.isdir(out):
             for split in SPLITS:
@@ -65,24 +99,7 @@ def _prepare_out(out: str, config: IngestConfig, inputs_key: list[list[str]], ov
                 os.unlink(manifest_path(out))
         return None
     if old is None:
-        if os.path.isdir(out):
-            leftovers = [n for n in os.listdir(out) if not n.startswith(".")]
-            has_windows = any(glob.glob(os.path.join(out, s, "*.npz")) for s in SPLITS)
-            if has_windows or any(n not in SPLITS for n in leftovers):
-                raise UserError(f"--out {out} is not empty and holds no manifest.json from this builder; choose an "
-                                "empty or new folder, or pass --overwrite to replace its train/ val/ windows")
         return None
-    if old.get("format") != MANIFEST_FORMAT:
-        raise UserError(f"--out {out} holds a dataset of format {old.get('format')!r}, not {MANIFEST_FORMAT!r}; "
-                        "pass --overwrite or choose another --out")
-    old_settings = old.get("settings", {})
-    new_settings = config.to_dict()
-    diff = [k for k in sorted(set(old_settings) | set(new_settings)) if old_settings.get(k) != new_settings.get(k)]
-    if diff:
-        k = diff[0]
-        raise UserError(f"--out {out} holds another dataset: it was built with {k}={old_settings.get(k)!r} but this "
-                        f"run has {k}={new_settings.get(k)!r} ({len(diff)} setting(s) differ); pass --overwrite to "
-                        "replace it, or choose another --out")
     old_key = sorted([e["path"], e["sha256"]] for e in old.get("inputs", []) if "sha256" in e)
     if old_key != sorted(inputs_key):
         old_paths, new_paths = {p for p, _ in old_key}, {p for p, _ in inputs_key}
@@ -162,6 +179,7 @@ def build_dataset(inputs: Sequence[str], out: str, config: IngestConfig | None =
         raise UserError(f"--jobs got {jobs}; expected 1 or more worker processes")
     rule: LabelRule = parse_label_rule(config.label_from)
     paths = find_recordings(inputs)
+    old = _check_out(out, config, overwrite)
     mne.set_log_level("ERROR")
     t0 = time.perf_counter()
     executor = None
@@ -169,7 +187,8 @@ def build_dataset(inputs: Sequence[str], out: str, config: IngestConfig | None =
         _warm_up(config)  # forked workers inherit the imports and caches instead of each paying for them
         executor = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context())
     try:
-        return _build(paths, out, config, rule, executor, overwrite, continue_on_error, progress, on_recording, t0)
+        return _build(paths, out, old=old, config=config, rule=rule, executor=executor, overwrite=overwrite,
+                      continue_on_error=continue_on_error, progress=progress, on_recording=on_recording, t0=t0)
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
@@ -241,7 +260,7 @@ def _common_layout(plans: list[RecordingPlan], continue_on_error: bool
     return order, keep, failed
 
 
-def _build(paths: list[str], out: str, config: IngestConfig, rule: LabelRule,
+def _build(paths: list[str], out: str, *, old: dict | None, config: IngestConfig, rule: LabelRule,
            executor: concurrent.futures.Executor | None, overwrite: bool, continue_on_error: bool,
            progress: bool | None, on_recording: Callable[[str, dict], None] | None, t0: float) -> dict:
     """The body of :func:`build_dataset` once the settings are valid and the inputs found."""
@@ -272,7 +291,7 @@ def _build(paths: list[str], out: str, config: IngestConfig, rule: LabelRule,
                 [(config.bands[0][0], hi) for _, hi in config.bands], config.sfreq, label_names or "none")
 
     inputs_key = [[p.path, p.sha256] for p in plans] + [[p, h] for p, h, _ in failed]
-    old = _prepare_out(out, config, inputs_key, overwrite)
+    old = _prepare_out(out, old, inputs_key, overwrite)
     old_entries = {e["path"]: e for e in (old or {}).get("inputs", [])}
     entries: dict[str, dict] = {}
     for plan in plans:
