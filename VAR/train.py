@@ -33,7 +33,7 @@ import dist
 from utils import arg_util, misc
 from utils.amp_sc import AmpOptimizer
 from utils.checkpoint import check_config, save_checkpoint
-from utils.cli import run_cli, setup_logging
+from utils.cli import run_cli, setup_logging, user_error_exit
 from utils.data import build_dataset
 from utils.data_sampler import DistInfiniteBatchSampler, EvalDistributedSampler
 from utils.eeg_bands import band_names
@@ -208,14 +208,18 @@ def save_state(args: arg_util.Args, trainer, ep_next: int, it_next: int, run_sta
 
 @record
 def main_training(argv: Sequence[str] | None = None) -> int:
-    args, tees = arg_util.init_dist_and_get_args(argv, cls=arg_util.Args)
-    if not dist.is_master():
-        logging.getLogger().setLevel(logging.WARNING)
     try:
-        return _train(args)
-    finally:
-        misc.stop_tee(tees)
-        dist.finalize()
+        args, tees = arg_util.init_dist_and_get_args(argv, cls=arg_util.Args)
+        if not dist.is_master():
+            logging.getLogger().setLevel(logging.WARNING)
+        try:
+            return _train(args)
+        finally:
+            misc.stop_tee(tees)
+            dist.finalize()
+    except UserError as err:
+        # one line and exit code 2, also under torchrun (SystemExit is not recorded as a crash with a traceback)
+        user_error_exit("train.py", str(err))
 
 
 def _train(args: arg_util.Args) -> int:

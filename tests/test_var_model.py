@@ -217,3 +217,43 @@ def test_top_k_top_p_filtering():
     assert set(idx.unique().tolist()) == {0}  # the most likely token is always kept
     idx = sample_with_top_k_top_p_(logits.clone(), rng=g)[..., 0]
     assert set(idx.unique().tolist()) == {0, 1, 2, 3}
+
+
+def test_train_step_learns_and_skips_nonfinite_loss():
+    from trainer import NullDDP, VARTrainer
+    from utils.amp_sc import AmpOptimizer
+    from utils.misc import MetricLogger, DistLogger
+    vae = make_vae(2)
+    torch.manual_seed(0)
+    var = build_var(vae, "cpu", num_classes=2, depth=2)
+    opt = torch.optim.AdamW(var.parameters(), lr=3e-3)
+    ao = AmpOptimizer(0, opt, [n for n, _ in var.named_parameters()], list(var.parameters()), grad_clip=2.0,
+                      device_type="cpu")
+    tr = VARTrainer(torch.device("cpu"), PNS, [p * 2 for p in PNS], vae, var, NullDDP(var), ao, label_smooth=0.0)
+    x, lab = torch.randn(8, 3, 16), torch.tensor([0, 1] * 4)
+    me, tb = MetricLogger(), DistLogger(None, verbose=False)
+    me.log_iters = set(range(20))  # compute metrics at every step
+    losses = []
+    for it in range(15):
+        norm, _, skipped = tr.train_step(it=it, g_it=it, stepping=True, metric_lg=me, tb_lg=tb, inp_BCT=x, label_B=lab,
+                                         prog_si=-1, prog_wp_it=1)
+        assert norm is not None and not skipped
+        losses.append(me.meters["Lm"].value)
+    assert losses[-1] < losses[0] - 0.1  # overfits one batch
+    before = {k: v.clone() for k, v in var.state_dict().items()}
+    var.head.bias.data[0] = float("nan")
+    norm, _, skipped = tr.train_step(it=1, g_it=99, stepping=True, metric_lg=me, tb_lg=tb, inp_BCT=x, label_B=lab,
+                                     prog_si=-1, prog_wp_it=1)
+    assert skipped and norm is None
+    for k, v in var.state_dict().items():
+        if k != "head.bias":
+            assert torch.equal(v, before[k]), k
+    # progressive training: only the first scales are predicted
+    var.head.bias.data[0] = 0.0
+    tr.train_step(it=0, g_it=100, stepping=True, metric_lg=me, tb_lg=tb, inp_BCT=x, label_B=lab, prog_si=1, prog_wp_it=1)
+    assert var.prog_si == -1 and vae.quantize.prog_si == -1
+    var.prog_si = 1
+    with torch.no_grad():
+        logits = var(lab, vae.quantize.idxBl_to_var_input(vae.eeg_to_idxBl(x))[:, :PNS[1]])
+    var.prog_si = -1
+    assert logits.shape == (8, (PNS[0] + PNS[1]) * 2, vae.vocab_size)

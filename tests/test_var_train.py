@@ -1,0 +1,198 @@
+"""VAR training end to end on real EEG (eegmat): validation loss falls, kill + resume == uninterrupted
+(bit-identical parameters), torchrun with 2 CPU processes, sampling in µV, one-line errors.
+
+The tokenizer here is the real VQVAE class with random weights and data-initialised codebooks: a fixed,
+deterministic tokenizer whose tokens carry the signal's structure, so the test measures whether VAR
+learns to predict them (not how good the tokenizer is) and costs no tokenizer training.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.eeg_bands import scale_lengths_for_bands
+from utils.eeg_dataset import EEGWindowDataset
+
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
+
+V, G = 32, 2
+TRAIN_FLAGS = ["--depth=2", "--bs=16", "--ep=3", "--seed=0", "--save_it=2", "--tlr=3e-3", "--wp=0.5", "--workers=0"]
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("WORLD_SIZE", None), env.pop("RANK", None), env.pop("LOCAL_RANK", None)
+    return env
+
+
+def run_py(repo_root: str, args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=repo_root, env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def ds_root(shared_data, repo_root, tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("var_ds") / "ds")
+    d = os.path.join(shared_data, "physionet-eegmat")
+    r = run_py(repo_root, ["-m", "utils.data_eeg", "build", "--inputs", *(os.path.join(d, f"Subject0{s}_{k}.edf")
+                                                                           for s in (0, 1) for k in (1, 2)),
+                           "--out", out, "--window-sec", "2.56", "--split-by", "subject", "--val-groups", "Subject01",
+                           "--label-from", r"regex:_1\.edf$=rest,_2\.edf$=arithmetic", "--progress", "off"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def tok_ckpt(ds_root, tmp_path_factory) -> str:
+    from models import VQVAE
+    from vae_checkpoint import TOKENIZER_KEY, tokenizer_info
+    ds = EEGWindowDataset(ds_root, "train")
+    L = ds.n_times // 4
+    pns = scale_lengths_for_bands(ds.bands, ds.sfreq, L)
+    torch.manual_seed(0)
+    vae = VQVAE(in_channels=ds.n_channels, vocab_size=V, z_channels=8, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+                v_patch_nums=pns, tokens_per_pos=G, test_mode=True)
+    x_NCT = torch.stack([ds[i][0][-1] for i in range(len(ds))])
+    uv_scale = float(x_NCT.std(dim=-1).median())
+    with torch.no_grad():
+        vae.quantize.init_codebook_from_(vae.encode_BCl(x_NCT / uv_scale), generator=torch.Generator().manual_seed(0))
+    info = tokenizer_info(vae, sfreq=ds.sfreq, bands=ds.bands.tolist(), ch_names=ds.ch_names, uv_scale=uv_scale,
+                          n_extra_coarse=0, tokens_per_nyquist=1.0)
+    path = str(tmp_path_factory.mktemp("var_tok") / "vae-ckpt-best.pth")
+    save_checkpoint(path, {TOKENIZER_KEY: info, "vae_wo_ddp": vae.state_dict(), "epoch": 1, "iter": 0}, config=info)
+    return path
+
+
+def train_cmd(ds_root: str, tok: str, out: str, extra: list[str] = ()) -> list[str]:
+    return ["VAR/train.py", f"--data_path={ds_root}", f"--vae_ckpt={tok}", f"--local_out_dir_path={out}",
+            *TRAIN_FLAGS, *extra]
+
+
+@pytest.fixture(scope="module")
+def run_a(repo_root, ds_root, tok_ckpt, tmp_path_factory) -> str:
+    """The uninterrupted reference run."""
+    out = str(tmp_path_factory.mktemp("var_run_a"))
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def _log_lines(out: str) -> list[dict]:
+    lines = [ln for ln in open(os.path.join(out, "log.txt")).read().splitlines()[1:] if ln.strip()]
+    return [json.loads(ln) for ln in lines]
+
+
+def test_validation_loss_falls_and_outputs_exist(run_a):
+    epochs = [d for d in _log_lines(run_a) if "vL_mean" in d]
+    assert [d["ep"] for d in epochs] == [1, 2, 3]
+    v = [d["vL_mean"] for d in epochs]
+    assert v[-1] < v[0] - 0.05, v  # learns real structure on held-out subject
+    assert v[-1] < math.log(V) - 0.1  # better than uniform guessing over the codebook
+    for name in ("delta", "theta", "alpha", "beta", "gamma"):  # per-band-stage metrics
+        assert f"vL_{name}" in epochs[-1] and f"vacc_{name}" in epochs[-1]
+    files = os.listdir(run_a)
+    for f in ("ar-ckpt-last.pth", "ar-ckpt-best.pth", "log.txt", "stdout.txt", "stderr.txt"):
+        assert f in files
+    tb = [f for f in files if f.startswith("tb-VARd2")]
+    assert tb and any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(run_a, tb[0])))
+    state, _ = load_checkpoint(os.path.join(run_a, "ar-ckpt-last.pth"))
+    assert (state["epoch"], state["iter"]) == (3, 0) and state["meta"]["config"]["depth"] == 2
+    best, _ = load_checkpoint(os.path.join(run_a, "ar-ckpt-best.pth"))
+    assert best["run"]["best_val_L_mean"] == pytest.approx(min(v))
+
+
+def test_killed_run_resumes_bit_identical(repo_root, ds_root, tok_ckpt, run_a, tmp_path):
+    out = str(tmp_path / "b")
+    ckpt = os.path.join(out, "ar-ckpt-last.pth")
+    proc = subprocess.Popen([sys.executable, *train_cmd(ds_root, tok_ckpt, out)], cwd=repo_root, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not os.path.exists(ckpt) and proc.poll() is None and time.time() - t0 < 180:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before its first checkpoint could be interrupted"
+    proc.send_signal(signal.SIGKILL)  # mid-run, right after the first (mid-epoch) checkpoint
+    proc.wait(timeout=30)
+    killed_at, _ = load_checkpoint(ckpt)
+    assert (killed_at["epoch"], killed_at["iter"]) < (3, 0)
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out))  # the same command resumes
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[auto_resume] resuming from" in open(os.path.join(out, "stdout.txt")).read()
+    a, _ = load_checkpoint(os.path.join(run_a, "ar-ckpt-last.pth"))
+    b, _ = load_checkpoint(ckpt)
+    assert (b["epoch"], b["iter"]) == (3, 0)
+    for k, va in a["trainer"]["var_wo_ddp"].items():
+        assert torch.equal(va, b["trainer"]["var_wo_ddp"][k]), k
+    assert [d["vL_mean"] for d in _log_lines(run_a) if "vL_mean" in d][-1] == \
+        [d["vL_mean"] for d in _log_lines(out) if "vL_mean" in d][-1]
+
+
+def test_resume_with_other_architecture_is_one_line_error(repo_root, ds_root, tok_ckpt, run_a, tmp_path):
+    out = str(tmp_path / "c")
+    os.makedirs(out)
+    shutil.copy(os.path.join(run_a, "ar-ckpt-last.pth"), out)
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--depth=3"]))
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error:") and "depth=2" in last and "depth=3" in last
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.torchrun
+def test_torchrun_two_cpu_processes(repo_root, ds_root, tok_ckpt, tmp_path):
+    out = str(tmp_path / "ddp")
+    cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           *train_cmd(ds_root, tok_ckpt, out, ["--ep=1"])]
+    r = run_py(repo_root, cmd, timeout=240)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    state, _ = load_checkpoint(os.path.join(out, "ar-ckpt-last.pth"))
+    assert state["args"]["world_size"] == 2 and state["args"]["batch_size"] == 8
+    assert (state["epoch"], state["iter"]) == (1, 0)
+    assert "backend=gloo" in r.stderr and "world_size=2" in r.stderr
+
+
+def test_sampling_units_shapes_and_determinism(run_a, ds_root, tmp_path, repo_root):
+    import sample
+    ckpt = os.path.join(run_a, "ar-ckpt-best.pth")
+    out = str(tmp_path / "s.npz")
+    png = str(tmp_path / "s.png")
+    assert sample.main([f"--ckpt={ckpt}", "--n=3", f"--out={out}", "--cfg=2", "--top_k=8", "--top_p=0.9", "--seed=5",
+                        f"--plot={png}", f"--data_path={ds_root}"]) == 0
+    d = np.load(out)
+    ds = EEGWindowDataset(ds_root, "val")
+    N, K, C, T = 6, ds.n_stages, ds.n_channels, ds.n_times
+    assert d["signal"].shape == (N, C, T) and d["cumulative_bands"].shape == (N, K, C, T)
+    assert d["labels"].tolist() == [0, 0, 0, 1, 1, 1] and list(d["class_names"]) == ["rest", "arithmetic"]
+    assert float(d["sfreq"]) == ds.sfreq and list(d["ch_names"]) == list(ds.ch_names)
+    np.testing.assert_allclose(d["bands"], ds.bands)
+    assert os.path.getsize(png) > 10_000
+    # units: the file holds µV = the model's output (model units) times the tokenizer's uv_scale
+    var, vae, meta = sample.load_var_checkpoint(ckpt)
+    x_BCT = var.autoregressive_infer_cfg(B=N, label_B=torch.tensor([0, 0, 0, 1, 1, 1]), g_seed=5, cfg=2, top_k=8,
+                                         top_p=0.9)  # one batch of N with seed + 0, as sample.py draws it
+    np.testing.assert_allclose(d["signal"], x_BCT.numpy() * meta["tokenizer"]["uv_scale"], rtol=1e-5, atol=1e-4)
+    assert 0.1 * meta["tokenizer"]["uv_scale"] < d["signal"].std() < 10 * meta["tokenizer"]["uv_scale"]
+    # the last cumulative stage is the full-spectrum signal
+    np.testing.assert_allclose(d["cumulative_bands"][:, -1], d["signal"], rtol=1e-5, atol=1e-4)
+    # same seed -> same windows; another seed -> other windows
+    again = sample.generate(var, vae, meta, [0, 0, 0, 1, 1, 1], cfg=2, top_k=8, top_p=0.9, seed=5, stages=False)
+    other = sample.generate(var, vae, meta, [0, 0, 0, 1, 1, 1], cfg=2, top_k=8, top_p=0.9, seed=6, stages=False)
+    np.testing.assert_array_equal(again["signal"], d["signal"])
+    assert not np.allclose(other["signal"], d["signal"])
+    # no silent overwrite; bad class and missing checkpoint are one-line errors
+    r = run_py(repo_root, ["VAR/sample.py", f"--ckpt={ckpt}", f"--out={out}"])
+    assert r.returncode == 2 and "--overwrite" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_py(repo_root, ["VAR/sample.py", f"--ckpt={ckpt}", f"--out={tmp_path}/t.npz", "--class_label=sleep"])
+    assert r.returncode == 2 and "rest" in r.stderr.strip().splitlines()[-1]
+    r = run_py(repo_root, ["VAR/sample.py", f"--ckpt={tmp_path}/none.pth", f"--out={tmp_path}/t.npz"])
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("sample.py: error: --ckpt=")
