@@ -161,18 +161,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UserError("build needs --inputs PATH... (or --from-manifest DIR)")
             manifest = build_dataset(args.inputs, args.out, config_from_args(args),
                                      continue_on_error=args.continue_on_error, **run)
-        counts = manifest["counts"]
-        print(json.dumps({"out": os.path.abspath(args.out), "train_windows": counts["train"]["windows"],
-                          "val_windows": counts["val"]["windows"], "dropped": manifest["dropped"],
-                          "skipped": len(manifest["skipped"]), "label_names": manifest["label_names"]}))
+        _print_built(args.out, manifest)
     elif args.command == "info":
         summary = dataset_summary(args.root, max_windows=args.max_windows)
         print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
     elif args.command == "download-eegbci":
         from .eeg_download import run_download
 
-        run_download(args, config_from_args(args))
+        _print_built(args.out, run_download(args, config_from_args(args)))
     return 0
+
+
+def _print_built(out: str, manifest: dict) -> None:
+    counts = manifest["counts"]
+    print(json.dumps({"out": os.path.abspath(out), "train_windows": counts["train"]["windows"],
+                      "val_windows": counts["val"]["windows"], "dropped": manifest["dropped"],
+                      "skipped": len(manifest["skipped"]), "label_names": manifest["label_names"]}))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Sequence
 
-from .eeg_ingest import (IngestConfig, RecordingPlan, assign_recording_ids, process_recording, survey_recording,
-                         window_filename)
+from .eeg_ingest import IngestConfig, RecordingPlan, assign_recording_ids, process_recording, survey_recording
 from .eeg_labels import LabelRule, annotation_names, parse_label_rule
 from .eeg_manifest import MANIFEST_FORMAT, load_manifest, manifest_path, summarise, write_manifest
 from .eeg_read import RecordingError, file_sha256, find_recordings
