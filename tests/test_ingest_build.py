@@ -313,3 +313,18 @@ def test_channels_all_keeps_the_majority_layout(recordings, tmp_path):
     assert manifest["ch_names"] == list(CHANNELS_1020_19)
     assert [s["path"] for s in manifest["skipped"]] == [odd] and "the layout of 4 of 5 recordings" in \
         manifest["skipped"][0]["reason"]
+
+
+def test_same_file_name_in_two_folders_stays_distinct(tmp_path):
+    paths = []
+    for folder, seed in (("site1", 1), ("site2", 2)):
+        (tmp_path / folder).mkdir()
+        paths.append(write_fif(str(tmp_path / folder / "night_raw.fif"), seed=seed))
+    manifest = build_dataset([str(tmp_path / "site1"), str(tmp_path / "site2")], str(tmp_path / "ds"),
+                             _config(label_from="none", split_by="recording"))
+    sources = [e["source"] for e in manifest["inputs"]]
+    ids = [e["recording"] for e in manifest["inputs"]]
+    assert sources == ["site1/night_raw.fif", "site2/night_raw.fif"] and len(set(ids)) == 2
+    assert all(i.startswith("night_raw-") for i in ids)
+    headers = [read_header(p) for s in ("train", "val") for p in list_split_files(str(tmp_path / "ds"), s)]
+    assert {h.source for h in headers} == set(sources)

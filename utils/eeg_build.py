@@ -294,7 +294,7 @@ def _build(paths: list[str], out: str, *, old: dict | None, config: IngestConfig
     old_entries = {e["path"]: e for e in (old or {}).get("inputs", [])}
     entries: dict[str, dict] = {}
     for plan in plans:
-        entry = dict(path=plan.path, sha256=plan.sha256, size=plan.size, recording=plan.recording,
+        entry = dict(path=plan.path, sha256=plan.sha256, size=plan.size, recording=plan.recording, source=plan.source,
                      subject=plan.subject, subject_rule=plan.subject_rule, split=plan.split,
                      label=(label_names[plan.label] if plan.label >= 0 else None), status="pending",
                      sfreq_orig=plan.sfreq_orig, duration_sec=round(plan.duration_sec, 6))

@@ -191,6 +191,7 @@ class RecordingPlan:
     descriptions: list[str] = dataclasses.field(default_factory=list)
     split: str = ""
     label: int = NO_LABEL
+    source: str = ""
 
 
 def survey_recording(path: str, config: IngestConfig, rule: LabelRule, label_names: Sequence[str]) -> RecordingPlan:
@@ -238,7 +239,16 @@ def _safe_id(text: str) -> str:
 
 
 def assign_recording_ids(plans: Sequence[RecordingPlan]) -> None:
-    """Give each plan a unique, stable, readable id: its file stem, plus a content hash where stems repeat."""
+    """Give each plan a unique, stable, readable id and ``source``.
+
+    The id (window file prefix) is the file stem, plus a content hash where stems repeat. ``source``
+    (stored in every window) is the path relative to the inputs' common folder: the bare file name
+    when all recordings share one folder, ``sub-01/eeg/rec.edf`` style otherwise, so it is unique.
+    """
+    folders = [os.path.dirname(p.path) for p in plans]
+    common = os.path.commonpath(folders) if folders else ""
+    for plan in plans:
+        plan.source = os.path.relpath(plan.path, common).replace(os.sep, "/")
     stems = [_safe_id(recording_stem(p.path)) for p in plans]
     used: set[str] = set()
     for plan, stem in zip(plans, stems):
@@ -363,7 +373,8 @@ def process_recording(plan: RecordingPlan, config: IngestConfig, out_root: str, 
             continue
         write_window(os.path.join(folder, window_filename(plan.recording, index)),
                      x_CT[:, start:start + win], stages_KCT[:, :, start:start + win], bands_K2, config.sfreq,
-                     ch_names=ch_names, source=os.path.basename(plan.path), start=int(start), subject=plan.subject,
+                     ch_names=ch_names, source=plan.source or os.path.basename(plan.path), start=int(start),
+                     subject=plan.subject,
                      label=int(label), compress=COMPRESS_MODES[config.compress], fsync=False)
         key = label_names[label] if label != NO_LABEL else "none"
         per_label[key] = per_label.get(key, 0) + 1
