@@ -36,7 +36,7 @@ from utils.amp_sc import AmpOptimizer
 from utils.checkpoint import check_config, save_checkpoint
 from utils.cli import run_cli
 from utils.data_sampler import DistInfiniteBatchSampler, EvalDistributedSampler
-from utils.eeg_bands import scale_lengths_for_bands, stage_names
+from utils.eeg_bands import scale_lengths_for_bands, stage_names, validate_scale_layout
 from utils.eeg_dataset import EEGWindowDataset, open_dataset
 from utils.errors import CheckpointError, DatasetError
 from utils.lr_control import filter_params, lr_wd_annealing
@@ -81,9 +81,36 @@ def scale_layout(args: VAEArgs, ds: EEGWindowDataset, downsample: int) -> tuple[
         raise DatasetError(f"{ds.root}: windows have {ds.n_times} samples, not divisible by the tokenizer's "
                            f"downsampling factor {downsample} (--ch_mult={args.ch_mult}); choose a window length that "
                            f"is a multiple of {downsample} or fewer --ch_mult levels")
-    return scale_lengths_for_bands(ds.bands, ds.sfreq, ds.n_times // downsample,
+    latent_len = ds.n_times // downsample
+    if args.v_patch_nums not in ('auto', ''):
+        pns = validate_scale_layout(parse_int_list(args.v_patch_nums, 'v_patch_nums'), latent_len,
+                                    where=f"--v_patch_nums={args.v_patch_nums} (latent length = {ds.n_times} samples / "
+                                          f"downsampling {downsample})")
+        if len(pns) < ds.n_stages:
+            raise DatasetError(f"--v_patch_nums={args.v_patch_nums} has {len(pns)} scales but the dataset has "
+                               f"{ds.n_stages} stages; give at least one scale per stage")
+        return pns
+    return scale_lengths_for_bands(ds.bands, ds.sfreq, latent_len,
                                    extra_coarse=parse_int_list(args.extra_coarse, 'extra_coarse'),
                                    tokens_per_nyquist=args.tokens_per_nyquist)
+
+
+@torch.no_grad()
+def _init_from_data(args: VAEArgs, vae: VQVAE, ds: EEGWindowDataset, uv_scale: float) -> None:
+    """Fresh runs: block-PCA transform ('patch' arch) and codebooks seeded from training windows.
+
+    Every rank reads the same windows and uses the same generator, so all ranks start identical.
+    """
+    idx = np.linspace(0, len(ds) - 1, min(len(ds), 256)).round().astype(int)
+    x_BCT = torch.stack([torch.from_numpy(ds.window(int(i)).stages_KCT[-1]) for i in np.unique(idx)])
+    x_BCT = x_BCT.to(args.device).float() / uv_scale
+    if args.arch == 'patch' and args.pca_init:
+        evals = vae.init_from_pca_(x_BCT)
+        kept = sum(evals) / (x_BCT.square().mean().item() * vae.downsample * x_BCT.shape[1])
+        misc.print0(f"[tokenizer] block-PCA init: {vae.Cvae} components keep {kept * 100:.1f}% of the energy")
+    if args.init_codebook:
+        g = torch.Generator().manual_seed((args.seed or 0) + 12345)
+        vae.quantize.init_codebook_from_(vae.encode_BCl(x_BCT), generator=g)
 
 
 def build_everything(args: VAEArgs):
@@ -93,7 +120,7 @@ def build_everything(args: VAEArgs):
     mult = parse_int_list(args.ch_mult, 'ch_mult')
     downsample = 2 ** (len(mult) - 1)
     v_patch_nums = scale_layout(args, ds_train, downsample)
-    n_extra = len(parse_int_list(args.extra_coarse, 'extra_coarse'))
+    n_extra = len(v_patch_nums) - ds_train.n_stages
 
     info_lines, start_ep, start_it, state, used = misc.auto_resume(args.local_out_dir_path, 'vae-ckpt*.pth')
     for line in info_lines:
@@ -106,7 +133,9 @@ def build_everything(args: VAEArgs):
                        using_znorm=args.using_znorm, quant_resi=args.quant_resi,
                        share_quant_resi=args.share_quant_resi, v_patch_nums=v_patch_nums,
                        tokens_per_pos=args.tokens_per_pos, per_scale_codebook=args.per_scale_codebook,
-                       resample=args.resample, test_mode=False).to(args.device)
+                       resample=args.resample, arch=args.arch, test_mode=False).to(args.device)
+    if not state:
+        _init_from_data(args, vae_wo_ddp, ds_train, uv_scale)
     info = tokenizer_info(vae_wo_ddp, sfreq=ds_train.sfreq, bands=ds_train.bands.tolist(), ch_names=ds_train.ch_names,
                           uv_scale=uv_scale, n_extra_coarse=n_extra, tokens_per_nyquist=args.tokens_per_nyquist)
     if state:
@@ -146,12 +175,6 @@ def build_everything(args: VAEArgs):
     ld_val = DataLoader(val_set, batch_size=max(args.batch_size, 16),
                         sampler=EvalDistributedSampler(val_set, dist.get_world_size(), dist.get_rank()),
                         num_workers=args.workers, shuffle=False, drop_last=False)
-    if not state and args.init_codebook:
-        first, _ = next(iter(DataLoader(train_set, batch_size=min(len(train_set), 256), shuffle=False)))
-        with torch.no_grad():
-            f_BCl = vae_wo_ddp.encode_BCl(first[:, -1].to(args.device).float() / uv_scale)
-            g = torch.Generator().manual_seed((args.seed or 0) + 12345)
-            vae_wo_ddp.quantize.init_codebook_from_(f_BCl, generator=g)
     return dict(ds_train=ds_train, ds_val=ds_val, ld_train=ld_train, ld_val=ld_val, trainer=trainer, info=info,
                 start_ep=start_ep, start_it=start_it, best=best, iters_train=len(sampler))
 

@@ -3,7 +3,7 @@
 The tokenizer's counterpart of upstream's ``trainer.py`` (``train_step``, ``eval_ep``, ``state_dict``,
 ``get_config``). Windows arrive in µV as cumulative stages ``stages_BKCT`` and are divided by the
 dataset scale ``uv_scale`` (µV per model unit). Loss = Σ_k w_k NMSE(decode(f_hat_≤k), x_≤k)
-+ spec_w · multi-resolution log-spectral loss (every stage) + vq_w · quantizer loss.
++ spec_w · multi-resolution log-spectral loss (full stage) + vq_w · quantizer loss.
 
 Shape letters: B batch, K stages, C electrodes, T samples, S scales, V codebook size.
 """
@@ -74,8 +74,8 @@ class VAETrainer:
             recs_S, _, vq_loss = self.vae(x_BKCT[:, -1], ret_usages=False, ret_all=True)
         recs_K = [recs_S[s].float() for s in self.stage_scale_idx]
         rec_loss, nmse_K = stage_recon_loss(recs_K, x_BKCT, self.stage_weights)
-        spec = torch.stack([log_spectral_loss(r, x_BKCT[:, k]) for k, r in enumerate(recs_K)]).mean() \
-            if self.spec_w > 0 else rec_loss.new_zeros(())
+        # the log-spectral loss is applied to the full-spectrum stage only (it costs more than the decoder)
+        spec = log_spectral_loss(recs_K[-1], x_BKCT[:, -1]) if self.spec_w > 0 else rec_loss.new_zeros(())
         loss = rec_loss + self.spec_w * spec + self.vq_w * vq_loss
         return loss, dict(rec=rec_loss.detach(), spec=spec.detach(), vq=vq_loss.detach(), nmse_K=nmse_K)
 

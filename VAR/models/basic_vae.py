@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['Encoder', 'Decoder', 'Normalize', 'ResnetBlock', 'AttnBlock', 'Upsample2x', 'Downsample2x']
+__all__ = ['Encoder', 'Decoder', 'PatchEncoder', 'PatchDecoder', 'Normalize', 'ResnetBlock', 'AttnBlock', 'Upsample2x', 'Downsample2x']
 
 
 def Normalize(in_channels: int, num_groups: int = 32) -> nn.GroupNorm:
@@ -219,3 +219,30 @@ class Decoder(nn.Module):
             if i_level != 0:
                 h = self.up[i_level].upsample(h)
         return self.conv_out(self.act_out(self.norm_out(h)))
+
+
+class PatchEncoder(nn.Module):
+    """Linear block transform: one Conv1d with kernel = stride = downsample. (B, C, T) -> (B, z, T / downsample).
+
+    port: EEG is close to Gaussian, so a (PCA-initialised) linear transform followed by the residual
+    VQ is a strong, easy-to-train tokenizer; see ``VQVAE.init_from_pca_``.
+    """
+
+    def __init__(self, *, in_channels: int, z_channels: int, downsample: int):
+        super().__init__()
+        self.downsample_ratio = downsample
+        self.conv = nn.Conv1d(in_channels, z_channels, kernel_size=downsample, stride=downsample)
+
+    def forward(self, x_BCT: torch.Tensor) -> torch.Tensor:
+        return self.conv(x_BCT)
+
+
+class PatchDecoder(nn.Module):
+    """Inverse of :class:`PatchEncoder`: ConvTranspose1d with kernel = stride = downsample."""
+
+    def __init__(self, *, in_channels: int, z_channels: int, downsample: int):
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(z_channels, in_channels, kernel_size=downsample, stride=downsample)
+
+    def forward(self, z_BCl: torch.Tensor) -> torch.Tensor:
+        return self.conv(z_BCl)

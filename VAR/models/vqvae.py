@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .basic_vae import Decoder, Encoder
+from .basic_vae import Decoder, Encoder, PatchDecoder, PatchEncoder
 from .quant import VectorQuantizer2
 
 __all__ = ['VQVAE']
@@ -35,6 +35,9 @@ class VQVAE(nn.Module):
         Cvae, latent channels.
     ch, ch_mult, num_res_blocks, dropout, using_sa, using_mid_sa, kernel_in
         Encoder/decoder widths and depth (``Encoder``); downsampling = 2 ** (len(ch_mult) - 1).
+    arch : {'cnn', 'patch'}
+        ``'cnn'``: upstream-style Conv1d ResNet encoder/decoder; ``'patch'``: one linear block transform
+        (kernel = stride = downsample), PCA-initialisable with :meth:`init_from_pca_`.
     beta : float
         Commitment weight.
     using_znorm : bool
@@ -61,7 +64,8 @@ class VQVAE(nn.Module):
                  beta: float = 0.25, using_znorm: bool = False, quant_conv_ks: int = 3,
                  quant_resi: float = 0.5, share_quant_resi: int = 4, default_qresi_counts: int = 0,
                  v_patch_nums: Sequence[int] = (10, 20, 33, 75, 125), tokens_per_pos: int = 1,
-                 per_scale_codebook: bool = False, resample: str = 'linear', test_mode: bool = True):
+                 per_scale_codebook: bool = False, resample: str = 'linear', arch: str = 'cnn',
+                 test_mode: bool = True):
         super().__init__()
         self._config: Dict[str, Any] = dict(
             in_channels=int(in_channels), vocab_size=int(vocab_size), z_channels=int(z_channels), ch=int(ch),
@@ -70,16 +74,23 @@ class VQVAE(nn.Module):
             using_znorm=bool(using_znorm), quant_conv_ks=int(quant_conv_ks), quant_resi=float(quant_resi),
             share_quant_resi=int(share_quant_resi), default_qresi_counts=int(default_qresi_counts),
             v_patch_nums=[int(p) for p in v_patch_nums], tokens_per_pos=int(tokens_per_pos),
-            per_scale_codebook=bool(per_scale_codebook), resample=str(resample))
+            per_scale_codebook=bool(per_scale_codebook), resample=str(resample), arch=str(arch))
         self.test_mode = test_mode
         self.V, self.Cvae = vocab_size, z_channels
         self.in_channels = int(in_channels)
         ddconfig = dict(ch=ch, ch_mult=tuple(ch_mult), num_res_blocks=num_res_blocks, dropout=dropout,
                         in_channels=in_channels, z_channels=z_channels, using_sa=using_sa,
                         using_mid_sa=using_mid_sa, kernel_in=kernel_in)
-        self.encoder = Encoder(double_z=False, **ddconfig)
-        self.decoder = Decoder(**ddconfig)
         self.downsample = 2 ** (len(ch_mult) - 1)
+        if arch == 'cnn':
+            self.encoder = Encoder(double_z=False, **ddconfig)
+            self.decoder = Decoder(**ddconfig)
+        elif arch == 'patch':
+            self.encoder = PatchEncoder(in_channels=in_channels, z_channels=z_channels, downsample=self.downsample)
+            self.decoder = PatchDecoder(in_channels=in_channels, z_channels=z_channels, downsample=self.downsample)
+        else:
+            raise ValueError(f"arch={arch!r}; expected 'cnn' or 'patch'")
+        self.arch = arch
         self.v_patch_nums = tuple(int(p) for p in v_patch_nums)
         self.vocab_size = vocab_size
         self.quantize: VectorQuantizer2 = VectorQuantizer2(
@@ -92,6 +103,38 @@ class VQVAE(nn.Module):
         if self.test_mode:
             self.eval()
             [p.requires_grad_(False) for p in self.parameters()]
+
+    @torch.no_grad()
+    def init_from_pca_(self, x_BCT: torch.Tensor) -> list[float]:
+        """Initialise a ``'patch'`` tokenizer as the block PCA of ``x_BCT`` (model units); return eigenvalues.
+
+        The encoder keeps the Cvae leading principal components of (C x downsample) blocks, the decoder is
+        their transpose; component j goes to group ``j % G`` so the groups share the energy evenly; the
+        quant convs start as identities.
+        """
+        if self.arch != 'patch':
+            raise ValueError("init_from_pca_ needs arch='patch'")
+        B, C, T = x_BCT.shape
+        D = self.downsample
+        P_ND = x_BCT.float().reshape(B, C, T // D, D).permute(0, 2, 1, 3).reshape(-1, C * D)
+        cov_DD = P_ND.T @ P_ND / P_ND.shape[0]
+        evals, evecs = torch.linalg.eigh(cov_DD.double())
+        order = torch.argsort(evals, descending=True)[:self.Cvae]
+        U_DZ = evecs[:, order].float()
+        G = self.tokens_per_pos
+        d = self.Cvae // G
+        perm = torch.tensor([(j % G) * d + j // G for j in range(self.Cvae)])
+        W_ZCD = torch.zeros(self.Cvae, C, D)
+        W_ZCD[perm] = U_DZ.T.reshape(self.Cvae, C, D)
+        self.encoder.conv.weight.copy_(W_ZCD)
+        self.encoder.conv.bias.zero_()
+        self.decoder.conv.weight.copy_(W_ZCD)
+        self.decoder.conv.bias.zero_()
+        for conv in (self.quant_conv, self.post_quant_conv):
+            conv.weight.zero_()
+            conv.weight[:, :, conv.kernel_size[0] // 2] = torch.eye(self.Cvae)
+            conv.bias.zero_()
+        return evals[order].float().tolist()
 
     # ----------------------------------------------------------------------------------------------
     def get_config(self) -> Dict[str, Any]:

@@ -52,22 +52,28 @@ class VAEArgs(BaseArgs):
     wpe: float = arg(0.05, 'lr ratio at the last iteration')
     save_it: int = arg(0, 'also write a mid-epoch checkpoint every N iterations; 0 = off')
     # ---- architecture
-    vocab_size: int = arg(1024, 'codebook size V (same for every group and scale)')
+    arch: str = arg('patch', "'patch': PCA-initialised linear block transform (kernel = stride = downsample); "
+                    "'cnn': upstream-style Conv1d ResNet encoder/decoder")
+    vocab_size: int = arg(256, 'codebook size V (same for every group and scale)')
     z_channels: int = arg(32, 'latent channels Cvae (divisible by tokens_per_pos)')
-    ch: int = arg(64, 'base width of the Conv1d encoder/decoder')
-    ch_mult: str = arg('1_1_1', "width multipliers per level, '_'-separated; downsampling = 2 ** (levels - 1)")
-    num_res_blocks: int = arg(0, 'ResNet blocks per level (0 = shallow, purely convolutional, nearly linear)')
-    kernel_in: int = arg(9, 'kernel of the first encoder conv and the last decoder conv (odd)')
-    using_sa: bool = arg(False, 'attention blocks at the latent level')
-    using_mid_sa: bool = arg(False, 'attention in the middle block')
-    tokens_per_pos: int = arg(2, 'G tokens per latent position (product quantisation of the Cvae vector)')
+    ch: int = arg(64, "base width of the 'cnn' encoder/decoder")
+    ch_mult: str = arg('1_1', "width multipliers per level, '_'-separated; downsampling = 2 ** (levels - 1)")
+    num_res_blocks: int = arg(0, "ResNet blocks per level of the 'cnn' arch (0 = purely convolutional, nearly linear)")
+    kernel_in: int = arg(9, "kernel of the first encoder conv and the last decoder conv of the 'cnn' arch (odd)")
+    using_sa: bool = arg(False, "attention blocks at the latent level ('cnn')")
+    using_mid_sa: bool = arg(False, "attention in the middle block ('cnn')")
+    pca_init: bool = arg(True, "initialise the 'patch' transform as the block PCA of training windows")
+    tokens_per_pos: int = arg(1, 'G tokens per latent position (product quantisation of the Cvae vector)')
     per_scale_codebook: bool = arg(True, 'each scale owns its codebooks (else one codebook per group shared by scales)')
-    using_znorm: bool = arg(True, 'cosine (normalised) code lookup')
-    resample: str = arg('linear', "resampling between scales: 'linear' (area down, linear up) or 'fft' (band-limited)")
+    using_znorm: bool = arg(False, 'cosine (normalised) code lookup instead of Euclidean')
+    resample: str = arg('fft', "resampling between scales: 'fft' (band-limited) or 'linear' (area down, linear up)")
     quant_resi: float = arg(0.5, 'Phi blend ratio (0 = identity)')
     share_quant_resi: int = arg(4, 'Phi sharing: 0 one per scale, 1 shared, K >= 2 partially shared')
     beta: float = arg(0.25, 'commitment weight')
     # ---- scale layout
+    v_patch_nums: str = arg('auto', "explicit scale layout, e.g. 40_80_130_249_250 (strictly increasing, last = latent "
+                            "length, the last K scales are the K stages); 'auto' = the Nyquist rule of "
+                            "utils.eeg_bands.scale_lengths_for_bands with --extra_coarse / --tokens_per_nyquist")
     extra_coarse: str = arg('', "extra coarse scales below the first band, e.g. '1_2_4' ('' = none)")
     tokens_per_nyquist: float = arg(1.0, 'multiplier on the Nyquist scale-length rule (>1: more tokens for coarse stages)')
     # ---- losses / codebook upkeep
@@ -96,6 +102,10 @@ class VAEArgs(BaseArgs):
             raise UserError(f"--vocab_size={self.vocab_size}: expected >= 2")
         if self.kernel_in < 1 or self.kernel_in % 2 == 0:
             raise UserError(f"--kernel_in={self.kernel_in}: expected an odd kernel size")
+        if self.arch not in ('patch', 'cnn'):
+            raise UserError(f"--arch={self.arch!r}: allowed 'patch', 'cnn'")
+        if self.v_patch_nums not in ('auto', ''):
+            parse_int_list(self.v_patch_nums, 'v_patch_nums')
         if self.resample not in ('linear', 'fft'):
             raise UserError(f"--resample={self.resample!r}: allowed 'linear', 'fft'")
         if self.tokens_per_nyquist <= 0:

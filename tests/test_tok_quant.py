@@ -1,0 +1,195 @@
+"""Band tokenizer model: shapes, scale layout, straight-through gradient, residual-helper agreement, partial decodes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from utils.eeg_bands import DEFAULT_BANDS, scale_lengths_for_bands, validate_scale_layout
+from utils.errors import BandError
+
+from models.quant import PhiPartiallyShared, VectorQuantizer2, area_down, up_to  # noqa: E402
+from models.vqvae import VQVAE  # noqa: E402
+
+
+def tiny_vae(v_patch_nums, in_channels=3, G=1, psc=False, resample='linear', nrb=0, znorm=False, ch_mult=(1, 1)):
+    torch.manual_seed(0)
+    return VQVAE(in_channels=in_channels, vocab_size=16, z_channels=8, ch=8, ch_mult=ch_mult, num_res_blocks=nrb,
+                 kernel_in=3, v_patch_nums=v_patch_nums, tokens_per_pos=G, per_scale_codebook=psc,
+                 resample=resample, using_znorm=znorm, test_mode=False)
+
+
+@pytest.mark.parametrize('sfreq,n_times,ch_mult,extra,tpn', [
+    (100.0, 500, (1, 1, 1), (), 1.0),
+    (100.0, 200, (1, 1), (1, 2), 1.0),
+    (128.0, 256, (1, 1, 1), (), 1.25),
+    (250.0, 1000, (1, 1, 1, 1), (2,), 1.0),
+])
+@pytest.mark.parametrize('G', [1, 2])
+def test_shapes_and_layout(sfreq, n_times, ch_mult, extra, tpn, G):
+    down = 2 ** (len(ch_mult) - 1)
+    L = n_times // down
+    pns = scale_lengths_for_bands(DEFAULT_BANDS if sfreq >= 100 else DEFAULT_BANDS[:4], sfreq, L,
+                                  extra_coarse=extra, tokens_per_nyquist=tpn)
+    assert pns[-1] == L and all(b > a for a, b in zip(pns, pns[1:]))
+    assert len(pns) == len(extra) + 5
+    vae = tiny_vae(pns, G=G, psc=(G == 2), ch_mult=ch_mult)
+    assert vae.downsample == down and vae.n_times == n_times
+    x = torch.randn(2, 3, n_times)
+    idx = vae.eeg_to_idxBl(x)
+    assert [tuple(i.shape) for i in idx] == [(2, pn * G) for pn in pns]
+    assert all(int(i.min()) >= 0 and int(i.max()) < 16 for i in idx)
+    recs = vae.idxBl_to_eeg(idx)
+    assert len(recs) == len(pns) and all(r.shape == x.shape for r in recs)
+    tf = vae.quantize.idxBl_to_var_input(idx)
+    assert tf.shape == (2, sum(pns) - pns[0], 8) and tf.dtype == torch.float32
+    assert vae.quantize.embed_idx(0, idx[0]).shape == (2, 8, pns[0])
+
+
+def test_nyquist_rule_matches_design_example():
+    # VAR_UPSTREAM §19: T_lat = 64, 100 Hz, band tops 4/8/13/30/50 -> 6, 11, 17, 39, 64
+    assert scale_lengths_for_bands(DEFAULT_BANDS, 100.0, 64) == (6, 11, 17, 39, 64)
+
+
+@pytest.mark.parametrize('bad', [(5, 5, 10), (3, 2, 10), (2, 4, 9)])
+def test_bad_layout_is_an_error(bad):
+    with pytest.raises(BandError, match='scale'):
+        validate_scale_layout(bad, 10)
+
+
+def test_quantizer_rejects_layout_not_ending_at_latent_length():
+    q = VectorQuantizer2(16, 8, False, v_patch_nums=(2, 4, 8))
+    with pytest.raises(ValueError, match='latent length L=10'):
+        q.f_to_idxBl_or_fhat(torch.randn(1, 8, 10), to_fhat=True)
+
+
+def test_straight_through_gradient():
+    vae = tiny_vae((2, 5, 10, 20), G=2, psc=True)
+    x = torch.randn(2, 3, 40)
+    f = vae.encode_BCl(x).detach().requires_grad_(True)
+    vae.quantize.train()
+    f_hat, _, _ = vae.quantize(f)
+    w = torch.randn_like(f_hat)
+    (f_hat * w).sum().backward()
+    # identity for the encoder output (STE) ...
+    assert torch.allclose(f.grad, w, atol=1e-6)
+    # ... and the value is the quantised latent, not f
+    vae.quantize.eval()
+    ref = vae.quantize.f_to_idxBl_or_fhat(f.detach(), to_fhat=True)[-1]
+    assert torch.allclose(f_hat.detach(), ref, atol=1e-5)
+    assert not torch.allclose(f_hat.detach(), f.detach(), atol=1e-3)
+    # the codebook gets gradient from the reconstruction path too
+    vae.zero_grad()
+    rec, _, vq = vae(x)
+    (rec.square().mean() + vq).backward()
+    assert vae.quantize.embedding.weight.grad.abs().sum() > 0
+    assert vae.encoder.conv_in.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('G,psc,resample,znorm', [(1, False, 'linear', False), (2, True, 'linear', True),
+                                                   (4, True, 'fft', False)])
+def test_residual_helpers_agree(G, psc, resample, znorm):
+    pns = (1, 3, 7, 12, 25)
+    vae = tiny_vae(pns, G=G, psc=psc, resample=resample, znorm=znorm).eval()
+    q = vae.quantize
+    x = torch.randn(3, 3, 50)
+    f = vae.encode_BCl(x)
+    fhats = q.f_to_idxBl_or_fhat(f, to_fhat=True)
+    idx = q.f_to_idxBl_or_fhat(f, to_fhat=False)
+    tf = q.idxBl_to_var_input(idx)
+    ms_h = [q.embed_idx(si, i) for si, i in enumerate(idx)]
+    # step by step, as VAR inference does
+    f_hat = torch.zeros(3, 8, pns[-1])
+    nexts = []
+    for si in range(len(pns)):
+        f_hat, nxt = q.get_next_autoregressive_input(si, len(pns), f_hat, ms_h[si])
+        if si < len(pns) - 1:
+            nexts.append(nxt.transpose(1, 2).clone())
+            assert torch.allclose(f_hat, fhats[si], atol=1e-5)
+    assert torch.allclose(torch.cat(nexts, dim=1), tf, atol=1e-5)
+    assert torch.allclose(f_hat, fhats[-1], atol=1e-5)
+    cum = q.embed_to_fhat(ms_h, all_to_max_scale=True, last_one=False)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(cum, fhats))
+    assert torch.allclose(q.embed_to_fhat(ms_h, last_one=True), fhats[-1], atol=1e-5)
+    # training forward (value) == eval quantisation
+    q.train()
+    all_fhat, _, _ = q(f.detach(), ret_all_fhat=True)
+    assert all(torch.allclose(a.detach(), b, atol=1e-5) for a, b in zip(all_fhat, fhats))
+
+
+def test_partial_decode_semantics():
+    pns = (2, 5, 10, 20)
+    vae = tiny_vae(pns, G=2, psc=True).eval()
+    x = torch.randn(2, 3, 40)
+    idx = vae.eeg_to_idxBl(x)
+    by_tokens = vae.idxBl_to_eeg(idx, last_one=False)
+    by_signal = vae.eeg_to_reconstructed_eeg(x, last_one=False)
+    fhats = vae.quantize.f_to_idxBl_or_fhat(vae.encode_BCl(x), to_fhat=True)
+    for k in range(len(pns)):
+        assert torch.allclose(by_tokens[k], by_signal[k], atol=1e-5)
+        assert torch.allclose(by_tokens[k], vae.fhat_to_eeg(fhats[k]), atol=1e-5)  # decode(f_hat_<=k)
+    assert torch.allclose(vae.idxBl_to_eeg(idx, last_one=True), by_tokens[-1], atol=1e-5)
+    assert torch.allclose(vae.img_to_reconstructed_img(x, last_one=True), by_tokens[-1], atol=1e-5)
+    # each later scale changes the reconstruction (partial sums really are partial)
+    assert not torch.allclose(by_tokens[0], by_tokens[-1], atol=1e-4)
+
+
+def test_token_layout_is_position_major():
+    pns = (2, 4)
+    vae = tiny_vae(pns, G=2, psc=False, ch_mult=(1,)).eval()
+    q = vae.quantize
+    idx = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])  # scale 1: 4 positions x 2 groups
+    h = q.embed_idx(1, idx)
+    W = q.embedding.weight
+    V = q.vocab_size
+    # position 2 holds tokens (5, 6): group 0 row 5 and group 1 row V + 6, stacked along channels
+    assert torch.allclose(h[0, :, 2], torch.cat([W[5], W[V + 6]]))
+
+
+def test_usage_and_reseeding_fill_the_codebook():
+    pns = (2, 5, 10)
+    torch.manual_seed(0)
+    q = VectorQuantizer2(32, 8, using_znorm=True, v_patch_nums=pns, tokens_per_pos=2, per_scale_codebook=True)
+    q.train()
+    f = torch.randn(16, 8, 10)
+    with torch.no_grad():
+        q.embedding.weight.zero_()
+        q.embedding.weight[:, 0] = 1  # every code identical: one code wins everything
+        for _ in range(3):
+            q(f)
+    before = q.usages(16)
+    assert max(before) < 10
+    n = q.reseed_dead_codes_(batch_size=16, generator=torch.Generator().manual_seed(0))
+    assert sum(n) > 0
+    with torch.no_grad():
+        for _ in range(5):
+            q(f + 0.01 * torch.randn_like(f))
+    assert min(q.usages(16)) > max(before)
+
+
+def test_phi_tick_rule_matches_upstream():
+    phis = PhiPartiallyShared(torch.nn.ModuleList([torch.nn.Identity() for _ in range(4)]))
+    picks = [int(torch.tensor(phis.ticks - si / 9).abs().argmin()) for si in range(10)]
+    assert picks == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
+
+
+def test_resampling_helpers():
+    x = torch.randn(2, 4, 20)
+    assert torch.allclose(area_down(x, 5), x.reshape(2, 4, 5, 4).mean(-1), atol=1e-6)
+    assert area_down(x, 20) is not x  # a copy: callers update f_hat in place
+    # FFT upsampling is exact for a band-limited signal
+    t = torch.arange(10) / 10
+    s = torch.sin(2 * torch.pi * 2 * t).view(1, 1, 10)
+    up = up_to(s, 40, 'fft')
+    assert torch.allclose(up[0, 0, ::4], s[0, 0], atol=1e-5)
+
+
+def test_config_round_trip():
+    vae = tiny_vae((2, 5, 10), G=2, psc=True, resample='fft', nrb=1)
+    cfg = vae.get_config()
+    vae2 = VQVAE.from_config(cfg, test_mode=True)
+    vae2.load_state_dict(vae.state_dict())
+    assert vae2.get_config() == cfg
+    x = torch.randn(1, 3, 20)
+    vae.eval()
+    assert torch.equal(vae.eeg_to_reconstructed_eeg(x, last_one=True), vae2.eeg_to_reconstructed_eeg(x, last_one=True))
+    assert not any(p.requires_grad for p in vae2.parameters())

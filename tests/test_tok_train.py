@@ -1,0 +1,174 @@
+"""Band tokenizer training on real EEG: SNR rises, checkpoints round-trip, resume is exact, DDP, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from utils.checkpoint import load_checkpoint
+from utils.errors import BandError, CheckpointError, DatasetError
+
+import reconstruct  # noqa: E402  (VAR/ is importable through conftest)
+import train_vae  # noqa: E402
+from vae_checkpoint import bits_per_second, check_dataset_matches, load_vae  # noqa: E402
+
+# 2 recordings x 60 s -> 12 train / ~11 val windows of 19 ch x 500 samples; D = 2 -> latent length 250
+TINY = ['--bs=4', '--ep=5', '--save_ep=1', '--seed=0', '--vocab_size=32', '--z_channels=16', '--ch_mult=1_1',
+        '--v_patch_nums=8_16_30_60_250', '--reseed_every=2', '--spec_w=0.05', '--tlr=0.01']
+
+
+def _build(shared_data: str, out: str, window_sec: float = 5.0) -> str:
+    from utils import data_eeg
+    eegmat = os.path.join(shared_data, 'physionet-eegmat')
+    code = data_eeg.main(['build', '--inputs', os.path.join(eegmat, 'Subject00_2.edf'),
+                          os.path.join(eegmat, 'Subject01_2.edf'), '--out', out, '--val-groups', 'Subject01',
+                          '--window-sec', str(window_sec), '--progress', 'off'])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope='module')
+def tiny_real(shared_data, tmp_path_factory) -> str:
+    return _build(shared_data, str(tmp_path_factory.mktemp('tok_data') / 'eegmat_tiny'))
+
+
+def _log_lines(out: str) -> list[dict]:
+    with open(os.path.join(out, 'log.txt'), encoding='utf-8') as fh:
+        return [json.loads(line) for line in fh.read().split('\n\n', 1)[1].splitlines() if line.strip()]
+
+
+def _run(data: str, out: str, *extra: str) -> int:
+    return train_vae.main_training([f'--data_path={data}', f'--local_out_dir_path={out}', *TINY, *extra])
+
+
+@pytest.fixture(scope='module')
+def trained(tiny_real, tmp_path_factory) -> str:
+    """A 5-epoch run from random weights (no PCA init), so learning is visible in the SNR."""
+    out = str(tmp_path_factory.mktemp('tok_run') / 'out')
+    assert _run(tiny_real, out, '--pca_init=0') == 0
+    return out
+
+
+@pytest.mark.realdata
+def test_short_training_per_stage_snr_rises(trained):
+    logs = _log_lines(trained)
+    assert [m['ep'] for m in logs] == [1, 2, 3, 4, 5]
+    first, last = logs[0]['val_snr_db'], logs[-1]['val_snr_db']
+    assert list(first) == ['delta', 'delta+theta', 'delta+theta+alpha', 'delta+theta+alpha+beta',
+                           'delta+theta+alpha+beta+gamma']
+    for stage in first:
+        assert last[stage] > first[stage] + 0.1, (stage, first[stage], last[stage])
+    assert all(0 <= u <= 100 for u in logs[-1]['train_usage_pct'])
+    for name in ('vae-ckpt-last.pth', 'vae-ckpt-best.pth'):
+        assert os.path.exists(os.path.join(trained, name))
+    assert any(d.startswith('tb-VAE') for d in os.listdir(trained))
+
+
+@pytest.mark.realdata
+def test_checkpoint_round_trip_and_reconstruct_cli(trained, tiny_real, tmp_path, capsys):
+    path = os.path.join(trained, 'vae-ckpt-best.pth')
+    vae, info = load_vae(path)
+    assert info['v_patch_nums'] == [8, 16, 30, 60, 250] and info['n_channels'] == 19 and info['n_times'] == 500
+    assert info['sfreq'] == 100.0 and len(info['bands']) == 5 and len(info['ch_names']) == 19
+    assert info['uv_scale'] > 0 and not any(p.requires_grad for p in vae.parameters())
+    out = str(tmp_path / 'rec.npz')
+    assert reconstruct.main([f'--vae_ckpt={path}', f'--data_path={tiny_real}', '--split=val', f'--out={out}']) == 0
+    printed = json.loads(capsys.readouterr().out)
+    z = np.load(out)
+    n = z['target_cumulative'].shape[0]
+    assert z['target_cumulative'].shape == z['recon_cumulative'].shape == (n, 5, 19, 500)
+    assert z['sfreq'] == 100.0 and z['bands'].shape == (5, 2) and len(z['ch_names']) == 19
+    assert np.isclose(z['bits_per_second_per_channel'], bits_per_second(info))
+    # the CLI (decoding from tokens) reproduces the trainer's validation SNR of the same checkpoint
+    best_ep = load_checkpoint(path)[0]['best']['ep']
+    logged = _log_lines(trained)[best_ep]['val_snr_db']
+    for stage, snr in printed['snr_db'].items():
+        assert snr == pytest.approx(logged[stage], abs=1e-3)
+    assert set(printed['psd_error_db']) == {'delta', 'theta', 'alpha', 'beta', 'gamma'}
+    assert len(printed['codebook_usage_pct']) == 5
+    # refuses to overwrite without --overwrite
+    with pytest.raises(Exception, match='already exists'):
+        reconstruct.main([f'--vae_ckpt={path}', f'--data_path={tiny_real}', f'--out={out}'])
+
+
+@pytest.mark.realdata
+def test_resume_equals_uninterrupted_run(trained, tiny_real, tmp_path):
+    # the run kept its epoch-4 state as vae-ckpt-last.prev.pth; resume from it and finish epoch 5
+    out = str(tmp_path / 'resumed')
+    os.makedirs(out)
+    shutil.copy(os.path.join(trained, 'vae-ckpt-last.prev.pth'), os.path.join(out, 'vae-ckpt-last.pth'))
+    assert load_checkpoint(os.path.join(out, 'vae-ckpt-last.pth'))[0]['epoch'] == 4
+    assert _run(tiny_real, out, '--pca_init=0') == 0
+    a = load_checkpoint(os.path.join(trained, 'vae-ckpt-last.pth'))[0]
+    b = load_checkpoint(os.path.join(out, 'vae-ckpt-last.pth'))[0]
+    assert a['epoch'] == b['epoch'] == 5
+    for k, v in a['vae_wo_ddp'].items():
+        assert torch.allclose(v, b['vae_wo_ddp'][k], atol=1e-6), k
+    assert _log_lines(out)[-1]['val_snr_db'] == _log_lines(trained)[-1]['val_snr_db']
+
+
+@pytest.mark.realdata
+def test_architecture_change_on_resume_is_an_error(trained, tiny_real, tmp_path):
+    out = str(tmp_path / 'arch')
+    os.makedirs(out)
+    shutil.copy(os.path.join(trained, 'vae-ckpt-last.pth'), os.path.join(out, 'vae-ckpt-last.pth'))
+    with pytest.raises(CheckpointError, match=r"vocab_size.*32.*64"):
+        _run(tiny_real, out, '--pca_init=0', '--vocab_size=64')
+
+
+@pytest.mark.realdata
+def test_bad_layouts_and_windows(tiny_real, tmp_path):
+    with pytest.raises(BandError, match='strictly increasing'):
+        _run(tiny_real, str(tmp_path / 'a'), '--v_patch_nums=40_30_60_120_250')
+    with pytest.raises(BandError, match=r'251.*latent length is 250'):
+        _run(tiny_real, str(tmp_path / 'b'), '--v_patch_nums=8_16_30_60_251')
+    with pytest.raises(DatasetError, match=r'500 samples.*downsampling factor 8'):
+        _run(tiny_real, str(tmp_path / 'c'), '--ch_mult=1_1_1_1')
+    with pytest.raises(DatasetError, match='has 3 scales but the dataset has 5 stages'):
+        _run(tiny_real, str(tmp_path / 'd'), '--v_patch_nums=60_120_250')
+
+
+@pytest.mark.realdata
+def test_dataset_mismatch_is_a_clear_error(trained, tiny_real, shared_data, tmp_path):
+    _, info = load_vae(os.path.join(trained, 'vae-ckpt-best.pth'))
+    ok = types.SimpleNamespace(root='ds', sfreq=100.0, n_times=500, bands=np.asarray(info['bands']), n_channels=19,
+                               ch_names=tuple(info['ch_names']))
+    check_dataset_matches(info, ok, 'ck.pth')
+    for field, value, pattern in [('sfreq', 128.0, r'128 Hz.*ck.pth.*100 Hz'), ('n_times', 400, r'400 samples.*500'),
+                                  ('n_channels', 18, r'18 channels.*19'),
+                                  ('bands', np.asarray(info['bands'])[:, ::1] * [1, 0.9], r'bands are'),
+                                  ('ch_names', tuple(reversed(info['ch_names'])), r'channels are')]:
+        bad = types.SimpleNamespace(**{**vars(ok), field: value})
+        with pytest.raises(CheckpointError, match=pattern):
+            check_dataset_matches(info, bad, 'ck.pth')
+    # the CLI: a 4-s dataset against a 5-s tokenizer -> one line on stderr, exit code 2
+    other = _build(shared_data, str(tmp_path / 'win4'), window_sec=4.0)
+    proc = subprocess.run([sys.executable, 'VAR/reconstruct.py', f"--vae_ckpt={os.path.join(trained, 'vae-ckpt-best.pth')}",
+                           f'--data_path={other}', f"--out={tmp_path / 'x.npz'}"], capture_output=True, text=True,
+                          timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 2
+    err = [line for line in proc.stderr.splitlines() if 'error' in line]
+    assert len(err) == 1 and '400 samples' in err[0] and '500' in err[0] and 'Traceback' not in proc.stderr
+
+
+@pytest.mark.torchrun
+@pytest.mark.realdata
+def test_ddp_two_cpu_processes(tiny_real, tmp_path, repo_root):
+    out = str(tmp_path / 'ddp')
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'VAR/train_vae.py',
+           f'--data_path={tiny_real}', f'--local_out_dir_path={out}', *[a for a in TINY if not a.startswith('--ep')],
+           '--ep=1']
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=repo_root, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = load_checkpoint(os.path.join(out, 'vae-ckpt-last.pth'))[0]
+    assert state['args']['world_size'] == 2 and state['epoch'] == 1
+    logs = _log_lines(out)
+    assert len(logs) == 1 and np.isfinite(list(logs[0]['val_snr_db'].values())).all()
