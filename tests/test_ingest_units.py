@@ -204,3 +204,14 @@ def test_biosemi_abc_labels_are_not_mapped_to_1020():
         prepare_channels(raw.copy(), "1020-19", where="cap.bdf")
     raw, mapping = prepare_channels(raw, "all", where="cap.bdf")
     assert raw.ch_names == names and mapping.renamed == {} and mapping.retyped == {}  # A1/A2 stay scalp EEG
+
+
+def test_one_pass_stages_channel_blocks(monkeypatch, rng):
+    """Long recordings are filtered in channel blocks; the result does not depend on the block size."""
+    x_CT = rng.standard_normal((5, 3000)).cumsum(axis=1)
+    whole = cumulative_stages_one_pass(x_CT, 100.0, out_dtype=np.float64)
+    import utils.eeg_fastfilter as ff
+
+    monkeypatch.setattr(ff, "_BLOCK_SAMPLES", 6000)  # blocks of 2 channels
+    blocked = ff.cumulative_stages_one_pass(x_CT, 100.0, out_dtype=np.float64)
+    np.testing.assert_array_equal(blocked, whole)

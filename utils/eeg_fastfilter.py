@@ -22,6 +22,9 @@ from .eeg_bands import DEFAULT_BANDS, stage_edges, validate_bands
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
+# Channels are filtered in blocks of about this many samples, bounding the memory of the complex spectra
+# for long recordings (~64 MB per block).
+_BLOCK_SAMPLES = 4_000_000
 
 
 def _reflect_limited_pad(x_CT: np.ndarray, n_edge: int) -> np.ndarray:
@@ -99,11 +102,20 @@ def cumulative_stages_one_pass(signal_CT: np.ndarray, sfreq: float,
     n_times = x_CT.shape[-1]
     kernels = stage_kernels(sfreq, bands, n_times)
     stages_KCT = np.empty((len(kernels),) + x_CT.shape, dtype=out_dtype)
+    block = max(1, _BLOCK_SAMPLES // max(n_times, 1))
+    for c0 in range(0, x_CT.shape[0], block):
+        _filter_block(x_CT[c0:c0 + block], kernels, stages_KCT[:, c0:c0 + block])
+    return stages_KCT
+
+
+def _filter_block(x_CT: np.ndarray, kernels: Sequence[np.ndarray], out_KCT: np.ndarray) -> None:
+    """Write every stage of the channels ``x_CT`` into ``out_KCT`` (one forward FFT per kernel length)."""
+    n_times = x_CT.shape[-1]
     spectra: dict[int, tuple[np.ndarray, int, int]] = {}  # kernel length -> (padded spectrum, n_fft, n_edge)
     for k, h in enumerate(kernels):
         n_h = len(h)
         if n_h == 1:
-            stages_KCT[k] = x_CT * h[0]
+            out_KCT[k] = x_CT * h[0]
             continue
         if n_h not in spectra:
             n_edge = max(min(n_h, n_times) - 1, 0)
@@ -113,5 +125,4 @@ def cumulative_stages_one_pass(signal_CT: np.ndarray, sfreq: float,
         X_Cf, n_fft, n_edge = spectra[n_h]
         shift = (n_h - 1) // 2 + n_edge  # zero phase: undo the kernel's delay and the padding
         y_CT = scipy.fft.irfft(X_Cf * scipy.fft.rfft(h, n_fft), n_fft, axis=-1)
-        stages_KCT[k] = y_CT[:, shift:shift + n_times]
-    return stages_KCT
+        out_KCT[k] = y_CT[:, shift:shift + n_times]
