@@ -104,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = bench_parser("python -m benchmarks.bench_ingest", __doc__.split("\n\n")[0])
     parser.add_argument("--inputs", nargs="+", default=[DEFAULT_INPUTS], help="recordings to ingest (eegmat)")
     parser.add_argument("--label-from", default=EEGMAT_LABELS, help="label rule of the builds (see utils.data_eeg)")
+    parser.add_argument("--work-dir", default=None, help="scratch folder for the built datasets (default: a "
+                        "temporary folder, deleted afterwards)")
     parser.add_argument("--repeats", type=int, default=None, help="timed builds per setting (default 3, quick 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
@@ -118,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     durations = [mne.io.read_raw(p, preload=False).n_times / mne.io.read_raw(p, preload=False).info["sfreq"]
                  for p in paths]
     rec_sec = float(sum(durations))
-    work = tempfile.mkdtemp(prefix="bench_ingest_")
+    work = tempfile.mkdtemp(prefix="bench_ingest_", dir=args.work_dir)
     try:
         _build(paths[1:3], os.path.join(work, "warmup"), 1, "fast", args.label_from)  # imports, caches (two subjects)
         builds = []

@@ -21,7 +21,7 @@ def test_bench_ingest_quick(tmp_path):
             paths.append(str(tmp_path / f"Subj{subject}_{run}_raw.fif"))
             raw.save(paths[-1], verbose=False)
     result = main(["--quick", "--inputs", *paths, "--results-dir", str(tmp_path / "results"),
-                   "--label-from", r"regex:_1_raw=rest,_2_raw=task"])
+                   "--label-from", r"regex:_1_raw=rest,_2_raw=task", "--work-dir", str(tmp_path)])
     saved = json.load(open(tmp_path / "results" / "ingest.json"))
     assert saved["recordings"] == 4 and saved["recording_sec"] == 40.0
     assert [b["jobs"] for b in result["builds"]] == [1, 2] and all(b["windows"] == 8 for b in result["builds"])
