@@ -204,16 +204,16 @@ class VectorQuantizer2(nn.Module):
         """Nearest code per (position, group): (B, Cvae, pn) -> idx (B, pn, G) long."""
         B, C, pn = rest_BCl.shape
         G, d = self.tokens_per_pos, self.group_dim
-        z_NGd = rest_BCl.permute(0, 2, 1).reshape(B * pn, G, d).float()
+        z_GNd = rest_BCl.permute(0, 2, 1).reshape(B * pn, G, d).float().transpose(0, 1)
         E_GVd = self.codebook_GVd(si).detach().float()
         if self.using_znorm:
-            sim_NGV = torch.einsum('ngd,gvd->ngv', F.normalize(z_NGd, dim=-1), F.normalize(E_GVd, dim=-1))
-            idx_NG = sim_NGV.argmax(dim=-1)
+            sim_GNV = torch.bmm(F.normalize(z_GNd, dim=-1), F.normalize(E_GVd, dim=-1).transpose(1, 2))
+            idx_NG = sim_GNV.argmax(dim=-1).transpose(0, 1)
         else:
-            d_NGV = (z_NGd.square().sum(-1, keepdim=True) + E_GVd.square().sum(-1).unsqueeze(0)
-                     - 2 * torch.einsum('ngd,gvd->ngv', z_NGd, E_GVd))
-            idx_NG = d_NGV.argmin(dim=-1)
-        return idx_NG.view(B, pn, G)
+            # argmin ||z - e||^2 = argmin (||e||^2 - 2 z.e): ||z||^2 is constant per row; one fused baddbmm
+            d_GNV = torch.baddbmm(E_GVd.square().sum(-1).unsqueeze(1), z_GNd, E_GVd.transpose(1, 2), alpha=-2.0)
+            idx_NG = d_GNV.argmin(dim=-1).transpose(0, 1)
+        return idx_NG.reshape(B, pn, G)
 
     def _embed_BlG(self, si: int, idx_BlG: torch.Tensor) -> torch.Tensor:
         """Dequantise idx (B, pn, G) -> h (B, Cvae, pn), combining the G groups."""

@@ -1,0 +1,213 @@
+"""Band tokenizer on real EEG: per-stage SNR beside the transform codec at equal bits, RD curve, speed.
+
+Usage::
+
+    python -m benchmarks.bench_tokenizer --vae_ckpt PATH --data_path DIR [--quick] [--extra_ckpts P1 P2 ...]
+
+Without ``--vae_ckpt`` a tokenizer is trained first with ``VAR/train_vae.py`` (quick: 6 epochs, full: 30)
+into ``<results-dir>/raw/tokenizer_run``; without ``--data_path`` / ``--data-root`` the eegmat benchmark
+dataset is built as in ``bench_baselines`` (19 ch, 100 Hz, 5-s windows, Subject05 = validation).
+
+Measured on the validation split (codec and PCA fitted on the training split):
+per-stage SNR of the partial decodes (decoded from the tokens) and of the transform codec applied to that
+stage at the same cumulative bits; the Gaussian rate-distortion bound there; per-band PSD error;
+bits/s/channel; codebook usage per scale; encode + decode speed (x real time, median of repetitions,
+one thread); the full-spectrum RD curve of the codec and the bound, with the tokenizer's point(s)
+(``--extra_ckpts`` adds tokenizers trained at other rates).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from benchmarks import RESULTS_DIR, bench_parser, figure_path, machine_info, median_time, save_result
+from utils.cli import run_cli, setup_logging
+from utils.eeg_bands import stage_names
+from utils.eeg_codec import TransformCodec, gaussian_rd_bound
+from utils.eeg_dataset import EEGWindowDataset
+from utils.eeg_metrics import snr_db
+from utils.errors import UserError
+from utils.project_info import REPO_ROOT
+from utils.var_path import ensure_var_importable
+
+ensure_var_importable()
+import reconstruct  # noqa: E402
+from vae_checkpoint import bits_per_second, check_dataset_matches, load_vae, stage_scale_indices  # noqa: E402
+
+logger = logging.getLogger('benchmarks.bench_tokenizer')
+
+NAME = 'tokenizer'
+#: The tokenizer configuration this benchmark trains when no checkpoint is given (D = 2, G = 1, V = 256).
+DEFAULT_TRAIN_FLAGS = ['--v_patch_nums=40_80_130_249_250', '--seed=0', '--save_ep=5']
+
+
+def build_parser():
+    p = bench_parser('python -m benchmarks.bench_tokenizer', __doc__.split('\n\n')[0])
+    p.add_argument('--vae_ckpt', default=None, help='tokenizer checkpoint; default: train one first')
+    p.add_argument('--data_path', default=None, help='dataset root (same as --data-root)')
+    p.add_argument('--extra_ckpts', nargs='*', default=[], help='more tokenizers (other rates) for the RD curve')
+    p.add_argument('--threads', type=int, default=1, help='torch threads for the speed measurement')
+    return p
+
+
+def _load_split(ds: EEGWindowDataset, limit: int | None = None) -> np.ndarray:
+    n = len(ds) if limit is None else min(limit, len(ds))
+    return np.stack([ds.window(i).stages_KCT for i in range(n)]).astype(np.float64)
+
+
+def _train_default(data: str, out: str, quick: bool) -> str:
+    path = os.path.join(out, 'vae-ckpt-best.pth')
+    cmd = [sys.executable, os.path.join(REPO_ROOT, 'VAR', 'train_vae.py'), f'--data_path={data}',
+           f'--local_out_dir_path={out}', f"--ep={6 if quick else 30}", *DEFAULT_TRAIN_FLAGS]
+    logger.info('training a tokenizer: %s', ' '.join(cmd))
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'))
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f'train_vae.py failed ({proc.returncode}): {proc.stderr[-2000:]}')
+    return path
+
+
+def _speed(vae, x_BCT: torch.Tensor, window_sec: float, repeats: int, threads: int) -> dict:
+    """Encode (to tokens) and decode (tokens to the full-spectrum signal) speed in x real time."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            idx = vae.eeg_to_idxBl(x_BCT)
+            t_enc = median_time(lambda: vae.eeg_to_idxBl(x_BCT), repeats=repeats)
+            t_dec = median_time(lambda: vae.idxBl_to_eeg(idx, last_one=True), repeats=repeats)
+    finally:
+        torch.set_num_threads(prev)
+    sec = x_BCT.shape[0] * window_sec
+    return dict(windows=int(x_BCT.shape[0]), threads=threads, encode_s=t_enc, decode_s=t_dec,
+                encode_x_realtime=sec / t_enc, decode_x_realtime=sec / t_dec,
+                encode_decode_x_realtime=sec / (t_enc + t_dec))
+
+
+def evaluate_ckpt(path: str, val: EEGWindowDataset, limit: int | None) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    vae, info = load_vae(path)
+    check_dataset_matches(info, val, path)
+    ds = val if limit is None else torch.utils.data.Subset(val, range(min(limit, len(val))))
+    tgt, rec, toks = reconstruct.reconstruct(vae, info, ds)
+    return reconstruct.score(tgt, rec, info, toks, f_max=45.0), info, tgt, rec
+
+
+def _plot(path: str, rates: np.ndarray, codec_db: list, bound_db: list, points: list, names: list,
+          tok_k: list, codec_k: list, bound_k: list) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    a.plot(rates, bound_db, 'k--', label='Gaussian RD bound')
+    a.plot(rates, codec_db, 'o-', color='gray', label='transform codec (PCA + DCT)')
+    for i, (r, s, lab) in enumerate(points):
+        a.plot([r], [s], 's' if i == 0 else 'D', ms=9, label=lab)
+    a.set_xlabel('bits / s / channel'); a.set_ylabel('full-spectrum SNR (dB)'); a.grid(alpha=.3); a.legend(fontsize=8)
+    a.set_title('rate-distortion (validation subject)')
+    x = np.arange(len(names)); w = 0.27
+    b.bar(x - w, tok_k, w, label='tokenizer (partial decode)')
+    b.bar(x, codec_k, w, label='codec, same cumulative bits')
+    b.bar(x + w, bound_k, w, label='Gaussian bound, same bits', color='lightgray')
+    b.set_xticks(x); b.set_xticklabels(['<=' + n.split('+')[-1] for n in names], rotation=0)
+    b.set_ylabel('SNR (dB)'); b.set_title('per-stage SNR'); b.legend(fontsize=8); b.grid(axis='y', alpha=.3)
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    data = args.data_path or args.data_root
+    if data is None:
+        from benchmarks.bench_baselines import DEFAULT_DATA_ROOT, ensure_default_dataset
+        data = ensure_default_dataset(os.path.join(args.results_dir, 'raw', 'eegmat100')
+                                      if args.results_dir != RESULTS_DIR else DEFAULT_DATA_ROOT)
+    ckpt = args.vae_ckpt or _train_default(data, os.path.join(args.results_dir, 'raw', 'tokenizer_run'), args.quick)
+    train = EEGWindowDataset(data, 'train')
+    val = EEGWindowDataset(data, 'val')
+    limit = 16 if args.quick else None
+    res, info, tgt, rec = evaluate_ckpt(ckpt, val, limit)
+    names = stage_names(info['bands'])
+    K, n_ch, n_t, sfreq = len(names), info['n_channels'], info['n_times'], info['sfreq']
+    window_sec = n_t / sfreq
+    train_NKCT = _load_split(train, 64 if args.quick else None)
+    # codec per stage at the tokenizer's cumulative bits
+    n_extra = int(info.get('n_extra_coarse', 0))
+    cum_bits = [sum(info['v_patch_nums'][:n_extra + k + 1]) * info['tokens_per_pos'] * np.log2(info['vocab_size'])
+                for k in range(K)]
+    stages = []
+    for k in range(K):
+        codec = TransformCodec(sfreq).fit(train_NKCT[:, k])
+        c = codec.roundtrip(tgt[:, k].astype(np.float64), bits=cum_bits[k])
+        rate = cum_bits[k] / window_sec / n_ch
+        bound = float(gaussian_rd_bound(codec, tgt[:, k].astype(np.float64), rate))
+        stages.append(dict(stage=names[k], cum_bits_per_window=float(cum_bits[k]), bits_per_sec_per_channel=rate,
+                           tokenizer_snr_db=res['snr_db'][names[k]], codec_snr_db=float(snr_db(tgt[:, k], c.x_hat_NCT)),
+                           gaussian_bound_snr_db=bound))
+    for s in stages:
+        s['beats_codec'] = bool(s['tokenizer_snr_db'] > s['codec_snr_db'])
+    # full-spectrum RD curve
+    codec_full = TransformCodec(sfreq).fit(train_NKCT[:, -1])
+    rates = np.array([8, 16, 28, 40, 55, 64, 80, 100], dtype=float)
+    codec_db = [float(snr_db(tgt[:, -1], codec_full.roundtrip(tgt[:, -1].astype(np.float64),
+                                                               bits_per_sec_per_channel=r).x_hat_NCT)) for r in rates]
+    bound_db = [float(v) for v in gaussian_rd_bound(codec_full, tgt[:, -1].astype(np.float64), rates)]
+    points = [(res['bits_per_second_per_channel'], res['snr_db'][names[-1]],
+               f"tokenizer G={info['tokens_per_pos']} V={info['vocab_size']}")]
+    extra = []
+    for p in args.extra_ckpts:
+        r2, i2, _, _ = evaluate_ckpt(p, val, limit)
+        c2 = codec_full.roundtrip(tgt[:, -1].astype(np.float64), bits_per_sec_per_channel=r2['bits_per_second_per_channel'])
+        extra.append(dict(path=p, bits_per_sec_per_channel=r2['bits_per_second_per_channel'],
+                          snr_db=r2['snr_db'][names[-1]], codec_snr_db=float(snr_db(tgt[:, -1], c2.x_hat_NCT)),
+                          v_patch_nums=i2['v_patch_nums'], vocab_size=i2['vocab_size'],
+                          tokens_per_pos=i2['tokens_per_pos'], usage_pct=r2['codebook_usage_pct']))
+        points.append((r2['bits_per_second_per_channel'], r2['snr_db'][names[-1]], f"tokenizer V={i2['vocab_size']}"))
+    # speed
+    vae, _ = load_vae(ckpt)
+    x_BCT = torch.from_numpy(tgt[:, -1]).float() / info['uv_scale']
+    speed = _speed(vae, x_BCT, window_sec, repeats=3 if args.quick else 7, threads=args.threads)
+    fig = 'tokenizer_rd.png'
+    _plot(figure_path(args.results_dir, fig), rates, codec_db, bound_db, points, names,
+          [s['tokenizer_snr_db'] for s in stages], [s['codec_snr_db'] for s in stages],
+          [s['gaussian_bound_snr_db'] for s in stages])
+    full = stages[-1]
+    result: dict[str, Any] = dict(
+        machine=machine_info(), quick=bool(args.quick), vae_ckpt=os.path.abspath(ckpt), data_root=os.path.abspath(data),
+        n_val_windows=int(tgt.shape[0]), v_patch_nums=info['v_patch_nums'], tokens_per_pos=info['tokens_per_pos'],
+        vocab_size=info['vocab_size'], bits_per_sec_per_channel=res['bits_per_second_per_channel'],
+        stages=stages, psd_error_db=res['psd_error_db'], codebook_usage_pct=res['codebook_usage_pct'],
+        rd_curve=dict(rates=rates.tolist(), codec_snr_db=codec_db, gaussian_bound_snr_db=bound_db),
+        extra_tokenizers=extra, speed=speed,
+        targets=dict(must_full_beats_codec=full['beats_codec'], must_every_stage_beats_codec=all(s['beats_codec'] for s in stages),
+                     goal_12db_at_64bps=bool(full['tokenizer_snr_db'] >= 12 and res['bits_per_second_per_channel'] <= 64),
+                     usage_80pct_every_scale=bool(min(res['codebook_usage_pct']) >= 80),
+                     speed_1000x=bool(speed['encode_decode_x_realtime'] >= 1000)))
+    result['report'] = dict(
+        title='Band tokenizer (issue 4)',
+        text=[f"Tokenizer {os.path.basename(ckpt)}: scales {info['v_patch_nums']}, G={info['tokens_per_pos']}, "
+              f"V={info['vocab_size']}, {res['bits_per_second_per_channel']:.1f} bits/s/channel; {tgt.shape[0]} validation "
+              f"windows. Encode+decode {speed['encode_decode_x_realtime']:.0f}x real time on {args.threads} thread(s).",
+              'Targets: ' + ', '.join(f'{k}={v}' for k, v in result['targets'].items())],
+        tables=[dict(title='Per-stage SNR at equal cumulative bits (dB)',
+                     columns=['stage', 'bits/s/ch', 'tokenizer', 'codec', 'Gaussian bound'],
+                     rows=[[s['stage'], round(s['bits_per_sec_per_channel'], 1), round(s['tokenizer_snr_db'], 2),
+                            round(s['codec_snr_db'], 2), round(s['gaussian_bound_snr_db'], 2)] for s in stages]),
+                dict(title='Codebook usage per scale (%)', columns=[f's{si}:{pn}' for si, pn in enumerate(info['v_patch_nums'])],
+                     rows=[[round(u, 1) for u in res['codebook_usage_pct']]])],
+        figures=[dict(title='RD curve and per-stage SNR', path=fig)])
+    save_result(NAME, result, args.results_dir)
+    logger.info('full-spectrum SNR %.2f dB at %.1f bits/s/ch (codec %.2f); stages %s', full['tokenizer_snr_db'],
+                res['bits_per_second_per_channel'], full['codec_snr_db'],
+                [(round(s['tokenizer_snr_db'], 2), round(s['codec_snr_db'], 2)) for s in stages])
+    return result
+
+
+if __name__ == '__main__':
+    run_cli(lambda argv: (main(argv), 0)[1], prog='python -m benchmarks.bench_tokenizer')
