@@ -25,4 +25,4 @@ def test_bench_ingest_quick(tmp_path):
     saved = json.load(open(tmp_path / "results" / "ingest.json"))
     assert saved["recordings"] == 4 and saved["recording_sec"] == 40.0
     assert [b["jobs"] for b in result["builds"]] == [1, 2] and all(b["windows"] == 8 for b in result["builds"])
-    assert result["steps_s"]["windows"] == 8 and result["report"]["tables"][0]["rows"]
+    assert result["steps_cpu_s"]["windows"] == 8 and result["report"]["tables"][0]["rows"]
