@@ -10,6 +10,11 @@ Commands::
     python -m utils.data_eeg info DIR
     python -m utils.data_eeg download-eegbci --subjects 1-10 --runs 1,2 --out DIR   # needs internet
 
+Each window ``<recording>_w<index>.npz`` holds ``signal`` (C, T) float32 µV (the channel-mapped, resampled
+recording, not band-passed), ``cumulative_bands`` (K, C, T) float32 µV (stage k band-passed from the first
+band's lower edge to band k's upper edge, filtered on the continuous recording), ``bands``, ``sfreq``,
+``ch_names``, ``source``, ``start`` (sample at ``sfreq``), ``subject`` and ``label`` (-1 = none).
+
 Python API (notebooks): :func:`build_dataset` with an :class:`IngestConfig`, :func:`rebuild_from_manifest`,
 :func:`dataset_summary`; read a built dataset lazily with :class:`utils.eeg_dataset.EEGWindowDataset`.
 The steps live in :mod:`utils.eeg_read` (formats), :mod:`utils.eeg_channels` (channel sets),
