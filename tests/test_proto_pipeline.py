@@ -73,18 +73,22 @@ def test_demo_prediction_is_a_rollout_from_the_first_val_stage(run_dir, data_roo
     assert pred["stage_names"][-1] == "delta+theta+alpha+beta+gamma"
 
 
-def test_resume_equals_an_uninterrupted_run(run_dir, data_root, tmp_path):
-    out = str(tmp_path / "resumed")
-    pipeline.main(["--data-root", data_root, "--checkpoint-dir", out, "--epochs", "2", *ARGS])
-    pipeline.main(["--data-root", data_root, "--checkpoint-dir", out, "--epochs", str(EPOCHS),
-                   "--resume", os.path.join(out, "last.pt"), *ARGS])
-    full, _ = load_checkpoint(os.path.join(run_dir, "last.pt"))
-    resumed, _ = load_checkpoint(os.path.join(out, "last.pt"))
-    assert resumed["epoch"] == full["epoch"] == EPOCHS
+def test_resume_equals_an_uninterrupted_run(data_root, tmp_path):
+    small = ["--data-root", data_root, "--limit-train-samples", "12", "--limit-val-samples", "4", *ARGS]
+    full_dir, split_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
+    pipeline.main(["--checkpoint-dir", full_dir, "--epochs", "3", *small])
+    pipeline.main(["--checkpoint-dir", split_dir, "--epochs", "1", *small])
+    pipeline.main(["--checkpoint-dir", split_dir, "--epochs", "3", "--resume", os.path.join(split_dir, "last.pt"),
+                   *small])
+    full, _ = load_checkpoint(os.path.join(full_dir, "last.pt"))
+    resumed, _ = load_checkpoint(os.path.join(split_dir, "last.pt"))
+    assert resumed["epoch"] == full["epoch"] == 3
     for key, value in full["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
+    assert resumed["optimizer"]["state"][0]["step"] == full["optimizer"]["state"][0]["step"]
     strip = lambda hist: [{k: v for k, v in e.items() if k != "seconds"} for e in hist]  # noqa: E731
     assert strip(resumed["history"]) == strip(full["history"])
+    assert len(full["history"]) == 3 and full["history"][0]["val_loss"] != full["history"][2]["val_loss"]
 
 
 def test_resume_with_enough_epochs_only_infers(run_dir, data_root, tmp_path):
