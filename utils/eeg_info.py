@@ -84,7 +84,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"dataset {summary['root']}",
              f"  sfreq {summary['sfreq']:g} Hz, window {summary['window_sec']:g} s ({summary['n_times']} samples), "
              f"{summary['n_channels']} channels: {' '.join(summary['ch_names'])}",
-             f"  stages: {', '.join(f'{n} ({lo:g}-{hi:g} Hz band)' for n, (lo, hi) in zip(summary['stages'], summary['bands']))}",
+             "  cumulative stages: " + ", ".join(f"{n} ({summary['bands'][0][0]:g}-{hi:g} Hz)"
+                                                 for n, (_, hi) in zip(summary["stages"], summary["bands"])),
              f"  labels: {summary['label_names'] or 'none (unconditional)'}"]
     for split, s in summary["splits"].items():
         lines.append(f"  {split}: {s['windows']} windows from {s['recordings']} recording(s), "
