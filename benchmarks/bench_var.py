@@ -114,7 +114,7 @@ def ensure_tokenizer(args, data_root: str, raw: str) -> str:
         return random_tokenizer(data_root, path)
     logger.info("training a tokenizer for the benchmark into %s", out)
     _run(["VAR/train_vae.py", f"--data_path={data_root}", "--ep=30", "--save_ep=5", "--vocab_size=256",
-          "--tokens_per_pos=1", "--v_patch_nums=40_80_130_249_250", "--seed=0", f"--local_out_dir_path={out}"],
+          "--tokens_per_pos=1", "--ch_mult=1_2_2", "--seed=0", f"--local_out_dir_path={out}"],
          "tokenizer training")
     return path
 
@@ -198,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                      "per-band PSD error of generated EEG per class, sampling throughput.")
     p.add_argument("--vae-ckpt", default=None, help="tokenizer checkpoint (default: trained once by this benchmark)")
     p.add_argument("--depth", type=int, default=None, help="VAR depth (default 4; quick 2)")
-    p.add_argument("--ep", type=int, default=None, help="epochs (default 30; quick 2)")
-    p.add_argument("--bs", type=int, default=32, help="global batch size")
+    p.add_argument("--ep", type=int, default=None, help="epochs (default 10; quick 2)")
+    p.add_argument("--bs", type=int, default=16, help="global batch size")
     p.add_argument("--tblr", type=float, default=8e-3, help="base lr per 256 windows")
     p.add_argument("--alng", type=float, default=1e-3, help="AdaLN gate init (README recipes use 1e-3 for small depths)")
     p.add_argument("--cfgs", default=None, help="comma-separated guidance strengths (default 0,1.5,3; quick 1.5)")
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--fresh", action="store_true", help="discard a previous benchmark training run")
     args = p.parse_args(argv)
     args.depth = args.depth or (2 if args.quick else 4)
-    args.ep = args.ep or (2 if args.quick else 30)
+    args.ep = args.ep or (2 if args.quick else 10)
     cfgs = [float(c) for c in (args.cfgs or ("1.5" if args.quick else "0,1.5,3")).split(",")]
     tp_depths = [int(d) for d in (args.throughput_depths or ("2,4" if args.quick else "4,8,16")).split(",")]
     torch.set_num_threads(max(1, torch.get_num_threads()))
