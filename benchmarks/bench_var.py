@@ -10,9 +10,9 @@ Pipeline (each step is the project's own command line, run as a subprocess):
 1. Dataset: eegmat (rest vs mental arithmetic, 19 channels, 100 Hz, 5-s windows, Subject05 held out
    for validation) built once with ``python -m utils.data_eeg build`` (stride 2.5 s for training
    windows; validation windows overlap by half too, metrics use them all).
-2. Tokenizer: ``--vae-ckpt`` (the final band tokenizer); without it, one is trained once with
-   ``VAR/train_vae.py`` into ``<results-dir>/raw/var_tokenizer`` (quick mode: a random tokenizer with
-   data-initialised codebooks, seconds).
+2. Tokenizer: ``--vae-ckpt`` (the final band tokenizer); else the one ``bench_tokenizer`` trained into
+   ``<results-dir>/raw/tokenizer_run``; else one is trained once with ``VAR/train_vae.py`` into
+   ``<results-dir>/raw/var_tokenizer`` (quick mode: a random tokenizer with data-initialised codebooks).
 3. ``VAR/train.py`` with a fixed number of epochs (the stated CPU budget is the measured wall time);
    re-running the benchmark resumes the run in ``<results-dir>/raw/var_run`` (``--fresh`` restarts).
 4. Generation for every class with ``VAR/sample.py``'s ``generate`` at a few guidance strengths; per
@@ -105,6 +105,9 @@ def ensure_tokenizer(args, data_root: str, raw: str) -> str:
         if not os.path.isfile(args.vae_ckpt):
             raise UserError(f"--vae-ckpt={args.vae_ckpt}: file not found")
         return args.vae_ckpt
+    shared = os.path.join(raw, "tokenizer_run", "vae-ckpt-best.pth")  # written by bench_tokenizer (runs first)
+    if not args.quick and os.path.isfile(shared):
+        return shared
     out = os.path.join(raw, "var_tokenizer_quick" if args.quick else "var_tokenizer")
     path = os.path.join(out, "vae-ckpt-best.pth")
     if os.path.isfile(path):
