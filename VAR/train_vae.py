@@ -92,7 +92,7 @@ def scale_layout(args: VAEArgs, ds: EEGWindowDataset, downsample: int) -> tuple[
         return pns
     return scale_lengths_for_bands(ds.bands, ds.sfreq, latent_len,
                                    extra_coarse=parse_int_list(args.extra_coarse, 'extra_coarse'),
-                                   tokens_per_nyquist=args.tokens_per_nyquist)
+                                   tokens_per_nyquist=args.tokens_per_nyquist or downsample)
 
 
 @torch.no_grad()
@@ -137,7 +137,8 @@ def build_everything(args: VAEArgs):
     if not state:
         _init_from_data(args, vae_wo_ddp, ds_train, uv_scale)
     info = tokenizer_info(vae_wo_ddp, sfreq=ds_train.sfreq, bands=ds_train.bands.tolist(), ch_names=ds_train.ch_names,
-                          uv_scale=uv_scale, n_extra_coarse=n_extra, tokens_per_nyquist=args.tokens_per_nyquist)
+                          uv_scale=uv_scale, n_extra_coarse=n_extra,
+                          tokens_per_nyquist=args.tokens_per_nyquist or downsample)
     if state:
         check_config(state[TOKENIZER_KEY], info, ARCH_KEYS, used,
                      fix='pass the flags it was trained with, or choose a new --local_out_dir_path')

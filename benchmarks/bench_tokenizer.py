@@ -44,7 +44,7 @@ logger = logging.getLogger('benchmarks.bench_tokenizer')
 
 NAME = 'tokenizer'
 #: The tokenizer configuration this benchmark trains when no checkpoint is given (D = 2, G = 1, V = 256).
-DEFAULT_TRAIN_FLAGS = ['--v_patch_nums=40_80_130_249_250', '--seed=0', '--save_ep=5']
+DEFAULT_TRAIN_FLAGS = ['--seed=0', '--save_ep=5']
 
 
 def build_parser():

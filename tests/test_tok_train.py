@@ -164,11 +164,26 @@ def test_ddp_two_cpu_processes(tiny_real, tmp_path, repo_root):
     out = str(tmp_path / 'ddp')
     env = dict(os.environ, OMP_NUM_THREADS='1')
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'VAR/train_vae.py',
-           f'--data_path={tiny_real}', f'--local_out_dir_path={out}', *[a for a in TINY if not a.startswith('--ep')],
-           '--ep=1']
+           f'--data_path={tiny_real}', f'--local_out_dir_path={out}',
+           *[a for a in TINY if not a.startswith(('--ep', '--v_patch_nums'))], '--ep=1']
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=repo_root, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = load_checkpoint(os.path.join(out, 'vae-ckpt-last.pth'))[0]
     assert state['args']['world_size'] == 2 and state['epoch'] == 1
+    # the default layout: tokens_per_nyquist = downsampling (2), so each scale carries its band
+    assert state['tokenizer']['v_patch_nums'] == [40, 80, 130, 249, 250]
     logs = _log_lines(out)
     assert len(logs) == 1 and np.isfinite(list(logs[0]['val_snr_db'].values())).all()
+
+
+@pytest.mark.realdata
+def test_benchmark_harness(trained, tiny_real, tmp_path):
+    from benchmarks import bench_tokenizer
+    res = bench_tokenizer.main(['--quick', f"--vae_ckpt={os.path.join(trained, 'vae-ckpt-best.pth')}",
+                                f'--data_path={tiny_real}', f'--results-dir={tmp_path}'])
+    assert os.path.exists(tmp_path / 'tokenizer.json') and os.path.exists(tmp_path / 'tokenizer_rd.png')
+    assert len(res['stages']) == 5 and res['bits_per_sec_per_channel'] == pytest.approx(19.16, abs=0.01)
+    bits = [s['cum_bits_per_window'] for s in res['stages']]
+    assert bits == sorted(bits) and bits[-1] == 364 * 5  # 364 tokens of log2(32) = 5 bits
+    assert all(s['gaussian_bound_snr_db'] > s['codec_snr_db'] for s in res['stages'])
+    assert res['speed']['encode_decode_x_realtime'] > 0 and set(res['targets']) >= {'must_every_stage_beats_codec'}

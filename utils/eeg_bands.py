@@ -141,7 +141,9 @@ def scale_lengths_for_bands(bands: Iterable[Sequence[float]], sfreq: float, late
     extra_coarse : sequence of int
         Extra coarse scale lengths, strictly increasing; band scales are pushed above them.
     tokens_per_nyquist : float
-        Multiplier on the Nyquist rule (> 1 gives coarse stages more tokens; the last stays L).
+        Multiplier on the Nyquist rule (> 1 gives coarse stages more tokens; the last stays L). With a
+        latent downsampled by D, ``tokens_per_nyquist = D`` lets each scale carry its band through the
+        latent's own Nyquist rate (stages that would exceed L are capped just below it).
 
     Returns
     -------
@@ -157,9 +159,13 @@ def scale_lengths_for_bands(bands: Iterable[Sequence[float]], sfreq: float, late
     nyquist = float(sfreq) / 2
     lengths: list[int] = []
     floor = max((int(x) for x in extra_coarse), default=0)  # band scales stay above the extra coarse ones
+    n_bands = len(bands_K2)
     for k, f_hi in enumerate(bands_K2[:, 1]):
         l_k = math.ceil(latent_len * tokens_per_nyquist * f_hi / nyquist - 1e-9)
-        l_k = max(min(max(l_k, 1), latent_len), (lengths[-1] if lengths else floor) + 1)
+        # cap below latent_len so the remaining stages still fit strictly increasing (only matters when
+        # tokens_per_nyquist > 1 pushes several stages to the latent length; such layouts used to be errors)
+        cap = latent_len - (n_bands - 1 - k)
+        l_k = max(min(max(l_k, 1), cap), (lengths[-1] if lengths else floor) + 1)
         lengths.append(l_k)
     lengths[-1] = latent_len
     patch_nums = tuple(int(x) for x in extra_coarse) + tuple(lengths)

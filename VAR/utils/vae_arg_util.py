@@ -46,7 +46,7 @@ class VAEArgs(BaseArgs):
     # ---- overridden defaults of the shared fields (tokenizer scale)
     bs: int = arg(32, 'global batch size over all processes and accumulation steps')
     ep: int = arg(100, 'epochs')
-    tblr: float = arg(8e-3, 'base learning rate per 256 windows; peak lr = ac * tblr * glb_batch_size / 256')
+    tblr: float = arg(0.08, 'base learning rate per 256 windows; peak lr = ac * tblr * glb_batch_size / 256')
     twd: float = arg(0.0, 'initial weight decay (codebooks, norms and biases never decay)')
     tclip: float = arg(5.0, 'clip the global grad norm to this value; <= 0 disables clipping')
     wpe: float = arg(0.05, 'lr ratio at the last iteration')
@@ -71,11 +71,12 @@ class VAEArgs(BaseArgs):
     share_quant_resi: int = arg(4, 'Phi sharing: 0 one per scale, 1 shared, K >= 2 partially shared')
     beta: float = arg(0.25, 'commitment weight')
     # ---- scale layout
-    v_patch_nums: str = arg('auto', "explicit scale layout, e.g. 40_80_130_249_250 (strictly increasing, last = latent "
+    v_patch_nums: str = arg('auto', "explicit scale layout, e.g. 20_40_65_150_250 (strictly increasing, last = latent "
                             "length, the last K scales are the K stages); 'auto' = the Nyquist rule of "
                             "utils.eeg_bands.scale_lengths_for_bands with --extra_coarse / --tokens_per_nyquist")
     extra_coarse: str = arg('', "extra coarse scales below the first band, e.g. '1_2_4' ('' = none)")
-    tokens_per_nyquist: float = arg(1.0, 'multiplier on the Nyquist scale-length rule (>1: more tokens for coarse stages)')
+    tokens_per_nyquist: float = arg(0.0, 'multiplier on the Nyquist scale-length rule; 0 = the downsampling factor D, '
+                                    'so every scale carries its band at the latent rate sfreq / D')
     # ---- losses / codebook upkeep
     stage_w: str = arg('1', "per-stage loss weights, ',' separated (one value = same for all stages)")
     spec_w: float = arg(0.05, 'weight of the multi-resolution log-spectral (STFT) loss')
@@ -108,8 +109,8 @@ class VAEArgs(BaseArgs):
             parse_int_list(self.v_patch_nums, 'v_patch_nums')
         if self.resample not in ('linear', 'fft'):
             raise UserError(f"--resample={self.resample!r}: allowed 'linear', 'fft'")
-        if self.tokens_per_nyquist <= 0:
-            raise UserError(f"--tokens_per_nyquist={self.tokens_per_nyquist}: expected > 0")
+        if self.tokens_per_nyquist < 0:
+            raise UserError(f"--tokens_per_nyquist={self.tokens_per_nyquist}: expected > 0 (or 0 = the downsampling factor)")
         if self.uv_scale < 0:
             raise UserError(f"--uv_scale={self.uv_scale}: expected > 0 (or 0 = from the training data)")
 
