@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 from typing import Any, Dict, Sequence
 
@@ -38,7 +37,7 @@ from utils.cli import run_cli
 from utils.data_sampler import DistInfiniteBatchSampler, EvalDistributedSampler
 from utils.eeg_bands import scale_lengths_for_bands, stage_names, validate_scale_layout
 from utils.eeg_dataset import EEGWindowDataset, open_dataset
-from utils.errors import CheckpointError, DatasetError
+from utils.errors import DatasetError
 from utils.lr_control import filter_params, lr_wd_annealing
 from utils.vae_arg_util import VAEArgs, parse_int_list
 from vae_checkpoint import ARCH_KEYS, TOKENIZER_KEY, bits_per_second, stage_scale_indices, tokenizer_info

@@ -32,13 +32,12 @@ from utils.eeg_bands import stage_names
 from utils.eeg_codec import TransformCodec, gaussian_rd_bound
 from utils.eeg_dataset import EEGWindowDataset
 from utils.eeg_metrics import snr_db
-from utils.errors import UserError
 from utils.project_info import REPO_ROOT
 from utils.var_path import ensure_var_importable
 
 ensure_var_importable()
 import reconstruct  # noqa: E402
-from vae_checkpoint import bits_per_second, check_dataset_matches, load_vae, stage_scale_indices  # noqa: E402
+from vae_checkpoint import check_dataset_matches, load_vae  # noqa: E402
 
 logger = logging.getLogger('benchmarks.bench_tokenizer')
 
