@@ -136,8 +136,8 @@ def train_var(args, data_root: str, vae_ckpt: str, out: str) -> tuple[float, lis
     return sec, [json.loads(ln) for ln in lines if ln.strip()]
 
 
-def load_val(data_root: str) -> tuple[np.ndarray, np.ndarray, EEGWindowDataset]:
-    ds = EEGWindowDataset(data_root, "val")
+def load_val(data_root: str, split: str = "val") -> tuple[np.ndarray, np.ndarray, EEGWindowDataset]:
+    ds = EEGWindowDataset(data_root, split)
     x = np.stack([ds.window(i).stages_KCT[-1] for i in range(len(ds))]).astype(np.float64)
     return x, np.where(ds.labels < 0, 0, ds.labels), ds
 
@@ -230,18 +230,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
     x_val, lab_val, ds_val = load_val(data_root)
     class_names = meta["class_names"]
     from utils.eeg_quality import generation_quality
-    gen, quality = {}, {}
+    x_tr, lab_tr, _ = load_val(data_root, "train")
+    # references: how far the real training subjects are from the held-out subject (what a perfect model of
+    # the training data would score against val), per class
+    reference = {cname: generation_quality(x_val[lab_val == c], x_tr[lab_tr == c], sfreq, bands=bands, f_max=F_MAX,
+                                           n_folds=3 if args.quick else 5) for c, cname in enumerate(class_names)}
+    gen, quality, quality_train = {}, {}, {}
     n_per_class = 16 if args.quick else 64
     t_gen = time.time()
     for cfg in cfgs:
         labels = [c for c in range(len(class_names)) for _ in range(n_per_class)]
         g = sample.generate(var, vae, meta, labels, cfg=cfg, seed=0, batch=32, stages=False)
         gen[cfg] = g
-        quality[cfg] = {}
+        quality[cfg], quality_train[cfg] = {}, {}
         for c, cname in enumerate(class_names):
-            real = x_val[lab_val == c]
-            quality[cfg][cname] = generation_quality(real, g["signal"][g["labels"] == c].astype(np.float64), sfreq,
-                                                     bands=bands, f_max=F_MAX, n_folds=3 if args.quick else 5)
+            g_c = g["signal"][g["labels"] == c].astype(np.float64)
+            quality[cfg][cname] = generation_quality(x_val[lab_val == c], g_c, sfreq, bands=bands, f_max=F_MAX,
+                                                     n_folds=3 if args.quick else 5)
+            quality_train[cfg][cname] = generation_quality(x_tr[lab_tr == c], g_c, sfreq, bands=bands, f_max=F_MAX,
+                                                           n_folds=3 if args.quick else 5)
     gen_sec = time.time() - t_gen
     best_cfg = min(cfgs, key=lambda c: max(quality[c][n]["psd_error_db_max"] for n in class_names))
     tp = throughput(vae_ckpt, tp_depths, batch=4 if args.quick else 16, repeats=2 if args.quick else 3)
@@ -260,6 +267,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
             psd_rows.append([cfg, cname, *[round(q["psd_error_db"].get(n, float("nan")), 3) for n in q["psd_error_db"]],
                              round(q["psd_error_db_max"], 3), round(q["corr_distance"], 3),
                              None if q["c2st_auc"] is None else round(q["c2st_auc"], 3)])
+    for cname in class_names:
+        q = reference[cname]
+        psd_rows.append(["real train subjects", cname, *[round(v, 3) for v in q["psd_error_db"].values()],
+                         round(q["psd_error_db_max"], 3), round(q["corr_distance"], 3),
+                         None if q["c2st_auc"] is None else round(q["c2st_auc"], 3)])
+    train_rows = []
+    for cfg in cfgs:
+        for cname in class_names:
+            q = quality_train[cfg][cname]
+            train_rows.append([cfg, cname, *[round(v, 3) for v in q["psd_error_db"].values()],
+                               round(q["psd_error_db_max"], 3), round(q["corr_distance"], 3),
+                               None if q["c2st_auc"] is None else round(q["c2st_auc"], 3)])
     band_cols = list(next(iter(quality[cfgs[0]].values()))["psd_error_db"].keys())
     met = all(quality[best_cfg][n]["psd_error_db_max"] <= TARGET_DB for n in class_names)
     result = {
@@ -269,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                   "wall_seconds_this_call": train_sec, "cpu_threads": torch.get_num_threads(),
                   "val_curve": [{"ep": d["ep"], "vL_mean": d["vL_mean"], "vacc_mean": d["vacc_mean"]} for d in val_epochs]},
         "val_last": {k: v for k, v in last.items() if k.startswith("v")},
-        "generation": {str(c): quality[c] for c in cfgs}, "best_cfg": best_cfg, "n_per_class": n_per_class,
+        "generation": {str(c): quality[c] for c in cfgs}, "generation_vs_train": {str(c): quality_train[c] for c in cfgs},
+        "reference_train_subjects_vs_val": reference, "best_cfg": best_cfg, "n_per_class": n_per_class,
         "generation_seconds": gen_sec, "target_psd_db": TARGET_DB, "target_met": met,
         "sampling_throughput_cpu": tp, "gpu": "not measured: no GPU in this session" if not torch.cuda.is_available() else None,
         "peak_rss_mb": peak_rss_mb(), "total_seconds": time.time() - t_start,
@@ -284,9 +304,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "tables": [
             {"title": "Validation cross-entropy (nats/token) and top-1 accuracy (%) per scale, last epoch",
              "columns": ["scale", "val loss", "val acc %"], "rows": stage_rows},
-            {"title": "Generated vs real validation EEG per class",
+            {"title": "Generated vs real validation EEG (held-out subject) per class; last rows: real training "
+                      "subjects vs the same validation windows",
              "columns": ["cfg", "class", *[f"{b} dB" for b in band_cols], "max dB", "corr dist", "C2ST AUC"],
              "rows": psd_rows},
+            {"title": "Generated EEG vs real TRAINING windows of the same class (in-distribution reference)",
+             "columns": ["cfg", "class", *[f"{b} dB" for b in band_cols], "max dB", "corr dist", "C2ST AUC"],
+             "rows": train_rows},
             {"title": "Sampling throughput on this CPU (cfg on, random weights)",
              "columns": ["depth", "params (M)", "windows/s"],
              "rows": [[d, round(v["params_M"], 1), round(v["windows_per_s"], 2)] for d, v in tp.items()]}],
