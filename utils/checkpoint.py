@@ -2,7 +2,8 @@
 
 - Writes go to a temporary file in the same folder, are fsync'ed, then renamed over the target
   (``os.replace``), so a kill or a full disk mid-write never damages the existing file. The file being
-  replaced is first hard-linked to ``<name>.prev.pth``, so one older good state always survives.
+  replaced is first hard-linked to ``<name>.prev.pth``, so one older good state always survives. The
+  temporary file of a write that was killed is deleted by the next successful save of the same file.
 - Each checkpoint carries ``meta``: format version, code version, a SHA-256 over its content, the time
   it was written, and the run's config as plain types.
 - Loading uses ``torch.load(..., weights_only=True)``: a file that would run code under plain pickle
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import glob
 import hashlib
 import io
 import logging
@@ -111,6 +113,7 @@ def save_checkpoint(path: str, state: Mapping[str, Any], config: Mapping[str, An
         os.replace(tmp, path)
         tmp = None
         _fsync_dir(folder)
+        _remove_stale_tmp(folder, os.path.basename(path))
     except OSError as err:
         reason = "disk full" if err.errno == errno.ENOSPC else err.strerror or str(err)
         raise CheckpointError(f"{path}: could not write checkpoint ({reason}); the previous checkpoint files are "
@@ -118,6 +121,16 @@ def save_checkpoint(path: str, state: Mapping[str, Any], config: Mapping[str, An
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _remove_stale_tmp(folder: str, name: str) -> None:
+    """Delete temporary files of ``name`` left by an earlier save that was killed before its rename."""
+    for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")):
+        try:
+            os.unlink(stale)
+            logger.info("removed %s, left by an interrupted checkpoint write", stale)
+        except OSError:
+            pass
 
 
 def _fsync_dir(folder: str) -> None:
