@@ -196,3 +196,16 @@ def test_sampling_units_shapes_and_determinism(run_a, ds_root, tmp_path, repo_ro
     assert r.returncode == 2 and "rest" in r.stderr.strip().splitlines()[-1]
     r = run_py(repo_root, ["VAR/sample.py", f"--ckpt={tmp_path}/none.pth", f"--out={tmp_path}/t.npz"])
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("sample.py: error: --ckpt=")
+
+
+def test_benchmark_harness_quick(ds_root, tmp_path):
+    """benchmarks/bench_var.py keeps working (tiny settings; the numbers are not judged here)."""
+    from benchmarks import bench_var
+    res = bench_var.main(["--quick", "--results-dir", str(tmp_path), "--data-root", ds_root, "--ep", "1",
+                          "--throughput-depths", "2", "--cfgs", "1.5"])
+    assert os.path.isfile(tmp_path / "var.json") and os.path.isfile(tmp_path / "var_psd.png")
+    assert set(res["generation"]["1.5"]) == {"rest", "arithmetic"}
+    for q in res["generation"]["1.5"].values():
+        assert set(q["psd_error_db"]) == {"delta", "theta", "alpha", "beta", "gamma"}
+    assert res["sampling_throughput_cpu"]["2"]["windows_per_s"] > 0
+    assert [d["ep"] for d in res["train"]["val_curve"]] == [1]
