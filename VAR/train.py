@@ -312,9 +312,11 @@ def train_one_ep(ep: int, is_first_ep: bool, start_it: int, args: arg_util.Args,
             logger.warning("non-finite loss or gradient at epoch %d iteration %d: step skipped (%d in a row)",
                            ep, it, nonfinite_run)
             if nonfinite_run >= args.max_nonfinite:
+                last_good = (f"the last good state is in {args.last_ckpt_path}" if os.path.exists(args.last_ckpt_path)
+                             else "no checkpoint was written yet")
                 raise NonFiniteError(f"{nonfinite_run} optimizer steps in a row had a non-finite loss or gradient "
-                                     f"(epoch {ep}, iteration {it}); the last good state is in {args.last_ckpt_path}; "
-                                     "lower --tblr, keep --tclip > 0 or use --fp16=2 (bf16), then re-run to resume")
+                                     f"(epoch {ep}, iteration {it}); {last_good}; lower --tblr, keep --tclip > 0 or "
+                                     "use --fp16=2 (bf16), then re-run to resume")
         elif stepping:
             nonfinite_run = 0
         me.update(tlr=max_tlr)
