@@ -108,7 +108,8 @@ class EEGStagePairDataset(Dataset):
 
 
 def open_pair_datasets(root: str, limits: Sequence[int | None] = (None, None), scale_uv: float | None = None,
-                       cache: bool | None = None) -> tuple[EEGStagePairDataset, EEGStagePairDataset]:
+                       cache: bool | None = None, skip_bad: bool = False
+                       ) -> tuple[EEGStagePairDataset, EEGStagePairDataset]:
     """Open ``root/train`` and ``root/val`` as pair datasets sharing one scale.
 
     Parameters
@@ -121,6 +122,9 @@ def open_pair_datasets(root: str, limits: Sequence[int | None] = (None, None), s
         µV scale; estimated from the train split when ``None`` (pass the checkpoint's when resuming).
     cache : bool | None
         See :class:`EEGStagePairDataset`.
+    skip_bad : bool
+        Skip bad window files (reported with their path and counted) instead of stopping; see
+        :class:`utils.eeg_dataset.EEGWindowDataset`.
 
     Raises
     ------
@@ -128,7 +132,7 @@ def open_pair_datasets(root: str, limits: Sequence[int | None] = (None, None), s
         Missing or empty folders, unreadable files, or train and val windows that disagree in channels,
         length, bands or sampling frequency (naming one file of each).
     """
-    train_w, val_w = open_dataset(root, limits)
+    train_w, val_w = open_dataset(root, limits, skip_bad=skip_bad)
     if scale_uv is None:
         scale_uv = estimate_scale_uv(train_w)
     train, val = EEGStagePairDataset(train_w, scale_uv, cache), EEGStagePairDataset(val_w, scale_uv, cache)

@@ -85,13 +85,17 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--limit-val-samples", type=int, default=None, help="use only the first N val windows")
     p.add_argument("--demo-index", type=int, default=0, help="val window whose first stage seeds the demo rollout")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --checkpoint-dir")
+    p.add_argument("--max-nonfinite", type=int, default=10, help="a step with a NaN/Inf loss or gradient is skipped "
+                   "and counted; stop after this many in a row (the last good epoch stays in last.pt)")
+    p.add_argument("--skip-bad", action="store_true", help="skip window files that fail validation or reading "
+                   "(each reported with its path, counted in the log and metrics.json) instead of stopping")
     return p
 
 
 def _check_args(args) -> None:
     checks = [("--epochs", args.epochs, 0 if args.resume else 1), ("--batch-size", args.batch_size, 1),
               ("--num-workers", args.num_workers, 0), ("--log-interval", args.log_interval, 1),
-              ("--demo-index", args.demo_index, 0)]
+              ("--demo-index", args.demo_index, 0), ("--max-nonfinite", args.max_nonfinite, 1)]
     for flag, value, low in checks:
         if value < low:
             raise UserError(f"{flag}: got {value}, expected an integer >= {low}")
@@ -250,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   "pass a best.pt or last.pt written by prototypes.eeg_scale_ar_pipeline")
     # Everything is validated before anything is written.
     train, val = open_pair_datasets(args.data_root, (args.limit_train_samples, args.limit_val_samples),
-                                    scale_uv=saved["scale_uv"] if saved else None)
+                                    scale_uv=saved["scale_uv"] if saved else None, skip_bad=args.skip_bad)
     data = _data_config(train)
     if saved:
         _check_resume_data(saved, data, ckpt, args.data_root)
@@ -293,11 +297,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline, baseline_stages = evaluate(None, val_loader, n_pairs, device)
     config = {**model_cfg, **{k: v for k, v in vars(args).items() if k not in model_cfg}, "data": data,
               "device_used": str(device), "run_id": run_id}
+    nonfinite_run = 0
     for epoch in range(start_epoch, args.epochs):
         loader = make_loader(train, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch,
                              num_workers=args.num_workers)
         stats = train_one_epoch(model, loader, optimizer, epoch=epoch, seed=args.seed, grad_clip=args.grad_clip,
-                                device=device, log_interval=args.log_interval)
+                                device=device, log_interval=args.log_interval, max_nonfinite=args.max_nonfinite,
+                                nonfinite_run=nonfinite_run)
+        nonfinite_run = stats["nonfinite_run"]
         val_loss, val_stages = evaluate(model, val_loader, n_pairs, device)
         if not (math.isfinite(stats["train_loss"]) and math.isfinite(val_loss)):
             raise UserError(f"training diverged in epoch {epoch + 1} (train loss {stats['train_loss']}, val loss "
@@ -321,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _write_json(os.path.join(folder, "metrics.json"), {
             "run_id": run_id, "config": config, "scale_uv": train.scale_uv, "loss_units": "(uV / scale_uv)^2",
             "val_loss_add_nothing": baseline, "val_loss_add_nothing_per_stage": baseline_stages,
-            "best_epoch": best_epoch, "best_val_loss": best_val, "epochs": history})
+            "best_epoch": best_epoch, "best_val_loss": best_val, "epochs": history,
+            "skipped_files": [{"path": p, "reason": r} for ds in (train, val) for p, r in ds.windows.skipped]})
 
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -335,6 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               demo["teacher_forced_KCT"].numpy(), names, data["bands"])
     logger.info("demo rollout from %s: SNR per stage (dB) %s", demo["source_file"],
                 ", ".join(f"{m['name']}={_snr_text(m)}" for m in metrics))
+    n_skipped = len(train.windows.skipped) + len(val.windows.skipped)
+    if n_skipped:
+        logger.warning("--skip-bad: %d bad window file(s) skipped (listed in metrics.json)", n_skipped)
     logger.info("wrote %s", ", ".join(os.path.join(folder, n) for n in RUN_FILES
                                       if os.path.exists(os.path.join(folder, n))))
     return 0

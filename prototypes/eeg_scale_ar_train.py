@@ -19,6 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from utils.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
@@ -43,9 +45,14 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
 
+class NonFiniteError(UserError):
+    """Too many optimizer steps in a row had a non-finite loss or gradient."""
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, *, epoch: int,
                     seed: int, grad_clip: float, device: torch.device, log_interval: int,
-                    progress: bool | None = None) -> dict[str, float]:
+                    progress: bool | None = None, max_nonfinite: int = 10,
+                    nonfinite_run: int = 0) -> dict[str, float]:
     """One pass over ``loader`` minimising MSE between predicted and true stage k+1.
 
     Parameters
@@ -58,16 +65,27 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         Log loss and gradient norm every this many steps.
     progress : bool | None
         Show a tqdm bar; ``None`` shows it only when stderr is a terminal.
+    max_nonfinite : int
+        A step whose loss or gradient norm is NaN/Inf is skipped (no update) and counted; this many in a
+        row (counted across epochs through ``nonfinite_run``) raise :class:`NonFiniteError`.
+    nonfinite_run : int
+        Skipped steps in a row at the end of the previous epoch.
 
     Returns
     -------
     dict
-        ``train_loss`` (mean MSE over samples, model units²), ``grad_norm`` (mean pre-clip norm),
-        ``grad_norm_max``, ``steps``, ``seconds``.
+        ``train_loss`` (mean MSE over the samples of applied steps, model units²), ``grad_norm`` (mean
+        pre-clip norm), ``grad_norm_max``, ``steps`` (applied), ``nonfinite_steps`` (skipped),
+        ``nonfinite_run`` (skipped in a row at the end), ``seconds``.
+
+    Raises
+    ------
+    NonFiniteError
+        After ``max_nonfinite`` skipped steps in a row; the model holds the last good parameters.
     """
     torch.manual_seed(epoch_seed(seed, epoch) + 1)  # dropout: the only consumer of the global generator here
     model.train()
-    total, count, norms = 0.0, 0, []
+    total, count, norms, skipped = 0.0, 0, [], 0
     t0 = time.perf_counter()
     show = sys.stderr.isatty() if progress is None else progress
     with logging_redirect_tqdm():
@@ -79,6 +97,20 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
             loss.backward()
             max_norm = grad_clip if grad_clip > 0 else math.inf
             norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+            if not (math.isfinite(float(loss.detach())) and math.isfinite(norm)):
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+                nonfinite_run += 1
+                logger.warning("epoch %d step %d/%d: non-finite loss (%s) or gradient norm (%s); step skipped "
+                               "(%d in a row)", epoch + 1, step, len(loader), float(loss.detach()), norm,
+                               nonfinite_run)
+                if nonfinite_run >= max_nonfinite:
+                    raise NonFiniteError(f"training diverged in epoch {epoch + 1}: {nonfinite_run} steps in a row "
+                                         "had a non-finite loss or gradient (--max-nonfinite "
+                                         f"{max_nonfinite}); nothing was saved for this epoch; lower --lr or keep "
+                                         "--grad-clip > 0, then --resume from last.pt")
+                continue
+            nonfinite_run = 0
             optimizer.step()
             total += float(loss.detach()) * x_BCT.shape[0]
             count += x_BCT.shape[0]
@@ -88,7 +120,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                 logger.info("epoch %d step %d/%d: loss %.5g (epoch mean %.5g), grad norm %.3g", epoch + 1, step,
                             len(loader), float(loss.detach()), total / count, norm)
     return {"train_loss": total / max(count, 1), "grad_norm": sum(norms) / max(len(norms), 1),
-            "grad_norm_max": max(norms, default=0.0), "steps": len(norms), "seconds": time.perf_counter() - t0}
+            "grad_norm_max": max(norms, default=0.0), "steps": len(norms), "nonfinite_steps": skipped,
+            "nonfinite_run": nonfinite_run, "seconds": time.perf_counter() - t0}
 
 
 @torch.no_grad()

@@ -53,7 +53,10 @@ class EEGWindowDataset(Dataset):
     limit : int | None
         Keep only the first ``limit`` files (sorted by name), for debugging.
     skip_bad : bool
-        Skip (and count, in :attr:`skipped`) files that fail validation instead of raising.
+        Skip (and count, in :attr:`skipped`) files that fail validation instead of raising. Headers are
+        checked when the split is opened; a file whose data turns out bad when read later (NaN/Inf,
+        truncated array) is reported with its path once, counted, and replaced by the next good window
+        (deterministic, so a resumed run sees the same substitutes).
 
     Attributes
     ----------
@@ -71,8 +74,9 @@ class EEGWindowDataset(Dataset):
         files = list_split_files(root, split)
         if limit is not None:
             files = files[:limit]
-        self.root, self.split = root, split
+        self.root, self.split, self.skip_bad = root, split, skip_bad
         self.skipped: list[tuple[str, str]] = []
+        self._bad_data: set[int] = set()
         headers: list[WindowHeader] = []
         for path in files:
             try:
@@ -103,8 +107,23 @@ class EEGWindowDataset(Dataset):
         return len(self.headers)
 
     def window(self, index: int) -> EEGWindow:
-        """The full window ``index`` (validated, float32 µV)."""
-        return read_window(self.headers[index].path, self.headers[index])
+        """The full window ``index`` (validated, float32 µV); see ``skip_bad`` for files that fail to read."""
+        if not self.skip_bad:
+            return read_window(self.headers[index].path, self.headers[index])
+        n = len(self.headers)
+        for step in range(n):
+            i = (index + step) % n
+            if i in self._bad_data:
+                continue
+            try:
+                return read_window(self.headers[i].path, self.headers[i])
+            except DatasetError as err:
+                self._bad_data.add(i)
+                self.skipped.append((self.headers[i].path, str(err)))
+                logger.warning("skipped bad window file (%d so far in %s/%s): %s", len(self.skipped), self.root,
+                               self.split, err)
+        raise DatasetError(f"{os.path.join(self.root, self.split)}: every window file failed to read "
+                           f"({len(self.skipped)} skipped); rebuild the dataset")
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         win = self.window(index)
