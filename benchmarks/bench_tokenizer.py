@@ -97,6 +97,24 @@ def evaluate_ckpt(path: str, val: EEGWindowDataset, limit: int | None) -> tuple[
     return reconstruct.score(tgt, rec, info, toks, f_max=45.0), info, tgt, rec
 
 
+def stage_table(res: dict, info: dict, tgt: np.ndarray, train_NKCT: np.ndarray) -> list[dict]:
+    """Per stage: tokenizer SNR, transform codec and Gaussian bound at the tokenizer's cumulative bits."""
+    names = stage_names(info['bands'])
+    n_ch, window_sec, n_extra = info['n_channels'], info['n_times'] / info['sfreq'], int(info.get('n_extra_coarse', 0))
+    stages = []
+    for k, name in enumerate(names):
+        bits = sum(info['v_patch_nums'][:n_extra + k + 1]) * info['tokens_per_pos'] * np.log2(info['vocab_size'])
+        codec = TransformCodec(info['sfreq']).fit(train_NKCT[:, k])
+        x_NCT = tgt[:, k].astype(np.float64)
+        rate = bits / window_sec / n_ch
+        stages.append(dict(stage=name, cum_bits_per_window=float(bits), bits_per_sec_per_channel=rate,
+                           tokenizer_snr_db=res['snr_db'][name],
+                           codec_snr_db=float(snr_db(x_NCT, codec.roundtrip(x_NCT, bits=bits).x_hat_NCT)),
+                           gaussian_bound_snr_db=float(gaussian_rd_bound(codec, x_NCT, rate))))
+        stages[-1]['beats_codec'] = bool(stages[-1]['tokenizer_snr_db'] > stages[-1]['codec_snr_db'])
+    return stages
+
+
 def _plot(path: str, rates: np.ndarray, codec_db: list, bound_db: list, points: list, names: list,
           tok_k: list, codec_k: list, bound_k: list) -> None:
     import matplotlib
@@ -133,24 +151,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     limit = 16 if args.quick else None
     res, info, tgt, rec = evaluate_ckpt(ckpt, val, limit)
     names = stage_names(info['bands'])
-    K, n_ch, n_t, sfreq = len(names), info['n_channels'], info['n_times'], info['sfreq']
+    n_t, sfreq = info['n_times'], info['sfreq']
     window_sec = n_t / sfreq
     train_NKCT = _load_split(train, 64 if args.quick else None)
-    # codec per stage at the tokenizer's cumulative bits
-    n_extra = int(info.get('n_extra_coarse', 0))
-    cum_bits = [sum(info['v_patch_nums'][:n_extra + k + 1]) * info['tokens_per_pos'] * np.log2(info['vocab_size'])
-                for k in range(K)]
-    stages = []
-    for k in range(K):
-        codec = TransformCodec(sfreq).fit(train_NKCT[:, k])
-        c = codec.roundtrip(tgt[:, k].astype(np.float64), bits=cum_bits[k])
-        rate = cum_bits[k] / window_sec / n_ch
-        bound = float(gaussian_rd_bound(codec, tgt[:, k].astype(np.float64), rate))
-        stages.append(dict(stage=names[k], cum_bits_per_window=float(cum_bits[k]), bits_per_sec_per_channel=rate,
-                           tokenizer_snr_db=res['snr_db'][names[k]], codec_snr_db=float(snr_db(tgt[:, k], c.x_hat_NCT)),
-                           gaussian_bound_snr_db=bound))
-    for s in stages:
-        s['beats_codec'] = bool(s['tokenizer_snr_db'] > s['codec_snr_db'])
+    stages = stage_table(res, info, tgt, train_NKCT)
     # full-spectrum RD curve
     codec_full = TransformCodec(sfreq).fit(train_NKCT[:, -1])
     rates = np.array([8, 16, 28, 40, 55, 64, 80, 100], dtype=float)
@@ -158,16 +162,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                                                bits_per_sec_per_channel=r).x_hat_NCT)) for r in rates]
     bound_db = [float(v) for v in gaussian_rd_bound(codec_full, tgt[:, -1].astype(np.float64), rates)]
     points = [(res['bits_per_second_per_channel'], res['snr_db'][names[-1]],
-               f"tokenizer G={info['tokens_per_pos']} V={info['vocab_size']}")]
+               f"tokenizer D={info['downsample']} G={info['tokens_per_pos']} V={info['vocab_size']} (main)")]
     extra = []
     for p in args.extra_ckpts:
-        r2, i2, _, _ = evaluate_ckpt(p, val, limit)
+        r2, i2, tgt2, _ = evaluate_ckpt(p, val, limit)
         c2 = codec_full.roundtrip(tgt[:, -1].astype(np.float64), bits_per_sec_per_channel=r2['bits_per_second_per_channel'])
         extra.append(dict(path=p, bits_per_sec_per_channel=r2['bits_per_second_per_channel'],
                           snr_db=r2['snr_db'][names[-1]], codec_snr_db=float(snr_db(tgt[:, -1], c2.x_hat_NCT)),
-                          v_patch_nums=i2['v_patch_nums'], vocab_size=i2['vocab_size'],
-                          tokens_per_pos=i2['tokens_per_pos'], usage_pct=r2['codebook_usage_pct']))
-        points.append((r2['bits_per_second_per_channel'], r2['snr_db'][names[-1]], f"tokenizer V={i2['vocab_size']}"))
+                          v_patch_nums=i2['v_patch_nums'], vocab_size=i2['vocab_size'], downsample=i2['downsample'],
+                          tokens_per_pos=i2['tokens_per_pos'], usage_pct=r2['codebook_usage_pct'],
+                          stages=stage_table(r2, i2, tgt2, train_NKCT)))
+        points.append((r2['bits_per_second_per_channel'], r2['snr_db'][names[-1]],
+                       f"tokenizer D={i2['downsample']} G={i2['tokens_per_pos']} V={i2['vocab_size']}"))
     # speed
     vae, _ = load_vae(ckpt)
     x_BCT = torch.from_numpy(tgt[:, -1]).float() / info['uv_scale']
