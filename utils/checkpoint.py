@@ -20,7 +20,6 @@ import logging
 import os
 import pickle
 import tempfile
-import zipfile
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -155,11 +154,19 @@ def _load_verified(path: str, map_location: str | torch.device) -> dict:
         raise CheckpointError(f"{path}: checkpoint not found; check the path") from None
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"{path}: refused to load: the file holds objects other than tensors and plain "
-                              f"types ({str(err).splitlines()[0][:160]}); only load checkpoints you trust, and "
+                              f"types ({(str(err).splitlines() or [''])[0][:160]}); only load checkpoints you trust, and "
                               "re-save them as plain state dicts") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:160]})") from None
+    except MemoryError:
+        raise
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file; pass the .pth/.pt file") from None
+    except Exception as err:  # noqa: BLE001  (torch/pickle raise many types for damaged files: EOFError, IndexError, ...)
+        if isinstance(err, OSError) and not os.path.isfile(path):
+            raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror or err})") from None
+        detail = (str(err).splitlines() or [""])[0][:160]
+        what = "empty file" if os.path.isfile(path) and os.path.getsize(path) == 0 else \
+            f"{type(err).__name__}{': ' + detail if detail else ''}"
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({what})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(state).__name__}")
     meta = state.get(META_KEY)
