@@ -364,6 +364,10 @@ SUBPROCESS_CASES = [
      "train.py: error:", "refused to load", 1),
     ("train_vae.py NaN data", [sys.executable, "VAR/train_vae.py", "--data_path={ds_nan}",
                                "--local_out_dir_path={base}/sp2", "--ep=1"], "train_vae.py: error:", "NaN", 2),
+    ("train.py NaN window read by a DataLoader worker", [sys.executable, "VAR/train.py", "--data_path={ds_nan}",
+                                                         "--vae_ckpt={tok}", "--local_out_dir_path={base}/sp5",
+                                                         "--depth=1", "--bs=2", "--ep=1", "--workers=1"],
+     "train.py: error:", "contains NaN or Inf", 2),
     ("sample.py malicious ckpt", [sys.executable, "VAR/sample.py", "--ckpt={evil}", "--out={base}/sp3.npz"],
      "sample.py: error:", "refused to load", 2),
     ("create_dummy_dataset.sh bad sfreq", ["bash", "prototypes/scripts/create_dummy_dataset.sh", "{base}/sp4",
@@ -385,6 +389,15 @@ def test_real_processes_exit_2_with_one_line(case, cmd, prefix, fragment, rc, F)
     errors = [ln for ln in r.stderr.splitlines() if prefix in ln]
     assert len(errors) == 1 and fragment in errors[0], r.stderr[-3000:]
     assert not os.path.exists(F["marker"])
+
+
+def test_worker_error_is_reported_as_its_own_line():
+    from utils.cli import one_line
+    wrapped = ("Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+               '  File "x.py", line 1, in f\n    raise DatasetError(msg)\n'
+               "utils.errors.DatasetError: train/w1.npz: 'signal' contains NaN or Inf values; rebuild the dataset\n")
+    assert one_line(wrapped) == "train/w1.npz: 'signal' contains NaN or Inf values; rebuild the dataset"
+    assert one_line("--n=0: expected at least 1") == "--n=0: expected at least 1"
 
 
 def test_case_count_covers_every_entry_point():

@@ -55,9 +55,24 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+def one_line(message: str) -> str:
+    """The user-facing line of an error message.
+
+    A :class:`~utils.errors.UserError` raised inside a ``DataLoader`` worker is re-raised in the main
+    process with the worker's traceback in its message ("Caught DatasetError in DataLoader worker
+    process 0. Original Traceback ..."); its last line is the original one-line message.
+    """
+    lines = [ln for ln in message.splitlines() if ln.strip()]
+    if len(lines) > 1 and any("Traceback (most recent call last)" in ln for ln in lines):
+        last = lines[-1]
+        head, sep, rest = last.partition(": ")
+        return rest if sep and "." in head and " " not in head else last  # drop "utils.errors.DatasetError: "
+    return message
+
+
 def user_error_exit(prog: str, message: str) -> NoReturn:
-    """Print ``prog: error: message`` on stderr and exit with code 2."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    """Print ``prog: error: message`` (one line, see :func:`one_line`) on stderr and exit with code 2."""
+    print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
     raise SystemExit(EXIT_USER_ERROR)
 
 
