@@ -406,3 +406,24 @@ def test_case_count_covers_every_entry_point():
                            "reconstruct", "sample", "run_all", "bench_tokenizer", "bench_var", "bench_baselines",
                            "bench_ingest"}
     assert all(n >= 1 for n in counts.values())
+
+
+def test_every_loader_is_safe():
+    """One torch.load in the project (utils/checkpoint.py, weights_only=True); np.load never unpickles."""
+    import re
+    hits = collections.defaultdict(list)
+    for folder in ("utils", "VAR", "prototypes", "benchmarks"):
+        for dirpath, _, files in os.walk(os.path.join(REPO, folder)):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(dirpath, name)
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read()
+                rel = os.path.relpath(path, REPO)
+                for m in re.finditer(r"\b(torch\.load|np\.load|numpy\.load|pickle\.loads?)\(([^)]*)\)?", text):
+                    hits[m.group(1)].append((rel, m.group(2)))
+    assert {rel for rel, _ in hits["torch.load"]} == {os.path.join("utils", "checkpoint.py")}
+    assert all("weights_only=True" in call for _, call in hits["torch.load"])
+    assert all("allow_pickle=False" in call for _, call in hits["np.load"] + hits["numpy.load"]), hits["np.load"]
+    assert not hits["pickle.load"] and not hits["pickle.loads"]
