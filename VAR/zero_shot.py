@@ -1,0 +1,357 @@
+"""Zero-shot uses of a trained VAR: band completion, gap filling and forecasting (EEG_PORT.md §3).
+
+Upstream edits images zero-shot by keeping the source image's tokens wherever a keep-mask is set, at
+every scale, and sampling only the rest (VAR_UPSTREAM.md §17). Here the same mechanism works on the 1D
+band-token pyramid of an EEG window:
+
+- **band completion**: every token of the scales of stages 1..k is kept, the finer scales are sampled;
+- **gap filling / forecasting**: a time mask (True = missing) is mapped onto every scale; a position is
+  kept when its time support is observed (rule ``'inside'``: all of its samples observed; ``'overlap'``:
+  at least one), the others are sampled.
+
+This module holds the masks, the keep rules, the sampling loop that mixes kept tokens into each scale
+(:func:`complete_tokens`), and the splice that returns observed samples unchanged with a smooth join
+(:func:`splice_observed`). :func:`complete_windows` chains them on µV windows.
+
+Shape letters: B windows, C electrodes, T samples, K stages, L latent length, l / pn one scale's
+positions, G tokens per position, V vocabulary, S draws.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from models.helpers import sample_with_top_k_top_p_
+from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["KEEP_RULES", "parse_spans", "spans_to_mask", "forecast_mask", "check_time_mask", "scale_keep_masks",
+           "band_keep_masks", "complete_tokens", "splice_observed", "complete_windows"]
+
+KEEP_RULES = ("inside", "overlap")
+
+
+# ------------------------------------------------------------------------------------------ time masks
+def parse_spans(text: str, where: str = "--gap") -> list[tuple[float, float]]:
+    """Parse ``"1.0:1.5,3:3.25"`` into ``[(1.0, 1.5), (3.0, 3.25)]`` (seconds from the window start)."""
+    spans = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            a, b = (float(v) for v in part.split(":"))
+        except ValueError:
+            raise UserError(f"{where}={text!r}: cannot read span {part!r}; expected START:STOP in seconds, "
+                            "e.g. 1.0:1.5 (several separated by commas)") from None
+        if not (np.isfinite(a) and np.isfinite(b)) or b <= a:
+            raise UserError(f"{where}={text!r}: span {part!r} is empty or reversed; expected START < STOP in seconds")
+        spans.append((a, b))
+    if not spans:
+        raise UserError(f"{where}={text!r}: no span given; expected START:STOP in seconds, e.g. 1.0:1.5")
+    return spans
+
+
+def spans_to_mask(spans: Sequence[tuple[float, float]], sfreq: float, n_times: int, where: str = "--gap") -> np.ndarray:
+    """Missing-sample mask (T,) bool from spans in seconds; sample t is missing when START <= t/sfreq < STOP.
+
+    Raises
+    ------
+    UserError
+        A span that reaches outside the window ``[0, n_times / sfreq]``.
+    """
+    dur = n_times / float(sfreq)
+    mask_T = np.zeros(n_times, dtype=bool)
+    for a, b in spans:
+        if a < 0 or b > dur + 1e-9:
+            raise UserError(f"{where}: span {a:g}:{b:g} s lies outside the window 0:{dur:g} s; choose spans inside it")
+        lo, hi = int(np.ceil(a * sfreq - 1e-9)), int(np.ceil(b * sfreq - 1e-9))
+        mask_T[lo:min(hi, n_times)] = True
+    return mask_T
+
+
+def forecast_mask(horizon_sec: float, sfreq: float, n_times: int, where: str = "--horizon") -> np.ndarray:
+    """Mask (T,) of the last ``horizon_sec`` seconds of the window."""
+    dur = n_times / float(sfreq)
+    if not 0 < horizon_sec < dur:
+        raise UserError(f"{where}={horizon_sec:g}: expected a horizon in seconds between 0 and the window's "
+                        f"{dur:g} s (exclusive)")
+    h = int(round(horizon_sec * sfreq))
+    if h < 1:
+        raise UserError(f"{where}={horizon_sec:g}: shorter than one sample at {sfreq:g} Hz; choose >= {1 / sfreq:g} s")
+    mask_T = np.zeros(n_times, dtype=bool)
+    mask_T[n_times - h:] = True
+    return mask_T
+
+
+def check_time_mask(mask_NT: np.ndarray, allow_empty: bool = False, allow_full: bool = False,
+                    where: str = "mask") -> np.ndarray:
+    """Refuse masks that hide nothing or everything (unless allowed). Returns the mask as bool (N, T)."""
+    m = np.asarray(mask_NT, dtype=bool)
+    if m.ndim != 2:
+        raise UserError(f"{where}: shape {m.shape}; expected (N, T) booleans (True = missing)")
+    for i, row in enumerate(m):
+        if not allow_empty and not row.any():
+            raise UserError(f"{where}: window {i} has no missing sample, so there is nothing to complete; "
+                            "give a span inside the window")
+        if not allow_full and row.all():
+            raise UserError(f"{where}: window {i} is missing entirely, so nothing is observed; use VAR/sample.py "
+                            "for unconditional generation or give a shorter span")
+    return m
+
+
+# ------------------------------------------------------------------------------------------ keep rules
+def scale_keep_masks(mask_BT: torch.Tensor, patch_nums: Sequence[int], rule: str = "inside") -> list[torch.Tensor]:
+    """Map a missing-sample mask onto every scale: which token positions to keep.
+
+    Position i of a scale with ``pn`` positions covers samples ``[i T / pn, (i + 1) T / pn)`` (the latent
+    is a uniform grid over the window).
+
+    Parameters
+    ----------
+    mask_BT : BoolTensor, shape (B, T)
+        True = missing.
+    patch_nums : sequence of int
+        Positions per scale.
+    rule : {'inside', 'overlap'}
+        ``'inside'`` keeps positions whose support is entirely observed; ``'overlap'`` keeps positions
+        with at least one observed sample (only positions wholly inside the gap are sampled).
+
+    Returns
+    -------
+    list of BoolTensor, each (B, pn)
+        True = keep the source token.
+    """
+    if rule not in KEEP_RULES:
+        raise UserError(f"keep rule {rule!r}; expected one of {list(KEEP_RULES)}")
+    B, T = mask_BT.shape
+    miss_BT = mask_BT.float()
+    out = []
+    for pn in patch_nums:
+        edges = np.linspace(0, T, pn + 1)
+        lo = np.floor(edges[:-1]).astype(int)
+        hi = np.maximum(np.ceil(edges[1:]).astype(int), lo + 1)
+        cum_BT1 = torch.cat([miss_BT.new_zeros(B, 1), miss_BT.cumsum(dim=1)], dim=1)
+        n_miss_Bl = cum_BT1[:, hi] - cum_BT1[:, lo]
+        n_all_l = torch.as_tensor(hi - lo, dtype=miss_BT.dtype)
+        keep = n_miss_Bl == 0 if rule == "inside" else n_miss_Bl < n_all_l
+        out.append(keep.to(mask_BT.device))
+    return out
+
+
+def band_keep_masks(B: int, patch_nums: Sequence[int], n_keep_scales: int,
+                    device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """Band completion: keep every position of the first ``n_keep_scales`` scales, sample the rest."""
+    return [torch.full((B, pn), si < n_keep_scales, dtype=torch.bool, device=device) for si, pn in enumerate(patch_nums)]
+
+
+# ------------------------------------------------------------------------------------------ sampling
+@torch.no_grad()
+def complete_tokens(var, src_idx: Sequence[torch.Tensor], keep: Sequence[torch.Tensor],
+                    label_B: Optional[torch.Tensor | int] = -1, g_seed: Optional[int] = None, cfg: float = 0.0,
+                    top_k: int = 0, top_p: float = 0.0):
+    """Sample a token pyramid scale by scale, keeping the source tokens where ``keep`` is set.
+
+    The loop is :meth:`VAR.autoregressive_infer_cfg` with upstream's zero-shot edit step: after each
+    scale is sampled, kept positions are overwritten by the source tokens, and f_hat and the next
+    scale's input are built from the mixed map. Sampling draws the same random numbers whatever the
+    mask, so an all-False mask gives exactly ``autoregressive_infer_cfg`` under the same seed.
+
+    Parameters
+    ----------
+    var : VAR
+    src_idx : list of LongTensor, each (B, pn * G)
+        The source window's tokens per scale (``vae.eeg_to_idxBl``).
+    keep : list of BoolTensor, each (B, pn)
+        True = keep the source token at that position (all G tokens of the position).
+    label_B : LongTensor (B,) | int | None
+        Class; negative int = the null class (upstream's choice for in/out-painting).
+    g_seed : int | None
+        Seed of ``var.rng``.
+    cfg, top_k, top_p : float, int, float
+        As in ``autoregressive_infer_cfg`` (cfg 0 = no guidance).
+
+    Returns
+    -------
+    x_BCT : Tensor, shape (B, C, T), model units
+    idx_Bl : list of LongTensor, each (B, pn * G)
+        The mixed token maps.
+    fhat_BCL : list of Tensor, each (B, Cvae, L)
+        Cumulative f_hat after every scale.
+    """
+    if len(src_idx) != len(var.patch_nums) or len(keep) != len(var.patch_nums):
+        raise ValueError(f"need one token map and one keep mask per scale ({len(var.patch_nums)}); got "
+                         f"{len(src_idx)} and {len(keep)}")
+    dev = var.lvl_1L.device
+    B = src_idx[0].shape[0]
+    if g_seed is None:
+        rng = None
+    else:
+        if var.rng.device != dev:
+            var.rng = torch.Generator(device=dev)
+        var.rng.manual_seed(int(g_seed))
+        rng = var.rng
+    if label_B is None and var.num_classes == 1:
+        label_B = 0
+    if label_B is None:
+        label_B = torch.multinomial(var.uniform_prob.expand(B, -1), num_samples=1, replacement=True,
+                                    generator=rng).reshape(B)
+    elif isinstance(label_B, int):
+        label_B = torch.full((B,), fill_value=var.num_classes if label_B < 0 else label_B, device=dev)
+    label_B = label_B.to(dev).long()
+    use_cfg = cfg != 0
+    nB = 2 * B if use_cfg else B
+    G, V = var.G, var.V
+    quant = var.vae_quant_proxy[0]
+    SN = len(var.patch_nums)
+    with var._autocast_off(dev):
+        labels = torch.cat((label_B, torch.full_like(label_B, fill_value=var.num_classes))) if use_cfg else label_B
+        sos = cond_BD = var.class_emb(labels)
+        lvl_pos = var.lvl_embed(var.lvl_1L) + var.pos_1LC
+        next_token_map = sos.unsqueeze(1).expand(nB, var.first_l, -1) + var.pos_start.expand(nB, var.first_l, -1) \
+            + lvl_pos[:, :var.first_l]
+    f_hat = sos.new_zeros(B, var.Cvae, var.patch_nums[-1], dtype=torch.float32)
+    ms_idx, ms_fhat = [], []
+    cur_L = 0
+    for b in var.blocks:
+        b.attn.kv_caching(True)
+    try:
+        for si, pn in enumerate(var.patch_nums):
+            ratio = si / var.num_stages_minus_1 if var.num_stages_minus_1 > 0 else 1.0
+            cur_L += pn
+            cond = var.shared_ada_lin(cond_BD)
+            x = next_token_map
+            for blk in var.blocks:
+                x = blk(x=x, cond_BD=cond, attn_bias=None)
+            logits_BlV = var.get_logits(x, cond_BD).view(nB, pn * G, V)
+            if use_cfg:
+                t = cfg * ratio
+                logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
+            sampled_Bl = sample_with_top_k_top_p_(logits_BlV, rng=rng, top_k=top_k, top_p=top_p, num_samples=1)[:, :, 0]
+            keep_Bl = keep[si].to(dev).bool().repeat_interleave(G, dim=1)  # port: G tokens per kept position
+            idx_Bl = torch.where(keep_Bl, src_idx[si].to(dev).long(), sampled_Bl)
+            h_BCl = quant.embed_idx(si, idx_Bl)
+            f_hat, next_BCl = quant.get_next_autoregressive_input(si, SN, f_hat, h_BCl)
+            ms_idx.append(idx_Bl)
+            ms_fhat.append(f_hat.clone())
+            if si != var.num_stages_minus_1:
+                next_token_map = var.word_embed(next_BCl.transpose(1, 2).float()) + lvl_pos[:, cur_L:cur_L + var.patch_nums[si + 1]]
+                if use_cfg:
+                    next_token_map = next_token_map.repeat(2, 1, 1)
+    finally:
+        for b in var.blocks:
+            b.attn.kv_caching(False)
+    return var.vae_proxy[0].fhat_to_eeg(f_hat), ms_idx, ms_fhat
+
+
+# ------------------------------------------------------------------------------------------ splicing
+def splice_observed(obs_BCT: torch.Tensor, gen_BCT: torch.Tensor, mask_BT: torch.Tensor, fade: int = 5) -> torch.Tensor:
+    """Observed samples unchanged, generated ones in the gaps, joined without a jump.
+
+    Inside each gap the generated signal is shifted by the mismatch ``obs - gen`` at the last observed
+    sample on each side; the shift falls linearly to zero over ``fade`` samples into the gap (a
+    cross-fade from the observed level to the generated one), so the output is continuous at every
+    boundary while no observed sample changes.
+
+    Parameters
+    ----------
+    obs_BCT, gen_BCT : Tensor, shape (B, C, T), µV
+    mask_BT : BoolTensor, shape (B, T), True = missing
+    fade : int
+        Join length in samples (0 = plain splice).
+    """
+    out = torch.where(mask_BT[:, None, :], gen_BCT, obs_BCT).clone()
+    if fade <= 0:
+        return out
+    T = mask_BT.shape[1]
+    for i in range(mask_BT.shape[0]):
+        m = mask_BT[i].cpu().numpy()
+        d = np.diff(np.concatenate([[0], m.astype(np.int8), [0]]))
+        for start, stop in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)):
+            g = stop - start
+            n = min(fade, g)
+            w = torch.linspace(1.0, 0.0, n + 2, dtype=out.dtype, device=out.device)[1:-1]
+            if start > 0:
+                off_C = obs_BCT[i, :, start - 1] - gen_BCT[i, :, start - 1]
+                out[i, :, start:start + n] += off_C[:, None] * w
+            if stop < T:
+                off_C = obs_BCT[i, :, stop] - gen_BCT[i, :, stop]
+                out[i, :, stop - n:stop] += off_C[:, None] * w.flip(0)
+    return out
+
+
+@torch.no_grad()
+def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_BT: Optional[torch.Tensor] = None,
+                     n_keep_scales: Optional[int] = None, observed_BCT_uv: Optional[torch.Tensor] = None,
+                     n_samples: int = 1, seed: Optional[int] = 0, label_B: Optional[torch.Tensor | int] = -1,
+                     cfg: float = 0.0, top_k: int = 0, top_p: float = 0.0, rule: str = "inside", fade: int = 5,
+                     prefill: str = "linear") -> dict[str, torch.Tensor]:
+    """Complete µV windows: S draws and their mean (the point estimate).
+
+    Exactly one of ``mask_BT`` (gap filling / forecasting) and ``n_keep_scales`` (band completion) is given.
+
+    Parameters
+    ----------
+    x_BCT_uv : Tensor, shape (B, C, T), µV
+        The windows; for gap filling the masked samples are never read (they are replaced by ``prefill``
+        before tokenizing); for band completion, the observed low-passed signal.
+    uv_scale : float
+        µV per model unit (the tokenizer's).
+    mask_BT : BoolTensor (B, T) | None
+        True = missing.
+    n_keep_scales : int | None
+        Band completion: number of leading scales whose tokens are kept.
+    observed_BCT_uv : Tensor (B, C, T) | None
+        Band completion: the observed stage-k signal added back in place of the model's own decode of
+        the kept scales (default ``x_BCT_uv``); the output is ``observed + (decode(all) - decode(kept))``.
+    n_samples : int
+        S draws; draw s uses seed ``seed + s``.
+    rule : {'inside', 'overlap'}
+        Keep rule of :func:`scale_keep_masks`.
+    fade : int
+        Join length of :func:`splice_observed`.
+    prefill : {'linear', 'zeros'}
+        What the masked samples hold when the window is tokenized (never the truth).
+
+    Returns
+    -------
+    dict
+        ``draws`` (S, B, C, T) µV, ``mean`` (B, C, T) µV, ``keep`` list of (B, pn) masks.
+    """
+    if (mask_BT is None) == (n_keep_scales is None):
+        raise ValueError("give exactly one of mask_BT (gap filling / forecasting) and n_keep_scales (band completion)")
+    dev = var.lvl_1L.device
+    x = x_BCT_uv.to(dev).float()
+    B, C, T = x.shape
+    if mask_BT is not None:
+        mask_BT = mask_BT.to(dev).bool()
+        if prefill == "linear":
+            from utils.eeg_baselines import fill_gap_linear
+            src = torch.as_tensor(fill_gap_linear(x.cpu().numpy(), mask_BT.cpu().numpy()), dtype=torch.float32, device=dev)
+        elif prefill == "zeros":
+            src = torch.where(mask_BT[:, None, :], torch.zeros_like(x), x)
+        else:
+            raise UserError(f"prefill {prefill!r}; expected 'linear' or 'zeros'")
+        keep = scale_keep_masks(mask_BT, var.patch_nums, rule)
+    else:
+        src = x
+        keep = band_keep_masks(B, var.patch_nums, int(n_keep_scales), device=dev)
+    src_idx = vae.eeg_to_idxBl((src / uv_scale).float())
+    draws = []
+    for s in range(int(n_samples)):
+        x_gen, _, ms_fhat = complete_tokens(var, src_idx, keep, label_B=label_B,
+                                            g_seed=None if seed is None else int(seed) + s, cfg=cfg, top_k=top_k, top_p=top_p)
+        gen_uv = x_gen.float() * uv_scale
+        if mask_BT is not None:
+            out = splice_observed(x, gen_uv, mask_BT, fade=fade)
+        else:
+            obs = x if observed_BCT_uv is None else observed_BCT_uv.to(dev).float()
+            low_uv = vae.fhat_to_eeg(ms_fhat[int(n_keep_scales) - 1]).float() * uv_scale
+            out = obs + (gen_uv - low_uv)  # port: the observed stage stays exact; the model adds the missing bands
+        draws.append(out)
+    draws_SBCT = torch.stack(draws)
+    return {"draws": draws_SBCT, "mean": draws_SBCT.mean(dim=0), "keep": keep}

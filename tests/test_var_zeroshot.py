@@ -1,0 +1,150 @@
+"""Zero-shot completion (VAR/zero_shot.py, VAR/complete.py): kept tokens and samples really are kept, an
+empty mask returns the input, a full mask equals unconditional sampling, shapes and µV units, bad input.
+Tiny random-init models; the baselines themselves are tested in test_bench_baselines.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models import VQVAE, build_var
+from utils.errors import UserError
+from zero_shot import (band_keep_masks, check_time_mask, complete_tokens, complete_windows, forecast_mask,
+                       parse_spans, scale_keep_masks, spans_to_mask, splice_observed)
+
+PNS = (2, 3, 5, 8)  # latent length 8 -> T = 16 samples (downsample 2)
+UV = 7.5  # µV per model unit
+
+
+def make_models(G: int = 1):
+    torch.manual_seed(0)
+    vae = VQVAE(in_channels=3, vocab_size=16, z_channels=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
+                v_patch_nums=PNS, tokens_per_pos=G, test_mode=True).eval()
+    torch.manual_seed(1)
+    var = build_var(vae, "cpu", num_classes=2, depth=2)
+    var.init_weights(init_adaln=0.5, init_adaln_gamma=0.5, init_head=1.0, init_std=0.05)
+    return var.eval(), vae
+
+
+def test_scale_keep_masks_inside_and_overlap():
+    mask = torch.zeros(1, 16, dtype=torch.bool)
+    mask[0, 5:9] = True  # samples 5..8 missing
+    inside = scale_keep_masks(mask, (2, 4, 16), "inside")
+    overlap = scale_keep_masks(mask, (2, 4, 16), "overlap")
+    # 4 positions of 4 samples: [0-3] ok, [4-7] hit, [8-11] hit, [12-15] ok
+    assert inside[1][0].tolist() == [True, False, False, True]
+    assert overlap[1][0].tolist() == [True, True, True, True]  # every position still sees an observed sample
+    assert inside[2][0].tolist() == (~mask[0]).tolist()  # one position per sample: keep = observed
+    assert overlap[2][0].tolist() == (~mask[0]).tolist()
+    assert inside[0][0].tolist() == [False, False]
+
+
+def test_spans_and_forecast_masks_and_errors():
+    m = spans_to_mask(parse_spans("0.5:1.0,1.9:2.0"), sfreq=10.0, n_times=20)
+    assert np.flatnonzero(m).tolist() == [5, 6, 7, 8, 9, 19]
+    assert np.flatnonzero(forecast_mask(0.3, 10.0, 20)).tolist() == [17, 18, 19]
+    with pytest.raises(UserError, match="outside the window"):
+        spans_to_mask(parse_spans("1.5:2.5"), 10.0, 20)
+    with pytest.raises(UserError, match="empty or reversed"):
+        parse_spans("1.0:0.5")
+    with pytest.raises(UserError, match="START:STOP"):
+        parse_spans("abc")
+    with pytest.raises(UserError, match="between 0"):
+        forecast_mask(2.0, 10.0, 20)
+    with pytest.raises(UserError, match="nothing to complete"):
+        check_time_mask(np.zeros((2, 20), bool))
+    with pytest.raises(UserError, match="missing entirely"):
+        check_time_mask(np.ones((1, 20), bool))
+    assert check_time_mask(np.ones((1, 20), bool), allow_full=True).all()
+
+
+@pytest.mark.parametrize("G", [1, 2])
+def test_kept_tokens_are_bit_exact_and_full_mask_is_unconditional(G):
+    var, vae = make_models(G)
+    x = torch.randn(3, 3, 16)
+    src = vae.eeg_to_idxBl(x)
+    mask = torch.zeros(3, 16, dtype=torch.bool)
+    mask[:, 6:11] = True
+    keep = scale_keep_masks(mask, PNS, "inside")
+    _, idx, _ = complete_tokens(var, src, keep, label_B=-1, g_seed=3, cfg=0.0)
+    n_kept = n_sampled_differs = 0
+    for si in range(len(PNS)):
+        k = keep[si].repeat_interleave(G, dim=1)
+        assert torch.equal(idx[si][k], src[si][k])
+        n_kept += int(k.sum())
+        n_sampled_differs += int((idx[si][~k] != src[si][~k]).sum())
+    assert n_kept > 0 and n_sampled_differs > 0  # the masked positions really are re-drawn
+    # everything missing: exactly the unconditional sampler under the same seed and settings
+    none = [torch.zeros(3, pn, dtype=torch.bool) for pn in PNS]
+    for cfg in (0.0, 1.5):
+        x_z, idx_z, _ = complete_tokens(var, src, none, label_B=torch.tensor([0, 1, 1]), g_seed=5, cfg=cfg, top_k=4)
+        x_u, idx_u, _ = var.autoregressive_infer_cfg(B=3, label_B=torch.tensor([0, 1, 1]), g_seed=5, cfg=cfg, top_k=4,
+                                                     ret_stages=True)
+        assert torch.equal(x_z, x_u)
+        assert all(torch.equal(a, b) for a, b in zip(idx_z, idx_u))
+    # everything kept: the source's own tokens and their decode
+    all_keep = [torch.ones(3, pn, dtype=torch.bool) for pn in PNS]
+    x_k, idx_k, _ = complete_tokens(var, src, all_keep, g_seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(idx_k, src))
+    torch.testing.assert_close(x_k, vae.idxBl_to_eeg(src, last_one=True))
+
+
+def test_gap_filling_keeps_observed_samples_and_units():
+    var, vae = make_models()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 16, generator=g) * 20.0  # µV
+    mask = torch.zeros(2, 16, dtype=torch.bool)
+    mask[0, 4:9] = True
+    mask[1, 12:] = True  # forecast-like
+    out = complete_windows(var, vae, x, UV, mask_BT=mask, n_samples=3, seed=0, fade=2)
+    assert out["draws"].shape == (3, 2, 3, 16) and out["mean"].shape == (2, 3, 16)
+    obs = ~mask[:, None, :].expand_as(x)
+    for s in range(3):
+        assert torch.equal(out["draws"][s][obs], x[obs])  # bit-exact
+    torch.testing.assert_close(out["mean"], out["draws"].mean(0))
+    assert not torch.equal(out["draws"][0], out["draws"][1])  # different draws
+    # the masked samples never reach the model: changing them changes nothing
+    x2 = x.clone()
+    x2[mask[:, None, :].expand_as(x)] = 1e4
+    out2 = complete_windows(var, vae, x2, UV, mask_BT=mask, n_samples=1, seed=0, fade=2)
+    torch.testing.assert_close(out2["draws"][0][~obs], out["draws"][0][~obs])
+    # µV: the completion is the model's decode times uv_scale (no join: plain splice)
+    out3 = complete_windows(var, vae, x, UV, mask_BT=mask, n_samples=1, seed=0, fade=0)
+    src = vae.eeg_to_idxBl(torch.as_tensor(
+        __import__("utils.eeg_baselines", fromlist=["x"]).fill_gap_linear(x.numpy(), mask.numpy()), dtype=torch.float32) / UV)
+    x_gen, _, _ = complete_tokens(var, src, scale_keep_masks(mask, PNS), label_B=-1, g_seed=0)
+    torch.testing.assert_close(out3["draws"][0][~obs], (x_gen * UV)[~obs])
+
+
+def test_empty_mask_returns_the_input():
+    var, vae = make_models()
+    x = torch.randn(2, 3, 16) * 10
+    out = complete_windows(var, vae, x, UV, mask_BT=torch.zeros(2, 16, dtype=torch.bool), n_samples=2, seed=1)
+    assert torch.equal(out["mean"], x)
+    assert all(bool(k.all()) for k in out["keep"])
+
+
+def test_splice_is_continuous_at_the_boundaries():
+    obs = torch.zeros(1, 1, 12)
+    gen = torch.full((1, 1, 12), 5.0)
+    mask = torch.zeros(1, 12, dtype=torch.bool)
+    mask[0, 3:9] = True
+    out = splice_observed(obs, gen, mask, fade=2)
+    assert torch.equal(out[0, 0, :3], obs[0, 0, :3]) and torch.equal(out[0, 0, 9:], obs[0, 0, 9:])
+    # first and last gap samples are pulled most of the way to the observed level, the middle is generated
+    assert out[0, 0, 3] < 2.0 and out[0, 0, 8] < 2.0 and out[0, 0, 5] == 5.0 and out[0, 0, 6] == 5.0
+    assert torch.all(torch.diff(out[0, 0, 3:6]) >= 0)
+
+
+def test_band_completion_keeps_low_scales_and_the_observed_stage():
+    var, vae = make_models()
+    x_low = torch.randn(2, 3, 16) * 10
+    out = complete_windows(var, vae, x_low, UV, n_keep_scales=2, n_samples=2, seed=0)
+    src = vae.eeg_to_idxBl(x_low / UV)
+    keep = band_keep_masks(2, PNS, 2)
+    _, idx, fhat = complete_tokens(var, src, keep, label_B=-1, g_seed=0)
+    assert torch.equal(idx[0], src[0]) and torch.equal(idx[1], src[1])
+    # output = observed + (decode(all) - decode(kept scales)): the added part is the model's high bands
+    added = (vae.fhat_to_eeg(fhat[-1]) - vae.fhat_to_eeg(fhat[1])) * UV
+    torch.testing.assert_close(out["draws"][0] - x_low, added, rtol=1e-4, atol=1e-4)
+    assert out["draws"].shape == (2, 2, 3, 16)
