@@ -37,7 +37,7 @@ from utils.cli import run_cli
 from utils.data_sampler import DistInfiniteBatchSampler, EvalDistributedSampler
 from utils.eeg_bands import scale_lengths_for_bands, stage_names, validate_scale_layout
 from utils.eeg_dataset import EEGWindowDataset, open_dataset
-from utils.errors import DatasetError
+from utils.errors import DatasetError, UserError
 from utils.lr_control import filter_params, lr_wd_annealing
 from utils.vae_arg_util import VAEArgs, parse_int_list
 from vae_checkpoint import ARCH_KEYS, TOKENIZER_KEY, bits_per_second, stage_scale_indices, tokenizer_info
@@ -46,6 +46,10 @@ from vae_trainer import VAETrainer
 logger = logging.getLogger(__name__)
 
 _CACHE_LIMIT_BYTES = 2 * 1024 ** 3
+
+
+class NonFiniteError(UserError):
+    """Too many optimizer steps in a row had a non-finite loss or gradient (exit code 2, one line)."""
 
 
 class _CachedWindows(Dataset):
@@ -115,7 +119,7 @@ def _init_from_data(args: VAEArgs, vae: VQVAE, ds: EEGWindowDataset, uv_scale: f
 def build_everything(args: VAEArgs):
     """Data, model, optimizer, trainer; resume state. Returns a dict of the pieces."""
     limits = (args.limit_train or None, args.limit_val or None)
-    ds_train, ds_val = open_dataset(args.data_path, limits=limits)
+    ds_train, ds_val = open_dataset(args.data_path, limits=limits, skip_bad=args.skip_bad)
     mult = parse_int_list(args.ch_mult, 'ch_mult')
     downsample = 2 ** (len(mult) - 1)
     v_patch_nums = scale_layout(args, ds_train, downsample)
@@ -176,17 +180,18 @@ def build_everything(args: VAEArgs):
                         sampler=EvalDistributedSampler(val_set, dist.get_world_size(), dist.get_rank()),
                         num_workers=args.workers, shuffle=False, drop_last=False)
     return dict(ds_train=ds_train, ds_val=ds_val, ld_train=ld_train, ld_val=ld_val, trainer=trainer, info=info,
-                start_ep=start_ep, start_it=start_it, best=best, iters_train=len(sampler))
+                start_ep=start_ep, start_it=start_it, best=best, iters_train=len(sampler),
+                nonfinite_total=int(state.get('nonfinite_total', 0)) if state else 0)
 
 
 def save_state(args: VAEArgs, path: str, trainer: VAETrainer, info: Dict[str, Any], epoch: int, it: int,
-               best: Dict[str, Any], metrics: Dict[str, Any] | None) -> None:
-    """Write a checkpoint (global rank 0 only): weights, optimizer, progress, tokenizer info."""
+               best: Dict[str, Any], metrics: Dict[str, Any] | None, nonfinite_total: int = 0) -> None:
+    """Write a checkpoint (global rank 0 only): weights, optimizer, progress, tokenizer info, skipped steps."""
     if not dist.is_master():
         return
     state = dict(epoch=int(epoch), iter=int(it), trainer=trainer.state_dict(),
                  vae_wo_ddp=trainer.vae_wo_ddp.state_dict(), args=args.state_dict(), best=dict(best),
-                 metrics=metrics or {}, **{TOKENIZER_KEY: info})
+                 metrics=metrics or {}, nonfinite_total=int(nonfinite_total), **{TOKENIZER_KEY: info})
     save_checkpoint(path, state, config=info)
 
 
@@ -211,6 +216,7 @@ def _train(args: VAEArgs) -> int:
     ld_iter = iter(parts['ld_train'])
     best_path = os.path.join(args.local_out_dir_path, 'vae-ckpt-best.pth')
     t_start = time.time()
+    nonfinite_run, nonfinite_total = 0, int(parts['nonfinite_total'])
     if start_ep >= args.ep:
         misc.print0(f"[train_vae] already trained for {start_ep} epochs (--ep={args.ep}); nothing to do")
     for ep in range(start_ep, args.ep):
@@ -226,8 +232,21 @@ def _train(args: VAEArgs) -> int:
             metric_lg.update(tlr=max_tlr)
             tb_lg.set_step(g_it)
             trainer.train_step(it, g_it, stepping, metric_lg, tb_lg, stages_BKCT)
+            if stepping and trainer.vae_opt.last_step_skipped:
+                # the AmpOptimizer already dropped the update (non-finite grad norm); count it and stop after a run
+                nonfinite_run += 1
+                nonfinite_total += 1
+                logger.warning("non-finite loss or gradient at epoch %d iteration %d: step skipped (%d in a row)",
+                               ep, it, nonfinite_run)
+                if nonfinite_run >= args.max_nonfinite:
+                    raise NonFiniteError(f"{nonfinite_run} optimizer steps in a row had a non-finite loss or gradient "
+                                         f"(epoch {ep}, iteration {it}); the last good state is in "
+                                         f"{args.last_ckpt_path}; lower --tblr or keep --tclip > 0, then re-run to "
+                                         "resume")
+            elif stepping:
+                nonfinite_run = 0
             if args.save_it and (it + 1) % args.save_it == 0 and it + 1 < iters_train:
-                save_state(args, args.last_ckpt_path, trainer, info, ep, it + 1, best, None)
+                save_state(args, args.last_ckpt_path, trainer, info, ep, it + 1, best, None, nonfinite_total)
         metric_lg.synchronize_between_processes()
         is_last = ep + 1 == args.ep
         if (ep + 1) % args.save_ep == 0 or is_last:
@@ -243,7 +262,7 @@ def _train(args: VAEArgs) -> int:
                            val_usage_pct=[round(u, 1) for u in ev['usage_pct']],
                            train_usage_pct=[round(u, 1) for u in usages_train],
                            best_val_snr_db=round(best['snr'], 3), best_ep=best['ep'], n_reseeded=trainer.n_reseeded,
-                           bits_per_sec_per_channel=round(bits_per_second(info), 2),
+                           bits_per_sec_per_channel=round(bits_per_second(info), 2), nonfinite_total=nonfinite_total,
                            time_min=round((time.time() - t_start) / 60, 2))
             misc.print0(f"[ep {ep + 1}] val SNR dB {metrics['val_snr_db']}  usage(train EMA) {metrics['train_usage_pct']}"
                         f"  best {best['snr']:.2f} @ep{best['ep'] + 1}")
@@ -255,9 +274,9 @@ def _train(args: VAEArgs) -> int:
                 tb_lg.update(head='train_usage_ema_pct', step=(ep + 1) * iters_train,
                              **{f'scale{si}': u for si, u in enumerate(usages_train)})
                 tb_lg.flush()
-            save_state(args, args.last_ckpt_path, trainer, info, ep + 1, 0, best, metrics)
+            save_state(args, args.last_ckpt_path, trainer, info, ep + 1, 0, best, metrics, nonfinite_total)
             if improved:
-                save_state(args, best_path, trainer, info, ep + 1, 0, best, metrics)
+                save_state(args, best_path, trainer, info, ep + 1, 0, best, metrics, nonfinite_total)
             dist.barrier()
     if dist.is_master():
         tb_lg.close()

@@ -2,14 +2,18 @@
 
 As in ``test_fault_var.py``, faults come from a launcher written into ``tmp_path`` that wraps
 ``VAETrainer.train_step`` and runs ``VAR/train_vae.py`` as ``__main__``: ``FAULT_KILL_AT=g`` SIGKILLs the
-process at global iteration ``g``; ``FAULT_NAN_AT=g1,..`` makes the loss NaN at those iterations.
+process at global iteration ``g``; ``FAULT_NAN_AT=g1,..`` makes the loss NaN at those iterations. Also:
+bad window files in the corpus (``--skip_bad``).
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,13 +71,13 @@ def setup(tmp_path_factory) -> dict:
     return s
 
 
-def _train(s: dict, out: str, **fault) -> subprocess.CompletedProcess:
+def _train(s: dict, out: str, extra: tuple[str, ...] = (), **fault) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=REPO)
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         env.pop(key, None)
     env.update({f"FAULT_{k.upper()}": str(v) for k, v in fault.items()})
     cmd = [sys.executable, s["launcher"], "VAR/train_vae.py", f"--data_path={s['ds']}", f"--local_out_dir_path={out}",
-           *FLAGS]
+           *FLAGS, *extra]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
 
 
@@ -94,11 +98,51 @@ def test_sigkill_mid_epoch_then_same_command_is_bit_identical(setup, tmp_path):
         assert torch.equal(v, b["vae_wo_ddp"][k]), k
 
 
-def test_nonfinite_step_is_skipped(setup, tmp_path):
-    """A NaN loss does not reach the weights. (Counting and --max_nonfinite are missing: see issue 8's report.)"""
+def _log(out: str) -> list[dict]:
+    with open(os.path.join(out, "log.txt"), encoding="utf-8") as fh:
+        return [json.loads(ln) for ln in fh.read().split("\n\n", 1)[1].splitlines() if ln.strip()]
+
+
+def _finite(state: dict) -> bool:
+    return all(torch.isfinite(v).all() for v in state["vae_wo_ddp"].values() if v.is_floating_point())
+
+
+def test_nonfinite_step_is_skipped_and_counted(setup, tmp_path):
     out = str(tmp_path / "run")
     r = _train(setup, out, nan_at="2")
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "non-finite loss or gradient at epoch 0 iteration 2: step skipped (1 in a row)" in r.stderr
+    assert [d["nonfinite_total"] for d in _log(out)] == [1, 1]
     state = _state(out)
-    assert all(torch.isfinite(v).all() for v in state["vae_wo_ddp"].values() if v.is_floating_point())
+    assert state["nonfinite_total"] == 1 and _finite(state)
     assert all(torch.isfinite(v).all() for v in state["trainer"]["vae_opt"]["optimizer"]["state"][0].values())
+
+
+def test_nonfinite_run_stops_with_a_checkpoint_from_before_the_fault(setup, tmp_path):
+    out = str(tmp_path / "run")
+    r = _train(setup, out, nan_at="4,5", extra=("--max_nonfinite=2",))
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("train_vae.py: error: 2 optimizer steps in a row had a non-finite") and "Traceback" not in r.stderr
+    state = _state(out)  # end of epoch 0 (global iteration 4), before the first bad step
+    assert (state["epoch"], state["iter"]) == (1, 0) and state["nonfinite_total"] == 0 and _finite(state)
+
+
+def test_skip_bad_files(setup, tmp_path):
+    root = str(tmp_path / "ds")
+    shutil.copytree(setup["ds"], root)
+    names = sorted(os.listdir(os.path.join(root, "train")))
+    garbage, nan_file = (os.path.join(root, "train", n) for n in names[1:3])
+    with open(garbage, "wb") as fh:
+        fh.write(b"not an npz")
+    with np.load(nan_file, allow_pickle=False) as npz:
+        members = {k: npz[k] for k in npz.files}
+    members["cumulative_bands"][-1, 1, 7] = np.inf
+    np.savez(nan_file, **members)
+    out = str(tmp_path / "run")
+    r = _train(dict(setup, ds=root), out)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("train_vae.py: error: " + garbage)
+    r = _train(dict(setup, ds=root), out, extra=("--skip_bad=1",))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "skipped 1 bad file(s)" in r.stderr and garbage in r.stderr  # header check when the split opens
+    assert "skipped bad window file" in r.stderr and nan_file in r.stderr  # data check when the window is read

@@ -86,6 +86,8 @@ class VAEArgs(BaseArgs):
     uv_scale: float = arg(0.0, 'µV per model unit; 0 = median per-channel std of the training windows')
     limit_train: int = arg(0, 'use only the first N training windows (0 = all)')
     limit_val: int = arg(0, 'use only the first N validation windows (0 = all)')
+    skip_bad: bool = arg(False, 'skip window files that fail validation or reading (each reported with its path and '
+                         'counted in the log) instead of stopping')
 
     def validate(self) -> None:
         super().validate()
