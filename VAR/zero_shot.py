@@ -289,7 +289,7 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
                      n_keep_scales: Optional[int] = None, observed_BCT_uv: Optional[torch.Tensor] = None,
                      n_samples: int = 1, seed: Optional[int] = 0, label_B: Optional[torch.Tensor | int] = -1,
                      cfg: float = 0.0, top_k: int = 0, top_p: float = 0.0, rule: str = "inside", fade: int = 5,
-                     prefill: str = "linear") -> dict[str, torch.Tensor]:
+                     prefill: str = "linear", relative: bool = True) -> dict[str, torch.Tensor]:
     """Complete µV windows: S draws and their mean (the point estimate).
 
     Exactly one of ``mask_BT`` (gap filling / forecasting) and ``n_keep_scales`` (band completion) is given.
@@ -314,8 +314,13 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
         Keep rule of :func:`scale_keep_masks`.
     fade : int
         Join length of :func:`splice_observed`.
-    prefill : {'linear', 'zeros'}
-        What the masked samples hold when the window is tokenized (never the truth).
+    prefill : {'linear', 'zeros', 'given'}
+        What the masked samples hold when the window is tokenized (never the truth): a linear
+        interpolation, zeros, or ``'given'`` = the values already in ``x_BCT_uv`` (a caller's fill).
+    relative : bool
+        Gap filling: the completion is ``prefill + (decode(mixed tokens) - decode(source tokens))``, i.e.
+        the model's change to the prefilled window, free of the tokenizer's reconstruction error (with every
+        token kept it returns the prefill exactly). False: the plain decode of the mixed tokens.
 
     Returns
     -------
@@ -334,19 +339,24 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
             src = torch.as_tensor(fill_gap_linear(x.cpu().numpy(), mask_BT.cpu().numpy()), dtype=torch.float32, device=dev)
         elif prefill == "zeros":
             src = torch.where(mask_BT[:, None, :], torch.zeros_like(x), x)
+        elif prefill == "given":
+            src = x  # the caller already filled the masked samples (e.g. with an AR forecast)
         else:
-            raise UserError(f"prefill {prefill!r}; expected 'linear' or 'zeros'")
+            raise UserError(f"prefill {prefill!r}; expected 'linear', 'zeros' or 'given'")
         keep = scale_keep_masks(mask_BT, var.patch_nums, rule)
     else:
         src = x
         keep = band_keep_masks(B, var.patch_nums, int(n_keep_scales), device=dev)
     src_idx = vae.eeg_to_idxBl((src / uv_scale).float())
+    src_dec_uv = vae.idxBl_to_eeg(src_idx, last_one=True).float() * uv_scale if (mask_BT is not None and relative) else None
     draws = []
     for s in range(int(n_samples)):
         x_gen, _, ms_fhat = complete_tokens(var, src_idx, keep, label_B=label_B,
                                             g_seed=None if seed is None else int(seed) + s, cfg=cfg, top_k=top_k, top_p=top_p)
         gen_uv = x_gen.float() * uv_scale
         if mask_BT is not None:
+            if src_dec_uv is not None:
+                gen_uv = src + (gen_uv - src_dec_uv)
             out = splice_observed(x, gen_uv, mask_BT, fade=fade)
         else:
             obs = x if observed_BCT_uv is None else observed_BCT_uv.to(dev).float()
