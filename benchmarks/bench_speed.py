@@ -1,0 +1,273 @@
+"""Next-scale (VAR) vs next-token (AR baseline) sampling speed: forward passes and wall time per window (issue 7).
+
+Usage::
+
+    python -m benchmarks.bench_speed [--quick] [--vae-ckpt PATH] [--depths 4,8,16] [--batches 1,32]
+
+Both models are built on the same tokenizer with the same depth rule (width 64 * depth, heads = depth) and
+the same blocks; weights are random (sampling cost does not depend on training). For every depth and
+batch size the same run measures:
+
+- VAR: ``autoregressive_infer_cfg`` end to end (one forward pass per scale, KV cache), median of repeats;
+- AR, ``pyramid`` sequence (every token VAR generates, one per pass) and ``last`` sequence (the
+  full-resolution token map only), both with a KV cache. Where a full AR generation fits the budget
+  (``--ar-full-max-tokens``), it is timed end to end; otherwise the time of ``--ar-steps`` decoding
+  steps is measured at the start of the sequence and with a full cache at its end, and the total is
+  the linear interpolation (per-step cost is constant plus attention linear in the cache length).
+  The run also times one configuration both ways and reports the estimate's error.
+
+Results: ``<results-dir>/speed.json`` and ``speed_ratio.png`` (speed-up vs depth per batch size).
+Time per window = wall time of one batch / batch size. Classifier-free guidance is off by default
+(``--cfg``): it doubles the batch of both models alike.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Sequence
+
+import torch
+
+from benchmarks import RESULTS_DIR, bench_parser, figure_path, machine_info, median_time, peak_rss_mb, save_result
+from utils.cli import run_cli, setup_logging
+from utils.errors import UserError
+from utils.var_path import ensure_var_importable
+
+ensure_var_importable()
+
+logger = logging.getLogger("benchmarks.bench_speed")
+
+NAME = "speed"
+TARGET_SPEEDUP = 20.0
+#: The final eegmat tokenizer's layout (tokenizer_FINAL: 19 channels, 500 samples, latent 250).
+FINAL_LAYOUT = dict(in_channels=19, vocab_size=256, z_channels=32, ch_mult=(1, 2), arch="patch",
+                    v_patch_nums=(40, 80, 130, 249, 250), per_scale_codebook=True, resample="fft")
+QUICK_LAYOUT = dict(in_channels=4, vocab_size=32, z_channels=8, ch_mult=(1, 2), arch="patch",
+                    v_patch_nums=(4, 8, 16), per_scale_codebook=True, resample="fft")
+
+
+def load_tokenizer(path: str | None, quick: bool):
+    """The tokenizer at ``path``, or a random one with the final (or, quick, a tiny) layout, and its description."""
+    from models import VQVAE
+    if path:
+        from vae_checkpoint import load_vae
+        if not os.path.isfile(path):
+            raise UserError(f"--vae-ckpt={path}: file not found; pass a vae-ckpt-*.pth written by VAR/train_vae.py")
+        vae, info = load_vae(path)
+        return vae, {"source": path, "v_patch_nums": list(info["v_patch_nums"]), "vocab_size": info["vocab_size"]}
+    layout = QUICK_LAYOUT if quick else FINAL_LAYOUT
+    torch.manual_seed(0)
+    vae = VQVAE(test_mode=True, **layout)
+    return vae, {"source": "random weights, " + ("tiny layout" if quick else "layout of the final eegmat tokenizer"),
+                 "v_patch_nums": list(layout["v_patch_nums"]), "vocab_size": layout["vocab_size"]}
+
+
+@torch.no_grad()
+def ar_step_seconds(ar, B: int, cfg: float, start: int, n_steps: int, repeats: int) -> float:
+    """Median seconds of one KV-cached decoding step of ``ar`` at cache length ``start`` .. ``start + n_steps``."""
+    from models.helpers import sample_with_top_k_top_p_
+    nB = 2 * B if cfg else B
+    cond_BD = ar.class_emb(torch.zeros(nB, dtype=torch.long))
+    g = torch.Generator().manual_seed(0)
+
+    for b in ar.blocks:
+        b.attn.kv_caching(True)
+    try:
+        if start > 0:  # prefill the cache once with a causal pass over `start` random inputs (not timed)
+            x = torch.randn(nB, start, ar.C, generator=g)
+            for b in ar.blocks:
+                x = b(x=x, cond_BD=cond_BD, attn_bias=ar.attn_bias_11NN[:, :, :start, :start])
+        snapshot = [(b.attn.cached_k, b.attn.cached_v) for b in ar.blocks]
+        times: list[float] = []
+        for _ in range(repeats):
+            for b, (k, v) in zip(ar.blocks, snapshot):  # every repeat starts from the same cache length
+                b.attn.cached_k, b.attn.cached_v = k, v
+            t0 = time.perf_counter()
+            x_B1C = torch.randn(nB, 1, ar.C, generator=g)
+            for t in range(start, start + n_steps):
+                h = x_B1C
+                for b in ar.blocks:
+                    h = b(x=h, cond_BD=cond_BD, attn_bias=None)
+                logits = ar.get_logits(h, cond_BD)
+                idx_B1 = sample_with_top_k_top_p_(logits[:B], rng=g, top_k=0, top_p=0.0, num_samples=1)[:, :, 0]
+                x_B1C = ar._embed_tokens(idx_B1, t) + ar._pos(min(t + 1, ar.N - 1), 1)
+                if cfg:
+                    x_B1C = x_B1C.repeat(2, 1, 1)
+            times.append((time.perf_counter() - t0) / n_steps)
+    finally:
+        for b in ar.blocks:
+            b.attn.kv_caching(False)
+    return float(sorted(times)[len(times) // 2])
+
+
+def time_generation(model, B: int, cfg: float, repeats: int, max_single_s: float) -> tuple[float, int]:
+    """Median seconds of one batch of ``B`` windows (the warm-up run counts alone when it exceeds ``max_single_s``)."""
+    labels = torch.arange(B) % max(model.num_classes, 1)
+    fn = lambda: model.autoregressive_infer_cfg(B=B, label_B=labels, g_seed=0, cfg=cfg)  # noqa: E731
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    if first > max_single_s:
+        return first, 1
+    return median_time(fn, repeats=repeats, warmup=0), repeats
+
+
+def time_ar(ar, B: int, cfg: float, args) -> dict:
+    """Seconds per batch of ``ar``: measured end to end, or interpolated from timed steps (see module doc)."""
+    if ar.N * B <= args.ar_full_max_tokens:
+        sec, n = time_generation(ar, B, cfg, args.repeats, args.max_single_s)
+        return {"seconds_per_batch": sec, "method": "measured end to end", "repeats": n}
+    k = min(args.ar_steps, ar.N)
+    first = ar_step_seconds(ar, B, cfg, 0, k, args.repeats)
+    last = ar_step_seconds(ar, B, cfg, ar.N - k, k, args.repeats)
+    return {"seconds_per_batch": ar.N * (first + last) / 2, "method": f"interpolated from {k} timed steps at "
+            "the start and the end of the sequence", "step_s_start": first, "step_s_end": last,
+            "repeats": args.repeats}
+
+
+def plot_ratio(rows: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (seq, B), marker in zip(sorted({(r["ar_sequence"], r["batch"]) for r in rows}), "osd^v<>"):
+        sel = sorted((r for r in rows if r["ar_sequence"] == seq and r["batch"] == B), key=lambda r: r["depth"])
+        ax.plot([r["depth"] for r in sel], [r["speedup"] for r in sel], marker=marker, label=f"AR {seq}, batch {B}")
+    ax.axhline(TARGET_SPEEDUP, color="r", ls="--", label=f"target {TARGET_SPEEDUP:g}x")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set(xlabel="depth", ylabel="AR time / VAR time per window", yscale="log",
+           title="Next-scale speed-up over next-token (this CPU)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag}={text!r}: expected comma-separated integers, e.g. 4,8,16") from None
+    if not vals or min(vals) < 1:
+        raise UserError(f"{flag}={text!r}: expected positive integers, e.g. 4,8,16")
+    return vals
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = bench_parser("python -m benchmarks.bench_speed", "Next-scale (VAR) vs next-token (AR baseline) sampling: "
+                     "forward passes and wall time per generated window, ratio measured in the same run.")
+    p.add_argument("--vae-ckpt", default=None, help="tokenizer checkpoint (default: random weights with the final "
+                   "eegmat tokenizer's layout; cost does not depend on the weights)")
+    p.add_argument("--depths", default=None, help="comma-separated depths (default 4,8,16; quick 2)")
+    p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,32; quick 1,4)")
+    p.add_argument("--skip", default=None, help="DEPTHxBATCH pairs to skip, comma-separated (default 16x32 on CPU: "
+                   "~10 TFLOP per batch; none in quick mode or on a GPU)")
+    p.add_argument("--sequences", default="pyramid,last", help="AR token sequences to compare: pyramid, last")
+    p.add_argument("--cfg", type=float, default=0.0, help="guidance strength for both models (non-zero doubles "
+                   "the batch of both)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repetitions per measurement (default 3; quick 2)")
+    p.add_argument("--max-single-s", type=float, default=20.0,
+                   help="a generation slower than this is timed once (its warm-up run) instead of repeated")
+    p.add_argument("--ar-full-max-tokens", type=int, default=None,
+                   help="time AR end to end when batch * sequence length <= this (default 1000; quick 10^9)")
+    p.add_argument("--ar-steps", type=int, default=24, help="timed AR steps at each end when interpolating")
+    args = p.parse_args(argv)
+    depths = _ints(args.depths or ("2" if args.quick else "4,8,16"), "--depths")
+    batches = _ints(args.batches or ("1,4" if args.quick else "1,32"), "--batches")
+    seqs = [s.strip() for s in args.sequences.split(",") if s.strip()]
+    if not seqs or any(s not in ("pyramid", "last") for s in seqs):
+        raise UserError(f"--sequences={args.sequences!r}: expected a comma-separated subset of pyramid,last")
+    default_skip = "" if args.quick or torch.cuda.is_available() else "16x32"
+    skip = {s.strip() for s in (args.skip if args.skip is not None else default_skip).split(",") if s.strip()}
+    args.repeats = args.repeats or (2 if args.quick else 3)
+    args.ar_full_max_tokens = args.ar_full_max_tokens or (10 ** 9 if args.quick else 1000)
+    from models import build_var
+    from models.ar_baseline import build_ar_baseline
+    vae, tok = load_tokenizer(args.vae_ckpt, args.quick)
+    t_start = time.time()
+    rows: list[dict] = []
+    check: dict | None = None
+    for depth in depths:
+        torch.manual_seed(0)
+        var = build_var(vae, "cpu", num_classes=2, depth=depth).eval()
+        ars = {s: build_ar_baseline(vae, "cpu", num_classes=2, depth=depth, sequence=s).eval() for s in seqs}
+        params_M = sum(p.numel() for p in var.parameters()) / 1e6
+        for B in batches:
+            if f"{depth}x{B}" in skip:
+                logger.info("depth %d batch %d: skipped (--skip)", depth, B)
+                continue
+            v_sec, v_rep = time_generation(var, B, args.cfg, args.repeats, args.max_single_s)
+            logger.info("depth %d batch %d: VAR %.3f s per batch", depth, B, v_sec)
+            for s, ar in ars.items():
+                a = time_ar(ar, B, args.cfg, args)
+                rows.append({"depth": depth, "batch": B, "ar_sequence": s, "params_M_var": params_M,
+                             "params_M_ar": sum(p.numel() for p in ar.parameters()) / 1e6,
+                             "var_forward_passes": len(var.patch_nums), "ar_forward_passes": ar.N,
+                             "var_tokens": var.L * var.G, "ar_tokens": ar.N,
+                             "var_s_per_window": v_sec / B, "ar_s_per_window": a["seconds_per_batch"] / B,
+                             "speedup": a["seconds_per_batch"] / v_sec, "var_repeats": v_rep,
+                             "ar_method": a["method"], "ar_repeats": a["repeats"]})
+                logger.info("  AR %s: %.3f s per batch (%s) -> %.1fx", s, a["seconds_per_batch"], a["method"],
+                            rows[-1]["speedup"])
+        if check is None and not args.quick:  # validate the interpolation on the cheapest interpolated config
+            ar = ars[seqs[0]]
+            B = min(batches)
+            full, _ = time_generation(ar, B, args.cfg, 1, 0.0)
+            k = min(args.ar_steps, ar.N)
+            est = ar.N * (ar_step_seconds(ar, B, args.cfg, 0, k, args.repeats)
+                          + ar_step_seconds(ar, B, args.cfg, ar.N - k, k, args.repeats)) / 2
+            check = {"depth": depth, "batch": B, "sequence": seqs[0], "measured_s": full, "interpolated_s": est,
+                     "relative_error": est / full - 1}
+            logger.info("interpolation check: measured %.2f s, interpolated %.2f s", full, est)
+        del var, ars
+    if not rows:
+        raise UserError("every depth x batch pair was skipped; change --skip, --depths or --batches")
+    png = figure_path(args.results_dir, "speed_ratio.png")
+    plot_ratio(rows, png)
+    eq = [r for r in rows if r["ar_sequence"] == "pyramid"] or rows
+    worst = min(r["speedup"] for r in eq)
+    result = {"machine": machine_info(), "quick": args.quick, "tokenizer": tok, "cfg": args.cfg,
+              "threads": torch.get_num_threads(), "rows": rows, "interpolation_check": check, "skipped": sorted(skip),
+              "target_speedup": TARGET_SPEEDUP, "min_speedup_pyramid": worst,
+              "target_met_pyramid": worst >= TARGET_SPEEDUP,
+              "min_speedup_last": min((r["speedup"] for r in rows if r["ar_sequence"] == "last"), default=None),
+              "peak_rss_mb": peak_rss_mb(), "total_seconds": time.time() - t_start}
+    text = [f"Random weights on the tokenizer layout {tok['v_patch_nums']} (V={tok['vocab_size']}); "
+            f"{torch.get_num_threads()} CPU thread(s), guidance {'off' if not args.cfg else args.cfg}. Speed-up = AR "
+            "time / VAR time per window, measured in the same run (median of repeats). 'pyramid': AR over every "
+            "token VAR generates (same tokens, same decoder); 'last': AR over the full-resolution token map only "
+            "(fewer tokens, but that token map alone reconstructs poorly).",
+            f"Target >= {TARGET_SPEEDUP:g}x at equal depth (pyramid): "
+            f"{'met' if result['target_met_pyramid'] else 'NOT met'} (lowest {worst:.1f}x)."]
+    if check:
+        text.append(f"AR interpolation check (depth {check['depth']}, batch {check['batch']}): measured "
+                    f"{check['measured_s']:.2f} s, interpolated {check['interpolated_s']:.2f} s "
+                    f"({100 * check['relative_error']:+.0f}%).")
+    if skip:
+        text.append(f"Skipped on this CPU: {', '.join(sorted(skip))} (depth x batch; run with --skip '' to include).")
+    result["report"] = {
+        "title": "Next-scale vs next-token sampling speed (issue 7)", "text": text,
+        "tables": [{"title": "Seconds per generated window and speed-up", "columns": [
+            "depth", "batch", "AR sequence", "VAR passes", "AR passes", "VAR s/window", "AR s/window", "speed-up",
+            "AR timing"], "rows": [[r["depth"], r["batch"], r["ar_sequence"], r["var_forward_passes"],
+                                    r["ar_forward_passes"], round(r["var_s_per_window"], 4),
+                                    round(r["ar_s_per_window"], 4), round(r["speedup"], 1),
+                                    "measured" if r["ar_method"].startswith("measured") else "interpolated"]
+                                   for r in rows]}],
+        "figures": [{"title": "Speed-up of next-scale over next-token sampling vs depth", "path": os.path.basename(png)}],
+    }
+    save_result(NAME, result, args.results_dir)
+    return result
+
+
+def _cli(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
+    res = main(argv)
+    print(json.dumps([{k: r[k] for k in ("depth", "batch", "ar_sequence", "speedup")} for r in res["rows"]]))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(_cli, prog="python -m benchmarks.bench_speed")
