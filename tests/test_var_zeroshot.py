@@ -108,12 +108,17 @@ def test_gap_filling_keeps_observed_samples_and_units():
     x2[mask[:, None, :].expand_as(x)] = 1e4
     out2 = complete_windows(var, vae, x2, UV, mask_BT=mask, n_samples=1, seed=0, fade=2)
     torch.testing.assert_close(out2["draws"][0][~obs], out["draws"][0][~obs])
-    # µV: the completion is the model's decode times uv_scale (no join: plain splice)
-    out3 = complete_windows(var, vae, x, UV, mask_BT=mask, n_samples=1, seed=0, fade=0)
-    src = vae.eeg_to_idxBl(torch.as_tensor(
-        __import__("utils.eeg_baselines", fromlist=["x"]).fill_gap_linear(x.numpy(), mask.numpy()), dtype=torch.float32) / UV)
+    # µV: with relative=False the completion is the model's decode times uv_scale (fade 0: plain splice);
+    # by default it is the prefill plus the model's change to the decoded prefilled window
+    from utils.eeg_baselines import fill_gap_linear
+    pre = torch.as_tensor(fill_gap_linear(x.numpy(), mask.numpy()), dtype=torch.float32)
+    src = vae.eeg_to_idxBl(pre / UV)
     x_gen, _, _ = complete_tokens(var, src, scale_keep_masks(mask, PNS), label_B=-1, g_seed=0)
+    out3 = complete_windows(var, vae, x, UV, mask_BT=mask, n_samples=1, seed=0, fade=0, relative=False)
     torch.testing.assert_close(out3["draws"][0][~obs], (x_gen * UV)[~obs])
+    out4 = complete_windows(var, vae, x, UV, mask_BT=mask, n_samples=1, seed=0, fade=0)
+    expect = pre + (x_gen - vae.idxBl_to_eeg(src, last_one=True)) * UV
+    torch.testing.assert_close(out4["draws"][0][~obs], expect[~obs], rtol=1e-4, atol=1e-4)
 
 
 def test_empty_mask_returns_the_input():
@@ -148,3 +153,94 @@ def test_band_completion_keeps_low_scales_and_the_observed_stage():
     added = (vae.fhat_to_eeg(fhat[-1]) - vae.fhat_to_eeg(fhat[1])) * UV
     torch.testing.assert_close(out["draws"][0] - x_low, added, rtol=1e-4, atol=1e-4)
     assert out["draws"].shape == (2, 2, 3, 16)
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory) -> dict:
+    """A tiny synthetic dataset, a random tokenizer and a random VAR saved as ar-ckpt (no training)."""
+    from prototypes.synthetic_eeg import SyntheticConfig, make_dataset
+    from utils.checkpoint import save_checkpoint
+    from utils.eeg_bands import scale_lengths_for_bands
+    from utils.eeg_dataset import EEGWindowDataset
+    from vae_checkpoint import tokenizer_info
+    base = tmp_path_factory.mktemp("zs_cli")
+    f = {"ds": str(base / "ds"), "ds3ch": str(base / "ds3ch"), "base": str(base)}
+    make_dataset(f["ds"], SyntheticConfig(n_channels=2, sfreq=100.0, window_sec=1.28, n_windows=8,
+                                          windows_per_recording=4, val_fraction=0.5, seed=0))
+    make_dataset(f["ds3ch"], SyntheticConfig(n_channels=3, sfreq=100.0, window_sec=1.28, n_windows=8,
+                                             windows_per_recording=4, val_fraction=0.5, seed=0))
+    ds = EEGWindowDataset(f["ds"], "train")
+    pns = scale_lengths_for_bands(ds.bands, ds.sfreq, ds.n_times // 4)
+    torch.manual_seed(0)
+    vae = VQVAE(in_channels=2, vocab_size=8, z_channels=4, ch=8, ch_mult=(1, 2, 2), num_res_blocks=1,
+                v_patch_nums=pns, tokens_per_pos=1, test_mode=True).eval()
+    info = tokenizer_info(vae, sfreq=ds.sfreq, bands=ds.bands.tolist(), ch_names=ds.ch_names, uv_scale=10.0,
+                          n_extra_coarse=0, tokens_per_nyquist=1.0)
+    var = build_var(vae, "cpu", num_classes=2, depth=1)
+    var.init_weights(init_adaln=0.5, init_adaln_gamma=0.5, init_head=1.0, init_std=0.05)
+    f["ckpt"] = str(base / "ar-ckpt-best.pth")
+    save_checkpoint(f["ckpt"], {"trainer": {"var_wo_ddp": var.state_dict(), "vae_local": vae.state_dict(),
+                                            "config": var.get_config()},
+                                "tokenizer": info, "class_names": ["a", "b"], "epoch": 1, "iter": 0})
+    f["K"] = len(ds.bands)
+    return f
+
+
+def _run_cli(f: dict, tmp_path, *extra: str) -> dict:
+    import complete
+    out = str(tmp_path / "out.npz")
+    assert complete.main(["--ckpt", f["ckpt"], "--data_path", f["ds"], "--n=3", "--n_samples=2", f"--out={out}",
+                          "--overwrite", *extra]) == 0
+    with np.load(out, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_cli_fill_gap_forecast_and_bands(cli_files, tmp_path):
+    z = _run_cli(cli_files, tmp_path, "--mode=fill_gap", "--gap=0.3:0.6", f"--plot={tmp_path / 'p.png'}")
+    assert z["draws"].shape == (2, 3, 2, 128) and z["signal"].shape == (3, 2, 128)
+    m = z["mask"]
+    assert m.shape == (3, 128) and np.flatnonzero(m[0]).tolist() == list(range(30, 60))
+    obs = ~np.broadcast_to(m[:, None, :], z["target"].shape)
+    assert np.array_equal(z["signal"][obs], z["target"][obs])  # observed samples come back unchanged (µV)
+    assert np.isnan(z["observed"][~obs]).all()
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    z = _run_cli(cli_files, tmp_path, "--mode=forecast", "--horizon=0.2")
+    assert z["mask"][:, -20:].all() and not z["mask"][:, :-20].any()
+    z = _run_cli(cli_files, tmp_path, "--mode=complete_bands", "--k=2")
+    assert int(z["k"]) == 2 and z["draws"].shape == (2, 3, 2, 128)
+    np.testing.assert_allclose(z["signal"], z["draws"].mean(0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--mode=fill_gap", "--gap=1.0:1.5"], "outside the window"),
+    (["--mode=fill_gap", "--gap=0.0:1.28"], "missing entirely"),
+    (["--mode=fill_gap"], "exactly one of"),
+    (["--mode=forecast", "--horizon=2"], "between 0"),
+    (["--mode=complete_bands", "--k=0"], "1..4"),
+    (["--mode=complete_bands", "--k=5"], "1..4"),
+    (["--mode=complete_bands", "--k=2", "--gap=0:1"], "no meaning"),
+])
+def test_cli_bad_input_is_a_user_error(cli_files, tmp_path, extra, fragment):
+    import complete
+    with pytest.raises(UserError, match=fragment):
+        complete.main(["--ckpt", cli_files["ckpt"], "--data_path", cli_files["ds"], "--n=2",
+                       f"--out={tmp_path / 'o.npz'}", *extra])
+
+
+def test_cli_other_layout_and_gap_file(cli_files, tmp_path, repo_root):
+    import json
+    import subprocess
+    import sys
+    gaps = tmp_path / "g.json"
+    gaps.write_text(json.dumps([[[0.1, 0.2]], [[0.5, 0.7], [1.0, 1.1]], [[0.0, 0.05]]]))
+    z = _run_cli(cli_files, tmp_path, "--mode=fill_gap", f"--gap_file={gaps}")
+    assert z["mask"].sum(1).tolist() == [10, 30, 5]
+    # windows of another layout (3 channels): one line on stderr, exit 2, no traceback
+    r = subprocess.run([sys.executable, "VAR/complete.py", "--mode=forecast", "--horizon=0.2", "--ckpt", cli_files["ckpt"],
+                        "--data_path", cli_files["ds3ch"], "--n=2", f"--out={tmp_path / 'x.npz'}"],
+                       cwd=repo_root, capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2
+    err = [ln for ln in r.stderr.splitlines() if ln.strip() and "Warning" not in ln and "warn" not in ln]
+    assert err[-1].startswith("complete.py: error:") and "channels" in err[-1] and "Traceback" not in r.stderr
