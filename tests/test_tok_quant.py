@@ -196,3 +196,18 @@ def test_config_round_trip():
     vae.eval()
     assert torch.equal(vae.eeg_to_reconstructed_eeg(x, last_one=True), vae2.eeg_to_reconstructed_eeg(x, last_one=True))
     assert not any(p.requires_grad for p in vae2.parameters())
+
+
+@pytest.mark.parametrize("in_channels, G", [(2, 1), (3, 2)])
+def test_pca_init_with_fewer_block_dims_than_latent_channels(in_channels, G):
+    # 2 channels x downsample 2 = 4 block dims < Cvae 8: the leading components are kept and the rest start at zero,
+    # so encode -> decode (before quantisation) is still an exact projection of the signal.
+    torch.manual_seed(0)
+    vae = VQVAE(in_channels=in_channels, vocab_size=16, z_channels=8, ch=8, ch_mult=(1, 1), arch='patch',
+                v_patch_nums=(4, 8, 16), tokens_per_pos=G, test_mode=False)
+    x_BCT = torch.randn(4, in_channels, 32)
+    evals = vae.init_from_pca_(x_BCT)
+    assert len(evals) == in_channels * vae.downsample
+    f_BCl = vae.quant_conv(vae.encoder(x_BCT))
+    x_rec = vae.decoder(vae.post_quant_conv(f_BCl))
+    torch.testing.assert_close(x_rec, x_BCT, atol=1e-4, rtol=1e-4)

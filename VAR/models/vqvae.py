@@ -119,13 +119,15 @@ class VQVAE(nn.Module):
         P_ND = x_BCT.float().reshape(B, C, T // D, D).permute(0, 2, 1, 3).reshape(-1, C * D)
         cov_DD = P_ND.T @ P_ND / P_ND.shape[0]
         evals, evecs = torch.linalg.eigh(cov_DD.double())
-        order = torch.argsort(evals, descending=True)[:self.Cvae]
+        # With fewer block dimensions (C x D) than latent channels, the extra latent channels start at zero.
+        n_comp = min(self.Cvae, C * D)
+        order = torch.argsort(evals, descending=True)[:n_comp]
         U_DZ = evecs[:, order].float()
         G = self.tokens_per_pos
         d = self.Cvae // G
         perm = torch.tensor([(j % G) * d + j // G for j in range(self.Cvae)])
         W_ZCD = torch.zeros(self.Cvae, C, D)
-        W_ZCD[perm] = U_DZ.T.reshape(self.Cvae, C, D)
+        W_ZCD[perm[:n_comp]] = U_DZ.T.reshape(n_comp, C, D)
         self.encoder.conv.weight.copy_(W_ZCD)
         self.encoder.conv.bias.zero_()
         self.decoder.conv.weight.copy_(W_ZCD)
