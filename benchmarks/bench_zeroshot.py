@@ -41,7 +41,6 @@ from utils.var_path import ensure_var_importable
 logger = logging.getLogger("benchmarks.bench_zeroshot")
 
 NAME = "zeroshot"
-CKPT_CANDIDATES = ("/tmp/zs_work/ar-ckpt-best.pth",)
 
 
 def _band_err_db(ref_NCT: np.ndarray, est_NCT: np.ndarray, sfreq: float, bands: np.ndarray, names: Sequence[str]) -> dict:
@@ -74,14 +73,14 @@ def _segment_NCT(x_NCT: np.ndarray, mask_NT: np.ndarray) -> np.ndarray:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     p = bench_parser("bench_zeroshot", "Zero-shot gap filling, forecasting and band completion with VAR vs baselines.")
-    p.add_argument("--ckpt", default=None, help="VAR checkpoint ar-ckpt-*.pth (default: the first existing of "
-                   f"{list(CKPT_CANDIDATES)})")
+    p.add_argument("--ckpt", default=None, help="VAR checkpoint ar-ckpt-*.pth (default: the one bench_var trained, "
+                   "<results-dir>/raw/var_run[_quick]/ar-ckpt-best.pth)")
     p.add_argument("--n-windows", type=int, default=None, help="validation windows (default 48, quick 8)")
     p.add_argument("--n-samples", type=int, default=None, help="draws per window (default 8, quick 2)")
     p.add_argument("--train-windows", type=int, default=None, help="training windows for the AR fit (default all, quick 60)")
     p.add_argument("--top-k", type=int, default=0, help="VAR sampling top-k (0 = off)")
     p.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance (0 = off; null class)")
-    p.add_argument("--rule", default="inside", choices=("inside", "overlap"), help="keep rule of the time mask")
+    p.add_argument("--rule", default="overlap", choices=("inside", "overlap"), help="keep rule of the time mask")
     p.add_argument("--prefill", default="ar", choices=("linear", "zeros", "ar"),
                    help="what the masked samples hold when the window is tokenized (ar = the AR forward-backward fill)")
     p.add_argument("--seed", type=int, default=0, help="seed for gap positions and sampling")
@@ -96,9 +95,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     n_win = args.n_windows or (8 if args.quick else 48)
     S = args.n_samples or (2 if args.quick else 8)
     n_train = args.train_windows or (60 if args.quick else None)
-    ckpt = args.ckpt or next((c for c in CKPT_CANDIDATES if os.path.exists(c)), None)
-    if ckpt is None:
-        raise CheckpointError(f"--ckpt not given and none of {list(CKPT_CANDIDATES)} exists; pass --ckpt=ar-ckpt-best.pth")
+    ckpt = args.ckpt or os.path.join(args.results_dir, "raw", "var_run_quick" if args.quick else "var_run",
+                                     "ar-ckpt-best.pth")
+    if not os.path.exists(ckpt):
+        raise CheckpointError(f"--ckpt={ckpt}: not found; run `python -m benchmarks.bench_var` first or pass "
+                              "--ckpt=ar-ckpt-best.pth")
     root = ensure_default_dataset(args.data_root or DEFAULT_DATA_ROOT)
     rng = np.random.default_rng(args.seed)
     train = load_split(root, "train", n_train, rng)

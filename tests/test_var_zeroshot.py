@@ -244,3 +244,15 @@ def test_cli_other_layout_and_gap_file(cli_files, tmp_path, repo_root):
     assert r.returncode == 2
     err = [ln for ln in r.stderr.splitlines() if ln.strip() and "Warning" not in ln and "warn" not in ln]
     assert err[-1].startswith("complete.py: error:") and "channels" in err[-1] and "Traceback" not in r.stderr
+
+
+def test_bench_zeroshot_quick_harness(cli_files, tmp_path):
+    from benchmarks import bench_zeroshot
+    res = bench_zeroshot.main(["--quick", "--ckpt", cli_files["ckpt"], "--data-root", cli_files["ds"], "--results-dir",
+                               str(tmp_path), "--n-windows=2", "--n-samples=1", "--train-windows=4"])
+    assert (tmp_path / "zeroshot.json").exists() and (tmp_path / "zeroshot.png").stat().st_size > 0
+    assert set(res["gaps"]) == {"0.1", "0.25", "0.5"} and set(res["forecast"]) == {"0.1", "0.25", "0.5"}
+    g = res["gaps"]["0.25"]
+    assert g["zeros"]["snr_db"] == 0.0 and "AR forward-backward" in g and "VAR (mean of draws)" in g
+    assert set(res["band_completion"]) == {str(k) for k in range(1, cli_files["K"])}
+    assert isinstance(res["all_targets_met"], bool) and res["report"]["tables"]
