@@ -194,8 +194,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p = bench_parser("python -m benchmarks.bench_generation", "Generation quality of VAR, the next-token AR "
                      "baseline (same budget and data), a linear VAR model, phase-randomised windows and a "
                      "real-vs-real floor on held-out validation windows.")
-    p.add_argument("--var-ckpt", default=None, help="VAR checkpoint from VAR/train.py (default: train VAR here "
-                   "with the same loop as the AR baseline)")
+    p.add_argument("--var-ckpt", default=None, help="VAR checkpoint from VAR/train.py (default: the one bench_var "
+                   "trained into <results-dir>/raw/var_run when present, else VAR is trained here with the same "
+                   "loop as the AR baseline)")
     p.add_argument("--vae-ckpt", default=None, help="tokenizer when no --var-ckpt is given (default: the one "
                    "bench_tokenizer trained into <results-dir>/raw/tokenizer_run; quick: a random one)")
     p.add_argument("--depth", type=int, default=None, help="depth of models trained here (default: the VAR "
@@ -217,7 +218,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     t_start = time.time()
     # ---- tokenizer / VAR checkpoint and its recipe
     var_ckpt_run = None
+    shared_var = os.path.join(raw, "var_run", "ar-ckpt-best.pth")  # written by bench_var (runs before this one)
+    if not args.var_ckpt and not args.quick and os.path.isfile(shared_var):
+        args.var_ckpt = shared_var
     if args.var_ckpt:
+        if not os.path.isfile(args.var_ckpt):
+            raise UserError(f"--var-ckpt={args.var_ckpt}: file not found; pass ar-ckpt-best.pth from VAR/train.py")
         import sample
         from utils.checkpoint import load_checkpoint
         var, vae, meta = sample.load_var_checkpoint(args.var_ckpt)

@@ -5,6 +5,7 @@ Usage::
     python -m benchmarks.run_all                 # full mode (longer)
     python -m benchmarks.run_all --quick         # minutes
     python -m benchmarks.run_all --only baselines tokenizer
+    python -m benchmarks.run_all --reuse         # run only what has no saved result yet
     python -m benchmarks.run_all --list
 
 Benchmarks are the ``benchmarks/bench_<name>.py`` modules (see :mod:`benchmarks` for their contract). Each
@@ -57,6 +58,9 @@ def build_parser() -> ArgumentParser:
                         help="OMP/torch threads per benchmark process")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds per benchmark before it is stopped (default: none)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="skip benchmarks whose saved result (same --quick mode) already exists in --results-dir; "
+                             "they are reported from that result")
     parser.add_argument("--list", action="store_true", help="list the benchmarks found and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -133,6 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("running %s (%s mode) into %s", selected, "quick" if args.quick else "full", args.results_dir)
     runs: dict[str, dict] = {}
     for name in selected:
+        prev = load_result(name, args.results_dir) if args.reuse else None
+        if prev is not None and bool(prev.get("quick")) == bool(args.quick):
+            logger.info("benchmark %s: reusing %s", name, os.path.join(args.results_dir, f"{name}.json"))
+            runs[name] = {"status": "reused", "wall_s": None, "error": None}
+            continue
         logger.info("benchmark %s ...", name)
         runs[name] = run_one(name, _child_argv(args), args.threads, args.timeout)
         logger.info("benchmark %s: %s in %.1f s", name, runs[name]["status"], runs[name]["wall_s"])
@@ -146,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_readme:
         written = update_readme(summary, args.readme, args.results_dir)
         logger.info("results section written to %s", written)
-    failed = [n for n, r in runs.items() if r["status"] != "ok"]
+    failed = [n for n, r in runs.items() if r["status"] not in ("ok", "reused")]
     if failed:
         logger.error("failed benchmarks: %s", failed)
         return 1

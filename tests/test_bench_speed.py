@@ -1,0 +1,85 @@
+"""bench_speed / bench_train / bench_generation run end to end on tiny settings (the numbers are not asserted)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import bench_generation, bench_speed, bench_train
+from tests.test_bench_harness import _tiny_dataset
+from utils.errors import UserError
+
+
+def test_speed_quick(tmp_path):
+    res = bench_speed.main(["--quick", "--depths", "1", "--batches", "1,2", "--repeats", "1",
+                            "--results-dir", str(tmp_path)])
+    rows = res["rows"]
+    assert {(r["batch"], r["ar_sequence"]) for r in rows} == {(1, "pyramid"), (1, "last"), (2, "pyramid"), (2, "last")}
+    lay = bench_speed.QUICK_LAYOUT["v_patch_nums"]
+    for r in rows:  # forward passes: one per scale for VAR, one per token for AR
+        assert r["var_forward_passes"] == len(lay)
+        assert r["ar_forward_passes"] == (sum(lay) if r["ar_sequence"] == "pyramid" else lay[-1])
+        assert r["speedup"] > 0 and r["var_s_per_window"] > 0
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    assert saved["report"]["tables"][0]["rows"] and (tmp_path / "speed_ratio.png").stat().st_size > 0
+
+
+def test_speed_interpolated_ar_timing_is_close_to_a_full_run():
+    from models import build_var  # noqa: F401  (VAR importable)
+    from models.ar_baseline import build_ar_baseline
+    vae, _ = bench_speed.load_tokenizer(None, quick=True)
+    ar = build_ar_baseline(vae, "cpu", num_classes=2, depth=1).eval()
+    step0 = bench_speed.ar_step_seconds(ar, 1, 0.0, 0, 4, 1)
+    step_end = bench_speed.ar_step_seconds(ar, 1, 0.0, ar.N - 4, 4, 1)
+    assert step0 > 0 and step_end > 0
+    assert all(b.attn.cached_k is None and not b.attn.caching for b in ar.blocks)  # caches cleaned up
+
+
+def test_speed_bad_flags(tmp_path):
+    with pytest.raises(UserError, match="--depths"):
+        bench_speed.main(["--quick", "--depths", "four", "--results-dir", str(tmp_path)])
+    with pytest.raises(UserError, match="--sequences"):
+        bench_speed.main(["--quick", "--sequences", "spiral", "--results-dir", str(tmp_path)])
+    with pytest.raises(UserError, match="skipped"):
+        bench_speed.main(["--quick", "--depths", "1", "--batches", "1", "--skip", "1x1", "--results-dir", str(tmp_path)])
+
+
+def test_train_quick(tmp_path):
+    res = bench_train.main(["--quick", "--depths", "1", "--steps", "1", "--results-dir", str(tmp_path)])
+    kinds = {r["kind"]: r for r in res["rows"]}
+    assert not res["errors"] and set(kinds) == {"train", "sample"}
+    assert kinds["train"]["samples_per_s"] > 0 and kinds["train"]["peak_rss_mb"] > kinds["train"]["rss_after_build_mb"] * 0.5
+    assert kinds["sample"]["windows_per_s"] > 0
+    with pytest.raises(UserError, match="--device"):
+        bench_train.main(["--quick", "--device", "tpu", "--results-dir", str(tmp_path)])
+
+
+def test_run_all_reuse_skips_saved_results(tmp_path):
+    from benchmarks import save_result
+    from benchmarks.run_all import main as run_all_main
+
+    save_result("speed", {"quick": True, "report": {"title": "Saved speed", "text": ["kept"]}}, str(tmp_path))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- BENCHMARKS:START -->\n<!-- BENCHMARKS:END -->\n", encoding="utf-8")
+    code = run_all_main(["--quick", "--reuse", "--only", "speed", "--results-dir", str(tmp_path), "--readme",
+                         str(readme), "--threads", "1"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert code == 0 and summary["runs"]["speed"]["status"] == "reused"
+    assert "Saved speed" in readme.read_text() and not (tmp_path / "speed_ratio.png").exists()  # nothing re-ran
+
+
+@pytest.mark.slow
+def test_generation_quick_on_tiny_data(tmp_path, rng):
+    data = tmp_path / "data"
+    _tiny_dataset(str(data), rng)
+    torch.manual_seed(0)
+    res = bench_generation.main(["--quick", "--data-root", str(data), "--results-dir", str(tmp_path / "res"),
+                                 "--depth", "1", "--n-per-class", "4", "--folds", "2"])
+    assert set(res["quality_vs_val"]) == {"rest", "task"}
+    for cname, kinds in res["quality_vs_val"].items():
+        assert {"VAR", "AR next-token", "phase-randomised real"} <= set(kinds)
+        assert all(v >= 0 for v in kinds["VAR"]["psd_error_db"].values())
+    assert res["budget"]["VAR"]["steps"] == res["budget"]["AR"]["steps"] > 0  # same budget
+    assert set(res["val_nll_per_token"]) == {"VAR", "AR"}
+    assert (tmp_path / "res" / "generation_psd.png").exists() and (tmp_path / "res" / "generation_examples.png").exists()
