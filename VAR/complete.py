@@ -63,7 +63,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--prefill", default="linear", choices=("linear", "zeros"),
                    help="what masked samples hold when the window is tokenized (never the true values)")
     p.add_argument("--fade", type=float, default=0.05, help="join length in seconds at each gap boundary")
-    p.add_argument("--allow_empty", action="store_true", help="fill_gap: accept windows with nothing masked")
+    p.add_argument("--allow_empty", action="store_true", help="fill_gap: accept windows with nothing masked (returned as is)")
+    p.add_argument("--allow_full", action="store_true", help="fill_gap: accept windows masked entirely (unconditional samples)")
     p.add_argument("--batch", type=int, default=32, help="windows per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--plot", default=None, help="also write a PNG: observed, true and completed signal")
@@ -119,7 +120,7 @@ def _masks(args, n: int, sfreq: float, n_times: int) -> np.ndarray:
                 raise UserError(f"--gap_file={args.gap_file}: entry {i} has empty or reversed span {bad[0]}")
             rows.append(spans_to_mask(sp, sfreq, n_times, where=f"--gap_file entry {i}"))
         m = np.stack(rows)
-    return check_time_mask(m, allow_empty=args.allow_empty, where="--gap" if args.gap else "--gap_file")
+    return check_time_mask(m, allow_empty=args.allow_empty, allow_full=args.allow_full, where="--gap" if args.gap else "--gap_file")
 
 
 def plot_completion(path: str, target_NCT: np.ndarray, observed_NCT: np.ndarray, signal_NCT: np.ndarray,

@@ -320,7 +320,8 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
     relative : bool
         Gap filling: the completion is ``prefill + (decode(mixed tokens) - decode(source tokens))``, i.e.
         the model's change to the prefilled window, free of the tokenizer's reconstruction error (with every
-        token kept it returns the prefill exactly). False: the plain decode of the mixed tokens.
+        token kept it returns the prefill exactly; a window with nothing kept gets the plain decode, i.e. an
+        unconditional sample). False: the plain decode of the mixed tokens.
 
     Returns
     -------
@@ -356,7 +357,9 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
         gen_uv = x_gen.float() * uv_scale
         if mask_BT is not None:
             if src_dec_uv is not None:
-                gen_uv = src + (gen_uv - src_dec_uv)
+                # a window with no kept token (everything missing) is a plain unconditional sample
+                any_kept_B = torch.stack([k.any(dim=1) for k in keep], dim=1).any(dim=1)
+                gen_uv = torch.where(any_kept_B[:, None, None], src + (gen_uv - src_dec_uv), gen_uv)
             out = splice_observed(x, gen_uv, mask_BT, fade=fade)
         else:
             obs = x if observed_BCT_uv is None else observed_BCT_uv.to(dev).float()

@@ -83,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--rule", default="overlap", choices=("inside", "overlap"), help="keep rule of the time mask")
     p.add_argument("--prefill", default="ar", choices=("linear", "zeros", "ar"),
                    help="what the masked samples hold when the window is tokenized (ar = the AR forward-backward fill)")
+    p.add_argument("--proto-ckpt", default=None, help="prototype checkpoint (best.pt of prototypes.eeg_scale_ar_pipeline "
+                   "trained on the same dataset) for the band-completion baseline; skipped when not given")
     p.add_argument("--seed", type=int, default=0, help="seed for gap positions and sampling")
     args = p.parse_args(argv)
     setup_logging(verbose=args.verbose)
@@ -157,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         logger.info("horizon %.2f s: %s", h_sec, {k: round(v["snr_db"], 2) for k, v in res["forecast"][f"{h_sec:g}"].items()})
     n_extra = int(tok.get("n_extra_coarse", 0))
     K = val.stages_NKCT.shape[1]
+    proto = _load_proto(args.proto_ckpt) if args.proto_ckpt else None
+    if proto is not None:
+        res["settings"]["proto_ckpt"] = os.path.abspath(args.proto_ckpt)
     for k in range(1, K):
         obs = val.stages_NKCT[:, k - 1]
         out = complete_windows(var, vae, torch.as_tensor(obs, dtype=torch.float32), uv, n_keep_scales=n_extra + k,
@@ -167,7 +172,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         hi_bands = val.bands[k:]
         r_true = x - obs
         row = {"observed_up_to": names[k - 1]}
-        for label, est in (("VAR (mean of draws)", mean), ("zeros", obs)):
+        cands = [("VAR (mean of draws)", mean), ("zeros", obs)]
+        if proto is not None:
+            cands.append(("prototype (deterministic)", _proto_complete(*proto, obs, k)))
+        for label, est in cands:
             row[label] = {"snr_db_completed_part": float(snr_db(r_true, est - obs)),
                           "mse_uv2_completed_part": float(mse(r_true, est - obs)),
                           "psd_error_db": _band_err_db(x, est, sfreq, hi_bands, done)}
@@ -203,6 +211,32 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return res
 
 
+def _load_proto(path: str):
+    """The prototype's next-stage model and its µV scale."""
+    from prototypes.eeg_scale_ar_model import EEGScaleAutoregressiveModel
+    from utils.checkpoint import load_checkpoint
+    state, _ = load_checkpoint(path, map_location="cpu")
+    if "model_config" not in state or "model" not in state:
+        raise CheckpointError(f"--proto-ckpt={path}: not a prototype checkpoint; pass best.pt of "
+                              "prototypes.eeg_scale_ar_pipeline")
+    model = EEGScaleAutoregressiveModel.from_config(state["model_config"])
+    model.load_state_dict(state["model"])
+    return model.eval(), float(state["scale_uv"])
+
+
+@torch.no_grad()
+def _proto_complete(model, scale_uv: float, obs_NCT: np.ndarray, k: int) -> np.ndarray:
+    """Roll the prototype from observed stage k (1-based) to the full spectrum: stage j -> j+1 for j = k..K-1."""
+    x = torch.as_tensor(obs_NCT / scale_uv, dtype=torch.float32)
+    out = []
+    for i in range(0, len(x), 16):
+        h = x[i:i + 16]
+        for j in range(k - 1, model.num_stages - 1):
+            h = model(h, j)
+        out.append(h)
+    return torch.cat(out).double().numpy() * scale_uv
+
+
 def _plot(res: dict, path: str) -> None:
     import matplotlib
 
@@ -221,7 +255,9 @@ def _plot(res: dict, path: str) -> None:
         ax.legend(fontsize=7)
     ax = axes[2]
     ks = list(res["band_completion"])
-    for label in ("VAR (single draws)", "VAR (mean of draws)", "zeros"):
+    for label in ("VAR (single draws)", "VAR (mean of draws)", "zeros", "prototype (deterministic)"):
+        if label not in res["band_completion"][ks[0]]:
+            continue
         vals = []
         for k in ks:
             e = [v for v in res["band_completion"][k][label]["psd_error_db"].values() if v is not None]

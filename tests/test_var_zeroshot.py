@@ -129,6 +129,16 @@ def test_empty_mask_returns_the_input():
     assert all(bool(k.all()) for k in out["keep"])
 
 
+def test_full_mask_equals_unconditional_sampling_in_uv():
+    var, vae = make_models()
+    x = torch.randn(2, 3, 16) * 10
+    out = complete_windows(var, vae, x, UV, mask_BT=torch.ones(2, 16, dtype=torch.bool), n_samples=2, seed=4, top_k=5)
+    for s in range(2):
+        x_u = var.autoregressive_infer_cfg(B=2, label_B=-1, g_seed=4 + s, cfg=0.0, top_k=5)
+        torch.testing.assert_close(out["draws"][s], x_u * UV)
+    assert not any(bool(k.any()) for k in out["keep"])
+
+
 def test_splice_is_continuous_at_the_boundaries():
     obs = torch.zeros(1, 1, 12)
     gen = torch.full((1, 1, 12), 5.0)
