@@ -22,8 +22,8 @@ options:
   --recordings PATH  recording files/folders/globs to build the dataset from (default: synthetic EEG)
   --labels RULE      --label-from rule for real recordings, e.g. 'regex:_1\.edf$=rest,_2\.edf$=arithmetic'
   --channels SET     channel set for real recordings: 1020-19 (default) or all
-  --tok-epochs N     tokenizer epochs (default: 15)
-  --var-epochs N     VAR epochs (default: 15)
+  --tok-epochs N     tokenizer epochs (default: 8)
+  --var-epochs N     VAR epochs (default: 10)
   --depth D          VAR depth (default: 2)
   --overwrite        delete OUT first
 EOF
@@ -34,8 +34,8 @@ out="$repo/runs/main"
 recordings=()
 labels=""
 channels="1020-19"
-tok_epochs=15
-var_epochs=15
+tok_epochs=8
+var_epochs=10
 depth=2
 overwrite=0
 die() { echo "main.sh: error: $*" >&2; exit 2; }
@@ -71,19 +71,19 @@ step() { echo; echo "=== [$(( $(date +%s) - t0 ))s] $*"; }
 data="$out/data"
 if [ ${#recordings[@]} -gt 0 ]; then
   step "1/5 dataset from ${#recordings[@]} input(s) -> $data"
-  build=("$py" -m utils.data_eeg build --inputs "${recordings[@]}" --out "$data" --sfreq 100 --window-sec 4
+  build=("$py" -m utils.data_eeg build --inputs "${recordings[@]}" --out "$data" --sfreq 100 --window-sec 2
          --channels "$channels" --split-by subject --seed 0)
   [ -n "$labels" ] && build+=(--label-from "$labels")
   "${build[@]}"
 else
   step "1/5 synthetic dataset -> $data"
-  "$py" -m prototypes.synthetic_eeg "$data" --channels 8 --sfreq 100 --window-sec 4 --n-windows 160 \
+  "$py" -m prototypes.synthetic_eeg "$data" --channels 8 --sfreq 100 --window-sec 2 --n-windows 160 \
       --windows-per-recording 8 --seed 0
 fi
 "$py" -m utils.data_eeg info "$data"
 
 step "2/5 prototype (next-stage Transformer) -> $out/prototype"
-"$py" -m prototypes.eeg_scale_ar_pipeline --data-root "$data" --checkpoint-dir "$out/prototype" --epochs 6 \
+"$py" -m prototypes.eeg_scale_ar_pipeline --data-root "$data" --checkpoint-dir "$out/prototype" --epochs 3 \
     --batch-size 16 --d-model 64 --nhead 4 --num-layers 2 --lr 1e-3 --seed 0 --device cpu
 "$py" -m prototypes.scripts.plot_rollout "$out/prototype/demo_prediction.pt" "$out/prototype/rollout.png" \
     --channel 0 --data-root "$data" --split val --sample-idx 0 --json-out "$out/prototype/rollout_metrics.json"
@@ -94,7 +94,7 @@ step "3/5 band tokenizer -> $out/tokenizer"
     --out="$out/tokenizer/recon_val.npz"
 
 step "4/5 VAR transformer (depth $depth) -> $out/var"
-"$py" VAR/train.py --depth="$depth" --bs=16 --ep="$var_epochs" --seed=0 --data_path="$data" \
+"$py" VAR/train.py --depth="$depth" --bs=16 --ep="$var_epochs" --tblr=8e-3 --alng=1e-3 --seed=0 --data_path="$data" \
     --vae_ckpt="$out/tokenizer/vae-ckpt-best.pth" --local_out_dir_path="$out/var"
 
 step "5/5 samples -> $out/samples.npz, $out/samples.png"
