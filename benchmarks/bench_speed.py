@@ -30,7 +30,7 @@ from typing import Sequence
 
 import torch
 
-from benchmarks import RESULTS_DIR, bench_parser, figure_path, machine_info, median_time, peak_rss_mb, save_result
+from benchmarks import bench_parser, figure_path, machine_info, median_time, peak_rss_mb, save_result
 from utils.cli import run_cli, setup_logging
 from utils.errors import UserError
 from utils.var_path import ensure_var_importable
