@@ -62,6 +62,13 @@ def initialize(backend: str | None = None, timeout: int = 30, device: str | None
         kwargs: dict[str, Any] = {"backend": backend, "timeout": datetime.timedelta(minutes=timeout)}
         if backend == "nccl":
             kwargs["device_id"] = torch.device(dev)
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        if restart > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # workers restarted by `torchrun --max-restarts` share the agent's store with the dead attempt, whose
+            # rank addresses are still there (gloo then connects to dead ports); a prefix per attempt isolates them
+            store = tdist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                                   is_master=False, timeout=kwargs["timeout"])
+            kwargs.update(store=tdist.PrefixStore(f"/var_restart_{restart}", store), rank=rank, world_size=world_size)
         tdist.init_process_group(**kwargs)
         __backend = backend
         __initialized = True

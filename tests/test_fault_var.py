@@ -231,9 +231,6 @@ def test_torchrun_worker_killed_then_same_command_is_bit_identical(setup, tmp_pa
 
 
 @pytest.mark.torchrun
-@pytest.mark.xfail(reason="torch 2.13: workers restarted by torchrun reuse the agent's store, where the dead attempt's "
-                          "gloo addresses remain, so init_process_group cannot connect; VAR/dist.py needs a "
-                          "PrefixStore per TORCHELASTIC_RESTART_COUNT (fix proposed in issue 8's report)", strict=False)
 def test_torchrun_max_restarts_recovers_a_crashed_worker(setup, tmp_path):
     out = str(tmp_path / "run")
     r = _train(setup, out, nproc=2, kill_at=5, rank=1, first_try_only=1, torchrun=("--max-restarts=1",))
