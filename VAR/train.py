@@ -84,7 +84,8 @@ def build_everything(args: arg_util.Args):
     # --- tokenizer and data, checked against each other before building anything
     from vae_checkpoint import ARCH_KEYS as TOK_KEYS, check_dataset_matches, load_vae
     vae_local, tok_info = load_vae(args.vae_ckpt, device="cpu")
-    num_classes, class_names, train_set, val_set, raw_train, raw_val = build_dataset(args.data_path, tok_info["uv_scale"])
+    num_classes, class_names, train_set, val_set, raw_train, raw_val = build_dataset(args.data_path, tok_info["uv_scale"],
+                                                                                         skip_bad=args.skip_bad)
     check_dataset_matches(tok_info, raw_train, args.vae_ckpt)
     check_dataset_matches(tok_info, raw_val, args.vae_ckpt)
     args.set_tokenizer_geometry(vae_local.v_patch_nums, vae_local.downsample, tok_info["n_times"])

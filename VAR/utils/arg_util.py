@@ -293,6 +293,8 @@ class Args(BaseArgs):
     DESCRIPTION: typing.ClassVar[str] = ("Train the VAR transformer on band tokens of a frozen EEG tokenizer. "
                                          "Re-running the same command resumes from local_out_dir_path.")
     vae_ckpt: str = arg("", "tokenizer checkpoint (vae-ckpt-best.pth or vae-ckpt-last.pth from VAR/train_vae.py)")
+    skip_bad: bool = arg(False, "skip window files that fail validation or reading (each reported with its path and "
+                         "counted in the log) instead of stopping")
     # ---- compile
     vfast: int = arg(0, "torch.compile the tokenizer: 0 off, 1 reduce-overhead, 2 max-autotune, 3 default")
     tfast: int = arg(0, "torch.compile VAR: 0 off, 1 reduce-overhead, 2 max-autotune, 3 default")

@@ -37,7 +37,8 @@ class FullSpectrumWindows(Dataset):
         return stages_KCT[-1] / self.uv_scale, int(self.labels[index])
 
 
-def build_dataset(data_path: str, uv_scale: float, limits: Sequence[int | None] = (None, None)
+def build_dataset(data_path: str, uv_scale: float, limits: Sequence[int | None] = (None, None),
+                  skip_bad: bool = False
                   ) -> tuple[int, list[str], FullSpectrumWindows, FullSpectrumWindows, EEGWindowDataset, EEGWindowDataset]:
     """Open ``data_path`` (train/ and val/) for VAR training.
 
@@ -51,7 +52,7 @@ def build_dataset(data_path: str, uv_scale: float, limits: Sequence[int | None] 
     DatasetError
         When labelled and unlabelled windows are mixed.
     """
-    raw_train, raw_val = open_dataset(data_path, limits=limits)
+    raw_train, raw_val = open_dataset(data_path, limits=limits, skip_bad=skip_bad)
     for ds in (raw_train, raw_val):
         if (ds.labels < 0).any() and (ds.labels >= 0).any():
             raise DatasetError(f"{data_path}/{ds.split}: {int((ds.labels < 0).sum())} windows have no label and "
