@@ -147,10 +147,18 @@ def build_everything(args: arg_util.Args):
     from torch.nn.parallel import DistributedDataParallel as DDP
     from trainer import NullDDP, VARTrainer
     vae_local = vae_local.to(args.device)
-    var_wo_ddp = build_var(vae_local, args.device, num_classes=num_classes, depth=args.depth, shared_aln=args.saln,
-                           attn_l2_norm=args.anorm, flash_if_available=args.fuse, fused_if_available=args.fuse,
-                           init_adaln=args.aln, init_adaln_gamma=args.alng, init_head=args.hd, init_std=args.ini,
-                           cond_drop_rate=cond_drop)
+    if args.ar_baseline:  # next-token baseline on the same tokens (benchmarks/bench_generation.py, issue 7)
+        from models.ar_baseline import build_ar_baseline
+        if args.saln:
+            raise UserError("--ar_baseline=1 does not support --saln=1; drop one of them")
+        var_wo_ddp = build_ar_baseline(vae_local, args.device, num_classes=num_classes, depth=args.depth,
+                                       attn_l2_norm=args.anorm, cond_drop_rate=cond_drop, init_adaln=args.aln,
+                                       init_adaln_gamma=args.alng, init_head=args.hd, init_std=args.ini)
+    else:
+        var_wo_ddp = build_var(vae_local, args.device, num_classes=num_classes, depth=args.depth,
+                               shared_aln=args.saln, attn_l2_norm=args.anorm, flash_if_available=args.fuse,
+                               fused_if_available=args.fuse, init_adaln=args.aln, init_adaln_gamma=args.alng,
+                               init_head=args.hd, init_std=args.ini, cond_drop_rate=cond_drop)
     vae_local = args.compile_model(vae_local, args.vfast)
     var_compiled = args.compile_model(var_wo_ddp, args.tfast)
     if dist.initialized():

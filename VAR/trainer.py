@@ -98,6 +98,8 @@ class VARTrainer:
         with torch.no_grad():
             gt_idx_Bl = self.vae_local.eeg_to_idxBl(inp_BCT)
             gt_BL = torch.cat(gt_idx_Bl, dim=1)
+            if getattr(self.var_wo_ddp, "takes_tokens", False):  # the next-token baseline reads the tokens
+                return gt_idx_Bl, gt_BL, gt_BL
             x_BLCv_wo_first_l = self.quantize_local.idxBl_to_var_input(gt_idx_Bl)
         return gt_idx_Bl, gt_BL, x_BLCv_wo_first_l
 

@@ -98,3 +98,38 @@ def test_training_step_reduces_loss():
 def test_bad_sequence_name():
     with pytest.raises(ValueError, match="sequence"):
         ARBaseline(make_vae(), sequence="spiral")
+
+
+@pytest.mark.slow
+def test_train_py_ar_baseline_switch_trains_and_resumes(tmp_path, rng, repo_root):
+    """``VAR/train.py --ar_baseline=1`` trains the baseline with VAR's trainer, checkpoints and resumes it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.bench_var import random_tokenizer
+    from tests.test_bench_harness import _tiny_dataset
+
+    data = str(tmp_path / "data")
+    _tiny_dataset(data, rng)
+    tok = random_tokenizer(data, str(tmp_path / "tok.pth"), V=16, G=1)
+    out = str(tmp_path / "run")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env.pop(k, None)
+
+    def train(ep: int) -> None:
+        r = subprocess.run([sys.executable, "VAR/train.py", f"--data_path={data}", f"--vae_ckpt={tok}",
+                            f"--local_out_dir_path={out}", "--depth=1", "--bs=8", f"--ep={ep}", "--seed=0",
+                            "--workers=0", "--tlr=3e-3", "--ar_baseline=1"], cwd=repo_root, env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+
+    train(1)
+    train(2)  # resumes from epoch 1
+    from utils.checkpoint import load_checkpoint
+    state, _ = load_checkpoint(os.path.join(out, "ar-ckpt-last.pth"))
+    assert state["epoch"] == 2 and state["trainer"]["config"]["sequence"] == "pyramid"
+    logs = [json.loads(ln) for ln in open(os.path.join(out, "log.txt")).read().splitlines()[1:] if ln.strip()]
+    assert any("vL_mean" in d for d in logs)

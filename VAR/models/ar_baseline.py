@@ -70,6 +70,7 @@ class ARBaseline(nn.Module):
         self.depth, self.C, self.D, self.num_heads = depth, embed_dim, embed_dim, num_heads
         self.num_classes, self.cond_drop_rate, self.drop_path_rate = int(num_classes), cond_drop_rate, drop_path_rate
         self.prog_si = -1  # VAR's trainer interface; unused
+        self.takes_tokens = sequence == "pyramid"  # VARTrainer feeds it gt tokens, not VAR's f_hat inputs
         # scales in the sequence: all (pyramid) or only the last one
         self.seq_scales = tuple(range(len(self.patch_nums))) if sequence == "pyramid" else (len(self.patch_nums) - 1,)
         lens = [self.patch_nums[si] * self.G for si in self.seq_scales]

@@ -306,6 +306,8 @@ class Args(BaseArgs):
     alng: float = arg(1e-5, "multiplier of the AdaLN gate (gamma) weights at init")
     saln: bool = arg(False, "shared AdaLN (one condition projection for all blocks)")
     anorm: bool = arg(True, "cosine attention (L2-normalised q, k with a learned temperature)")
+    ar_baseline: bool = arg(False, "train the raster-order next-token baseline (models/ar_baseline.py: same blocks, "
+                            "depth rule and tokens, one token per step) instead of VAR")
     fuse: bool = arg(True, "use fused kernels when available (here: scaled_dot_product_attention's own choice)")
     cond_drop: float = arg(0.1, "condition dropout rate in training (classifier-free guidance); upstream hard-coded 0.1")
     ls: float = arg(0.0, "label smoothing of the training cross-entropy")
