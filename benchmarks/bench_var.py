@@ -61,6 +61,8 @@ def _run(cmd: list[str], what: str, timeout: float | None = None) -> str:
                           timeout=timeout)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        if proc.returncode == 2:  # the child's one-line user error (bad flag or file): pass it on as one line
+            raise UserError(f"{what}: {tail.split(': error: ', 1)[-1]}")
         raise RuntimeError(f"{what} failed (exit {proc.returncode}): {tail}")
     return proc.stdout
 

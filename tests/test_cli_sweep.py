@@ -294,10 +294,7 @@ CASES = [
 
 
 # Known gaps (issue 8 report): the case runs and must fail until the named file is fixed.
-KNOWN_GAPS = {
-    ("bench_var", "vae-ckpt malicious"): "benchmarks/bench_var.py launches VAR/train.py and re-raises its one-line "
-                                         "exit-2 error as a RuntimeError (traceback); it should raise UserError",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 def _params():
