@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # ---- tokenizer / VAR checkpoint and its recipe
     var_ckpt_run = None
     shared_var = os.path.join(raw, "var_run", "ar-ckpt-best.pth")  # written by bench_var (runs before this one)
-    if not args.var_ckpt and not args.quick and os.path.isfile(shared_var):
+    if not args.var_ckpt and not args.vae_ckpt and not args.quick and os.path.isfile(shared_var):
         args.var_ckpt = shared_var
     if args.var_ckpt:
         if not os.path.isfile(args.var_ckpt):
@@ -354,6 +354,10 @@ def build_report(result: dict) -> dict:
                     f"{b['wall_seconds'] / 60:.1f} min on this CPU")
         return f"checkpoint of VAR/train.py ({b.get('ep')} epochs, batch {b.get('bs')}, {b.get('path')})"
 
+    v_ep, a_ep = budget["VAR"].get("epochs", budget["VAR"].get("ep")), budget["AR"].get("epochs")
+    v_bs, a_bs = budget["VAR"].get("batch", budget["VAR"].get("bs")), budget["AR"].get("batch")
+    same = (v_ep, v_bs) == (a_ep, a_bs)
+
     worse = result["var_psd_mean_le_ar"]
     return {
         "title": "Generation quality: VAR vs next-token AR vs classical surrogates (issue 7)",
@@ -361,9 +365,12 @@ def build_report(result: dict) -> dict:
                  f"held-out validation subject, {n_val} windows; C2ST folds grouped by recording blocks). Depth "
                  f"{result['depth']}, same tokenizer ({tok.get('v_patch_nums')}, V={tok.get('vocab_size')}), "
                  f"guidance {result['cfg']}, {result['n_per_class']} generated windows per class.",
-                 f"Equal budget and data: VAR {budget_txt(budget['VAR'])}; AR {budget_txt(budget['AR'])}. "
-                 "This budget is far below what either model needs on this shared 2-core CPU: the numbers "
-                 "compare the two generation orders at equal cost, not trained models.",
+                 (f"Equal budget and data: VAR {budget_txt(budget['VAR'])}; AR {budget_txt(budget['AR'])}." if same
+                  else f"UNEQUAL budget (set by --ep/--bs): VAR {budget_txt(budget['VAR'])}; AR "
+                       f"{budget_txt(budget['AR'])}; the comparison favours the model trained longer."),
+                 *([f"The budget ({budget['AR']['steps']} optimizer steps each) is far below what either model "
+                    "needs; the rows compare the two generation orders at equal cost, not trained models."]
+                   if same and budget["AR"].get("steps", 10 ** 9) < 200 else []),
                  f"Validation NLL per token (same 749-token pyramids): VAR {nll['VAR']:.3f}, AR {nll['AR']:.3f} nats "
                  f"(uniform: {np.log(tok.get('vocab_size') or 2):.3f}).",
                  "Mean per-band PSD error, VAR <= AR: " + ", ".join(f"{c}: {'yes' if v else 'no'}"
