@@ -14,7 +14,8 @@ Models and budget
   per step): trained here with the same data, depth, batch size, epochs, learning rate and schedule as the
   VAR run (read from the checkpoint's arguments when given): AdamW (0.9, 0.95), weight decay 0.05, linear
   warm-up then linear decay to 0 (VAR's ``lin0``), grad-norm clip 2. Both are sampled with the same
-  guidance (``--cfg``).
+  guidance (``--cfg``). The same baseline can also be trained with VAR's own trainer and checkpoints:
+  ``python VAR/train.py --ar_baseline=1 ...`` (same flags as a VAR run).
 - **Linear VAR** (least squares, order by AIC), **phase-randomised** validation windows and the **floor**
   (same recordings, alternate blocks) come from :func:`benchmarks.bench_baselines.generation_floors`.
 
