@@ -10,7 +10,8 @@ Usage::
     python -m prototypes.eeg_scale_ar_pipeline --data-root DIR --checkpoint-dir runs/eeg_demo \\
         --resume runs/eeg_demo/best.pt --epochs 1           # inference only (the checkpoint has >= 1 epoch)
 
-Outputs in ``--checkpoint-dir``: ``last.pt`` (every epoch), ``best.pt`` (lowest validation loss),
+Outputs in ``--checkpoint-dir``: ``last.pt`` (every epoch, and every ``--save-every-steps`` steps within
+one, with the position in the epoch), ``best.pt`` (lowest validation loss),
 ``metrics.json`` (per-epoch train/val loss, per-stage val loss, gradient norm) and ``demo_prediction.pt``
 (the best model's rollout from a validation window's first stage, with the true stages, in µV).
 
@@ -87,6 +88,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --checkpoint-dir")
     p.add_argument("--max-nonfinite", type=int, default=10, help="a step with a NaN/Inf loss or gradient is skipped "
                    "and counted; stop after this many in a row (the last good epoch stays in last.pt)")
+    p.add_argument("--save-every-steps", type=int, default=0, metavar="N", help="also write last.pt every N "
+                   "steps within an epoch (with the step reached, the RNG state and the running epoch statistics), "
+                   "so a kill loses at most N steps; --resume continues from that step exactly; 0 = only at epoch "
+                   "ends")
     p.add_argument("--skip-bad", action="store_true", help="skip window files that fail validation or reading "
                    "(each reported with its path, counted in the log and metrics.json) instead of stopping")
     return p
@@ -95,7 +100,8 @@ def build_parser() -> ArgumentParser:
 def _check_args(args) -> None:
     checks = [("--epochs", args.epochs, 0 if args.resume else 1), ("--batch-size", args.batch_size, 1),
               ("--num-workers", args.num_workers, 0), ("--log-interval", args.log_interval, 1),
-              ("--demo-index", args.demo_index, 0), ("--max-nonfinite", args.max_nonfinite, 1)]
+              ("--demo-index", args.demo_index, 0), ("--max-nonfinite", args.max_nonfinite, 1),
+              ("--save-every-steps", args.save_every_steps, 0)]
     for flag, value, low in checks:
         if value < low:
             raise UserError(f"{flag}: got {value}, expected an integer >= {low}")
@@ -149,6 +155,18 @@ def _check_resume_data(saved: dict, data: dict, ckpt: str, data_root: str) -> No
         raise CheckpointError(f"{ckpt} was trained on bands {saved_data['bands']} at {saved_data['sfreq']:g} Hz but "
                               f"--data-root {data_root} has {data['bands']} at {data['sfreq']:g} Hz; use a dataset "
                               "built with the same bands and sfreq")
+
+
+def _check_partial(partial: dict, args, train_pairs: int, ckpt: str) -> None:
+    """A mid-epoch checkpoint continues only with the same epoch order: same seed, batch size and train set."""
+    for flag, saved_value, value in (("--seed", partial["seed"], args.seed),
+                                     ("--batch-size", partial["batch_size"], args.batch_size),
+                                     ("train pairs (--data-root / --limit-train-samples)", partial["train_pairs"],
+                                      train_pairs)):
+        if int(saved_value) != int(value):
+            raise CheckpointError(f"{ckpt} stopped mid-epoch (step {partial['step']}/{partial['steps_in_epoch']}) "
+                                  f"with {flag} {saved_value} but this run has {value}; resume with the same "
+                                  "value to continue that epoch exactly")
 
 
 def _model_config(args, data: dict, saved: dict | None, ckpt: str | None) -> dict[str, Any]:
@@ -281,14 +299,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     best_val = float(saved["best_val_loss"]) if saved else math.inf
     best_epoch = int(saved["best_epoch"]) if saved else 0
     best_state = copy.deepcopy(model.state_dict()) if saved else None
+    partial = saved.get("partial_epoch") if saved and start_epoch < args.epochs else None
+    if partial is not None:
+        _check_partial(partial, args, len(train), ckpt)
     if saved and start_epoch < args.epochs:
         optimizer.load_state_dict(saved["optimizer"])
         for group in optimizer.param_groups:  # schedule keys may change on resume; architecture may not
             group["lr"] = args.lr
             if group["weight_decay"] > 0:
                 group["weight_decay"] = args.weight_decay
-        logger.info("resuming %s (run %s) after epoch %d, training to epoch %d", ckpt, run_id, start_epoch,
-                    args.epochs)
+        if partial is not None:
+            logger.info("resuming %s (run %s) in epoch %d after step %d/%d, training to epoch %d", ckpt, run_id,
+                        start_epoch + 1, partial["step"], partial["steps_in_epoch"], args.epochs)
+        else:
+            logger.info("resuming %s (run %s) after epoch %d, training to epoch %d", ckpt, run_id, start_epoch,
+                        args.epochs)
     elif saved:
         logger.info("%s already has %d epoch(s) >= --epochs %d: inference only", ckpt, start_epoch, args.epochs)
 
@@ -297,18 +322,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline, baseline_stages = evaluate(None, val_loader, n_pairs, device)
     config = {**model_cfg, **{k: v for k, v in vars(args).items() if k not in model_cfg}, "data": data,
               "device_used": str(device), "run_id": run_id}
-    nonfinite_run = 0
+    nonfinite_run = int(history[-1].get("nonfinite_run", 0)) if history else 0
+
+    def state_now(epochs_done: int) -> dict[str, Any]:
+        return {"kind": CKPT_KIND, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": epochs_done, "best_val_loss": best_val, "best_epoch": best_epoch, "history": history,
+                "scale_uv": train.scale_uv, "run_id": run_id, "model_config": model_cfg, "data": data}
+
     for epoch in range(start_epoch, args.epochs):
+        resume_at = partial if epoch == start_epoch else None
+
+        def save_mid_epoch(part: dict[str, Any], epoch: int = epoch) -> None:
+            # "epoch" counts finished epochs; "partial_epoch" is the position inside the next one
+            part = {**part, "seed": args.seed, "batch_size": args.batch_size, "train_pairs": len(train)}
+            save_checkpoint(os.path.join(folder, "last.pt"), {**state_now(epoch), "partial_epoch": part}, config)
+            logger.info("epoch %d step %d/%d: mid-epoch checkpoint %s", epoch + 1, part["step"],
+                        part["steps_in_epoch"], os.path.join(folder, "last.pt"))
+
         loader = make_loader(train, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch,
-                             num_workers=args.num_workers)
+                             num_workers=args.num_workers, skip_batches=resume_at["step"] if resume_at else 0)
         stats = train_one_epoch(model, loader, optimizer, epoch=epoch, seed=args.seed, grad_clip=args.grad_clip,
                                 device=device, log_interval=args.log_interval, max_nonfinite=args.max_nonfinite,
-                                nonfinite_run=nonfinite_run)
+                                nonfinite_run=nonfinite_run, save_every=args.save_every_steps,
+                                on_save=save_mid_epoch, resume=resume_at)
         nonfinite_run = stats["nonfinite_run"]
         val_loss, val_stages = evaluate(model, val_loader, n_pairs, device)
         if not (math.isfinite(stats["train_loss"]) and math.isfinite(val_loss)):
             raise UserError(f"training diverged in epoch {epoch + 1} (train loss {stats['train_loss']}, val loss "
-                            f"{val_loss}); nothing was saved for this epoch; lower --lr (now {args.lr:g}) or keep "
+                            f"{val_loss}); nothing after this epoch's last mid-epoch checkpoint (if any) was saved; "
+                            f"lower --lr (now {args.lr:g}) or keep "
                             "--grad-clip > 0, then --resume from last.pt")
         history.append({"epoch": epoch + 1, **stats, "val_loss": val_loss, "val_loss_per_stage": val_stages,
                         "lr": args.lr})
@@ -318,9 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("epoch %d/%d: train %.5g, val %.5g (add-nothing baseline %.5g)%s, grad norm %.3g; val per "
                     "stage %s vs baseline %s", epoch + 1, args.epochs, stats["train_loss"], val_loss, baseline,
                     " *best*" if improved else "", stats["grad_norm"], _fmt(val_stages), _fmt(baseline_stages))
-        state = {"kind": CKPT_KIND, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "epoch": epoch + 1, "best_val_loss": best_val, "best_epoch": best_epoch, "history": history,
-                 "scale_uv": train.scale_uv, "run_id": run_id, "model_config": model_cfg, "data": data}
+        state = state_now(epoch + 1)
         save_checkpoint(os.path.join(folder, "last.pt"), state, config)
         if improved:
             save_checkpoint(os.path.join(folder, "best.pt"), state, config)

@@ -4,7 +4,10 @@ Shape letters: B batch, C channels, T time samples.
 
 Randomness is a function of ``(seed, epoch)`` only: the shuffling order comes from a ``torch.Generator``
 seeded per epoch and dropout from the global generator re-seeded at the start of each epoch. A run
-resumed after epoch k therefore continues exactly as the uninterrupted run would (tested).
+resumed after epoch k therefore continues exactly as the uninterrupted run would (tested). Mid-epoch
+checkpoints (``save_every``) also record the step reached, the running epoch statistics and the global
+RNG state; :func:`make_loader` with ``skip_batches`` and :func:`train_one_epoch` with ``resume`` continue
+such an epoch with exactly the remaining batches and dropout masks (tested).
 """
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ import logging
 import math
 import sys
 import time
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -29,11 +33,33 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 17) % (2**63 - 1)
 
 
+class EpochOrderSampler(Sampler[int]):
+    """Indices ``0..n-1`` in an order fixed by ``(seed, epoch)`` (identity order unless ``shuffle``), from
+    position ``start`` on: batch ``b`` of a loader over it is always the same samples, so skipping the
+    first ``start // batch_size`` batches of an epoch is exact and loads nothing."""
+
+    def __init__(self, n: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, start: int = 0):
+        self.n, self.shuffle, self.seed, self.epoch, self.start = int(n), shuffle, seed, epoch, min(int(start), int(n))
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.start, self.n))
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)))
+        return iter(order[self.start:].tolist())
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
-                num_workers: int = 0) -> DataLoader:
-    """A DataLoader whose shuffling order depends only on ``(seed, epoch)``."""
-    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch)) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                num_workers: int = 0, skip_batches: int = 0) -> DataLoader:
+    """A DataLoader whose order depends only on ``(seed, epoch)``; ``skip_batches`` leaves out the first
+    batches of that order (resuming a mid-epoch checkpoint)."""
+    sampler = EpochOrderSampler(len(dataset), shuffle=shuffle, seed=seed, epoch=epoch,  # type: ignore[arg-type]
+                                start=skip_batches * batch_size)
+    # the loader's own generator only seeds worker processes; without one it would draw from the global RNG
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch) + 2) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator,
                       num_workers=num_workers, drop_last=False, persistent_workers=False)
 
 
@@ -52,7 +78,9 @@ class NonFiniteError(UserError):
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, *, epoch: int,
                     seed: int, grad_clip: float, device: torch.device, log_interval: int,
                     progress: bool | None = None, max_nonfinite: int = 10,
-                    nonfinite_run: int = 0) -> dict[str, float]:
+                    nonfinite_run: int = 0, save_every: int = 0,
+                    on_save: Callable[[dict[str, Any]], None] | None = None,
+                    resume: dict[str, Any] | None = None) -> dict[str, float]:
     """One pass over ``loader`` minimising MSE between predicted and true stage k+1.
 
     Parameters
@@ -69,14 +97,24 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         A step whose loss or gradient norm is NaN/Inf is skipped (no update) and counted; this many in a
         row (counted across epochs through ``nonfinite_run``) raise :class:`NonFiniteError`.
     nonfinite_run : int
-        Skipped steps in a row at the end of the previous epoch.
+        Skipped steps in a row at the end of the previous epoch (ignored with ``resume``).
+    save_every : int
+        Call ``on_save(partial)`` after every ``save_every``-th step (batch, applied or skipped) of the
+        epoch except the last; ``0`` never. ``partial`` (plain types and tensors) holds ``step`` (batches
+        done), ``steps_in_epoch``, the running sums (``loss_sum``, ``samples``, ``grad_norms``,
+        ``nonfinite_steps``, ``nonfinite_run``, ``seconds``) and ``rng_state`` (``torch.get_rng_state()``,
+        plus ``cuda_rng_state`` on CUDA).
+    resume : dict | None
+        Such a ``partial``: continue the epoch after its ``step`` with its sums and RNG state. ``loader``
+        must then leave out the batches done (``make_loader(..., skip_batches=partial['step'])``).
 
     Returns
     -------
     dict
         ``train_loss`` (mean MSE over the samples of applied steps, model units²), ``grad_norm`` (mean
         pre-clip norm), ``grad_norm_max``, ``steps`` (applied), ``nonfinite_steps`` (skipped),
-        ``nonfinite_run`` (skipped in a row at the end), ``seconds``.
+        ``nonfinite_run`` (skipped in a row at the end), ``seconds`` (summed over interrupted parts).
+        A resumed epoch returns exactly the values of an uninterrupted one (except ``seconds``).
 
     Raises
     ------
@@ -85,12 +123,22 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     """
     torch.manual_seed(epoch_seed(seed, epoch) + 1)  # dropout: the only consumer of the global generator here
     model.train()
-    total, count, norms, skipped = 0.0, 0, [], 0
+    total, count, norms, skipped, start, seconds0 = 0.0, 0, [], 0, 0, 0.0
+    if resume is not None:
+        total, count = float(resume["loss_sum"]), int(resume["samples"])
+        norms = [float(v) for v in resume["grad_norms"]]
+        skipped, nonfinite_run = int(resume["nonfinite_steps"]), int(resume["nonfinite_run"])
+        start, seconds0 = int(resume["step"]), float(resume["seconds"])
+        torch.set_rng_state(resume["rng_state"])
+        if device.type == "cuda" and resume.get("cuda_rng_state") is not None:
+            torch.cuda.set_rng_state(resume["cuda_rng_state"], device)
+    n_steps = start + len(loader)
     t0 = time.perf_counter()
     show = sys.stderr.isatty() if progress is None else progress
     with logging_redirect_tqdm():
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", disable=not show, leave=False)
-        for step, (x_BCT, y_BCT, k_B) in enumerate(bar, start=1):
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", disable=not show, leave=False,
+                   initial=start, total=n_steps)
+        for step, (x_BCT, y_BCT, k_B) in enumerate(bar, start=start + 1):
             x_BCT, y_BCT, k_B = x_BCT.to(device), y_BCT.to(device), k_B.to(device)
             loss = nn.functional.mse_loss(model(x_BCT, k_B), y_BCT)
             optimizer.zero_grad(set_to_none=True)
@@ -102,26 +150,36 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                 skipped += 1
                 nonfinite_run += 1
                 logger.warning("epoch %d step %d/%d: non-finite loss (%s) or gradient norm (%s); step skipped "
-                               "(%d in a row)", epoch + 1, step, len(loader), float(loss.detach()), norm,
+                               "(%d in a row)", epoch + 1, step, n_steps, float(loss.detach()), norm,
                                nonfinite_run)
                 if nonfinite_run >= max_nonfinite:
+                    kept = "the state before this epoch" if not save_every else \
+                        "the state before this epoch or its last mid-epoch checkpoint"
                     raise NonFiniteError(f"training diverged in epoch {epoch + 1}: {nonfinite_run} steps in a row "
                                          "had a non-finite loss or gradient (--max-nonfinite "
-                                         f"{max_nonfinite}); nothing was saved for this epoch; lower --lr or keep "
+                                         f"{max_nonfinite}); last.pt keeps {kept}; lower --lr or keep "
                                          "--grad-clip > 0, then --resume from last.pt")
-                continue
-            nonfinite_run = 0
-            optimizer.step()
-            total += float(loss.detach()) * x_BCT.shape[0]
-            count += x_BCT.shape[0]
-            norms.append(norm)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4g}", gnorm=f"{norm:.3g}")
-            if step % log_interval == 0 or step == len(loader):
-                logger.info("epoch %d step %d/%d: loss %.5g (epoch mean %.5g), grad norm %.3g", epoch + 1, step,
-                            len(loader), float(loss.detach()), total / count, norm)
+            else:
+                nonfinite_run = 0
+                optimizer.step()
+                total += float(loss.detach()) * x_BCT.shape[0]
+                count += x_BCT.shape[0]
+                norms.append(norm)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4g}", gnorm=f"{norm:.3g}")
+                if step % log_interval == 0 or step == n_steps:
+                    logger.info("epoch %d step %d/%d: loss %.5g (epoch mean %.5g), grad norm %.3g", epoch + 1,
+                                step, n_steps, float(loss.detach()), total / count, norm)
+            if save_every and on_save is not None and step % save_every == 0 and step < n_steps:
+                partial: dict[str, Any] = {
+                    "step": step, "steps_in_epoch": n_steps, "loss_sum": total, "samples": count,
+                    "grad_norms": list(norms), "nonfinite_steps": skipped, "nonfinite_run": nonfinite_run,
+                    "seconds": seconds0 + time.perf_counter() - t0, "rng_state": torch.get_rng_state()}
+                if device.type == "cuda":
+                    partial["cuda_rng_state"] = torch.cuda.get_rng_state(device)
+                on_save(partial)
     return {"train_loss": total / max(count, 1), "grad_norm": sum(norms) / max(len(norms), 1),
             "grad_norm_max": max(norms, default=0.0), "steps": len(norms), "nonfinite_steps": skipped,
-            "nonfinite_run": nonfinite_run, "seconds": time.perf_counter() - t0}
+            "nonfinite_run": nonfinite_run, "seconds": seconds0 + time.perf_counter() - t0}
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 """Fault injection into the prototype pipeline: full disk and read-only folder during a checkpoint write,
-NaN steps, bad files in the corpus, SIGKILL mid-epoch. Nothing written before the fault may be lost, and a
-resumed run must end bit-identical to an uninterrupted one (CPU, fixed seed)."""
+NaN steps, bad files in the corpus, SIGKILL mid-epoch (with --save-every-steps: at most that many steps
+lost). Nothing written before the fault may be lost, and a resumed run must end bit-identical to an
+uninterrupted one (CPU, fixed seed)."""
 from __future__ import annotations
 
 import errno
@@ -236,9 +237,14 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(data_root, reference, tm
     out = str(tmp_path / "run")
     # the same thread count as this process, which resumes the run (float sums depend on it)
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONPATH=REPO,
-               FAULT_KILL_AT_STEP="5")  # epoch 2, step 2
+               FAULT_KILL_AT_STEP="5")  # epoch 2, step 2 (3 steps per epoch)
     r = subprocess.run([sys.executable, str(launcher), "--data-root", data_root, "--checkpoint-dir", out,
-                        "--epochs", "3", *ARGS], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+                        "--epochs", "3", "--save-every-steps", "1", *ARGS], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=120)
     assert r.returncode == -9, r.stderr[-2000:]
-    assert load_checkpoint(os.path.join(out, "last.pt"), fallback=False)[0]["epoch"] == 1
+    # the kill lost at most the interval: last.pt holds epoch 1 and step 1 of epoch 2
+    state = load_checkpoint(os.path.join(out, "last.pt"), fallback=False)[0]
+    assert state["epoch"] == 1 and state["partial_epoch"]["step"] == 1
+    # resumed without the flag; the reference run had no mid-epoch checkpoints at all
     _resume_and_compare(out, data_root, reference)
+    assert "partial_epoch" not in load_checkpoint(os.path.join(out, "last.pt"), fallback=False)[0]

@@ -134,6 +134,7 @@ def test_bad_dataset_is_one_line_exit_2_and_writes_nothing(case, dataset, tmp_pa
     (["--epochs", "0"], "--epochs: got 0"), (["--batch-size", "0"], "--batch-size"), (["--lr", "-1"], "--lr"),
     (["--device", "gpu"], "--device: got 'gpu'"), (["--nhead", "3"], "--nhead 3 does not divide --d-model 128"),
     (["--limit-val-samples", "0"], "--limit-val-samples"), (["--demo-index", "7"], "--demo-index: got 7"),
+    (["--save-every-steps", "-1"], "--save-every-steps: got -1"),
     (["--resume", "missing.pt"], "missing.pt: checkpoint not found"),
 ])
 def test_bad_flags_are_one_line_exit_2(argv, expected, dataset, tmp_path, cli_stderr):

@@ -91,6 +91,66 @@ def test_resume_equals_an_uninterrupted_run(data_root, tmp_path):
     assert len(full["history"]) == 3 and full["history"][0]["val_loss"] != full["history"][2]["val_loss"]
 
 
+class _Stop(Exception):
+    pass
+
+
+def _stop_at_step(monkeypatch, n: int) -> None:
+    """Raise :class:`_Stop` in the ``n``-th training step (1-based over the whole run), before its update."""
+    real, calls = torch.nn.utils.clip_grad_norm_, [0]
+
+    def clip(*a, **kw):
+        calls[0] += 1
+        if calls[0] == n:
+            raise _Stop
+        return real(*a, **kw)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+
+
+def test_mid_epoch_checkpoint_resumes_exactly(data_root, tmp_path, monkeypatch):
+    # 12 windows -> 48 pairs -> 6 steps of 8 per epoch; a checkpoint every 4 steps (not a divisor of 6)
+    small = ["--data-root", data_root, "--limit-train-samples", "12", "--limit-val-samples", "4", *ARGS,
+             "--batch-size", "8", "--epochs", "3"]
+    full_dir, split_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
+    pipeline.main(["--checkpoint-dir", full_dir, *small])
+    last = os.path.join(split_dir, "last.pt")
+    _stop_at_step(monkeypatch, 11)  # epoch 2, step 5: its last mid-epoch checkpoint is after step 4
+    with pytest.raises(_Stop):
+        pipeline.main(["--checkpoint-dir", split_dir, "--save-every-steps", "4", *small])
+    monkeypatch.undo()
+    mid, _ = load_checkpoint(last, fallback=False)  # loaded with weights_only=True
+    part = mid["partial_epoch"]
+    assert mid["epoch"] == 1 and len(mid["history"]) == 1 and (part["step"], part["steps_in_epoch"]) == (4, 6)
+    assert part["rng_state"].dtype == torch.uint8 and len(part["grad_norms"]) == 4
+    assert load_checkpoint(os.path.join(split_dir, "last.prev.pt"), fallback=False)[0]["epoch"] == 1
+    with pytest.raises(CheckpointError, match=r"mid-epoch \(step 4/6\) with --batch-size 8 but this run has 16"):
+        pipeline.main(["--checkpoint-dir", split_dir, "--resume", last, *small, "--batch-size", "16"])
+    # the resume itself writes mid-epoch checkpoints (--save_every_steps spelling) and is stopped again,
+    # in epoch 3 step 2, right after epoch 3's first checkpoint (step 1 with an interval of 1)
+    _stop_at_step(monkeypatch, 6 - 4 + 2)
+    with pytest.raises(_Stop):
+        pipeline.main(["--checkpoint-dir", split_dir, "--resume", last, "--save_every_steps", "1", *small])
+    monkeypatch.undo()
+    again, _ = load_checkpoint(last, fallback=False)
+    assert again["epoch"] == 2 and again["partial_epoch"]["step"] == 1
+    pipeline.main(["--checkpoint-dir", split_dir, "--resume", last, *small])
+    full, _ = load_checkpoint(os.path.join(full_dir, "last.pt"))
+    resumed, _ = load_checkpoint(last)
+    assert resumed["epoch"] == full["epoch"] == 3 and "partial_epoch" not in resumed
+    assert full["model"].keys() == resumed["model"].keys()
+    for key, value in full["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    for key, value in full["optimizer"]["state"].items():
+        for name, tensor in value.items():
+            assert torch.equal(tensor, resumed["optimizer"]["state"][key][name]), (key, name)
+    strip = lambda hist: [{k: v for k, v in e.items() if k != "seconds"} for e in hist]  # noqa: E731
+    metrics = [json.load(open(os.path.join(d, "metrics.json"))) for d in (full_dir, split_dir)]
+    assert strip(metrics[1]["epochs"]) == strip(metrics[0]["epochs"])
+    assert [e["steps"] for e in metrics[1]["epochs"]] == [6, 6, 6]
+    assert metrics[1]["best_epoch"] == metrics[0]["best_epoch"]
+
+
 def test_resume_with_enough_epochs_only_infers(run_dir, data_root, tmp_path):
     work = str(tmp_path / "run")
     shutil.copytree(run_dir, work)
