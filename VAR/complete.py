@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from utils.cli import ArgumentParser, run_cli, setup_logging
+from utils.cli import ArgumentParser, check_new_outputs, run_cli, setup_logging
 from utils.errors import DatasetError, UserError
 
 logger = logging.getLogger("complete")
@@ -173,10 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--fade={args.fade}: expected >= 0 seconds")
     if not args.out.endswith(".npz"):
         raise UserError(f"--out={args.out}: expected a .npz file name")
-    for flag in ("out", "plot"):
-        path = getattr(args, flag)
-        if path and os.path.exists(path) and not args.overwrite:
-            raise UserError(f"--{flag}={path} exists; pass --overwrite to replace it or choose another name")
+    check_new_outputs({"out": args.out, "plot": args.plot}, args.overwrite)
     unused = {"complete_bands": ("gap", "gap_file", "horizon"), "fill_gap": ("k", "horizon"),
               "forecast": ("k", "gap", "gap_file")}[args.mode]
     for flag in unused:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from utils.checkpoint import load_checkpoint
-from utils.cli import ArgumentParser, run_cli, setup_logging
+from utils.cli import ArgumentParser, check_new_outputs, run_cli, setup_logging
 from utils.errors import CheckpointError, UserError
 
 logger = logging.getLogger("sample")
@@ -220,10 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--top_k={args.top_k}: expected >= 0 (0 = off)")
     if not args.out.endswith(".npz"):
         raise UserError(f"--out={args.out}: expected a .npz file name")
-    for flag in ("out", "plot"):
-        path = getattr(args, flag)
-        if path and os.path.exists(path) and not args.overwrite:
-            raise UserError(f"--{flag}={path} exists; pass --overwrite to replace it or choose another name")
+    check_new_outputs({"out": args.out, "plot": args.plot}, args.overwrite)
     if args.plot and args.data_path and not os.path.isdir(args.data_path):
         raise UserError(f"--data_path={args.data_path}: not a folder; pass the dataset root holding val/")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device

@@ -70,6 +70,21 @@ def one_line(message: str) -> str:
     return message
 
 
+def check_new_outputs(outputs: dict[str, str | None], overwrite: bool) -> None:
+    """Refuse to replace existing output files unless ``overwrite``.
+
+    ``outputs`` maps a flag name (without dashes) to the path it was given (``None`` = not requested).
+
+    Raises
+    ------
+    UserError
+        Naming the first flag whose file exists.
+    """
+    for flag, path in outputs.items():
+        if path and os.path.exists(path) and not overwrite:
+            raise UserError(f"--{flag}={path} exists; pass --overwrite to replace it or choose another name")
+
+
 def user_error_exit(prog: str, message: str) -> NoReturn:
     """Print ``prog: error: message`` (one line, see :func:`one_line`) on stderr and exit with code 2."""
     print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
