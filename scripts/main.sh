@@ -23,7 +23,7 @@ options:
   --labels RULE      --label-from rule for real recordings, e.g. 'regex:_1\.edf$=rest,_2\.edf$=arithmetic'
   --channels SET     channel set for real recordings: 1020-19 (default) or all
   --tok-epochs N     tokenizer epochs (default: 8)
-  --var-epochs N     VAR epochs (default: 10)
+  --var-epochs N     VAR epochs (default: 40)
   --depth D          VAR depth (default: 2)
   --overwrite        delete OUT first
 EOF
@@ -35,7 +35,7 @@ recordings=()
 labels=""
 channels="1020-19"
 tok_epochs=8
-var_epochs=10
+var_epochs=40
 depth=2
 overwrite=0
 die() { echo "main.sh: error: $*" >&2; exit 2; }
