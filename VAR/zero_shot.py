@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from models.helpers import sample_with_top_k_top_p_
+from models.helpers import sample_with_top_k_top_p_, sampling_rng_and_labels
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -188,21 +188,7 @@ def complete_tokens(var, src_idx: Sequence[torch.Tensor], keep: Sequence[torch.T
                          f"{len(src_idx)} and {len(keep)}")
     dev = var.lvl_1L.device
     B = src_idx[0].shape[0]
-    if g_seed is None:
-        rng = None
-    else:
-        if var.rng.device != dev:
-            var.rng = torch.Generator(device=dev)
-        var.rng.manual_seed(int(g_seed))
-        rng = var.rng
-    if label_B is None and var.num_classes == 1:
-        label_B = 0
-    if label_B is None:
-        label_B = torch.multinomial(var.uniform_prob.expand(B, -1), num_samples=1, replacement=True,
-                                    generator=rng).reshape(B)
-    elif isinstance(label_B, int):
-        label_B = torch.full((B,), fill_value=var.num_classes if label_B < 0 else label_B, device=dev)
-    label_B = label_B.to(dev).long()
+    rng, label_B = sampling_rng_and_labels(var, B, label_B, g_seed, dev)
     use_cfg = cfg != 0
     nB = 2 * B if use_cfg else B
     G, V = var.G, var.V

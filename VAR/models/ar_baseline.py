@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from models.basic_var import AdaLNBeforeHead, AdaLNSelfAttn
-from models.helpers import sample_with_top_k_top_p_
+from models.helpers import sample_with_top_k_top_p_, sampling_rng_and_labels
 from models.var import VAR
 
 __all__ = ["ARBaseline", "build_ar_baseline", "SEQUENCES"]
@@ -196,19 +196,7 @@ class ARBaseline(nn.Module):
             Decoded EEG in model units (multiply by the tokenizer's ``uv_scale`` for µV).
         """
         dev = self.pos_1NC.device
-        rng = None
-        if g_seed is not None:
-            if self.rng.device != dev:
-                self.rng = torch.Generator(device=dev)
-            self.rng.manual_seed(int(g_seed))
-            rng = self.rng
-        if label_B is None and self.num_classes == 1:
-            label_B = 0
-        if label_B is None:
-            label_B = torch.multinomial(self.uniform_prob.expand(B, -1), 1, replacement=True, generator=rng).reshape(B)
-        elif isinstance(label_B, int):
-            label_B = torch.full((B,), self.num_classes if label_B < 0 else label_B, device=dev)
-        label_B = label_B.to(dev).long()
+        rng, label_B = sampling_rng_and_labels(self, B, label_B, g_seed, dev)
         use_cfg = cfg != 0
         labels = torch.cat((label_B, torch.full_like(label_B, self.num_classes))) if use_cfg else label_B
         cond_BD = self.class_emb(labels)

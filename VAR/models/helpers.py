@@ -9,6 +9,35 @@ from torch import nn as nn
 from torch.nn import functional as F
 
 
+
+def sampling_rng_and_labels(model: nn.Module, B: int, label_B: torch.Tensor | int | None, g_seed: int | None,
+                            dev: torch.device) -> tuple[torch.Generator | None, torch.Tensor]:
+    """Seed ``model.rng`` and resolve the class labels of a sampling call, as upstream's sampler does.
+
+    ``g_seed`` None uses the global generator; otherwise ``model.rng`` (re-created on ``dev`` if needed) is
+    seeded and returned. ``label_B`` None draws B classes uniformly (class 0 when the model has one class);
+    an int gives every window that class (negative = the null class, i.e. unconditional); a tensor is used as is.
+
+    Returns
+    -------
+    rng : torch.Generator | None
+    label_B : LongTensor, shape (B,), on ``dev``
+    """
+    rng = None
+    if g_seed is not None:
+        if model.rng.device != dev:
+            model.rng = torch.Generator(device=dev)
+        model.rng.manual_seed(int(g_seed))
+        rng = model.rng
+    if label_B is None and model.num_classes == 1:
+        label_B = 0
+    if label_B is None:
+        label_B = torch.multinomial(model.uniform_prob.expand(B, -1), num_samples=1, replacement=True,
+                                    generator=rng).reshape(B)
+    elif isinstance(label_B, int):
+        label_B = torch.full((B,), fill_value=model.num_classes if label_B < 0 else label_B, device=dev)
+    return rng, label_B.to(dev).long()
+
 def sample_with_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
                              rng: torch.Generator | None = None, num_samples: int = 1) -> torch.Tensor:
     """Sample token indices after top-k / top-p filtering; ``logits_BlV`` is modified in place.

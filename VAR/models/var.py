@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from models.basic_var import AdaLNBeforeHead, AdaLNSelfAttn
-from models.helpers import gumbel_softmax_with_rng, sample_with_top_k_top_p_
+from models.helpers import gumbel_softmax_with_rng, sample_with_top_k_top_p_, sampling_rng_and_labels
 
 __all__ = ["VAR", "SharedAdaLin"]
 
@@ -189,21 +189,7 @@ class VAR(nn.Module):
             Per scale: (B, pn * G) tokens, and (B, Cvae, L) cumulative f_hat (decode each for stage k).
         """
         dev = self.lvl_1L.device
-        if g_seed is None:
-            rng = None
-        else:
-            if self.rng.device != dev:
-                self.rng = torch.Generator(device=dev)
-            self.rng.manual_seed(int(g_seed))
-            rng = self.rng
-        if label_B is None and self.num_classes == 1:
-            label_B = 0
-        if label_B is None:
-            label_B = torch.multinomial(self.uniform_prob.expand(B, -1), num_samples=1, replacement=True,
-                                        generator=rng).reshape(B)
-        elif isinstance(label_B, int):
-            label_B = torch.full((B,), fill_value=self.num_classes if label_B < 0 else label_B, device=dev)
-        label_B = label_B.to(dev).long()
+        rng, label_B = sampling_rng_and_labels(self, B, label_B, g_seed, dev)
         use_cfg = cfg != 0
         nB = 2 * B if use_cfg else B
         with self._autocast_off(dev):
