@@ -134,6 +134,21 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> flo
     return float(statistics.median(times))
 
 
+def plot_psd_curves(ax: Any, curves: dict, f_max: float | None = None, legend_size: int = 8) -> None:
+    """Draw saved mean-PSD curves on a matplotlib axis (log scale): ``curves`` holds ``freqs_hz`` and one
+    list per kind (µV²/Hz); the ``'real val'`` curve is drawn thick and black, the others in cycle colours."""
+    import numpy as np
+
+    f = np.asarray(curves["freqs_hz"])
+    keep = (f > 0) & (f <= (f_max or f.max()))
+    for i, key in enumerate(k for k in curves if k != "freqs_hz"):
+        ax.semilogy(f[keep], np.asarray(curves[key])[keep], color="k" if key == "real val" else f"C{i}",
+                    lw=2 if key == "real val" else 1, label=key)
+    ax.set(xlabel="frequency (Hz)", ylabel="PSD (µV²/Hz)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:

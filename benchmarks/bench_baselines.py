@@ -33,7 +33,8 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmarks import RESULTS_DIR, bench_parser, figure_path, machine_info, median_time, peak_rss_mb, save_result
+from benchmarks import (RESULTS_DIR, bench_parser, figure_path, machine_info, median_time, peak_rss_mb, plot_psd_curves,
+                        save_result)
 from utils.cli import run_cli, setup_logging
 from utils.eeg_bands import band_names, stage_names
 from utils.eeg_baselines import LinearVAR, fill_gap_ar, fill_gap_linear, fill_gap_zeros, forecast_zeros, phase_randomize
@@ -225,14 +226,8 @@ def plot_psd(curves: dict, f_max: float | None, path: str) -> None:
 
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
     for ax, (cname, c) in zip(axes[0], curves.items()):
-        f = np.asarray(c["freqs_hz"])
-        keep = (f > 0) & (f <= (f_max or f.max()))
-        for i, key in enumerate(k for k in c if k != "freqs_hz"):
-            ax.semilogy(f[keep], np.asarray(c[key])[keep], color="k" if key == "real val" else f"C{i}",
-                        lw=2 if key == "real val" else 1, label=key)
-        ax.set(xlabel="frequency (Hz)", ylabel="PSD (µV²/Hz)", title=f"class {cname}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        plot_psd_curves(ax, c, f_max, legend_size=8)
+        ax.set_title(f"class {cname}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks import bench_parser, figure_path, machine_info, peak_rss_mb, save_result
+from benchmarks import bench_parser, figure_path, machine_info, peak_rss_mb, plot_psd_curves, save_result
 from benchmarks.bench_baselines import _time_blocks, generation_floors, load_split, plot_examples
 from utils.cli import run_cli, setup_logging
 from utils.eeg_dataset import label_names
@@ -162,15 +162,9 @@ def plot_psd_and_errors(curves: dict, quality: dict, kinds: list[str], path: str
     fig, axes = plt.subplots(2, len(classes), figsize=(6 * len(classes), 8), squeeze=False)
     for j, cname in enumerate(classes):
         c = curves[cname]
-        f = np.asarray(c["freqs_hz"])
-        keep = (f > 0) & (f <= F_MAX)
         ax = axes[0, j]
-        for i, key in enumerate(k for k in c if k != "freqs_hz"):
-            ax.semilogy(f[keep], np.asarray(c[key])[keep], color="k" if key == "real val" else f"C{i}",
-                        lw=2 if key == "real val" else 1, label=key)
-        ax.set(xlabel="frequency (Hz)", ylabel="PSD (µV²/Hz)", title=f"{cname}: mean PSD, held-out subject")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        plot_psd_curves(ax, c, F_MAX, legend_size=7)
+        ax.set_title(f"{cname}: mean PSD, held-out subject")
         ax = axes[1, j]
         bands = list(quality[cname][kinds[0]]["psd_error_db"])
         w = 0.8 / len(kinds)
