@@ -32,3 +32,24 @@ def shared_data() -> str:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def spoil_train_files(root: str, key: str = "signal", index: tuple[int, ...] = (0, 5),
+                      value: float = float("nan")) -> tuple[str, str]:
+    """Damage a dataset copy: train file #1 becomes non-npz bytes, train file #2 keeps a valid header but gets
+    ``value`` written into ``key[index]``. Returns (garbage path, bad-value path)."""
+    files = sorted(os.listdir(os.path.join(root, "train")))
+    garbage, bad = (os.path.join(root, "train", n) for n in files[1:3])
+    with open(garbage, "wb") as fh:
+        fh.write(b"not an npz at all")
+    with np.load(bad, allow_pickle=False) as npz:
+        members = {k: npz[k] for k in npz.files}
+    members[key][index] = value
+    np.savez(bad, **members)
+    return garbage, bad
+
+
+@pytest.fixture
+def spoil_corpus():
+    """The :func:`spoil_train_files` helper, for tests that inject bad files into a corpus."""
+    return spoil_train_files

@@ -184,23 +184,10 @@ def test_nonfinite_run_stops_and_keeps_the_last_good_epoch(data_root, reference,
     assert state["history"][-1]["nonfinite_steps"] == 1
 
 
-def _corrupt(root: str) -> tuple[str, str]:
-    files = sorted(os.listdir(os.path.join(root, "train")))
-    garbage = os.path.join(root, "train", files[1])
-    with open(garbage, "wb") as fh:
-        fh.write(b"not an npz at all")
-    nan_file = os.path.join(root, "train", files[2])  # a valid header whose signal holds a NaN
-    with np.load(nan_file, allow_pickle=False) as npz:
-        members = {k: npz[k] for k in npz.files}
-    members["signal"][0, 5] = np.nan
-    np.savez(nan_file, **members)
-    return garbage, nan_file
-
-
-def test_bad_files_in_the_corpus(data_root, tmp_path, cli, caplog):
+def test_bad_files_in_the_corpus(data_root, tmp_path, cli, caplog, spoil_corpus):
     root = str(tmp_path / "data")
     shutil.copytree(data_root, root)
-    garbage, nan_file = _corrupt(root)
+    garbage, nan_file = spoil_corpus(root)
     out = str(tmp_path / "run")
     code, lines = cli(["--data-root", root, "--checkpoint-dir", out, "--epochs", "1", *ARGS])
     assert code == 2 and len(lines) == 1 and os.path.basename(garbage) in lines[0]

@@ -128,17 +128,10 @@ def test_nonfinite_run_stops_with_a_checkpoint_from_before_the_fault(setup, tmp_
     assert (state["epoch"], state["iter"]) == (1, 0) and state["nonfinite_total"] == 0 and _finite(state)
 
 
-def test_skip_bad_files(setup, tmp_path):
+def test_skip_bad_files(setup, tmp_path, spoil_corpus):
     root = str(tmp_path / "ds")
     shutil.copytree(setup["ds"], root)
-    names = sorted(os.listdir(os.path.join(root, "train")))
-    garbage, nan_file = (os.path.join(root, "train", n) for n in names[1:3])
-    with open(garbage, "wb") as fh:
-        fh.write(b"not an npz")
-    with np.load(nan_file, allow_pickle=False) as npz:
-        members = {k: npz[k] for k in npz.files}
-    members["cumulative_bands"][-1, 1, 7] = np.inf
-    np.savez(nan_file, **members)
+    garbage, nan_file = spoil_corpus(root, key="cumulative_bands", index=(-1, 1, 7), value=np.inf)
     out = str(tmp_path / "run")
     r = _train(dict(setup, ds=root), out)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("train_vae.py: error: " + garbage)

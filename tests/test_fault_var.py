@@ -241,20 +241,12 @@ def test_torchrun_max_restarts_recovers_a_crashed_worker(setup, tmp_path):
     _assert_same_params(out, setup["ref2"])
 
 
-def test_bad_files_in_the_corpus_are_skipped_when_allowed(setup, tmp_path):
+def test_bad_files_in_the_corpus_are_skipped_when_allowed(setup, tmp_path, spoil_corpus):
     import shutil
 
-    import numpy as np
     root = str(tmp_path / "ds")
     shutil.copytree(setup["ds"], root)
-    names = sorted(os.listdir(os.path.join(root, "train")))
-    garbage, nan_file = (os.path.join(root, "train", n) for n in names[1:3])
-    with open(garbage, "wb") as fh:
-        fh.write(b"not an npz")
-    with np.load(nan_file, allow_pickle=False) as npz:
-        members = {k: npz[k] for k in npz.files}
-    members["signal"][1, 9] = np.nan
-    np.savez(nan_file, **members)
+    garbage, nan_file = spoil_corpus(root, key="signal", index=(1, 9))
     s = dict(setup, ds=root)
     r = _train(s, str(tmp_path / "a"))
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(f"train.py: error: {garbage}")
