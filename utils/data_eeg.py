@@ -3,7 +3,8 @@
 Commands::
 
     python -m utils.data_eeg build --inputs PATH... --out DIR [--sfreq 100] [--window-sec 5] [--stride-sec 5]
-        [--channels 1020-19|all] [--val-fraction 0.2] [--split-by recording|subject] [--label-from RULE]
+        [--channels 1020-19|all] [--val-fraction 0.2] [--split-by subject|recording|time] [--split-gap-sec S]
+        [--label-from RULE]
         [--bands 0.5-4,4-8,...] [--notch 50] [--flat-threshold 0.1] [--max-amplitude-uv 500] [--seed 0]
         [--jobs N] [--overwrite] [--continue-on-error]
     python -m utils.data_eeg build --from-manifest OLD_DIR --out NEW_DIR     # rebuild the same dataset
@@ -14,6 +15,12 @@ Each window ``<recording>_w<index>.npz`` holds ``signal`` (C, T) float32 µV (th
 recording, not band-passed), ``cumulative_bands`` (K, C, T) float32 µV (stage k band-passed from the first
 band's lower edge to band k's upper edge, filtered on the continuous recording), ``bands``, ``sfreq``,
 ``ch_names``, ``source``, ``start`` (sample at ``sfreq``), ``subject`` and ``label`` (-1 = none).
+
+Splits (:mod:`utils.eeg_splits`): ``--split-by subject`` (default) or ``recording`` puts whole subjects or
+recordings in val; ``--split-by time`` puts every recording in both splits: windows ending at or before
+``b = floor((1 - val_fraction) * n_samples)`` go to train, windows starting at or after ``b + gap`` go to
+val, those in between are dropped (``split_gap``); the gap (``--split-gap-sec``) defaults to the longer of
+the window and the stage filter, so train and val windows share no sample and no filter support.
 
 Python API (notebooks): :func:`build_dataset` with an :class:`IngestConfig`, :func:`rebuild_from_manifest`,
 :func:`dataset_summary`; read a built dataset lazily with :class:`utils.eeg_dataset.EEGWindowDataset`.
@@ -36,6 +43,7 @@ from .eeg_build import build_dataset, rebuild_from_manifest
 from .eeg_channels import CHANNEL_SETS, DEFAULT_MAX_INTERPOLATE
 from .eeg_info import dataset_summary, format_summary
 from .eeg_ingest import IngestConfig
+from .eeg_splits import SPLIT_BY
 from .errors import UserError
 
 __all__ = ["build_dataset", "rebuild_from_manifest", "dataset_summary", "IngestConfig", "main"]
@@ -78,12 +86,20 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-amplitude-uv", type=float, default=d.max_amplitude_uv, help="drop a window when any "
                    "full-band sample exceeds this |µV|; 0 disables")
     g = parser.add_argument_group("splits and labels")
-    g.add_argument("--split-by", default=d.split_by, choices=("subject", "recording"),
-                   help="keep all windows of a subject (or recording) in one split")
+    g.add_argument("--split-by", default=d.split_by, choices=SPLIT_BY,
+                   help="'subject'/'recording': keep all windows of a subject (recording) in one split; 'time': "
+                   "every recording in both splits, train = windows ending at or before b = floor((1 - "
+                   "val_fraction) * n_samples), val = windows starting at or after b + --split-gap-sec, windows "
+                   "in between dropped (reason split_gap)")
     g.add_argument("--val-fraction", type=float, default=d.val_fraction, help="fraction of subjects/recordings "
-                   "in val (0 = train only)")
+                   "in val (0 = train only); with --split-by time, the share of each recording's duration held "
+                   "out at its end, in (0, 1)")
     g.add_argument("--val-groups", default="", help="comma-separated subjects (or recording ids) for val; "
-                   "overrides --val-fraction")
+                   "overrides --val-fraction (not with --split-by time)")
+    g.add_argument("--split-gap-sec", type=float, default=None, help="--split-by time only: seconds between the "
+                   "last train window's end and the first val window's start; default: the longer of --window-sec "
+                   "and the stage filter (6.6 s for a 0.5 Hz lower edge), so that no train and val window share "
+                   "samples or filter support (stages are filtered on the continuous recording)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed of the split shuffle")
     g.add_argument("--subject-regex", default=None, help="regex on the recording path whose group 'subject' "
                    "(or group 1) is the subject id; default rule: BIDS sub-XX, EEGMMIDB S001R01 -> S001, "
@@ -106,7 +122,8 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         bands=tuple((float(lo), float(hi)) for lo, hi in bands), notch=_float_list(args.notch, "--notch"),
         flat_threshold_uv=args.flat_threshold, max_amplitude_uv=args.max_amplitude_uv, label_from=args.label_from,
         split_by=args.split_by, val_fraction=args.val_fraction,
-        val_groups=tuple(g.strip() for g in args.val_groups.split(",") if g.strip()), seed=args.seed,
+        val_groups=tuple(g.strip() for g in args.val_groups.split(",") if g.strip()),
+        split_gap_sec=args.split_gap_sec, seed=args.seed,
         subject_regex=args.subject_regex, compress=args.compress).validate()
 
 

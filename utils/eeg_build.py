@@ -7,8 +7,9 @@
     manifest = build_dataset(["recordings/"], "datasets/mine", IngestConfig(sfreq=100, window_sec=5))
 
 Order of work: validate the settings -> find the recordings -> check the output folder (resume, or
-refuse another dataset unless ``overwrite``) -> survey every header (fails fast) -> subjects, splits,
-label names, the channel layout -> process pending recordings in parallel, rewriting the manifest
+refuse another dataset unless ``overwrite``) -> survey every header (fails fast) -> subjects, splits
+(by subject or recording: whole recordings to one split; by time: every recording to both, its end
+held out, :mod:`utils.eeg_splits`), label names, the channel layout -> process pending recordings in parallel, rewriting the manifest
 atomically after each one -> final counts. A killed build resumes where it stopped: recordings the
 manifest marks ``done`` with an unchanged hash and all their window files present are skipped.
 """
@@ -24,12 +25,13 @@ import time
 from collections import Counter
 from typing import Any, Callable, Sequence
 
-from .eeg_ingest import IngestConfig, RecordingPlan, assign_recording_ids, process_recording, survey_recording
+from .eeg_ingest import (IngestConfig, RecordingPlan, assign_recording_ids, process_recording, split_gap_samples,
+                         survey_recording)
 from .eeg_labels import LabelRule, annotation_names, parse_label_rule
 from .eeg_manifest import MANIFEST_FORMAT, load_manifest, manifest_path, summarise, write_manifest
 from .eeg_read import RecordingError, file_sha256, find_recordings
 from .eeg_schema import SPLITS
-from .eeg_splits import assign_splits
+from .eeg_splits import BOTH, assign_splits
 from .errors import UserError
 from .project_info import code_version
 
@@ -38,6 +40,14 @@ logger = logging.getLogger(__name__)
 
 def split_rule_text(config: IngestConfig) -> str:
     """The split rule in words, for the manifest."""
+    if config.split_by == "time":
+        gap = split_gap_samples(config)
+        why = "--split-gap-sec" if config.split_gap_sec is not None else \
+            "default: the longer of the window and the stage filter"
+        return (f"by time; every recording in both splits: boundary b = floor({1 - config.val_fraction:g} * "
+                f"n_samples) at {config.sfreq:g} Hz, train = windows ending at or before b, val = windows starting "
+                f"at or after b + gap, gap = {gap / config.sfreq:g} s ({gap} samples, {why}); windows in between "
+                "dropped as split_gap")
     if config.val_groups:
         return f"by {config.split_by}; val = {list(config.val_groups)} (explicit --val-groups)"
     return (f"by {config.split_by}; groups sorted, shuffled with numpy default_rng(seed={config.seed}), first "
@@ -109,12 +119,20 @@ def _prepare_out(out: str, old: dict | None, inputs_key: list[list[str]], overwr
     return old
 
 
+def _entry_files(entry: dict) -> list[tuple[str, str]]:
+    """``(split, file name)`` of every window a manifest entry lists (``window_files`` is per split for 'both')."""
+    files = entry.get("window_files") or []
+    if isinstance(files, dict):
+        return [(split, n) for split in SPLITS for n in files.get(split, [])]
+    return [(entry["split"], n) for n in files]
+
+
 def _is_done(entry: dict | None, out: str) -> bool:
     if not entry or entry.get("status") != "done":
         return False
-    names = entry.get("window_files") or []
-    return len(names) == entry.get("n_windows") and \
-        all(os.path.exists(os.path.join(out, entry["split"], n)) for n in names)
+    files = _entry_files(entry)
+    return len(files) == entry.get("n_windows") and \
+        all(os.path.exists(os.path.join(out, split, n)) for split, n in files)
 
 
 def _worker(args: tuple) -> tuple[str, dict[str, Any] | None, str | None]:
@@ -277,14 +295,19 @@ def _build(paths: list[str], out: str, *, old: dict | None, config: IngestConfig
         raise UserError(f"none of the {len(paths)} recording(s) can be used; first reason: "
                         f"{failed[0][2] if failed else 'none'}")
     assign_recording_ids(plans)
-    groups = {p.path: (p.subject if config.split_by == "subject" else p.recording) for p in plans}
-    split_of = assign_splits(list(groups.values()), config.val_fraction, config.seed, config.val_groups or None)
-    for plan in plans:
-        plan.split = split_of[groups[plan.path]]
     ch_names = order if order is not None else list(plans[0].ch_names)
-    val_groups = sorted({groups[p.path] for p in plans if p.split == "val"})
-    logger.info("%d recording(s), %d %s group(s); val: %s%s", len(plans), len(set(groups.values())),
-                config.split_by, val_groups[:10], "..." if len(val_groups) > 10 else "")
+    if config.split_by == "time":
+        for plan in plans:
+            plan.split = BOTH
+        logger.info("%d recording(s), each split by time: %s", len(plans), split_rule_text(config))
+    else:
+        groups = {p.path: (p.subject if config.split_by == "subject" else p.recording) for p in plans}
+        split_of = assign_splits(list(groups.values()), config.val_fraction, config.seed, config.val_groups or None)
+        for plan in plans:
+            plan.split = split_of[groups[plan.path]]
+        val_groups = sorted({groups[p.path] for p in plans if p.split == "val"})
+        logger.info("%d recording(s), %d %s group(s); val: %s%s", len(plans), len(set(groups.values())),
+                    config.split_by, val_groups[:10], "..." if len(val_groups) > 10 else "")
     logger.info("channels (%s): %s; stages: zero-phase firwin FIR band-passes %s Hz at %g Hz, labels: %s",
                 config.channels, " ".join(ch_names[:19]) + (" ..." if len(ch_names) > 19 else ""),
                 [(config.bands[0][0], hi) for _, hi in config.bands], config.sfreq, label_names or "none")
@@ -339,6 +362,8 @@ def _build(paths: list[str], out: str, *, old: dict | None, config: IngestConfig
                              retyped=result["retyped"], renamed=result["renamed"],
                              interpolated=result["interpolated"], notch_applied=result["notch_applied"],
                              window_files=_window_files(out, plan))
+                if plan.split == BOTH:
+                    entry.update(time_split=result["time_split"], per_split=result["per_split"])
             else:
                 entry.update(status="skipped", reason=error)
                 logger.warning("skipping %s", error)
@@ -359,7 +384,18 @@ def _build(paths: list[str], out: str, *, old: dict | None, config: IngestConfig
     if counts["train"]["windows"] == 0:
         raise UserError(f"{out}: no training window was written (dropped: {manifest['dropped']}); check "
                         "--flat-threshold / --max-amplitude-uv and the label rule")
-    if counts["val"]["windows"] == 0 and (config.val_fraction > 0 or config.val_groups):
+    if counts["val"]["windows"] == 0 and config.split_by == "time":
+        logger.warning("%s: val/ holds no window: no recording is long enough for a val window after the %g-s gap "
+                       "(dropped: %s); raise --val-fraction or lower --split-gap-sec", out,
+                       split_gap_samples(config) / config.sfreq, manifest["dropped"])
+    elif config.split_by == "time":
+        no_val = [e["recording"] for e in manifest["inputs"] if e.get("status") == "done" and
+                  not e["per_split"]["val"]["n_windows"]]
+        if no_val:
+            logger.warning("%d recording(s) have no val window (too short for one after the %g-s gap on the "
+                           "window grid), e.g. %s; raise --val-fraction or lower --split-gap-sec", len(no_val),
+                           split_gap_samples(config) / config.sfreq, no_val[:3])
+    elif counts["val"]["windows"] == 0 and (config.val_fraction > 0 or config.val_groups):
         logger.warning("%s: val/ holds no window (every val recording was skipped or dropped); pick other "
                        "--val-groups or another --seed", out)
     logger.info("built %s in %.1f s: train %d windows (%d recordings), val %d windows (%d recordings), "
@@ -369,11 +405,15 @@ def _build(paths: list[str], out: str, *, old: dict | None, config: IngestConfig
     return manifest
 
 
-def _window_files(out: str, plan: RecordingPlan) -> list[str]:
+def _window_files(out: str, plan: RecordingPlan) -> list[str] | dict[str, list[str]]:
+    """The window file names of a recording; per split (``{"train": [...], "val": [...]}``) for 'both'."""
     prefix = f"{plan.recording}_w"
-    folder = os.path.join(out, plan.split)
-    return sorted(n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".npz")
-                  and n[len(prefix):-4].isdigit())
+
+    def names(split: str) -> list[str]:
+        return sorted(n for n in os.listdir(os.path.join(out, split)) if n.startswith(prefix) and n.endswith(".npz")
+                      and n[len(prefix):-4].isdigit())
+
+    return {split: names(split) for split in SPLITS} if plan.split == BOTH else names(plan.split)
 
 
 def rebuild_from_manifest(manifest_or_root: str | dict, out: str, **kwargs: Any) -> dict:

@@ -8,7 +8,9 @@ order and interpolate the channel set -> load -> optional notch (at the recorded
 (:func:`utils.eeg_stages.cumulative_frequency_levels`, computed in one FFT pass by
 :mod:`utils.eeg_fastfilter`) -> cut windows -> drop windows overlapping ``BAD``/``EDGE``
 annotations, with a flat channel or with implausible amplitude -> write ``<recording>_w<index>.npz``
-atomically.
+atomically into ``train/`` or ``val/`` (with ``--split-by time`` the window's place in the recording
+decides, :func:`utils.eeg_splits.time_split_windows`; windows in the guard gap are dropped first, as
+``split_gap``).
 
 :func:`survey_recording` does the cheap checks on the header only (format, channels, sampling rate,
 length, label), so a bad input fails in seconds, before any heavy work starts.
@@ -30,10 +32,10 @@ from .eeg_channels import (DEFAULT_MAX_INTERPOLATE, check_channel_set, plan_chan
 from .eeg_labels import (LabelRule, is_bad_annotation, parse_label_rule, recording_label,
                          window_labels_from_annotations)
 from .eeg_fastfilter import cumulative_stages_one_pass
-from .eeg_manifest import DROP_REASONS
+from .eeg_manifest import DROP_REASONS, SPLIT_GAP
 from .eeg_read import RecordingError, file_sha256, open_recording
-from .eeg_schema import NO_LABEL, write_window
-from .eeg_splits import SPLIT_BY, check_subject_regex, recording_stem, subject_of
+from .eeg_schema import NO_LABEL, SPLITS, write_window
+from .eeg_splits import BOTH, SPLIT_BY, check_subject_regex, recording_stem, subject_of, time_split_windows
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -67,11 +69,16 @@ class IngestConfig:
     label_from : str
         Label rule (:mod:`utils.eeg_labels`).
     split_by : str
-        ``'subject'`` or ``'recording'``.
+        ``'subject'``, ``'recording'`` or ``'time'`` (:mod:`utils.eeg_splits`).
     val_fraction : float
-        Fraction of groups in ``val``.
+        Fraction of groups in ``val``; with ``'time'``, the fraction of each recording's duration held out
+        at its end, in (0, 1).
     val_groups : tuple of str
-        Explicit validation subjects/recordings (overrides ``val_fraction``).
+        Explicit validation subjects/recordings (overrides ``val_fraction``; not with ``'time'``).
+    split_gap_sec : float | None
+        ``'time'`` only: seconds between the train part's end and the val part's start; ``None`` = the
+        longer of the window and the stage filter (:func:`split_gap_samples`). Left out of
+        :meth:`to_dict` when ``None``, so manifests of the other rules are unchanged.
     seed : int
         Seed of the split shuffle.
     subject_regex : str | None
@@ -94,6 +101,7 @@ class IngestConfig:
     split_by: str = "subject"
     val_fraction: float = 0.2
     val_groups: tuple[str, ...] = ()
+    split_gap_sec: float | None = None
     seed: int = 0
     subject_regex: str | None = None
     compress: str = "fast"
@@ -145,6 +153,24 @@ class IngestConfig:
             raise UserError(f"--split-by got {self.split_by!r}; allowed: {', '.join(SPLIT_BY)}")
         if not self.val_groups and not 0 <= self.val_fraction < 1:
             raise UserError(f"--val-fraction got {self.val_fraction}; expected a fraction in [0, 1)")
+        if self.split_by == "time":
+            if self.val_groups:
+                raise UserError(f"--val-groups {','.join(self.val_groups)} names whole subjects/recordings, but "
+                                "--split-by time puts the end of every recording in val; drop --val-groups or use "
+                                "--split-by subject/recording")
+            if not 0 < self.val_fraction < 1:
+                raise UserError(f"--split-by time needs --val-fraction in (0, 1) (the share of each recording held "
+                                f"out at its end), got {self.val_fraction:g}; pass e.g. --val-fraction 0.2, or use "
+                                "--split-by subject/recording for a train-only dataset")
+        if self.split_gap_sec is not None:
+            if self.split_by != "time":
+                raise UserError(f"--split-gap-sec applies to --split-by time only (got --split-by {self.split_by}); "
+                                "drop it")
+            samples = self.split_gap_sec * self.sfreq
+            if not (math.isfinite(self.split_gap_sec) and self.split_gap_sec >= 0) or \
+                    abs(samples - round(samples)) > 1e-6:
+                raise UserError(f"--split-gap-sec got {self.split_gap_sec:g}; expected 0 or more seconds that give a "
+                                f"whole number of samples at --sfreq {self.sfreq:g} Hz")
         check_subject_regex(self.subject_regex)
         if self.compress not in COMPRESS_MODES:
             raise UserError(f"--compress got {self.compress!r}; allowed: {', '.join(COMPRESS_MODES)}")
@@ -156,6 +182,8 @@ class IngestConfig:
         out["bands"] = [[float(lo), float(hi)] for lo, hi in self.bands]
         out["notch"] = [float(f) for f in self.notch]
         out["val_groups"] = list(self.val_groups)
+        if out["split_gap_sec"] is None:
+            del out["split_gap_sec"]  # manifests of builds without it stay as they were (resume compares them)
         return out
 
     @classmethod
@@ -311,15 +339,40 @@ def window_starts(n_times: int, window_samples: int, stride_samples: int) -> np.
     return np.arange(0, n_times - window_samples + 1, stride_samples, dtype=np.int64)
 
 
+def split_gap_samples(config: IngestConfig) -> int:
+    """The guard gap of ``--split-by time`` in samples: ``--split-gap-sec``, else its default.
+
+    Why the default is the longer of the window and the stage filter: the stages of a window are
+    filtered on the continuous recording, so a stage sample at ``t`` depends on input samples within
+    half a filter length of ``t`` (the zero-phase FIR of :mod:`utils.eeg_fastfilter` spans ``N`` taps,
+    6.6 s for a 0.5 Hz lower edge). A train window ending at ``b`` and a val window starting at
+    ``b + gap`` share no input sample through the stage filter only when ``gap >= N - 1`` (any gap >= 0
+    already keeps their own samples apart). The window length is the floor for short filters (a higher
+    lower band edge): EEG stays correlated over seconds, and one window is the span the model sees.
+    (Resampling and the notch act on the whole recording too; their kernels are far shorter.)
+    """
+    if config.split_gap_sec is not None:
+        return int(round(config.split_gap_sec * config.sfreq))
+    from .eeg_fastfilter import stage_kernels
+
+    taps = max(len(h) for h in stage_kernels(config.sfreq, config.bands, n_times=1 << 30))
+    return max(config.window_samples, taps - 1)
+
+
 def process_recording(plan: RecordingPlan, config: IngestConfig, out_root: str, label_names: Sequence[str],
                       order: Sequence[str] | None = None) -> dict[str, Any]:
     """Turn one recording into window files under ``out_root/<plan.split>/``.
 
+    With ``plan.split == 'both'`` (``--split-by time``) each window goes to ``train/`` or ``val/`` by its
+    place in the recording, and windows in the guard gap are dropped (``split_gap``).
+
     Returns
     -------
     dict
-        ``n_windows``, ``dropped`` (per reason), ``windows_per_label``, ``ch_names`` and the channel
-        mapping info, as plain types for the manifest.
+        ``n_windows``, ``n_candidates``, ``dropped`` (per reason), ``windows_per_label``, ``ch_names``
+        and the channel mapping info, as plain types for the manifest; with ``'both'`` also
+        ``time_split`` (boundary, gap and val start in seconds and samples) and ``per_split`` (per
+        split: ``n_windows``, ``windows_per_label``, ``span_sec``).
 
     Raises
     ------
@@ -350,15 +403,28 @@ def process_recording(plan: RecordingPlan, config: IngestConfig, out_root: str, 
                                                 config.window_sec)
     else:
         labels = np.full(len(starts), plan.label, dtype=np.int64)
-    folder = os.path.join(out_root, plan.split)
-    os.makedirs(folder, exist_ok=True)
+    n_times = x_CT.shape[1]
+    by_time = plan.split == BOTH
+    if by_time:
+        gap = split_gap_samples(config)
+        split_of, boundary, val_start = time_split_windows(starts, config.window_samples, n_times,
+                                                           config.val_fraction, gap)
+        splits = list(SPLITS)
+    else:
+        split_of, splits = np.full(len(starts), plan.split, dtype=object), [plan.split]
+    for split in splits:
+        os.makedirs(os.path.join(out_root, split), exist_ok=True)
     bands_K2 = np.asarray(config.bands, dtype=np.float32)
-    dropped = {reason: 0 for reason in DROP_REASONS}
+    dropped = {reason: 0 for reason in DROP_REASONS + ((SPLIT_GAP,) if by_time else ())}
     per_label: dict[str, int] = {}
+    split_labels: dict[str, dict[str, int]] = {split: {} for split in splits}
     n_written = 0
     win = config.window_samples
     for index, (start, label) in enumerate(zip(starts, labels)):
         full_CT = stages_KCT[-1, :, start:start + win]
+        if not split_of[index]:  # in the guard gap of --split-by time: in neither split, whatever its content
+            dropped[SPLIT_GAP] += 1
+            continue
         if bad_window[index]:
             dropped["bad_annotation"] += 1
             continue
@@ -371,17 +437,28 @@ def process_recording(plan: RecordingPlan, config: IngestConfig, out_root: str, 
         if config.max_amplitude_uv > 0 and np.abs(full_CT).max() > config.max_amplitude_uv:
             dropped["amplitude"] += 1
             continue
-        write_window(os.path.join(folder, window_filename(plan.recording, index)),
+        write_window(os.path.join(out_root, split_of[index], window_filename(plan.recording, index)),
                      x_CT[:, start:start + win], stages_KCT[:, :, start:start + win], bands_K2, config.sfreq,
                      ch_names=ch_names, source=plan.source or os.path.basename(plan.path), start=int(start),
                      subject=plan.subject,
                      label=int(label), compress=COMPRESS_MODES[config.compress], fsync=False)
         key = label_names[label] if label != NO_LABEL else "none"
         per_label[key] = per_label.get(key, 0) + 1
+        split_labels[split_of[index]][key] = split_labels[split_of[index]].get(key, 0) + 1
         n_written += 1
     os.sync()  # one flush for all windows (per-file fsync costs ~6 ms each); the manifest marks them done after
-    return dict(n_windows=n_written, n_candidates=len(starts), dropped=dropped, windows_per_label=per_label,
-                ch_names=list(ch_names), **info)
+    result = dict(n_windows=n_written, n_candidates=len(starts), dropped=dropped, windows_per_label=per_label,
+                  ch_names=list(ch_names), **info)
+    if by_time:
+        sf = config.sfreq
+        result["time_split"] = dict(boundary_sec=round(boundary / sf, 6), gap_sec=round(gap / sf, 6),
+                                    val_start_sec=round(val_start / sf, 6), boundary_sample=boundary,
+                                    val_start_sample=val_start, n_times=n_times)
+        spans = {"train": boundary / sf, "val": max(n_times - val_start, 0) / sf}
+        result["per_split"] = {split: dict(n_windows=int(sum(split_labels[split].values())),
+                                           windows_per_label=dict(sorted(split_labels[split].items())),
+                                           span_sec=round(spans[split], 6)) for split in splits}
+    return result
 
 
 def _annotations_sec(plan: RecordingPlan) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -11,8 +11,16 @@ Top-level keys written by the builder:
 ``inputs``            one entry per input recording: path, sha256, size, recording id, subject, split,
                       label, status (``pending``/``done``/``skipped``), reason, windows, dropped counts,
                       channel mapping
-``counts``            per split: windows, recordings, subjects, windows per label
-``dropped``           windows dropped per reason (``bad_annotation``, ``flat``, ``amplitude``, ``unlabeled``)
+``counts``            per split: windows, recordings, subjects, hours, windows per label
+``dropped``           windows dropped per reason (``bad_annotation``, ``flat``, ``amplitude``, ``unlabeled``;
+                      ``split_gap`` with ``--split-by time`` only)
+
+With ``--split-by time`` a recording's ``split`` is ``"both"``; a done entry adds ``time_split``
+(``boundary_sec``, ``gap_sec``, ``val_start_sec`` and the same in samples at the output rate) and
+``per_split`` (``train``/``val``: ``n_windows``, ``windows_per_label``, ``span_sec``), and its
+``window_files`` is ``{"train": [...], "val": [...]}``. Every such recording (and subject) counts in both
+splits' ``counts``; ``hours`` is then the span of each part (train: ``[0, boundary)``, val:
+``[val_start, end)``), the gap counting in neither.
 ``skipped``           ``[{"path", "reason"}]`` for recordings left out (``--continue-on-error``)
 """
 from __future__ import annotations
@@ -23,10 +31,13 @@ import tempfile
 from collections import Counter
 
 from .eeg_schema import MANIFEST_NAME
+from .eeg_splits import BOTH
 from .errors import DatasetError
 
 MANIFEST_FORMAT = "eeg-var-dataset/1"
 DROP_REASONS: tuple[str, ...] = ("bad_annotation", "flat", "amplitude", "unlabeled")
+#: drop reason of a window in the guard gap of ``--split-by time`` (listed only by such builds)
+SPLIT_GAP = "split_gap"
 
 
 def manifest_path(root: str) -> str:
@@ -79,18 +90,24 @@ def summarise(inputs: list[dict], label_names: list[str]) -> tuple[dict, dict, l
     """Per-split counts, dropped-window totals and the skipped list from the manifest's input entries."""
     counts: dict[str, dict] = {}
     for split in ("train", "val"):
-        done = [e for e in inputs if e.get("status") == "done" and e.get("split") == split]
+        done = [e for e in inputs if e.get("status") == "done" and e.get("split") in (split, BOTH)]
+        # a recording in both splits (--split-by time) contributes its part of this split
+        parts = [(e.get("per_split") or {}).get(split, {}) if e.get("split") == BOTH else e for e in done]
         per_label: Counter = Counter()
-        for entry in done:
-            for key, n in (entry.get("windows_per_label") or {}).items():
+        for part in parts:
+            for key, n in (part.get("windows_per_label") or {}).items():
                 per_label[key] += n
+        seconds = sum(p.get("span_sec", 0.0) if e.get("split") == BOTH else e.get("duration_sec", 0.0)
+                      for e, p in zip(done, parts))
         counts[split] = {
-            "windows": int(sum(e.get("n_windows", 0) for e in done)),
+            "windows": int(sum(p.get("n_windows", 0) for p in parts)),
             "recordings": len(done),
             "subjects": len({e.get("subject") for e in done}),
-            "hours": round(sum(e.get("duration_sec", 0.0) for e in done) / 3600, 4),
+            "hours": round(seconds / 3600, 4),
             "windows_per_label": dict(sorted(per_label.items())),
         }
-    dropped = {reason: int(sum((e.get("dropped") or {}).get(reason, 0) for e in inputs)) for reason in DROP_REASONS}
+    extra = sorted({r for e in inputs for r in (e.get("dropped") or {}) if r not in DROP_REASONS})
+    dropped = {reason: int(sum((e.get("dropped") or {}).get(reason, 0) for e in inputs))
+               for reason in DROP_REASONS + tuple(extra)}
     skipped = [{"path": e["path"], "reason": e.get("reason", "")} for e in inputs if e.get("status") == "skipped"]
     return counts, dropped, skipped

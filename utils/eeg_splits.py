@@ -1,4 +1,4 @@
-"""Subject ids from file paths, and the train/val split by recording or by subject.
+"""Subject ids from file paths, and the train/val split by subject, by recording or by time.
 
 Splits are never by window: neighbouring windows share information (and filter support), so a random
 window split leaks (EEG_PORT.md §5).
@@ -17,6 +17,17 @@ Split rule (:func:`assign_splits`): the groups (subjects, or recordings with ``-
 are sorted, shuffled by ``numpy.random.default_rng(seed)``, and the first
 ``round(val_fraction * n_groups)`` (at least 1 when ``val_fraction > 0``, at most ``n_groups - 1``)
 go to ``val``; or ``--val-groups`` names the validation groups explicitly.
+
+Time rule (``--split-by time``, :func:`time_split_windows`): every recording contributes to both splits.
+With ``n`` samples at the output rate, the boundary is ``b = floor((1 - val_fraction) * n)``; a window
+``[start, start + window)`` goes to ``train`` when it ends at or before ``b`` (``start + window <= b``), to
+``val`` when it starts at or after ``b + gap`` (``start >= b + gap``), and is dropped (reason
+``split_gap``) otherwise. Windows stay on the recording's one grid ``0, stride, 2*stride, ...``, so names
+and ``start`` values are those the other rules give. ``val_fraction`` must lie in (0, 1) and
+``--val-groups`` does not apply. ``gap`` is ``--split-gap-sec``; its default, the longer of the window
+and the stage filter (:func:`utils.eeg_ingest.split_gap_samples`), keeps train and val windows from
+sharing samples or filter support (stages are filtered on the continuous recording). Held-out time
+of the same subjects is a within-subject forecast split, not a new-subject one.
 """
 from __future__ import annotations
 
@@ -28,7 +39,9 @@ import numpy as np
 
 from .errors import UserError
 
-SPLIT_BY = ("subject", "recording")
+SPLIT_BY = ("subject", "recording", "time")
+#: manifest ``split`` of a recording whose windows go to both splits (``--split-by time``)
+BOTH = "both"
 _BIDS = re.compile(r"(?:^|/)(sub-[A-Za-z0-9]+)(?:/|_|$)")
 _EEGMMIDB = re.compile(r"^(S\d+)R\d+$")
 _TUH = re.compile(r"^([a-z]{8})_s\d+_t\d+$")
@@ -126,3 +139,45 @@ def assign_splits(groups: Sequence[str], val_fraction: float, seed: int,
         order = np.random.default_rng(seed).permutation(len(unique))
         chosen = {unique[i] for i in order[:n_val]}
     return {g: ("val" if g in chosen else "train") for g in unique}
+
+
+def time_boundary(n_times: int, val_fraction: float) -> int:
+    """The first sample of the val part: ``floor((1 - val_fraction) * n_times)`` (round-off tolerant)."""
+    return int(np.floor((1.0 - val_fraction) * n_times + 1e-9))
+
+
+def time_split_windows(starts: np.ndarray, window_samples: int, n_times: int, val_fraction: float,
+                       gap_samples: int) -> tuple[np.ndarray, int, int]:
+    """The split of each window of one recording under ``--split-by time``.
+
+    Parameters
+    ----------
+    starts : ndarray of int
+        Window start samples (:func:`utils.eeg_ingest.window_starts`).
+    window_samples : int
+        Window length in samples.
+    n_times : int
+        Recording length in samples (at the output rate).
+    val_fraction : float
+        Fraction of the recording's duration held out at its end, in (0, 1).
+    gap_samples : int
+        Guard interval between the train part's end and the val part's start, >= 0.
+
+    Returns
+    -------
+    split : ndarray of str
+        ``'train'``, ``'val'``, or ``''`` for a window in the gap (to be dropped).
+    boundary : int
+        ``b``: train windows end at or before it.
+    val_start : int
+        ``b + gap``: val windows start at or after it.
+    """
+    if not 0 < val_fraction < 1:
+        raise UserError(f"--split-by time needs --val-fraction in (0, 1), got {val_fraction}")
+    boundary = time_boundary(n_times, val_fraction)
+    val_start = boundary + int(gap_samples)
+    starts = np.asarray(starts, dtype=np.int64)
+    split = np.full(len(starts), "", dtype=object)
+    split[starts + window_samples <= boundary] = "train"
+    split[starts >= val_start] = "val"
+    return split, boundary, val_start
