@@ -64,19 +64,25 @@ def load_tokenizer(path: str | None, quick: bool):
                  "v_patch_nums": list(layout["v_patch_nums"]), "vocab_size": layout["vocab_size"]}
 
 
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 @torch.no_grad()
 def ar_step_seconds(ar, B: int, cfg: float, start: int, n_steps: int, repeats: int) -> float:
     """Median seconds of one KV-cached decoding step of ``ar`` at cache length ``start`` .. ``start + n_steps``."""
     from models.helpers import sample_with_top_k_top_p_
+    dev = ar.class_emb.weight.device
     nB = 2 * B if cfg else B
-    cond_BD = ar.class_emb(torch.zeros(nB, dtype=torch.long))
-    g = torch.Generator().manual_seed(0)
+    cond_BD = ar.class_emb(torch.zeros(nB, dtype=torch.long, device=dev))
+    g = torch.Generator(device=dev).manual_seed(0)
 
     for b in ar.blocks:
         b.attn.kv_caching(True)
     try:
         if start > 0:  # prefill the cache once with a causal pass over `start` random inputs (not timed)
-            x = torch.randn(nB, start, ar.C, generator=g)
+            x = torch.randn(nB, start, ar.C, generator=g, device=dev)
             for b in ar.blocks:
                 x = b(x=x, cond_BD=cond_BD, attn_bias=ar.attn_bias_11NN[:, :, :start, :start])
         snapshot = [(b.attn.cached_k, b.attn.cached_v) for b in ar.blocks]
@@ -84,8 +90,9 @@ def ar_step_seconds(ar, B: int, cfg: float, start: int, n_steps: int, repeats: i
         for _ in range(repeats):
             for b, (k, v) in zip(ar.blocks, snapshot):  # every repeat starts from the same cache length
                 b.attn.cached_k, b.attn.cached_v = k, v
+            _sync(dev)
             t0 = time.perf_counter()
-            x_B1C = torch.randn(nB, 1, ar.C, generator=g)
+            x_B1C = torch.randn(nB, 1, ar.C, generator=g, device=dev)
             for t in range(start, start + n_steps):
                 h = x_B1C
                 for b in ar.blocks:
@@ -95,6 +102,7 @@ def ar_step_seconds(ar, B: int, cfg: float, start: int, n_steps: int, repeats: i
                 x_B1C = ar._embed_tokens(idx_B1, t) + ar._pos(min(t + 1, ar.N - 1), 1)
                 if cfg:
                     x_B1C = x_B1C.repeat(2, 1, 1)
+            _sync(dev)
             times.append((time.perf_counter() - t0) / n_steps)
     finally:
         for b in ar.blocks:
@@ -104,8 +112,12 @@ def ar_step_seconds(ar, B: int, cfg: float, start: int, n_steps: int, repeats: i
 
 def time_generation(model, B: int, cfg: float, repeats: int, max_single_s: float) -> tuple[float, int]:
     """Median seconds of one batch of ``B`` windows (the warm-up run counts alone when it exceeds ``max_single_s``)."""
-    labels = torch.arange(B) % max(model.num_classes, 1)
-    fn = lambda: model.autoregressive_infer_cfg(B=B, label_B=labels, g_seed=0, cfg=cfg)  # noqa: E731
+    dev = model.class_emb.weight.device
+    labels = (torch.arange(B) % max(model.num_classes, 1)).to(dev)
+
+    def fn() -> None:
+        model.autoregressive_infer_cfg(B=B, label_B=labels, g_seed=0, cfg=cfg)
+        _sync(dev)
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
@@ -127,7 +139,7 @@ def time_ar(ar, B: int, cfg: float, args) -> dict:
             "repeats": args.repeats}
 
 
-def plot_ratio(rows: list[dict], path: str) -> None:
+def plot_ratio(rows: list[dict], path: str, where: str = "this CPU") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -138,7 +150,7 @@ def plot_ratio(rows: list[dict], path: str) -> None:
     ax.axhline(TARGET_SPEEDUP, color="r", ls="--", label=f"target {TARGET_SPEEDUP:g}x")
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set(xlabel="depth", ylabel="AR time / VAR time per window", yscale="log",
-           title="Next-scale speed-up over next-token (this CPU)")
+           title=f"Next-scale speed-up over next-token ({where})")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -173,26 +185,32 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--ar-full-max-tokens", type=int, default=None,
                    help="time AR end to end when batch * sequence length <= this (default 1000; quick 10^9)")
     p.add_argument("--ar-steps", type=int, default=24, help="timed AR steps at each end when interpolating")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (results then go to speed_cuda.json)")
     args = p.parse_args(argv)
+    if args.device not in ("cpu", "cuda"):
+        raise UserError(f"--device={args.device!r}: expected cpu or cuda")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device=cuda: torch sees no CUDA device on this machine; use --device cpu")
     depths = _ints(args.depths or ("2" if args.quick else "4,8,16"), "--depths")
     batches = _ints(args.batches or ("1,4" if args.quick else "1,32"), "--batches")
     seqs = [s.strip() for s in args.sequences.split(",") if s.strip()]
     if not seqs or any(s not in ("pyramid", "last") for s in seqs):
         raise UserError(f"--sequences={args.sequences!r}: expected a comma-separated subset of pyramid,last")
-    default_skip = "" if args.quick or torch.cuda.is_available() else "16x32"
+    default_skip = "" if args.quick or args.device == "cuda" else "16x32"
     skip = {s.strip() for s in (args.skip if args.skip is not None else default_skip).split(",") if s.strip()}
     args.repeats = args.repeats or (2 if args.quick else 3)
     args.ar_full_max_tokens = args.ar_full_max_tokens or (10 ** 9 if args.quick else 1000)
     from models import build_var
     from models.ar_baseline import build_ar_baseline
     vae, tok = load_tokenizer(args.vae_ckpt, args.quick)
+    vae = vae.to(args.device)
     t_start = time.time()
     rows: list[dict] = []
     check: dict | None = None
     for depth in depths:
         torch.manual_seed(0)
-        var = build_var(vae, "cpu", num_classes=2, depth=depth).eval()
-        ars = {s: build_ar_baseline(vae, "cpu", num_classes=2, depth=depth, sequence=s).eval() for s in seqs}
+        var = build_var(vae, args.device, num_classes=2, depth=depth).eval()
+        ars = {s: build_ar_baseline(vae, args.device, num_classes=2, depth=depth, sequence=s).eval() for s in seqs}
         params_M = sum(p.numel() for p in var.parameters()) / 1e6
         for B in batches:
             if f"{depth}x{B}" in skip:
@@ -224,8 +242,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         del var, ars
     if not rows:
         raise UserError("every depth x batch pair was skipped; change --skip, --depths or --batches")
-    png = figure_path(args.results_dir, "speed_ratio.png")
-    plot_ratio(rows, png)
+    cuda = args.device == "cuda"
+    where = torch.cuda.get_device_name(0) if cuda else "this CPU"
+    png = figure_path(args.results_dir, "speed_ratio_cuda.png" if cuda else "speed_ratio.png")
+    plot_ratio(rows, png, where)
     eq = [r for r in rows if r["ar_sequence"] == "pyramid"] or rows
     worst = min(r["speedup"] for r in eq)
     result = {"machine": machine_info(), "quick": args.quick, "tokenizer": tok, "cfg": args.cfg,
@@ -235,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "min_speedup_last": min((r["speedup"] for r in rows if r["ar_sequence"] == "last"), default=None),
               "peak_rss_mb": peak_rss_mb(), "total_seconds": time.time() - t_start}
     text = [f"Random weights on the tokenizer layout {tok['v_patch_nums']} (V={tok['vocab_size']}); "
-            f"{torch.get_num_threads()} CPU thread(s), guidance {'off' if not args.cfg else args.cfg}. Speed-up = AR "
+            f"{where if cuda else f'{torch.get_num_threads()} CPU thread(s)'}, guidance {'off' if not args.cfg else args.cfg}. Speed-up = AR "
             "time / VAR time per window, measured in the same run (median of repeats). 'pyramid': AR over every "
             "token VAR generates (same tokens, same decoder); 'last': AR over the full-resolution token map only "
             "(fewer tokens, but that token map alone reconstructs poorly).",
@@ -248,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if skip:
         text.append(f"Skipped on this CPU: {', '.join(sorted(skip))} (depth x batch; run with --skip '' to include).")
     result["report"] = {
-        "title": "Next-scale vs next-token sampling speed (issue 7)", "text": text,
+        "title": f"Next-scale vs next-token sampling speed{' on the GPU' if cuda else ''} (issue 7)", "text": text,
         "tables": [{"title": "Seconds per generated window and speed-up", "columns": [
             "depth", "batch", "AR sequence", "VAR passes", "AR passes", "VAR s/window", "AR s/window", "speed-up",
             "AR timing"], "rows": [[r["depth"], r["batch"], r["ar_sequence"], r["var_forward_passes"],
@@ -258,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                    for r in rows]}],
         "figures": [{"title": "Speed-up of next-scale over next-token sampling vs depth", "path": os.path.basename(png)}],
     }
-    save_result(NAME, result, args.results_dir)
+    result["device"] = where
+    save_result(f"{NAME}_cuda" if cuda else NAME, result, args.results_dir)
     return result
 
 

@@ -147,9 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("benchmark %s: %s in %.1f s", name, runs[name]["status"], runs[name]["wall_s"])
     results = {}
     for name in found:  # benchmarks not run this time keep their last saved results in the summary
-        res = load_result(name, args.results_dir)
-        if res is not None:
-            results[name] = res
+        for key in (name, f"{name}_cuda"):  # <name>_cuda: the same benchmark run on a GPU (benchmarks/device_check.sh)
+            res = load_result(key, args.results_dir)
+            if res is not None:
+                results[key] = res
     summary = {"machine": info, "quick": bool(args.quick), "runs": runs, "results": results}
     save_result("summary", summary, args.results_dir)
     if not args.no_readme:
