@@ -114,9 +114,10 @@ class VQVAE(nn.Module):
         """
         if self.arch != 'patch':
             raise ValueError("init_from_pca_ needs arch='patch'")
+        x_BCT = x_BCT.detach().float().cpu()  # the PCA runs on the CPU; copy_ moves the weights to the model's device
         B, C, T = x_BCT.shape
         D = self.downsample
-        P_ND = x_BCT.float().reshape(B, C, T // D, D).permute(0, 2, 1, 3).reshape(-1, C * D)
+        P_ND = x_BCT.reshape(B, C, T // D, D).permute(0, 2, 1, 3).reshape(-1, C * D)
         cov_DD = P_ND.T @ P_ND / P_ND.shape[0]
         evals, evecs = torch.linalg.eigh(cov_DD.double())
         # With fewer block dimensions (C x D) than latent channels, the extra latent channels start at zero.
