@@ -4,12 +4,16 @@ generated EEG per class, and sampling throughput (issue 5).
 Usage::
 
     python -m benchmarks.bench_var [--quick] [--data-root DIR] [--vae-ckpt PATH] [--results-dir DIR]
+                                   [--split-by subject|time] [--device cpu|cuda] [--fp16 0|1|2]
 
 Pipeline (each step is the project's own command line, run as a subprocess):
 
-1. Dataset: eegmat (rest vs mental arithmetic, 19 channels, 100 Hz, 5-s windows, Subject05 held out
-   for validation) built once with ``python -m utils.data_eeg build`` (stride 2.5 s for training
-   windows; validation windows overlap by half too, metrics use them all).
+1. Dataset: eegmat (rest vs mental arithmetic, 19 channels, 100 Hz, 5-s windows) built once with
+   ``python -m utils.data_eeg build`` (stride 2.5 s; validation windows overlap by half too, metrics use
+   them all). ``--split-by subject`` (default): Subject05 held out for validation, so the PSD error
+   includes how far one unseen subject is from the five training subjects. ``--split-by time``: every
+   recording's last 30 % is validation (behind the builder's guard gap), so validation windows come from
+   the same subjects and recordings as training, and the error measures the model alone.
 2. Tokenizer: ``--vae-ckpt`` (the final band tokenizer); else the one ``bench_tokenizer`` trained into
    ``<results-dir>/raw/tokenizer_run``; else one is trained once with ``VAR/train_vae.py`` into
    ``<results-dir>/raw/var_tokenizer`` (quick mode: a random tokenizer with data-initialised codebooks).
@@ -21,7 +25,8 @@ Pipeline (each step is the project's own command line, run as a subprocess):
 5. Sampling throughput (windows/s on this CPU, cfg on, batch 16) for depth 4, 8, 16 (random weights:
    cost does not depend on training).
 
-Results: ``<results-dir>/var.json``, figures ``var_psd.png`` and ``var_samples.png``.
+Results: ``<results-dir>/var.json``, figures ``var_psd.png`` and ``var_samples.png``; a run with
+``--split-by time`` adds ``_time`` to these names, one with ``--device cuda`` adds ``_cuda``.
 """
 from __future__ import annotations
 
@@ -67,14 +72,23 @@ def _run(cmd: list[str], what: str, timeout: float | None = None) -> str:
     return proc.stdout
 
 
-def ensure_dataset(root: str, stride_sec: float) -> str:
-    """Build the eegmat dataset (5-s windows, ``stride_sec`` hop) into ``root`` unless present."""
+#: ``--split-by time``: the last 30 % of every recording is validation (behind the default guard gap).
+TIME_SPLIT_ARGS = ["--split-by", "time", "--val-fraction", "0.3"]
+
+
+def ensure_dataset(root: str, stride_sec: float, split_by: str = "subject") -> str:
+    """Build the eegmat dataset (5-s windows, ``stride_sec`` hop, split by subject or time) into ``root``
+    unless present."""
     if os.path.exists(os.path.join(root, "manifest.json")):
         return root
     if not os.path.isdir(EEGMAT_DIR):
         raise DatasetError(f"{EEGMAT_DIR} not found; pass --data-root DIR (built with python -m utils.data_eeg build)")
     args = list(EEGMAT_BUILD_ARGS)
     args[args.index("--stride-sec") + 1] = f"{stride_sec:g}"
+    if split_by == "time":
+        i = args.index("--split-by")
+        del args[i:i + 4]  # --split-by subject --val-groups Subject05
+        args += TIME_SPLIT_ARGS
     logger.info("building %s (once)", root)
     _run(["-m", "utils.data_eeg", "build", "--inputs", EEGMAT_DIR, "--out", root, *args, "--progress", "off"],
          "dataset build")
@@ -130,7 +144,8 @@ def train_var(args, data_root: str, vae_ckpt: str, out: str) -> tuple[float, lis
         shutil.rmtree(out)
     flags = [f"--data_path={data_root}", f"--vae_ckpt={vae_ckpt}", f"--local_out_dir_path={out}",
              f"--depth={args.depth}", f"--bs={args.bs}", f"--ep={args.ep}", f"--tblr={args.tblr}", "--seed=0",
-             "--save_it=20", f"--alng={args.alng}", "--wp=1", "--fp16=0"]
+             f"--save_it={args.save_it}", f"--save_ep={args.save_ep}", f"--alng={args.alng}", "--wp=1",
+             f"--fp16={args.fp16}"]
     t0 = time.time()
     _run(["VAR/train.py", *flags], "VAR training")
     sec = time.time() - t0
@@ -210,22 +225,35 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--cfgs", default=None, help="comma-separated guidance strengths (default 0,1.5,3; quick 1.5)")
     p.add_argument("--throughput-depths", default=None, help="comma-separated depths (default 4,8,16; quick 2,4)")
     p.add_argument("--fresh", action="store_true", help="discard a previous benchmark training run")
+    p.add_argument("--split-by", default="subject", choices=("subject", "time"),
+                   help="validation = Subject05 (subject) or the last 30%% of every recording (time)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where VAR trains and samples")
+    p.add_argument("--fp16", type=int, default=0, choices=(0, 1, 2), help="VAR/train.py --fp16 (2 = bf16)")
+    p.add_argument("--save-ep", type=int, default=1, help="VAR/train.py --save_ep (validation + checkpoint)")
+    p.add_argument("--save-it", type=int, default=20, help="VAR/train.py --save_it (mid-epoch checkpoints; 0 = off)")
+    p.add_argument("--n-per-class", type=int, default=None, help="generated windows per class (default 64; quick 16)")
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device=cuda: torch sees no CUDA device on this machine; use --device cpu")
     args.depth = args.depth or (2 if args.quick else 4)
     args.ep = args.ep or (2 if args.quick else 10)
     cfgs = [float(c) for c in (args.cfgs or ("1.5" if args.quick else "0,1.5,3")).split(",")]
-    tp_depths = [int(d) for d in (args.throughput_depths or ("2,4" if args.quick else "4,8,16")).split(",")]
+    tp_arg = args.throughput_depths if args.throughput_depths is not None else ("2,4" if args.quick else "4,8,16")
+    tp_depths = [int(d) for d in tp_arg.split(",") if d.strip()]  # '' = skip the throughput measurement
+    suffix = ("_time" if args.split_by == "time" else "") + ("_cuda" if args.device == "cuda" else "")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     raw = os.path.join(args.results_dir, "raw")
-    data_root = args.data_root or ensure_dataset(os.path.join(raw, "eegmat100_s25"), 2.5)
+    data_root = args.data_root or ensure_dataset(
+        os.path.join(raw, "eegmat100_t25" if args.split_by == "time" else "eegmat100_s25"), 2.5, args.split_by)
     vae_ckpt = ensure_tokenizer(args, data_root, raw)
-    run_dir = os.path.join(raw, "var_run_quick" if args.quick else "var_run")
+    run_dir = os.path.join(raw, ("var_run_quick" if args.quick else "var_run") + suffix)
+    where = torch.cuda.get_device_name(0) if args.device == "cuda" else "this CPU"
     t_start = time.time()
     train_sec, log = train_var(args, data_root, vae_ckpt, run_dir)
     val_epochs = [d for d in log if "vL_mean" in d]
     last = val_epochs[-1]
     import sample
-    var, vae, meta = sample.load_var_checkpoint(os.path.join(run_dir, "ar-ckpt-best.pth"))
+    var, vae, meta = sample.load_var_checkpoint(os.path.join(run_dir, "ar-ckpt-best.pth"), device=args.device)
     tok = meta["tokenizer"]
     sfreq, bands = float(tok["sfreq"]), tok["bands"]
     names = band_names(bands)
@@ -238,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     reference = {cname: generation_quality(x_val[lab_val == c], x_tr[lab_tr == c], sfreq, bands=bands, f_max=F_MAX,
                                            n_folds=3 if args.quick else 5) for c, cname in enumerate(class_names)}
     gen, quality, quality_train = {}, {}, {}
-    n_per_class = 16 if args.quick else 64
+    n_per_class = args.n_per_class or (16 if args.quick else 64)
     t_gen = time.time()
     for cfg in cfgs:
         labels = [c for c in range(len(class_names)) for _ in range(n_per_class)]
@@ -255,9 +283,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     best_cfg = min(cfgs, key=lambda c: max(quality[c][n]["psd_error_db_max"] for n in class_names))
     tp = throughput(vae_ckpt, tp_depths, batch=4 if args.quick else 16, repeats=2 if args.quick else 3)
     os.makedirs(args.results_dir, exist_ok=True)
-    psd_png = figure_path(args.results_dir, "var_psd.png")
+    psd_png = figure_path(args.results_dir, f"var_psd{suffix}.png")
     plot_psd(psd_png, gen, x_val, lab_val, sfreq, class_names, quality)
-    samples_png = figure_path(args.results_dir, "var_samples.png")
+    samples_png = figure_path(args.results_dir, f"var_samples{suffix}.png")
     sel = {k: v for k, v in gen[best_cfg].items()}
     sample.plot_samples(samples_png, sel, x_val.astype(np.float32), lab_val, meta)
     stage_rows = [[n, last.get(f"vL_{n}"), last.get(f"vacc_{n}")] for n in
@@ -271,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                              None if q["c2st_auc"] is None else round(q["c2st_auc"], 3)])
     for cname in class_names:
         q = reference[cname]
-        psd_rows.append(["real train subjects", cname, *[round(v, 3) for v in q["psd_error_db"].values()],
+        psd_rows.append(["real train windows", cname, *[round(v, 3) for v in q["psd_error_db"].values()],
                          round(q["psd_error_db_max"], 3), round(q["corr_distance"], 3),
                          None if q["c2st_auc"] is None else round(q["c2st_auc"], 3)])
     train_rows = []
@@ -293,21 +321,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "generation": {str(c): quality[c] for c in cfgs}, "generation_vs_train": {str(c): quality_train[c] for c in cfgs},
         "reference_train_subjects_vs_val": reference, "best_cfg": best_cfg, "n_per_class": n_per_class,
         "generation_seconds": gen_sec, "target_psd_db": TARGET_DB, "target_met": met,
-        "sampling_throughput_cpu": tp, "gpu": "not measured: no GPU in this session" if not torch.cuda.is_available() else None,
+        "sampling_throughput_cpu": tp, "device": where, "split_by": args.split_by, "fp16": args.fp16,
         "peak_rss_mb": peak_rss_mb(), "total_seconds": time.time() - t_start,
     }
+    split_text = ("validation = the last 30% of every recording of all six subjects (time split)"
+                  if args.split_by == "time" else "validation = Subject05, unseen in training (subject split)")
     result["report"] = {
-        "title": "VAR transformer on eegmat band tokens (issue 5)",
-        "text": [f"VAR depth {args.depth}, {args.ep} epochs, batch {args.bs}, trained in "
-                 f"{train_sec / 60:.1f} min on this CPU (this call); tokenizer {os.path.basename(os.path.dirname(vae_ckpt))} "
+        "title": f"VAR transformer on eegmat band tokens, {'time' if args.split_by == 'time' else 'subject'} split"
+                 f"{', trained on ' + where if args.device == 'cuda' else ''} (issue 5)",
+        "text": [f"VAR depth {args.depth}, {args.ep} epochs, batch {args.bs}, "
+                 f"{['fp32', 'fp16', 'bf16'][args.fp16]}, trained in {train_sec / 60:.1f} min on {where} (this "
+                 f"call); {split_text}; tokenizer {os.path.basename(os.path.dirname(vae_ckpt))} "
                  f"(scales {tok['v_patch_nums']}, G={tok['tokens_per_pos']}, V={tok['vocab_size']}).",
                  f"Per-band PSD error of generated vs real validation windows (1-{F_MAX:g} Hz), best guidance "
                  f"cfg={best_cfg}: target <= {TARGET_DB} dB in every band {'met' if met else 'NOT met'}."],
         "tables": [
             {"title": "Validation cross-entropy (nats/token) and top-1 accuracy (%) per scale, last epoch",
              "columns": ["scale", "val loss", "val acc %"], "rows": stage_rows},
-            {"title": "Generated vs real validation EEG (held-out subject) per class; last rows: real training "
-                      "subjects vs the same validation windows",
+            {"title": "Generated vs real validation EEG per class; last rows: real training windows vs the same "
+                      "validation windows",
              "columns": ["cfg", "class", *[f"{b} dB" for b in band_cols], "max dB", "corr dist", "C2ST AUC"],
              "rows": psd_rows},
             {"title": "Generated EEG vs real TRAINING windows of the same class (in-distribution reference)",
@@ -319,7 +351,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "figures": [{"title": "VAR: PSD per class and per-band PSD error", "path": os.path.basename(psd_png)},
                     {"title": "VAR samples beside real validation windows", "path": os.path.basename(samples_png)}],
     }
-    save_result(NAME, result, args.results_dir)
+    if not tp:
+        result["report"]["tables"].pop()  # no throughput measured (--throughput-depths '')
+    save_result(NAME + suffix, result, args.results_dir)
     return result
 
 

@@ -3,28 +3,37 @@
 # training, and the GPU numbers of issues 5 and 7 (training step time and MFU at depth 4-20 in bf16;
 # next-scale vs next-token sampling speed).
 #
-#   bash benchmarks/device_check.sh OUT [--python PY] [--wheels DIR] [--skip smoke,train,speed] [--cpu]
+#   bash benchmarks/device_check.sh OUT [--python PY] [--wheels DIR] [--skip smoke,train,speed,quality] [--cpu]
+#                                       [--recordings EEGMAT_DIR --vae-ckpt PATH] [--depth D --ep N --bs B]
 #
 # OUT receives device_check.log, smoke.tsv (one line per end-to-end check: name, status, seconds),
-# train_cuda.json, speed_cuda.json and speed_ratio_cuda.png. Copy the JSON/PNG files into
-# benchmarks/results/ and run `python -m benchmarks.report` to put them into the README.
+# train_cuda.json, speed_cuda.json and speed_ratio_cuda.png. With --recordings (the eegmat EDF files) and
+# --vae-ckpt (a band tokenizer trained on the same time-split dataset) it also trains VAR on the GPU (bf16) and
+# runs bench_var --split-by time, bench_generation and bench_zeroshot there (quality section), packing their
+# JSON and PNG files into OUT/quality_results.tar. Copy the JSON/PNG files into benchmarks/results/ and run
+# `python -m benchmarks.report` to put them into the README.
 # --wheels DIR installs the wheels in DIR first (for a machine without the project's dependencies and no
 # package index: mne and what it needs beyond torch/numpy/scipy/matplotlib).
 # --cpu is a dry run of the same script on a machine without a GPU (gloo, fp32 sampling, tiny benchmarks).
 # Every check runs even when an earlier one fails; the exit status is the number of failed checks.
 set -uo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 [ $# -ge 1 ] || { usage >&2; exit 2; }
 case "$1" in -h|--help) usage; exit 0 ;; esac
 out="$1"; shift
-py="python3"; wheels=""; skip=""; dev=cuda
+py="python3"; wheels=""; skip=""; dev=cuda; recordings=""; vae=""; qdepth=8; qep=100; qbs=32
 while [ $# -gt 0 ]; do
   case "$1" in
     --python) py="$2"; shift 2 ;;
     --wheels) wheels="$2"; shift 2 ;;
     --skip) skip="$2"; shift 2 ;;
     --cpu) dev=cpu; shift ;;
+    --recordings) recordings="$2"; shift 2 ;;
+    --vae-ckpt) vae="$2"; shift 2 ;;
+    --depth) qdepth="$2"; shift 2 ;;
+    --ep) qep="$2"; shift 2 ;;
+    --bs) qbs="$2"; shift 2 ;;
     *) echo "device_check.sh: error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -98,6 +107,26 @@ fi
 if ! skipped speed; then
   if [ "$dev" = cuda ]; then sargs=(--depths 4,8,16 --batches 1,32 --ar-full-max-tokens 1 --repeats 3); else sargs=(--quick); fi
   check bench_speed "$py" -m benchmarks.bench_speed --device "$dev" "${sargs[@]}" --results-dir "$out"
+fi
+if ! skipped quality && [ -n "$recordings" ] && [ -n "$vae" ]; then
+  res="$work/res"; ds="$work/eegmat_t25"; mkdir -p "$res"
+  pack() { (cd "$res" && tar -cf "$out/quality_results.tar" $(ls *.json *.png 2>/dev/null | grep -v '\.prev\.')); }
+  amp=2; [ "$dev" = cuda ] || amp=0
+  check eegmat_time_split "$py" -m utils.data_eeg build --inputs "$recordings" --out "$ds" --sfreq 100 \
+      --window-sec 5 --stride-sec 2.5 --channels 1020-19 --split-by time --val-fraction 0.3 \
+      --label-from 'regex:_1\.edf$=rest,_2\.edf$=arithmetic' --seed 0 --jobs 8 --progress off
+  check bench_var_time "$py" -m benchmarks.bench_var --device "$dev" --fp16 "$amp" --split-by time \
+      --data-root "$ds" --vae-ckpt "$vae" --depth "$qdepth" --ep "$qep" --bs "$qbs" --save-ep 5 --save-it 0 \
+      --throughput-depths '' --results-dir "$res"
+  pack
+  ckpt="$(ls "$res"/raw/var_run_time*/ar-ckpt-best.pth 2>/dev/null | head -1)"
+  check bench_generation "$py" -m benchmarks.bench_generation --device "$dev" --amp "$([ "$dev" = cuda ] && echo bf16 || echo fp32)" \
+      --var-ckpt "$ckpt" --data-root "$ds" --results-dir "$res"
+  pack
+  check bench_zeroshot "$py" -m benchmarks.bench_zeroshot --device "$dev" --ckpt "$ckpt" --data-root "$ds" \
+      --results-dir "$res"
+  pack
+  tar -tvf "$out/quality_results.tar"
 fi
 rm -f "$out"/*.prev.json
 echo; echo "device_check: $failed failed check(s) in $(( $(date +%s) - t_all )) s"; cat "$out/smoke.tsv" 2>/dev/null

@@ -15,6 +15,7 @@ in ``summary.json`` and makes the exit code 1; the README section is still regen
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import pkgutil
@@ -147,7 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("benchmark %s: %s in %.1f s", name, runs[name]["status"], runs[name]["wall_s"])
     results = {}
     for name in found:  # benchmarks not run this time keep their last saved results in the summary
-        for key in (name, f"{name}_cuda"):  # <name>_cuda: the same benchmark run on a GPU (benchmarks/device_check.sh)
+        # variants of a benchmark, e.g. <name>_cuda (run on a GPU) or var_time (another split)
+        variants = sorted(os.path.basename(f)[:-5] for f in glob.glob(os.path.join(args.results_dir, f"{name}_*.json"))
+                          if not f.endswith(".prev.json"))
+        for key in [name, *variants]:
             res = load_result(key, args.results_dir)
             if res is not None:
                 results[key] = res
