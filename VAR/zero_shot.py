@@ -137,7 +137,7 @@ def scale_keep_masks(mask_BT: torch.Tensor, patch_nums: Sequence[int], rule: str
         hi = np.maximum(np.ceil(edges[1:]).astype(int), lo + 1)
         cum_BT1 = torch.cat([miss_BT.new_zeros(B, 1), miss_BT.cumsum(dim=1)], dim=1)
         n_miss_Bl = cum_BT1[:, hi] - cum_BT1[:, lo]
-        n_all_l = torch.as_tensor(hi - lo, dtype=miss_BT.dtype)
+        n_all_l = torch.as_tensor(hi - lo, dtype=miss_BT.dtype, device=miss_BT.device)  # (pn,): same device as n_miss_Bl
         keep = n_miss_Bl == 0 if rule == "inside" else n_miss_Bl < n_all_l
         out.append(keep.to(mask_BT.device))
     return out

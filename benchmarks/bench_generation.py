@@ -5,6 +5,7 @@ Usage::
 
     python -m benchmarks.bench_generation [--quick] [--data-root DIR] [--var-ckpt ar-ckpt-best.pth]
                                           [--vae-ckpt vae-ckpt-best.pth] [--ep N] [--depth D] [--bs B]
+                                          [--device cpu|cuda] [--amp fp32|bf16]
 
 Models and budget
 -----------------
@@ -24,11 +25,19 @@ C2ST folds grouped by recording blocks): per-band PSD error (dB, up to 45 Hz), c
 distance, C2ST AUC (0.5 = indistinguishable). Both transformers also report their validation negative
 log-likelihood per token (same tokens, so directly comparable).
 
+Device and precision: ``--device cuda`` trains, evaluates and samples both transformers (and the tokenizer)
+on the GPU; the metrics stay on the CPU. ``--amp bf16`` runs the training forward passes under
+``torch.autocast(dtype=bfloat16)`` (loss in float32), as ``VAR/train.py --fp16=2``; the default is the
+precision of the ``--var-ckpt`` run (its ``fp16`` argument), else fp32. Validation NLL and sampling run in fp32.
+On CUDA, float32 matrix products use TF32, as ``VAR/train.py``'s default ``--tf32=1``.
+
 Results: ``<results-dir>/generation.json``, ``generation_psd.png`` (PSD per class and per-band PSD error),
-``generation_examples.png`` (one window per kind and class).
+``generation_examples.png`` (one window per kind and class); with ``--device cuda`` ``generation_cuda.json``,
+``generation_psd_cuda.png`` and ``generation_examples_cuda.png`` (the CPU results are kept).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -57,12 +66,21 @@ F_MAX = 45.0
 
 
 # ------------------------------------------------------------------------------------------ training
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def _targets(model, kind: str, vae, x_NCT: torch.Tensor, chunk: int = 64) -> dict:
-    """Teacher-forcing inputs and targets for every window, computed once (the tokenizer is frozen)."""
+    """Teacher-forcing inputs and targets for every window, computed once (the tokenizer is frozen).
+
+    ``x_NCT`` may stay on the CPU: each chunk is moved to the model's device (where the tokenizer must be
+    too), and the targets are kept there.
+    """
+    dev = _device_of(model)
     out: dict = {"gt": [], "inp": []}
     for s in range(0, len(x_NCT), chunk):
-        x = x_NCT[s:s + chunk]
+        x = x_NCT[s:s + chunk].to(dev)
         if kind == "var":
             idx_Bl = vae.eeg_to_idxBl(x)
             out["gt"].append(torch.cat(idx_Bl, dim=1))
@@ -78,9 +96,27 @@ def _logits(model, kind: str, label_B: torch.Tensor, tg: dict, b: torch.Tensor) 
     return model(label_B, tg["inp"][b]) if kind == "var" else model(label_B, tg["gt"][b])
 
 
+def _amp_ctx(dev: torch.device, amp: str):
+    """bf16 autocast on ``dev`` (as VAR/train.py --fp16=2), or nothing for fp32."""
+    if amp == "bf16":
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+    if amp != "fp32":
+        raise ValueError(f"amp={amp!r}; expected 'fp32' or 'bf16'")
+    return contextlib.nullcontext()
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def train_model(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, ep: int, bs: int, lr: float,
-                wp_ep: float, wd: float = 0.05, clip: float = 2.0, seed: int = 0) -> dict:
+                wp_ep: float, wd: float = 0.05, clip: float = 2.0, seed: int = 0, amp: str = "fp32") -> dict:
     """Train ``model`` ('var' or 'ar') with teacher forcing; returns wall seconds, steps and the loss curve.
+
+    Runs on the model's device (the tokenizer ``vae`` must be on it too); the training order comes from a
+    CPU generator, so it is the same on every device. ``amp='bf16'``: forward passes under bf16 autocast,
+    the loss in float32.
 
     Parameters
     ----------
@@ -91,7 +127,9 @@ def train_model(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, e
     ep, bs, lr, wp_ep : int, int, float, float
         Epochs, batch size, peak learning rate, warm-up epochs (from 0.005 * lr).
     """
+    dev = _device_of(model)
     tg = _targets(model, kind, vae, x_NCT)
+    y_N = y_N.to(dev)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "emb" not in n
              and "pos_" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and not any(p is q for q in decay)]
@@ -100,7 +138,8 @@ def train_model(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, e
     n = len(x_NCT)
     iters = max(1, n // bs)
     total, wp = ep * iters, max(1, int(round(wp_ep * iters)))
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device="cpu").manual_seed(seed)  # the order only; batches are indexed on ``dev``
+    _sync(dev)
     curve, t0, step = [], time.perf_counter(), 0
     model.train()
     for e in range(ep):
@@ -109,9 +148,10 @@ def train_model(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, e
             cur = 0.005 + (1 - 0.005) * step / wp if step < wp else max(0.0, (total - step) / max(1, total - wp))
             for group in opt.param_groups:
                 group["lr"] = lr * cur
-            b = perm[it * bs:(it + 1) * bs]
-            model.train_rng.manual_seed(seed * 1_000_003 + step)
-            logits_BNV = _logits(model, kind, y_N[b], tg, b)
+            b = perm[it * bs:(it + 1) * bs].to(dev)
+            model.train_rng.manual_seed(seed * 1_000_003 + step)  # a CPU generator (condition drop, drop path)
+            with _amp_ctx(dev, amp):
+                logits_BNV = _logits(model, kind, y_N[b], tg, b)
             loss = F.cross_entropy(logits_BNV.float().transpose(1, 2), tg["gt"][b])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -121,19 +161,23 @@ def train_model(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, e
             if it == iters - 1:
                 curve.append({"ep": e + 1, "loss": loss.item()})
         logger.info("%s epoch %d/%d: loss %.3f (%.0f s)", kind, e + 1, ep, curve[-1]["loss"], time.perf_counter() - t0)
+    _sync(dev)
+    wall = time.perf_counter() - t0
     model.eval()
-    return {"wall_seconds": time.perf_counter() - t0, "steps": total, "epochs": ep, "batch": bs, "lr": lr,
-            "curve": curve}
+    return {"wall_seconds": wall, "steps": total, "epochs": ep, "batch": bs, "lr": lr, "device": str(dev),
+            "amp": amp, "curve": curve}
 
 
 @torch.no_grad()
 def val_nll(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, bs: int = 32) -> float:
     """Mean negative log-likelihood per token (nats) of validation windows, condition = true class."""
+    dev = _device_of(model)
     tg = _targets(model, kind, vae, x_NCT)
+    y_N = y_N.to(dev)
     model.eval()
     tot, cnt = 0.0, 0
     for s in range(0, len(x_NCT), bs):
-        b = torch.arange(s, min(s + bs, len(x_NCT)))
+        b = torch.arange(s, min(s + bs, len(x_NCT)), device=dev)
         logits = _logits(model, kind, y_N[b], tg, b)
         tot += float(F.cross_entropy(logits.float().transpose(1, 2), tg["gt"][b], reduction="sum"))
         cnt += tg["gt"][b].numel()
@@ -142,13 +186,14 @@ def val_nll(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, bs: i
 
 @torch.no_grad()
 def sample_windows(model, labels: Sequence[int], uv_scale: float, cfg: float, batch: int, seed: int) -> np.ndarray:
-    """Generated windows (N, C, T) in µV for the given classes."""
+    """Generated windows (N, C, T) in µV for the given classes (sampled on the model's device, returned on the CPU)."""
+    dev = _device_of(model)
     out = []
     lab = torch.as_tensor(list(labels), dtype=torch.long)
     for i, s in enumerate(range(0, len(lab), batch)):
-        lab_B = lab[s:s + batch]
+        lab_B = lab[s:s + batch].to(dev)
         x = model.autoregressive_infer_cfg(B=len(lab_B), label_B=lab_B, g_seed=seed + i, cfg=cfg)
-        out.append((x.float() * uv_scale).numpy())
+        out.append((x.float() * uv_scale).cpu().numpy())
     return np.concatenate(out).astype(np.float64)
 
 
@@ -205,7 +250,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--max-train", type=int, default=None, help="cap on training windows (default all; quick 48)")
     p.add_argument("--folds", type=int, default=None, help="C2ST folds (default 5; quick 3)")
     p.add_argument("--seed", type=int, default=0, help="seed for training order, samples and folds")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where both transformers and the "
+                   "tokenizer are trained, evaluated and sampled (metrics stay on the CPU); cuda writes "
+                   "generation_cuda.json and *_cuda.png")
+    p.add_argument("--amp", default=None, choices=("fp32", "bf16"), help="precision of the training forward passes "
+                   "(bf16 = autocast as VAR/train.py --fp16=2; default: the --var-ckpt run's, else fp32)")
     args = p.parse_args(argv)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise UserError("--device=cuda: torch sees no CUDA device on this machine; use --device cpu")
+    dev = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    where = torch.cuda.get_device_name(dev) if cuda else "this CPU"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True  # as VAR/train.py's --tf32=1 default
+        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(args.seed)
     from models import build_var
     from models.ar_baseline import build_ar_baseline
@@ -214,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # ---- tokenizer / VAR checkpoint and its recipe
     var_ckpt_run = None
     shared_var = os.path.join(raw, "var_run", "ar-ckpt-best.pth")  # written by bench_var (runs before this one)
+    if cuda and os.path.isfile(os.path.join(raw, "var_run_cuda", "ar-ckpt-best.pth")):
+        shared_var = os.path.join(raw, "var_run_cuda", "ar-ckpt-best.pth")  # bench_var --device cuda
     if not args.var_ckpt and not args.vae_ckpt and not args.quick and os.path.isfile(shared_var):
         args.var_ckpt = shared_var
     if args.var_ckpt:
@@ -221,13 +281,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
             raise UserError(f"--var-ckpt={args.var_ckpt}: file not found; pass ar-ckpt-best.pth from VAR/train.py")
         import sample
         from utils.checkpoint import load_checkpoint
-        var, vae, meta = sample.load_var_checkpoint(args.var_ckpt)
+        var, vae, meta = sample.load_var_checkpoint(args.var_ckpt, device=dev)  # both on ``dev``, eval mode
         tok = meta["tokenizer"]
         state, _ = load_checkpoint(args.var_ckpt, map_location="cpu")
         run_args = state.get("args") or {}
         var_ckpt_run = {"path": args.var_ckpt, "epoch": meta["epoch"], "iter": meta["iter"],
-                        **{k: run_args.get(k) for k in ("ep", "bs", "tlr", "depth", "alng", "wp", "data_path")
-                           if k in run_args}}
+                        **{k: run_args.get(k) for k in ("ep", "bs", "tlr", "depth", "alng", "wp", "data_path",
+                                                        "fp16") if k in run_args}}
+        var_fp16 = int(run_args.get("fp16") or 0)
+        if args.amp is None:
+            args.amp = "bf16" if var_fp16 == 2 else "fp32"
+            if var_fp16 == 1:
+                logger.warning("the VAR run used fp16 autocast + loss scaling (--fp16=1); the AR baseline is "
+                               "trained in fp32 here (pass --amp bf16 for bf16 autocast)")
         depth = args.depth or var.depth
         ep = args.ep or int(run_args.get("ep") or meta["epoch"] or 6)
         bs = args.bs or int(run_args.get("bs") or 16)
@@ -248,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                 "python -m benchmarks.bench_tokenizer first)")
             path = os.path.join(raw, "generation_tokenizer_quick.pth")
             random_tokenizer(data_root, path)
-        vae, tok = load_vae(path)
+        vae, tok = load_vae(path, device=dev)  # eval mode, frozen, on ``dev``
         meta = None
         depth = args.depth or (2 if args.quick else 4)
         ep = args.ep or (1 if args.quick else 6)
@@ -258,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         var = None
     if not data_root or not os.path.isdir(str(data_root)):
         raise DatasetError(f"dataset {data_root!r} not found; pass --data-root DIR")
+    args.amp = args.amp or "fp32"
     uv = float(tok["uv_scale"])
     sfreq, bands = float(tok["sfreq"]), tok["bands"]
     rng = np.random.default_rng(args.seed)
@@ -275,14 +342,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     budget: dict = {}
     if var is None:
         torch.manual_seed(args.seed)
-        var = build_var(vae, "cpu", num_classes=len(classes), depth=depth, init_adaln_gamma=alng)
-        budget["VAR"] = train_model(var, "var", vae, x_tr, y_tr, ep, bs, tlr, wp, seed=args.seed)
+        var = build_var(vae, dev, num_classes=len(classes), depth=depth, init_adaln_gamma=alng)
+        budget["VAR"] = train_model(var, "var", vae, x_tr, y_tr, ep, bs, tlr, wp, seed=args.seed, amp=args.amp)
     else:
         budget["VAR"] = {"trained_by": "VAR/train.py", **var_ckpt_run}
     torch.manual_seed(args.seed)
-    ar = build_ar_baseline(vae, "cpu", num_classes=len(classes), depth=depth, sequence="pyramid",
+    ar = build_ar_baseline(vae, dev, num_classes=len(classes), depth=depth, sequence="pyramid",
                            init_adaln_gamma=alng)
-    budget["AR"] = train_model(ar, "ar", vae, x_tr, y_tr, ep, bs, tlr, wp, seed=args.seed)
+    budget["AR"] = train_model(ar, "ar", vae, x_tr, y_tr, ep, bs, tlr, wp, seed=args.seed, amp=args.amp)
+    budget["AR"]["where"] = where
+    if "wall_seconds" in budget["VAR"]:
+        budget["VAR"]["where"] = where
     nll = {"VAR": val_nll(var, "var", vae, x_va, y_va), "AR": val_nll(ar, "ar", vae, x_va, y_va)}
     logger.info("validation NLL per token: VAR %.3f, AR %.3f nats", nll["VAR"], nll["AR"])
     # ---- references and classical baselines
@@ -295,8 +365,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     gen_seconds, quality = {}, {}
     for name, model in (("VAR", var), ("AR next-token", ar)):
         labels = [c for c in range(len(classes)) for _ in range(n_pc)]
+        _sync(dev)
         t0 = time.perf_counter()
-        g = sample_windows(model, labels, uv, args.cfg, batch=32, seed=args.seed)
+        g = sample_windows(model, labels, uv, args.cfg, batch=32, seed=args.seed)  # numpy, on the CPU
         gen_seconds[name] = time.perf_counter() - t0
         lab = np.asarray(labels)
         for ci, cname in enumerate(classes):
@@ -314,9 +385,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for kind, q in rows.items():
             quality.setdefault(cname, {})[kind] = q
     kinds = ["VAR", "AR next-token"] + [k for k in next(iter(floors["validation"].values()))]
-    psd_png = figure_path(args.results_dir, "generation_psd.png")
+    sfx = "_cuda" if cuda else ""
+    psd_png = figure_path(args.results_dir, f"generation_psd{sfx}.png")
     plot_psd_and_errors(curves, quality, kinds, psd_png)
-    ex_png = figure_path(args.results_dir, "generation_examples.png")
+    ex_png = figure_path(args.results_dir, f"generation_examples{sfx}.png")
     plot_examples(examples, sfreq, ex_png)
     worse = {c: quality[c]["VAR"]["psd_error_db_mean"] <= quality[c]["AR next-token"]["psd_error_db_mean"]
              for c in quality if "VAR" in quality[c]}
@@ -327,9 +399,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "quality_vs_train_floors": floors["training"], "var_psd_mean_le_ar": worse,
               "prototype_rollout": "not included: the prototype's rollout is conditioned on the real coarse stage "
                                    "and was not trained on eegmat in this project",
+              "device": where, "device_type": dev.type, "amp": args.amp, "tf32": cuda,
+              "figure_files": {"psd": os.path.basename(psd_png), "examples": os.path.basename(ex_png)},
               "peak_rss_mb": peak_rss_mb(), "total_seconds": time.time() - t_start}
+    if cuda:
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 20
     result["report"] = build_report(result)
-    save_result(NAME, result, args.results_dir)
+    save_result(f"{NAME}_cuda" if cuda else NAME, result, args.results_dir)
     return result
 
 
@@ -346,23 +422,35 @@ def build_report(result: dict) -> dict:
     def budget_txt(b: dict) -> str:
         if "wall_seconds" in b:
             return (f"{b['epochs']} epoch(s), batch {b['batch']}, {b['steps']} steps, peak lr {b['lr']:.2g}, "
-                    f"{b['wall_seconds'] / 60:.1f} min on this CPU")
-        return f"checkpoint of VAR/train.py ({b.get('ep')} epochs, batch {b.get('bs')}, {b.get('path')})"
+                    f"{b.get('amp', 'fp32')}, trained in {b['wall_seconds'] / 60:.1f} min "
+                    f"({b['wall_seconds']:.1f} s) on {b.get('where', 'this CPU')}")
+        prec = "" if b.get("fp16") is None else f", {['fp32', 'fp16', 'bf16'][int(b['fp16'])]}"
+        return f"checkpoint of VAR/train.py ({b.get('ep')} epochs, batch {b.get('bs')}{prec}, {b.get('path')})"
 
     v_ep, a_ep = budget["VAR"].get("epochs", budget["VAR"].get("ep")), budget["AR"].get("epochs")
     v_bs, a_bs = budget["VAR"].get("batch", budget["VAR"].get("bs")), budget["AR"].get("batch")
     same = (v_ep, v_bs) == (a_ep, a_bs)
+    v_fp16 = budget["VAR"].get("fp16")
+    v_amp = budget["VAR"].get("amp") or (None if v_fp16 is None else ["fp32", "fp16", "bf16"][int(v_fp16)])
+    a_amp = budget["AR"].get("amp", "fp32")
 
     worse = result["var_psd_mean_le_ar"]
+    cuda = result.get("device_type") == "cuda"
+    figs = result.get("figure_files") or {"psd": "generation_psd.png", "examples": "generation_examples.png"}
     return {
-        "title": "Generation quality: VAR vs next-token AR vs classical surrogates (issue 7)",
-        "text": [f"Data {result['data_root']} (eegmat, 19 channels, 100 Hz, 5-s windows; judged against the "
+        "title": "Generation quality: VAR vs next-token AR vs classical surrogates"
+                 f"{' (GPU run)' if cuda else ''} (issue 7)",
+        "text": [*([f"Device: {result.get('device')} (models trained, evaluated and sampled there; metrics on the "
+                    f"CPU); training precision {result.get('amp', 'fp32')}."] if cuda else []),
+                 f"Data {result['data_root']} (eegmat, 19 channels, 100 Hz, 5-s windows; judged against the "
                  f"held-out validation subject, {n_val} windows; C2ST folds grouped by recording blocks). Depth "
                  f"{result['depth']}, same tokenizer ({tok.get('v_patch_nums')}, V={tok.get('vocab_size')}), "
                  f"guidance {result['cfg']}, {result['n_per_class']} generated windows per class.",
                  (f"Equal budget and data: VAR {budget_txt(budget['VAR'])}; AR {budget_txt(budget['AR'])}." if same
                   else f"UNEQUAL budget (set by --ep/--bs): VAR {budget_txt(budget['VAR'])}; AR "
                        f"{budget_txt(budget['AR'])}; the comparison favours the model trained longer."),
+                 *([f"Training precision differs: VAR {v_amp}, AR {a_amp} (pass --amp to match)."]
+                   if v_amp is not None and v_amp != a_amp else []),
                  *([f"The budget ({budget['AR']['steps']} optimizer steps each) is far below what either model "
                     "needs; the rows compare the two generation orders at equal cost, not trained models."]
                    if same and budget["AR"].get("steps", 10 ** 9) < 200 else []),
@@ -376,8 +464,8 @@ def build_report(result: dict) -> dict:
                              "dB; C2ST AUC 0.5 = indistinguishable, 1 = always told apart)",
                     "columns": ["kind", "class", *[f"{b} dB" for b in band_cols], "max dB", "corr dist", "C2ST AUC"],
                     "rows": rows}],
-        "figures": [{"title": "PSD of real vs generated per class, per-band PSD error", "path": "generation_psd.png"},
-                    {"title": "Example windows, real vs generated", "path": "generation_examples.png"}],
+        "figures": [{"title": "PSD of real vs generated per class, per-band PSD error", "path": figs["psd"]},
+                    {"title": "Example windows, real vs generated", "path": figs["examples"]}],
     }
 
 
