@@ -4,7 +4,7 @@
 # next-scale vs next-token sampling speed).
 #
 #   bash benchmarks/device_check.sh OUT [--python PY] [--wheels DIR] [--skip smoke,train,speed,quality] [--cpu]
-#                                       [--recordings EEGMAT_DIR --vae-ckpt PATH] [--depth D --ep N --bs B]
+#                                       [--recordings EEGMAT_DIR --vae-ckpt PATH] [--depth D --ep N --bs B --tblr LR]
 #
 # OUT receives device_check.log, smoke.tsv (one line per end-to-end check: name, status, seconds),
 # train_cuda.json, speed_cuda.json and speed_ratio_cuda.png. With --recordings (the eegmat EDF files) and
@@ -22,7 +22,7 @@ usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 [ $# -ge 1 ] || { usage >&2; exit 2; }
 case "$1" in -h|--help) usage; exit 0 ;; esac
 out="$1"; shift
-py="python3"; wheels=""; skip=""; dev=cuda; recordings=""; vae=""; qdepth=8; qep=100; qbs=32
+py="python3"; wheels=""; skip=""; dev=cuda; recordings=""; vae=""; qdepth=8; qep=100; qbs=32; qtblr=4e-3
 while [ $# -gt 0 ]; do
   case "$1" in
     --python) py="$2"; shift 2 ;;
@@ -34,6 +34,7 @@ while [ $# -gt 0 ]; do
     --depth) qdepth="$2"; shift 2 ;;
     --ep) qep="$2"; shift 2 ;;
     --bs) qbs="$2"; shift 2 ;;
+    --tblr) qtblr="$2"; shift 2 ;;
     *) echo "device_check.sh: error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -116,7 +117,7 @@ if ! skipped quality && [ -n "$recordings" ] && [ -n "$vae" ]; then
       --window-sec 5 --stride-sec 2.5 --channels 1020-19 --split-by time --val-fraction 0.3 \
       --label-from 'regex:_1\.edf$=rest,_2\.edf$=arithmetic' --seed 0 --jobs 8 --progress off
   check bench_var_time "$py" -m benchmarks.bench_var --device "$dev" --fp16 "$amp" --split-by time \
-      --data-root "$ds" --vae-ckpt "$vae" --depth "$qdepth" --ep "$qep" --bs "$qbs" --save-ep 5 --save-it 0 \
+      --data-root "$ds" --vae-ckpt "$vae" --depth "$qdepth" --ep "$qep" --bs "$qbs" --tblr "$qtblr" --save-ep 5 --save-it 0 \
       --throughput-depths '' --results-dir "$res"
   pack
   ckpt="$(ls "$res"/raw/var_run_time*/ar-ckpt-best.pth 2>/dev/null | head -1)"
