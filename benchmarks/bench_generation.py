@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from benchmarks import bench_parser, figure_path, machine_info, peak_rss_mb, plot_psd_curves, save_result
 from benchmarks.bench_baselines import _time_blocks, generation_floors, load_split, plot_examples
 from utils.cli import run_cli, setup_logging
-from utils.eeg_dataset import label_names
+from utils.eeg_dataset import label_names, read_manifest
 from utils.eeg_metrics import welch_psd
 from utils.eeg_quality import generation_quality
 from utils.errors import DatasetError, UserError
@@ -111,7 +111,8 @@ def _sync(dev: torch.device) -> None:
 
 
 def train_model(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, ep: int, bs: int, lr: float,
-                wp_ep: float, wd: float = 0.05, clip: float = 2.0, seed: int = 0, amp: str = "fp32") -> dict:
+                wp_ep: float, wd: float = 0.05, clip: float = 2.0, seed: int = 0, amp: str = "fp32",
+                val: tuple[torch.Tensor, torch.Tensor] | None = None, val_every: int = 1) -> dict:
     """Train ``model`` ('var' or 'ar') with teacher forcing; returns wall seconds, steps and the loss curve.
 
     Runs on the model's device (the tokenizer ``vae`` must be on it too); the training order comes from a
@@ -126,6 +127,10 @@ def train_model(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, e
         Class per window.
     ep, bs, lr, wp_ep : int, int, float, float
         Epochs, batch size, peak learning rate, warm-up epochs (from 0.005 * lr).
+    val : (x_NCT, y_N) | None
+        Validation windows: every ``val_every`` epochs (and after the last) their NLL is measured and the
+        weights with the lowest one are kept, as VAR/train.py keeps ``ar-ckpt-best.pth`` (same model selection
+        for both transformers; without it a small corpus ends with an over-fitted model).
     """
     dev = _device_of(model)
     tg = _targets(model, kind, vae, x_NCT)
@@ -141,6 +146,8 @@ def train_model(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, e
     g = torch.Generator(device="cpu").manual_seed(seed)  # the order only; batches are indexed on ``dev``
     _sync(dev)
     curve, t0, step = [], time.perf_counter(), 0
+    best: tuple[float, int, dict] | None = None
+    val_curve: list[dict] = []
     model.train()
     for e in range(ep):
         perm = torch.randperm(n, generator=g)
@@ -161,11 +168,21 @@ def train_model(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, e
             if it == iters - 1:
                 curve.append({"ep": e + 1, "loss": loss.item()})
         logger.info("%s epoch %d/%d: loss %.3f (%.0f s)", kind, e + 1, ep, curve[-1]["loss"], time.perf_counter() - t0)
+        if val is not None and ((e + 1) % max(1, val_every) == 0 or e + 1 == ep):
+            v = val_nll(model, kind, vae, *val)
+            val_curve.append({"ep": e + 1, "val_nll": v})
+            if best is None or v < best[0]:
+                best = (v, e + 1, {k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()})
+            model.train()
     _sync(dev)
     wall = time.perf_counter() - t0
+    out = {"wall_seconds": wall, "steps": total, "epochs": ep, "batch": bs, "lr": lr, "device": str(dev),
+           "amp": amp, "curve": curve}
+    if best is not None:
+        model.load_state_dict(best[2])
+        out.update(selected_epoch=best[1], selected_val_nll=best[0], val_every=val_every, val_curve=val_curve)
     model.eval()
-    return {"wall_seconds": wall, "steps": total, "epochs": ep, "batch": bs, "lr": lr, "device": str(dev),
-            "amp": amp, "curve": curve}
+    return out
 
 
 @torch.no_grad()
@@ -300,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         tlr = args.tlr or float(run_args.get("tlr") or 8e-3 * bs / 256)
         alng = float(run_args.get("alng") or 1e-3)
         wp = float(run_args.get("wp") or 1.0)
+        val_every = int(run_args.get("save_ep") or 1)  # VAR/train.py validates (and keeps the best) this often
         data_root = args.data_root or run_args.get("data_path")
     else:
         from benchmarks.bench_var import ensure_dataset, random_tokenizer
@@ -320,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ep = args.ep or (1 if args.quick else 6)
         bs = args.bs or (8 if args.quick else 16)
         tlr = args.tlr or 8e-3 * bs / 256
-        alng, wp = 1e-3, 1.0
+        alng, wp, val_every = 1e-3, 1.0, 1
         var = None
     if not data_root or not os.path.isdir(str(data_root)):
         raise DatasetError(f"dataset {data_root!r} not found; pass --data-root DIR")
@@ -343,13 +361,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if var is None:
         torch.manual_seed(args.seed)
         var = build_var(vae, dev, num_classes=len(classes), depth=depth, init_adaln_gamma=alng)
-        budget["VAR"] = train_model(var, "var", vae, x_tr, y_tr, ep, bs, tlr, wp, seed=args.seed, amp=args.amp)
+        budget["VAR"] = train_model(var, "var", vae, x_tr, y_tr, ep, bs, tlr, wp, seed=args.seed, amp=args.amp,
+                                    val=(x_va, y_va), val_every=val_every)
     else:
         budget["VAR"] = {"trained_by": "VAR/train.py", **var_ckpt_run}
     torch.manual_seed(args.seed)
     ar = build_ar_baseline(vae, dev, num_classes=len(classes), depth=depth, sequence="pyramid",
                            init_adaln_gamma=alng)
-    budget["AR"] = train_model(ar, "ar", vae, x_tr, y_tr, ep, bs, tlr, wp, seed=args.seed, amp=args.amp)
+    budget["AR"] = train_model(ar, "ar", vae, x_tr, y_tr, ep, bs, tlr, wp, seed=args.seed, amp=args.amp,
+                               val=(x_va, y_va), val_every=val_every)
     budget["AR"]["where"] = where
     if "wall_seconds" in budget["VAR"]:
         budget["VAR"]["where"] = where
@@ -393,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     worse = {c: quality[c]["VAR"]["psd_error_db_mean"] <= quality[c]["AR next-token"]["psd_error_db_mean"]
              for c in quality if "VAR" in quality[c]}
     result = {"machine": machine_info(), "quick": args.quick, "data_root": data_root,
+              "split_rule": (read_manifest(data_root) or {}).get("split_rule"),
               "tokenizer": {k: tok.get(k) for k in ("path", "v_patch_nums", "vocab_size", "uv_scale")},
               "depth": depth, "cfg": args.cfg, "budget": budget, "val_nll_per_token": nll,
               "generation_seconds": gen_seconds, "n_per_class": n_pc, "quality_vs_val": quality,
@@ -421,11 +442,16 @@ def build_report(result: dict) -> dict:
 
     def budget_txt(b: dict) -> str:
         if "wall_seconds" in b:
+            sel = (f"; weights of epoch {b['selected_epoch']} kept (lowest validation NLL, checked every "
+                   f"{b['val_every']} epoch(s))" if "selected_epoch" in b else "; last weights (no validation-based "
+                   "selection in this run)")
             return (f"{b['epochs']} epoch(s), batch {b['batch']}, {b['steps']} steps, peak lr {b['lr']:.2g}, "
                     f"{b.get('amp', 'fp32')}, trained in {b['wall_seconds'] / 60:.1f} min "
-                    f"({b['wall_seconds']:.1f} s) on {b.get('where', 'this CPU')}")
+                    f"({b['wall_seconds']:.1f} s) on {b.get('where', 'this CPU')}{sel}")
         prec = "" if b.get("fp16") is None else f", {['fp32', 'fp16', 'bf16'][int(b['fp16'])]}"
-        return f"checkpoint of VAR/train.py ({b.get('ep')} epochs, batch {b.get('bs')}{prec}, {b.get('path')})"
+        where = "/".join(str(b.get("path", "?")).replace(os.sep, "/").split("/")[-2:])
+        return (f"checkpoint of VAR/train.py ({b.get('ep')} epochs, batch {b.get('bs')}{prec}, {where}: the "
+                f"epoch with the lowest validation loss)")
 
     v_ep, a_ep = budget["VAR"].get("epochs", budget["VAR"].get("ep")), budget["AR"].get("epochs")
     v_bs, a_bs = budget["VAR"].get("batch", budget["VAR"].get("bs")), budget["AR"].get("batch")
@@ -442,8 +468,9 @@ def build_report(result: dict) -> dict:
                  f"{' (GPU run)' if cuda else ''} (issue 7)",
         "text": [*([f"Device: {result.get('device')} (models trained, evaluated and sampled there; metrics on the "
                     f"CPU); training precision {result.get('amp', 'fp32')}."] if cuda else []),
-                 f"Data {result['data_root']} (eegmat, 19 channels, 100 Hz, 5-s windows; judged against the "
-                 f"held-out validation subject, {n_val} windows; C2ST folds grouped by recording blocks). Depth "
+                 f"Data {os.path.basename(os.path.normpath(str(result['data_root'])))} (eegmat, 19 channels, 100 Hz, "
+                 f"5-s windows; judged against its {n_val} validation windows, split "
+                 f"{result.get('split_rule', 'as its manifest says')}; C2ST folds grouped by recording blocks). Depth "
                  f"{result['depth']}, same tokenizer ({tok.get('v_patch_nums')}, V={tok.get('vocab_size')}), "
                  f"guidance {result['cfg']}, {result['n_per_class']} generated windows per class.",
                  (f"Equal budget and data: VAR {budget_txt(budget['VAR'])}; AR {budget_txt(budget['AR'])}." if same
