@@ -153,6 +153,12 @@ def train_var(args, data_root: str, vae_ckpt: str, out: str) -> tuple[float, lis
     return sec, [json.loads(ln) for ln in lines if ln.strip()]
 
 
+def _tokenizer_name(path: str) -> str:
+    """The tokenizer's run folder (e.g. ``tokenizer_run``), or its file name where the folder is hidden/temporary."""
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return os.path.basename(path) if not folder or folder.startswith((".", "tmp")) else folder
+
+
 def load_val(data_root: str, split: str = "val") -> tuple[np.ndarray, np.ndarray, EEGWindowDataset]:
     ds = EEGWindowDataset(data_root, split)
     x = np.stack([ds.window(i).stages_KCT[-1] for i in range(len(ds))]).astype(np.float64)
@@ -331,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                  f"{', trained on ' + where if args.device == 'cuda' else ''} (issue 5)",
         "text": [f"VAR depth {args.depth}, {args.ep} epochs, batch {args.bs}, "
                  f"{['fp32', 'fp16', 'bf16'][args.fp16]}, trained in {train_sec / 60:.1f} min on {where} (this "
-                 f"call); {split_text}; tokenizer {os.path.basename(os.path.dirname(vae_ckpt))} "
+                 f"call); {split_text}; tokenizer {_tokenizer_name(vae_ckpt)} "
                  f"(scales {tok['v_patch_nums']}, G={tok['tokens_per_pos']}, V={tok['vocab_size']}).",
                  f"Per-band PSD error of generated vs real validation windows (1-{F_MAX:g} Hz), best guidance "
                  f"cfg={best_cfg}: target <= {TARGET_DB} dB in every band {'met' if met else 'NOT met'}."],
