@@ -136,6 +136,50 @@ def child(kind: str, depth: int, batch: int, steps: int, quick: bool, device: st
     return out
 
 
+def build_report(result: dict) -> dict:
+    """The README section of a saved ``train[_cuda].json`` (only its numbers are used)."""
+    rows, bs, sb, amp = result["rows"], result["train_batch"], result["sample_batch"], result.get("amp", "fp32")
+    peak, peak_source = result.get("peak_tflops"), result.get("peak_source")
+    ok = [r for r in rows if "error" not in r]
+    depths = result.get("depths") or sorted({r["depth"] for r in rows})
+    steps = result.get("steps", 2)
+    sampled = not result.get("skip_sampling") and any(r["kind"] == "sample" for r in ok)
+    tr = {r["depth"]: r for r in ok if r["kind"] == "train"}
+    sa = {r["depth"]: r for r in ok if r["kind"] == "sample"}
+    gpu_name = next((r["gpu"] for r in ok if "gpu" in r), None)
+    where = f"{gpu_name} (CUDA)" if gpu_name else f"this CPU, {rows[0].get('threads', '?') if rows else '?'} thread(s)"
+    text = [f"VAR on the final tokenizer layout (random weights) on {where}, {amp}; training batch {bs} "
+            f"(warm-up, then median of {steps} steps)"
+            + (f", sampling batch {sb} with guidance (2x batch)" if sampled else ", sampling not measured here")
+            + ". Peak RSS = the whole measuring process (Python, torch, model, optimizer state, activations)."]
+    if peak:
+        text.append(f"MFU = model FLOPs per step (counted by torch's FlopCounterMode: matrix products and attention, "
+                    f"forward + backward) / step time / {peak:.0f} TFLOP/s ({peak_source}).")
+    tables = []
+    if not gpu_name:
+        table = [[d, round(tr[d]["params_M"], 1) if d in tr else None,
+                  round(tr[d]["samples_per_s"], 3) if d in tr else None,
+                  round(tr[d]["seconds_per_step"], 2) if d in tr else None,
+                  round(tr[d]["peak_rss_mb"]) if d in tr else None,
+                  round(sa[d]["windows_per_s"], 3) if d in sa else None,
+                  round(sa[d]["peak_rss_mb"]) if d in sa else None] for d in depths]
+        tables.append({"title": "Per depth", "columns": ["depth", "params (M)", "train samples/s", "s/step",
+                                                         "train peak RSS (MiB)", "sampling windows/s",
+                                                         "sampling peak RSS (MiB)"], "rows": table})
+    else:
+        gpu_table = [[d, round(tr[d]["params_M"], 1), amp, bs, round(1e3 * tr[d]["seconds_per_step"], 1),
+                      round(tr[d]["samples_per_s"], 1), round(tr[d]["tokens_per_s"]),
+                      round(tr[d]["model_tflop_per_step"], 2), round(tr[d]["achieved_tflops"], 1),
+                      round(100 * tr[d]["mfu"], 1) if "mfu" in tr[d] else None,
+                      round(tr[d].get("peak_cuda_mb", 0) / 1024, 1)] for d in depths if d in tr]
+        tables.append({"title": "GPU training step", "columns": [
+            "depth", "params (M)", "precision", "batch", "ms/step", "samples/s", "tokens/s", "TFLOP/step",
+            "TFLOP/s", "MFU (%)", "peak GPU memory (GiB)"], "rows": gpu_table})
+    errors = result.get("errors") or []
+    return {"title": "Training throughput and memory per depth" + (" on the GPU" if gpu_name else "") + " (issue 7)",
+            "text": text + ([f"Failed: {'; '.join(errors)}"] if errors else []), "tables": tables, "figures": []}
+
+
 def run_child(kind: str, depth: int, batch: int, steps: int, quick: bool, device: str, timeout: float,
               amp: str = "fp32") -> dict:
     code = ("import json, sys, torch; torch.set_num_threads(int(sys.argv[7])); "
@@ -201,41 +245,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 r["mfu"] = r["achieved_tflops"] / peak
             logger.info("%s depth %d: %s", kind, d, {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})
             rows.append(r)
-    ok = [r for r in rows if "error" not in r]
-    tr = {r["depth"]: r for r in ok if r["kind"] == "train"}
-    sa = {r["depth"]: r for r in ok if r["kind"] == "sample"}
-    table = [[d, round(tr[d]["params_M"], 1) if d in tr else None,
-              round(tr[d]["samples_per_s"], 3) if d in tr else None,
-              round(tr[d]["seconds_per_step"], 2) if d in tr else None,
-              round(tr[d]["peak_rss_mb"]) if d in tr else None,
-              round(sa[d]["windows_per_s"], 3) if d in sa else None,
-              round(sa[d]["peak_rss_mb"]) if d in sa else None] for d in depths]
-    gpu_table = [[d, round(tr[d]["params_M"], 1), args.amp, bs, round(1e3 * tr[d]["seconds_per_step"], 1),
-                  round(tr[d]["samples_per_s"], 1), round(tr[d]["tokens_per_s"]), round(tr[d]["model_tflop_per_step"], 2),
-                  round(tr[d]["achieved_tflops"], 1), round(100 * tr[d]["mfu"], 1) if "mfu" in tr[d] else None,
-                  round(tr[d].get("peak_cuda_mb", 0) / 1024, 1)] for d in depths if d in tr]
     errors = [f"{r['kind']} depth {r['depth']}: {r['error']}" for r in rows if "error" in r]
     result = {"machine": machine_info(), "quick": args.quick, "device": args.device, "amp": args.amp,
               "train_batch": bs, "sample_batch": sb, "rows": rows, "errors": errors, "total_seconds": time.time() - t0,
-              "peak_tflops": peak, "peak_source": peak_source if peak else None}
-    gpu_name = next((r["gpu"] for r in ok if "gpu" in r), None)
-    where = f"{gpu_name} (CUDA)" if gpu_name else f"this CPU, {rows[0].get('threads', '?')} thread(s)"
-    text = [f"VAR on the final tokenizer layout (random weights) on {where}, {args.amp}; training batch {bs} "
-            f"(warm-up, then median of {steps} steps), sampling batch {sb} with guidance (2x batch). Peak RSS = the "
-            "whole measuring process (Python, torch, model, optimizer state, activations)."]
-    if peak:
-        text.append(f"MFU = model FLOPs per step (counted by torch's FlopCounterMode: matrix products and attention, "
-                    f"forward + backward) / step time / {peak:.0f} TFLOP/s ({peak_source}).")
-    tables = [{"title": "Per depth", "columns": ["depth", "params (M)", "train samples/s", "s/step",
-                                                 "train peak RSS (MiB)", "sampling windows/s",
-                                                 "sampling peak RSS (MiB)"], "rows": table}]
-    if args.device == "cuda":
-        tables.append({"title": "GPU training step", "columns": [
-            "depth", "params (M)", "precision", "batch", "ms/step", "samples/s", "tokens/s", "TFLOP/step",
-            "TFLOP/s", "MFU (%)", "peak GPU memory (GiB)"], "rows": gpu_table})
-    result["report"] = {"title": "Training throughput and memory per depth (issue 7)",
-                        "text": text + ([f"Failed: {'; '.join(errors)}"] if errors else []),
-                        "tables": tables, "figures": []}
+              "peak_tflops": peak, "peak_source": peak_source if peak else None, "depths": depths, "steps": steps,
+              "skip_sampling": args.skip_sampling}
+    result["report"] = build_report(result)
     save_result(NAME if args.device == "cpu" else f"{NAME}_{args.device}", result, args.results_dir)
     return result
 

@@ -93,6 +93,11 @@ def render_markdown(summary: dict, results_dir: str, md_dir: str) -> str:
             continue
         mode = " (quick mode)" if res.get("quick") else ""
         lines += [f"### {rep.get('title', name)}{mode}", ""]
+        run_on = res.get("machine") or {}
+        if run_on.get("cuda") and run_on.get("cuda") != info.get("cuda"):  # e.g. benchmarks/device_check.sh
+            lines += [f"*Measured on another machine: {run_on['cuda']} GPU, {run_on.get('cpu_count', '?')} CPU cores, "
+                      f"torch {run_on.get('torch', '?')}, on {run_on.get('date_utc', '?')} (code "
+                      f"{run_on.get('code_version', '?')}), by `bash benchmarks/device_check.sh`.*", ""]
         for para in rep.get("text", []):
             lines += [para, ""]
         for table in rep.get("tables", []):
