@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 #: Default folder for results and figures.
 RESULTS_DIR = os.path.join(REPO_ROOT, "benchmarks", "results")
 
-__all__ = ["RESULTS_DIR", "bench_parser", "save_result", "load_result", "figure_path", "machine_info",
+__all__ = ["RESULTS_DIR", "bench_parser", "device_sync", "save_result", "load_result", "figure_path", "machine_info",
            "median_time", "peak_rss_mb", "bench_name"]
 
 
@@ -120,6 +120,14 @@ def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+
+def device_sync(dev: Any) -> None:
+    """Wait for the queued kernels of ``dev`` (a ``torch.device``) when it is a GPU, so wall-clock timers are true."""
+    if getattr(dev, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.synchronize(dev)
 
 
 def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:

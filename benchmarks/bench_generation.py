@@ -48,7 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks import bench_parser, figure_path, machine_info, peak_rss_mb, plot_psd_curves, save_result
+from benchmarks import (bench_parser, device_sync, figure_path, machine_info, peak_rss_mb, plot_psd_curves,
+                        save_result)
 from benchmarks.bench_baselines import _time_blocks, generation_floors, load_split, plot_examples
 from utils.cli import run_cli, setup_logging
 from utils.eeg_dataset import label_names, read_manifest
@@ -105,11 +106,6 @@ def _amp_ctx(dev: torch.device, amp: str):
     return contextlib.nullcontext()
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def train_model(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, ep: int, bs: int, lr: float,
                 wp_ep: float, wd: float = 0.05, clip: float = 2.0, seed: int = 0, amp: str = "fp32",
                 val: tuple[torch.Tensor, torch.Tensor] | None = None, val_every: int = 1) -> dict:
@@ -144,7 +140,7 @@ def train_model(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, e
     iters = max(1, n // bs)
     total, wp = ep * iters, max(1, int(round(wp_ep * iters)))
     g = torch.Generator(device="cpu").manual_seed(seed)  # the order only; batches are indexed on ``dev``
-    _sync(dev)
+    device_sync(dev)
     curve, t0, step = [], time.perf_counter(), 0
     best: tuple[float, int, dict] | None = None
     val_curve: list[dict] = []
@@ -174,7 +170,7 @@ def train_model(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, e
             if best is None or v < best[0]:
                 best = (v, e + 1, {k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()})
             model.train()
-    _sync(dev)
+    device_sync(dev)
     wall = time.perf_counter() - t0
     out = {"wall_seconds": wall, "steps": total, "epochs": ep, "batch": bs, "lr": lr, "device": str(dev),
            "amp": amp, "curve": curve}
@@ -385,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     gen_seconds, quality = {}, {}
     for name, model in (("VAR", var), ("AR next-token", ar)):
         labels = [c for c in range(len(classes)) for _ in range(n_pc)]
-        _sync(dev)
+        device_sync(dev)
         t0 = time.perf_counter()
         g = sample_windows(model, labels, uv, args.cfg, batch=32, seed=args.seed)  # numpy, on the CPU
         gen_seconds[name] = time.perf_counter() - t0

@@ -30,7 +30,8 @@ from typing import Sequence
 
 import torch
 
-from benchmarks import bench_parser, figure_path, machine_info, median_time, peak_rss_mb, save_result
+from benchmarks import (bench_parser, device_sync, figure_path, machine_info, median_time, peak_rss_mb,
+                        save_result)
 from utils.cli import run_cli, setup_logging
 from utils.errors import UserError
 from utils.var_path import ensure_var_importable
@@ -65,11 +66,6 @@ def load_tokenizer(path: str | None, quick: bool):
                  "v_patch_nums": list(layout["v_patch_nums"]), "vocab_size": layout["vocab_size"]}
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 @torch.no_grad()
 def ar_step_seconds(ar, B: int, cfg: float, start: int, n_steps: int, repeats: int) -> float:
     """Median seconds of one KV-cached decoding step of ``ar`` at cache length ``start`` .. ``start + n_steps``."""
@@ -91,7 +87,7 @@ def ar_step_seconds(ar, B: int, cfg: float, start: int, n_steps: int, repeats: i
         for _ in range(repeats):
             for b, (k, v) in zip(ar.blocks, snapshot):  # every repeat starts from the same cache length
                 b.attn.cached_k, b.attn.cached_v = k, v
-            _sync(dev)
+            device_sync(dev)
             t0 = time.perf_counter()
             x_B1C = torch.randn(nB, 1, ar.C, generator=g, device=dev)
             for t in range(start, start + n_steps):
@@ -103,7 +99,7 @@ def ar_step_seconds(ar, B: int, cfg: float, start: int, n_steps: int, repeats: i
                 x_B1C = ar._embed_tokens(idx_B1, t) + ar._pos(min(t + 1, ar.N - 1), 1)
                 if cfg:
                     x_B1C = x_B1C.repeat(2, 1, 1)
-            _sync(dev)
+            device_sync(dev)
             times.append((time.perf_counter() - t0) / n_steps)
     finally:
         for b in ar.blocks:
@@ -118,7 +114,7 @@ def time_generation(model, B: int, cfg: float, repeats: int, max_single_s: float
 
     def fn() -> None:
         model.autoregressive_infer_cfg(B=B, label_B=labels, g_seed=0, cfg=cfg)
-        _sync(dev)
+        device_sync(dev)
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0

@@ -73,7 +73,8 @@ def child(kind: str, depth: int, batch: int, steps: int, quick: bool, device: st
     params_M = sum(p.numel() for p in var.parameters()) / 1e6
     rss0 = peak_rss_mb()
     cuda = device.startswith("cuda")
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    from benchmarks import device_sync
+    sync = lambda: device_sync(torch.device(device))  # noqa: E731
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True  # as VAR/train.py's --tf32=1 default
         torch.backends.cudnn.allow_tf32 = True
