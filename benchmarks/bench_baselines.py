@@ -206,7 +206,7 @@ def generation_floors(train: Split, val: Split, classes: list[str], f_max: float
                 logger.warning("class %s, %s: too few windows per recording for the alternate-block floor; skipped",
                                cname, ref_name)
             if ref_name == "validation":
-                res["real: training subjects"] = generation_quality(
+                res["real: training windows"] = generation_quality(
                     ref, train.full_NCT[sel_t], sf, bands, f_max, blocks, train.source[sel_t], n_folds, seed)
             pr = phase_randomize(ref, rng)
             res["phase-randomised real"] = generation_quality(ref, pr, sf, bands, f_max, blocks, blocks, n_folds, seed)
@@ -218,7 +218,7 @@ def generation_floors(train: Split, val: Split, classes: list[str], f_max: float
                 freqs, p_ref = welch_psd(ref, sf)
                 examples[cname] = {"real val": ref[0], "phase-randomised": pr[0], "linear VAR": samples[0]}
                 curves[cname] = {"freqs_hz": freqs.tolist(), "real val": p_ref.tolist(),
-                                 "real train subjects": welch_psd(train.full_NCT[sel_t], sf)[1].tolist(),
+                                 "real train": welch_psd(train.full_NCT[sel_t], sf)[1].tolist(),
                                  "phase-randomised": welch_psd(pr, sf)[1].tolist(),
                                  "linear VAR": welch_psd(samples, sf)[1].tolist()}
         logger.info("class %s: floors in %.1f s", cname, time.perf_counter() - t0)

@@ -222,7 +222,7 @@ def plot_psd_and_errors(curves: dict, quality: dict, kinds: list[str], path: str
         c = curves[cname]
         ax = axes[0, j]
         plot_psd_curves(ax, c, F_MAX, legend_size=7)
-        ax.set_title(f"{cname}: mean PSD, held-out subject")
+        ax.set_title(f"{cname}: mean PSD, validation windows")
         ax = axes[1, j]
         bands = list(quality[cname][kinds[0]]["psd_error_db"])
         w = 0.8 / len(kinds)
@@ -482,7 +482,8 @@ def build_report(result: dict) -> dict:
                  "Mean per-band PSD error, VAR <= AR: " + ", ".join(f"{c}: {'yes' if v else 'no'}"
                                                                     for c, v in worse.items()) + ".",
                  "The prototype's rollout is not in the table: it continues the real coarse stage of a window "
-                 "(conditional), and no eegmat prototype checkpoint exists in this project."],
+                 "(conditional), and no eegmat prototype checkpoint exists in this project.",
+                 *result.get("notes", [])],  # remarks added to a saved result after its run
         "tables": [{"title": "Against real validation windows of the same class (absolute PSD error per band in "
                              "dB; C2ST AUC 0.5 = indistinguishable, 1 = always told apart)",
                     "columns": ["kind", "class", *[f"{b} dB" for b in band_cols], "max dB", "corr dist", "C2ST AUC"],
