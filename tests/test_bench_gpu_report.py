@@ -109,3 +109,19 @@ def test_device_check_help_and_bad_argument():
     bad = subprocess.run(["bash", "benchmarks/device_check.sh", "/tmp/unused-out", "--bogus"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and bad.stderr.strip().endswith("unknown argument '--bogus' (see --help)")
+
+
+@pytest.mark.parametrize("split_by", ["subject", "time"])
+def test_bench_var_dataset_command_per_split(split_by, tmp_path, monkeypatch):
+    from benchmarks import bench_var
+    seen = {}
+    monkeypatch.setattr(bench_var, "EEGMAT_DIR", str(tmp_path))  # exists; nothing is read
+    monkeypatch.setattr(bench_var, "_run", lambda cmd, what, timeout=None: seen.setdefault("cmd", cmd))
+    bench_var.ensure_dataset(str(tmp_path / "ds"), 2.5, split_by)
+    cmd = seen["cmd"]
+    assert cmd[cmd.index("--stride-sec") + 1] == "2.5"
+    assert cmd[cmd.index("--split-by") + 1] == split_by and cmd.count("--split-by") == 1
+    if split_by == "time":
+        assert "--val-groups" not in cmd and cmd[cmd.index("--val-fraction") + 1] == "0.3"
+    else:
+        assert cmd[cmd.index("--val-groups") + 1] == "Subject05"
