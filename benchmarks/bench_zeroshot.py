@@ -139,8 +139,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                prefill="zeros" if args.prefill == "zeros" else "given", **common)
         return out["mean"].cpu().double().numpy()
 
+    from utils.eeg_dataset import read_manifest
     res: dict = {"name": NAME, "quick": bool(args.quick), "ckpt": os.path.abspath(meta["path"]),
-                 "device": where, "device_type": dev.type,
+                 "device": where, "device_type": dev.type, "data_root": os.path.abspath(root),
+                 "split_rule": (read_manifest(root) or {}).get("split_rule"),
                  "settings": {"n_windows": n, "n_samples": S, "top_k": args.top_k, "cfg": args.cfg, "rule": args.rule,
                               "prefill": args.prefill, "ar_order": fwd.order, "train_windows": len(train.full_NCT),
                               "class": "null (unconditional)"},
@@ -315,7 +317,11 @@ def _report(res: dict) -> dict:
     s = res["settings"]
     text = [f"VAR checkpoint {os.path.basename(res['ckpt'])}, {s['n_windows']} validation windows, {s['n_samples']} draws, "
             f"null class, cfg {s['cfg']}, top-k {s['top_k']}, keep rule '{s['rule']}', prefill '{s['prefill']}'.",
-            "Targets: " + "; ".join(f"{k}: {'met' if v['met'] else 'NOT met'}" for k, v in res["targets"].items())]
+            "Targets: " + "; ".join(f"{k}: {'met' if v['met'] else 'NOT met'}" for k, v in res["targets"].items()),
+            *res.get("notes", [])]  # remarks added to a saved result after its run
+    if res.get("data_root"):
+        text.insert(1, f"Data {os.path.basename(os.path.normpath(res['data_root']))}, split "
+                       f"{res.get('split_rule') or 'as its manifest says'}.")
     cuda = res.get("device_type") == "cuda"
     if cuda:
         text.insert(0, f"Device: {res.get('device')} (VAR completions there; baselines and metrics on the CPU); "
