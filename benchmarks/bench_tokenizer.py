@@ -216,7 +216,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
                      rows=[[s['stage'], round(s['bits_per_sec_per_channel'], 1), round(s['tokenizer_snr_db'], 2),
                             round(s['codec_snr_db'], 2), round(s['gaussian_bound_snr_db'], 2)] for s in stages]),
                 dict(title='Codebook usage per scale (%)', columns=[f's{si}:{pn}' for si, pn in enumerate(info['v_patch_nums'])],
-                     rows=[[round(u, 1) for u in res['codebook_usage_pct']]])],
+                     rows=[[round(u, 1) for u in res['codebook_usage_pct']]]),
+                # a decoded sample inherits this: VQ reconstructions carry less power than the signal, most in the high
+                # bands, so it bounds how close any generated EEG decoded by this tokenizer can come to real band powers
+                dict(title='Per-band PSD error of the full-band reconstruction vs the real windows (dB)',
+                     columns=list(res['psd_error_db']), rows=[[round(v, 2) for v in res['psd_error_db'].values()]])],
         figures=[dict(title='RD curve and per-stage SNR', path=fig)])
     save_result(NAME, result, args.results_dir)
     logger.info('full-spectrum SNR %.2f dB at %.1f bits/s/ch (codec %.2f); stages %s', full['tokenizer_snr_db'],
