@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from utils.cli import ArgumentParser, check_new_outputs, run_cli, setup_logging
+from utils.cli import ArgumentParser, run_cli, setup_logging
 from utils.errors import DatasetError, UserError
 
 logger = logging.getLogger("complete")
@@ -164,16 +164,13 @@ def plot_completion(path: str, target_NCT: np.ndarray, observed_NCT: np.ndarray,
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
-    for flag, lo in (("n", 1), ("n_samples", 1), ("batch", 1)):
-        if getattr(args, flag) < lo:
-            raise UserError(f"--{flag}={getattr(args, flag)}: expected >= {lo}")
-    if not 0 <= args.top_p < 1 or args.top_k < 0:
-        raise UserError(f"--top_k={args.top_k} --top_p={args.top_p}: expected top_k >= 0 and top_p in [0, 1) (0 = off)")
+    from sample import check_sampling_cli, load_var_checkpoint, resolve_device
+    for flag in ("n", "n_samples"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag}={getattr(args, flag)}: expected >= 1")
     if args.fade < 0:
         raise UserError(f"--fade={args.fade}: expected >= 0 seconds")
-    if not args.out.endswith(".npz"):
-        raise UserError(f"--out={args.out}: expected a .npz file name")
-    check_new_outputs({"out": args.out, "plot": args.plot}, args.overwrite)
+    check_sampling_cli(args)
     unused = {"complete_bands": ("gap", "gap_file", "horizon"), "fill_gap": ("k", "horizon"),
               "forecast": ("k", "gap", "gap_file")}[args.mode]
     for flag in unused:
@@ -182,12 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not os.path.isdir(args.data_path):
         raise DatasetError(f"--data_path={args.data_path}: not a folder; pass a dataset root holding {args.split}/")
 
-    from sample import load_var_checkpoint
     from utils.eeg_dataset import EEGWindowDataset
     from vae_checkpoint import check_dataset_matches, stage_scale_indices
     from zero_shot import complete_windows
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     var, vae, meta = load_var_checkpoint(args.ckpt, device=device)
     tok = meta["tokenizer"]
     ds = EEGWindowDataset(args.data_path, args.split, limit=args.n)

@@ -207,11 +207,9 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    setup_logging()
-    args = build_parser().parse_args(argv)
-    if args.n < 1:
-        raise UserError(f"--n={args.n}: expected at least 1 window per class")
+def check_sampling_cli(args) -> None:
+    """The flag checks of every sampling CLI (this one and complete.py): ``--batch``, ``--top_k``/``--top_p``,
+    a ``.npz`` ``--out``, and ``--out``/``--plot`` not overwritten without ``--overwrite``."""
     if args.batch < 1:
         raise UserError(f"--batch={args.batch}: expected >= 1")
     if not 0 <= args.top_p < 1:
@@ -221,9 +219,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.out.endswith(".npz"):
         raise UserError(f"--out={args.out}: expected a .npz file name")
     check_new_outputs({"out": args.out, "plot": args.plot}, args.overwrite)
+
+
+def resolve_device(name: str) -> str:
+    """``--device``: 'auto' is CUDA when torch sees a GPU, else the CPU; any other name is used as given."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    if args.n < 1:
+        raise UserError(f"--n={args.n}: expected at least 1 window per class")
+    check_sampling_cli(args)
     if args.plot and args.data_path and not os.path.isdir(args.data_path):
         raise UserError(f"--data_path={args.data_path}: not a folder; pass the dataset root holding val/")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     var, vae, meta = load_var_checkpoint(args.ckpt, device=device)
     classes = resolve_classes(args.class_label, meta["class_names"])
     labels = [c for c in classes for _ in range(args.n)]
