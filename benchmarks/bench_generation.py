@@ -482,8 +482,7 @@ def build_report(result: dict) -> dict:
                  "Mean per-band PSD error, VAR <= AR: " + ", ".join(f"{c}: {'yes' if v else 'no'}"
                                                                     for c, v in worse.items()) + ".",
                  "The prototype's rollout is not in the table: it continues the real coarse stage of a window "
-                 "(conditional), and no eegmat prototype checkpoint exists in this project.",
-                 *result.get("notes", [])],  # remarks added to a saved result after its run
+                 "(conditional), and no eegmat prototype checkpoint exists in this project."],
         "tables": [{"title": "Against real validation windows of the same class (absolute PSD error per band in "
                              "dB; C2ST AUC 0.5 = indistinguishable, 1 = always told apart)",
                     "columns": ["kind", "class", *[f"{b} dB" for b in band_cols], "max dB", "corr dist", "C2ST AUC"],

@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Sequence
 
-from benchmarks import bench_parser, machine_info, save_result
+from benchmarks import bench_parser, device_sync, machine_info, save_result
 from utils.cli import run_cli, setup_logging
 from utils.errors import UserError
 from utils.project_info import REPO_ROOT
@@ -73,7 +73,6 @@ def child(kind: str, depth: int, batch: int, steps: int, quick: bool, device: st
     params_M = sum(p.numel() for p in var.parameters()) / 1e6
     rss0 = peak_rss_mb()
     cuda = device.startswith("cuda")
-    from benchmarks import device_sync
     sync = lambda: device_sync(torch.device(device))  # noqa: E731
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True  # as VAR/train.py's --tf32=1 default

@@ -38,6 +38,7 @@ from benchmarks import bench_parser, figure_path, machine_info, peak_rss_mb, sav
 from benchmarks.bench_baselines import DEFAULT_DATA_ROOT, ensure_default_dataset, load_split
 from utils.cli import run_cli, setup_logging
 from utils.eeg_bands import band_names
+from utils.eeg_dataset import read_manifest
 from utils.eeg_baselines import LinearVAR, fill_gap_ar, fill_gap_linear, fill_gap_zeros
 from utils.eeg_metrics import band_powers, mse, snr_db, welch_psd
 from utils.errors import CheckpointError, UserError
@@ -139,7 +140,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                prefill="zeros" if args.prefill == "zeros" else "given", **common)
         return out["mean"].cpu().double().numpy()
 
-    from utils.eeg_dataset import read_manifest
     res: dict = {"name": NAME, "quick": bool(args.quick), "ckpt": os.path.abspath(meta["path"]),
                  "device": where, "device_type": dev.type, "data_root": os.path.abspath(root),
                  "split_rule": (read_manifest(root) or {}).get("split_rule"),
@@ -317,8 +317,7 @@ def _report(res: dict) -> dict:
     s = res["settings"]
     text = [f"VAR checkpoint {os.path.basename(res['ckpt'])}, {s['n_windows']} validation windows, {s['n_samples']} draws, "
             f"null class, cfg {s['cfg']}, top-k {s['top_k']}, keep rule '{s['rule']}', prefill '{s['prefill']}'.",
-            "Targets: " + "; ".join(f"{k}: {'met' if v['met'] else 'NOT met'}" for k, v in res["targets"].items()),
-            *res.get("notes", [])]  # remarks added to a saved result after its run
+            "Targets: " + "; ".join(f"{k}: {'met' if v['met'] else 'NOT met'}" for k, v in res["targets"].items())]
     if res.get("data_root"):
         text.insert(1, f"Data {os.path.basename(os.path.normpath(res['data_root']))}, split "
                        f"{res.get('split_rule') or 'as its manifest says'}.")

@@ -98,7 +98,7 @@ def render_markdown(summary: dict, results_dir: str, md_dir: str) -> str:
             lines += [f"*Measured on another machine: {run_on['cuda']} GPU, {run_on.get('cpu_count', '?')} CPU cores, "
                       f"torch {run_on.get('torch', '?')}, on {run_on.get('date_utc', '?')} (code "
                       f"{run_on.get('code_version', '?')}), by `bash benchmarks/device_check.sh`.*", ""]
-        for para in rep.get("text", []):
+        for para in [*rep.get("text", []), *res.get("notes", [])]:  # notes: remarks added to a result after its run
             lines += [para, ""]
         for table in rep.get("tables", []):
             lines += _table(table)
