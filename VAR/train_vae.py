@@ -163,7 +163,8 @@ def build_everything(args: VAEArgs):
         vae = vae_wo_ddp
     trainer = VAETrainer(args.device, vae_wo_ddp, vae, vae_opt, stage_scale_idx=stage_scale_indices(info),
                          stage_weights=args.stage_weights(ds_train.n_stages), uv_scale=uv_scale, spec_w=args.spec_w,
-                         vq_w=args.vq_w, reseed_every=args.reseed_every, seed=args.seed or 0)
+                         vq_w=args.vq_w, reseed_every=args.reseed_every, seed=args.seed or 0,
+                         reseed_margin=args.reseed_margin)
     best = dict(snr=-math.inf, ep=-1)
     if state:
         trainer.load_state_dict(state['trainer'])

@@ -48,13 +48,16 @@ class VAETrainer:
         Weights of the log-spectral and quantizer losses.
     reseed_every : int
         Re-seed dead codes every N optimizer steps (0 = never).
+    reseed_margin : float
+        A code is dead below this fraction of the uniform usage rate (upstream's margin: 0.08).
     seed : int
         Seed of the re-seeding generator (mixed with the global iteration, so resume is exact).
     """
 
     def __init__(self, device: torch.device | str, vae_wo_ddp: VQVAE, vae: VQVAE | DDP, vae_opt: AmpOptimizer,
                  stage_scale_idx: Sequence[int], stage_weights: Sequence[float], uv_scale: float,
-                 spec_w: float = 0.05, vq_w: float = 1.0, reseed_every: int = 25, seed: int = 0):
+                 spec_w: float = 0.05, vq_w: float = 1.0, reseed_every: int = 25, seed: int = 0,
+                 reseed_margin: float = 0.08):
         self.device = torch.device(device)
         self.vae_wo_ddp, self.vae, self.vae_opt = vae_wo_ddp, vae, vae_opt
         self.stage_scale_idx = [int(s) for s in stage_scale_idx]
@@ -62,6 +65,7 @@ class VAETrainer:
         self.uv_scale = float(uv_scale)
         self.spec_w, self.vq_w = float(spec_w), float(vq_w)
         self.reseed_every, self.seed = int(reseed_every), int(seed)
+        self.reseed_margin = float(reseed_margin)
         self.n_reseeded = 0
 
     def to_model_units(self, stages_BKCT: torch.Tensor) -> torch.Tensor:
@@ -100,7 +104,8 @@ class VAETrainer:
         grad_norm, scale_log2 = self.vae_opt.backward_clip_step(stepping=stepping, loss=loss)
         if stepping and self.reseed_every > 0 and (g_it + 1) % self.reseed_every == 0:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + g_it)
-            counts = self.vae_wo_ddp.quantize.reseed_dead_codes_(batch_size=stages_BKCT.shape[0], generator=g)
+            counts = self.vae_wo_ddp.quantize.reseed_dead_codes_(batch_size=stages_BKCT.shape[0], generator=g,
+                                                                 margin_ratio=self.reseed_margin)
             self.n_reseeded += sum(counts)
         snr_K = (-10 * torch.log10(parts['nmse_K'].clamp_min(1e-12))).tolist()
         metric_lg.update(Lrec=parts['rec'].item(), Lspec=parts['spec'].item(), Lvq=parts['vq'].item(),
@@ -154,7 +159,8 @@ class VAETrainer:
     # ----------------------------------------------------------------------------------------------
     def get_config(self) -> Dict[str, Any]:
         return dict(stage_scale_idx=self.stage_scale_idx, stage_weights=self.stage_weights, uv_scale=self.uv_scale,
-                    spec_w=self.spec_w, vq_w=self.vq_w, reseed_every=self.reseed_every)
+                    spec_w=self.spec_w, vq_w=self.vq_w, reseed_every=self.reseed_every,
+                    reseed_margin=self.reseed_margin)
 
     def state_dict(self) -> Dict[str, Any]:
         return dict(vae_wo_ddp=self.vae_wo_ddp.state_dict(), vae_opt=self.vae_opt.state_dict(),

@@ -169,6 +169,31 @@ def test_usage_and_reseeding_fill_the_codebook():
     assert min(q.usages(16)) > max(before)
 
 
+def test_reseed_margin_decides_which_rare_codes_are_dead():
+    """A code used at 0.2x the uniform rate survives upstream's 0.08 margin and is re-seeded at 0.5."""
+    pns = (4, 8)
+    V, B = 16, 8
+
+    def quantizer():
+        torch.manual_seed(0)
+        q = VectorQuantizer2(V, 4, using_znorm=False, v_patch_nums=pns, per_scale_codebook=True)
+        q._last_rest = [torch.randn(B, 4, pn) for pn in pns]
+        for si, pn in enumerate(pns):
+            uniform = B * pn / V
+            q.ema_vocab_hit_SV[si].fill_(uniform)
+            q.ema_vocab_hit_SV[si, 3] = 0.2 * uniform  # rare, not dead by upstream's rule
+        return q
+
+    q = quantizer()
+    w0 = q.embedding.weight.detach().clone()
+    assert q.reseed_dead_codes_(batch_size=B, generator=torch.Generator().manual_seed(0)) == [0, 0]
+    assert torch.equal(q.embedding.weight, w0)
+    q = quantizer()
+    assert q.reseed_dead_codes_(batch_size=B, generator=torch.Generator().manual_seed(0), margin_ratio=0.5) == [1, 1]
+    changed = (q.embedding.weight != w0).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [3, V + 3]  # code 3 of each scale's book, nothing else
+
+
 def test_phi_tick_rule_matches_upstream():
     phis = PhiPartiallyShared(torch.nn.ModuleList([torch.nn.Identity() for _ in range(4)]))
     picks = [int(torch.tensor(phis.ticks - si / 9).abs().argmin()) for si in range(10)]

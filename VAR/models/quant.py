@@ -300,8 +300,12 @@ class VectorQuantizer2(nn.Module):
         return out
 
     @torch.no_grad()
-    def reseed_dead_codes_(self, batch_size: int, generator: Optional[torch.Generator] = None) -> List[int]:
+    def reseed_dead_codes_(self, batch_size: int, generator: Optional[torch.Generator] = None,
+                           margin_ratio: float = 0.08) -> List[int]:
         """Re-seed codes below the usage margin with residual vectors of the last training batch.
+
+        A code is dead when its EMA hit count is below ``margin_ratio`` x the count every code would
+        get under uniform use (upstream's usage margin is 0.08).
 
         Runs on every rank; with a process group rank 0's codebook is broadcast afterwards so all
         ranks stay identical. Returns the number of re-seeded codes per scale (or per book).
@@ -320,11 +324,11 @@ class VectorQuantizer2(nn.Module):
                 continue  # shared codebook: judged once, on the summed hits of all scales
             if self.per_scale_codebook:
                 hits_GV = self.ema_vocab_hit_SV[si].view(G, V)
-                margin = ws * batch_size * self.v_patch_nums[si] / V * 0.08
+                margin = ws * batch_size * self.v_patch_nums[si] / V * margin_ratio
                 rests = [rest]
             else:
                 hits_GV = self.ema_vocab_hit_SV.sum(0).view(G, V)
-                margin = ws * batch_size * sum(self.v_patch_nums) / V * 0.08
+                margin = ws * batch_size * sum(self.v_patch_nums) / V * margin_ratio
                 rests = [r for r in self._last_rest if r is not None]
             z_NGd = torch.cat([r.permute(0, 2, 1).reshape(-1, G, d) for r in rests], dim=0)
             n = 0

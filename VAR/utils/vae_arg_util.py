@@ -82,6 +82,8 @@ class VAEArgs(BaseArgs):
     spec_w: float = arg(0.05, 'weight of the multi-resolution log-spectral (STFT) loss')
     vq_w: float = arg(1.0, 'weight of the quantizer loss (codebook + beta * commitment)')
     reseed_every: int = arg(25, 're-seed dead codes from the batch every N iterations (0 = never)')
+    reseed_margin: float = arg(0.08, 'a code is dead (re-seeded) below this fraction of the uniform usage rate; '
+                               "upstream's margin is 0.08, larger values keep the usage more even")
     init_codebook: bool = arg(True, 'seed the codebooks from the first training batch (k-means-ish init)')
     uv_scale: float = arg(0.0, 'µV per model unit; 0 = median per-channel std of the training windows')
     limit_train: int = arg(0, 'use only the first N training windows (0 = all)')
@@ -113,6 +115,8 @@ class VAEArgs(BaseArgs):
             raise UserError(f"--resample={self.resample!r}: allowed 'linear', 'fft'")
         if self.tokens_per_nyquist < 0:
             raise UserError(f"--tokens_per_nyquist={self.tokens_per_nyquist}: expected > 0 (or 0 = the downsampling factor)")
+        if not 0 <= self.reseed_margin < 1:
+            raise UserError(f"--reseed_margin={self.reseed_margin}: expected a fraction of the uniform usage rate in [0, 1)")
         if self.uv_scale < 0:
             raise UserError(f"--uv_scale={self.uv_scale}: expected > 0 (or 0 = from the training data)")
 
