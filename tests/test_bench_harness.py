@@ -98,3 +98,37 @@ def test_a_failing_benchmark_is_recorded_not_raised(tmp_path):
 
     status = run_one("no_such_module", ["--results-dir", str(tmp_path)], threads=1, timeout=120)
     assert status["status"] == "failed" and "no_such_module" in status["error"]
+
+
+def _saved_tokenizer_run(out, flags):
+    """A tokenizer run folder whose last checkpoint records the settings ``train_vae.py flags`` derive."""
+    from utils.checkpoint import save_checkpoint
+    from utils.vae_arg_util import VAEArgs
+    args = VAEArgs.parse(flags)
+    args.derive(world_size=1)
+    os.makedirs(out)
+    save_checkpoint(os.path.join(out, "vae-ckpt-last.pth"), {"args": args.state_dict(), "epoch": 80})
+
+
+def test_bench_tokenizer_resumes_its_run_only_under_the_same_recipe(tmp_path, monkeypatch):
+    from benchmarks import bench_tokenizer as bt
+    out = str(tmp_path / "tokenizer_run")
+    flags = [f"--data_path={tmp_path}", f"--local_out_dir_path={out}", *bt.FINAL_TRAIN_FLAGS, *bt.DEFAULT_TRAIN_FLAGS]
+    assert bt.recipe_changes(out, flags) == []  # no run yet
+    _saved_tokenizer_run(out, flags + ["--reseed_margin=0.08", "--save_ep=2"])
+    assert bt.recipe_changes(out, flags + ["--reseed_margin=0.08", "--save_ep=7"]) == []  # bookkeeping only
+    assert bt.recipe_changes(out, flags + ["--reseed_margin=0.08", "--workers=3"]) == []
+    assert bt.recipe_changes(out, flags + ["--reseed_margin=0.5"]) == ["reseed_margin: 0.08 -> 0.5"]
+    changed = bt.recipe_changes(out, flags + ["--reseed_margin=0.08", "--ep=40"])
+    assert "ep: 80 -> 40" in changed and any(c.startswith("wp:") for c in changed)
+
+    calls = []
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(bt.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Done())
+    bt._train_default(str(tmp_path), out, quick=False)  # the saved run used margin 0.08, the recipe says otherwise
+    moved = [p for p in os.listdir(tmp_path) if p.startswith("tokenizer_run.old-")]
+    assert len(moved) == 1 and os.path.exists(tmp_path / moved[0] / "vae-ckpt-last.pth")  # kept, not deleted
+    assert not os.path.exists(out) and len(calls) == 1

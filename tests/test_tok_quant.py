@@ -236,3 +236,21 @@ def test_pca_init_with_fewer_block_dims_than_latent_channels(in_channels, G):
     f_BCl = vae.quant_conv(vae.encoder(x_BCT))
     x_rec = vae.decoder(vae.post_quant_conv(f_BCl))
     torch.testing.assert_close(x_rec, x_BCT, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('G, psc', [(1, True), (2, False)])
+def test_in_sample_codebook_ceiling_beats_random_codebooks_and_leaves_the_model(G, psc):
+    from benchmarks.bench_tokenizer import in_sample_codebooks_snr_db
+    from utils.eeg_metrics import snr_db
+    torch.manual_seed(0)
+    vae = VQVAE(in_channels=3, vocab_size=16, z_channels=6, ch_mult=(1, 1), arch='patch', v_patch_nums=(2, 4, 8),
+                tokens_per_pos=G, per_scale_codebook=psc, resample='fft', test_mode=False)
+    x = torch.randn(24, 3, 16)
+    vae.init_from_pca_(x)  # encoder/decoder: a near-lossless block PCA; codebooks stay random (std 0.02)
+    vae.eval()
+    w0 = vae.quantize.embedding.weight.detach().clone()
+    with torch.no_grad():
+        trained = snr_db(x.double().numpy(), vae.eeg_to_reconstructed_eeg(x, last_one=True).double().numpy())
+    ceiling = in_sample_codebooks_snr_db(vae, x, n_iter=10)
+    assert ceiling > trained + 1.0
+    assert torch.equal(vae.quantize.embedding.weight, w0)  # worked on a copy
