@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from benchmarks import RESULTS_DIR, bench_parser, figure_path, machine_info, median_time, peak_rss_mb, save_result
-from benchmarks.bench_baselines import EEGMAT_BUILD_ARGS, EEGMAT_DIR
+from benchmarks.bench_baselines import EEGMAT_DIR, eegmat_build_args
 from utils.cli import run_cli, setup_logging
 from utils.eeg_bands import band_names
 from utils.eeg_dataset import EEGWindowDataset, label_names
@@ -72,10 +72,6 @@ def _run(cmd: list[str], what: str, timeout: float | None = None) -> str:
     return proc.stdout
 
 
-#: ``--split-by time``: the last 30 % of every recording is validation (behind the default guard gap).
-TIME_SPLIT_ARGS = ["--split-by", "time", "--val-fraction", "0.3"]
-
-
 def ensure_dataset(root: str, stride_sec: float, split_by: str = "subject") -> str:
     """Build the eegmat dataset (5-s windows, ``stride_sec`` hop, split by subject or time) into ``root``
     unless present."""
@@ -83,14 +79,9 @@ def ensure_dataset(root: str, stride_sec: float, split_by: str = "subject") -> s
         return root
     if not os.path.isdir(EEGMAT_DIR):
         raise DatasetError(f"{EEGMAT_DIR} not found; pass --data-root DIR (built with python -m utils.data_eeg build)")
-    args = list(EEGMAT_BUILD_ARGS)
-    args[args.index("--stride-sec") + 1] = f"{stride_sec:g}"
-    if split_by == "time":
-        i = args.index("--split-by")
-        del args[i:i + 4]  # --split-by subject --val-groups Subject05
-        args += TIME_SPLIT_ARGS
     logger.info("building %s (once)", root)
-    _run(["-m", "utils.data_eeg", "build", "--inputs", EEGMAT_DIR, "--out", root, *args, "--progress", "off"],
+    _run(["-m", "utils.data_eeg", "build", "--inputs", EEGMAT_DIR, "--out", root, *eegmat_build_args(stride_sec, split_by),
+          "--progress", "off"],
          "dataset build")
     return root
 

@@ -113,9 +113,10 @@ if ! skipped quality && [ -n "$recordings" ] && [ -n "$vae" ]; then
   res="$work/res"; ds="$work/eegmat_t25"; mkdir -p "$res"
   pack() { (cd "$res" && tar -cf "$out/quality_results.tar" $(ls *.json *.png 2>/dev/null | grep -v '\.prev\.')); }
   amp=2; [ "$dev" = cuda ] || amp=0
-  check eegmat_time_split "$py" -m utils.data_eeg build --inputs "$recordings" --out "$ds" --sfreq 100 \
-      --window-sec 5 --stride-sec 2.5 --channels 1020-19 --split-by time --val-fraction 0.3 \
-      --label-from 'regex:_1\.edf$=rest,_2\.edf$=arithmetic' --seed 0 --jobs 8 --progress off
+  # the eegmat benchmark build flags, one per line, from their single definition
+  mapfile -t bargs < <("$py" -c 'from benchmarks.bench_baselines import eegmat_build_args as a; print("\n".join(a(2.5, "time")))')
+  check eegmat_time_split "$py" -m utils.data_eeg build --inputs "$recordings" --out "$ds" "${bargs[@]}" --jobs 8 \
+      --progress off
   check bench_var_time "$py" -m benchmarks.bench_var --device "$dev" --fp16 "$amp" --split-by time \
       --data-root "$ds" --vae-ckpt "$vae" --depth "$qdepth" --ep "$qep" --bs "$qbs" --tblr "$qtblr" --save-ep 5 --save-it 0 \
       --throughput-depths '' --results-dir "$res"
