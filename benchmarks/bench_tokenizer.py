@@ -39,6 +39,7 @@ from utils.eeg_bands import stage_names
 from utils.eeg_codec import TransformCodec, gaussian_rd_bound
 from utils.eeg_dataset import EEGWindowDataset
 from utils.eeg_metrics import snr_db
+from utils.errors import UserError
 from utils.project_info import REPO_ROOT
 from utils.var_path import ensure_var_importable
 
@@ -59,12 +60,24 @@ DEFAULT_TRAIN_FLAGS = ['--seed=0', '--save_ep=5']
 FINAL_TRAIN_FLAGS = ['--ep=80', '--v_patch_nums=50_90_130_220_250']
 
 
+#: Layouts scanned with k-means tokenizers in full mode on 5-s windows at 100 Hz (``D:G:V:Cvae:scales``, all at
+#: ~62 bits/s/channel): the final layout, a larger codebook, and G tokens per position with the bits moved
+#: from the coarse scales to the full-resolution one (D = 2 and 4).
+DEFAULT_KMEANS_LAYOUTS = ('2:1:256:32:50_90_130_220_250', '2:1:1024:32:40_70_100_132_250',
+                          '2:2:256:32:15_25_35_45_250', '4:2:256:64:25_45_65_110_125',
+                          '4:3:256:63:15_25_35_46_125', '4:4:256:64:8_12_17_23_125')
+
+
 def build_parser():
     p = bench_parser('python -m benchmarks.bench_tokenizer', __doc__.split('\n\n')[0])
     p.add_argument('--vae_ckpt', default=None, help='tokenizer checkpoint; default: train one first')
     p.add_argument('--data_path', default=None, help='dataset root (same as --data-root)')
     p.add_argument('--extra_ckpts', nargs='*', default=[], help='more tokenizers (other rates) for the RD curve')
     p.add_argument('--threads', type=int, default=1, help='torch threads for the speed measurement')
+    p.add_argument('--kmeans_layouts', nargs='*', default=None, metavar='D:G:V:CVAE:SCALES',
+                   help="layouts to scan with k-means tokenizers (PCA transform + residual k-means fitted on the training "
+                        "windows, no gradient training), e.g. 4:2:256:64:25_45_65_110_125; default: "
+                        "DEFAULT_KMEANS_LAYOUTS in full mode on 5-s windows at 100 Hz, none otherwise")
     return p
 
 
@@ -144,26 +157,25 @@ def evaluate_ckpt(path: str, val: EEGWindowDataset, limit: int | None) -> tuple[
 
 
 @torch.no_grad()
-def in_sample_codebooks_snr_db(vae, x_BCT: torch.Tensor, n_iter: int = 25) -> float:
-    """Full-band SNR (dB) when every codebook is refitted by k-means on ``x_BCT``'s own residuals.
+def kmeans_codebooks_(vae, x_BCT: torch.Tensor, n_iter: int = 25, chunk: int = 65536):
+    """Refit every codebook of ``vae`` in place by k-means on the residuals of ``x_BCT``; returns ``vae``.
 
-    Scale by scale (as the quantizer runs), each scale's G codebooks start from the trained ones and take
-    ``n_iter`` Lloyd steps on the residual vectors of exactly these windows; encoder, Phi and decoder are
-    kept. Codebooks fitted to the very windows they code are an optimistic ceiling for this transform,
-    layout and rate: a tokenizer that generalises cannot expect more from its codebooks. ``vae`` is not
-    modified.
+    Scale by scale (as the quantizer runs), each scale's G codebooks start from the current ones and take
+    ``n_iter`` Lloyd steps on that scale's residual vectors; encoder, Phi and decoder are kept. Empty
+    cells take the worst-coded vectors.
 
     Parameters
     ----------
     vae : VQVAE
     x_BCT : Tensor, shape (B, C, T), model units
     """
-    import copy
-
     from models.quant import area_down, up_to
-    vae = copy.deepcopy(vae).eval()
     q = vae.quantize
     G, V, d, SN = q.tokens_per_pos, q.vocab_size, q.group_dim, len(q.v_patch_nums)
+
+    def nearest(z: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.cdist(z[i:i + chunk], E).argmin(dim=1) for i in range(0, len(z), chunk)])
+
     f_rest = vae.encode_BCl(x_BCT).float()
     B, C, L = f_rest.shape
     for si, pn in enumerate(q.v_patch_nums):
@@ -171,23 +183,88 @@ def in_sample_codebooks_snr_db(vae, x_BCT: torch.Tensor, n_iter: int = 25) -> fl
         z_NGd = rest.permute(0, 2, 1).reshape(B * pn, G, d)
         idx_NG = torch.empty(B * pn, G, dtype=torch.long)
         for g in range(G):
-            z, E = z_NGd[:, g], q.codebook_GVd(si)[g].clone()
-            for _ in range(n_iter + 1):
-                a = torch.cdist(z, E).argmin(dim=1)
+            z, E = z_NGd[:, g].contiguous(), q.codebook_GVd(si)[g].clone()
+            for _ in range(n_iter):
+                a = nearest(z, E)
                 cnt = torch.bincount(a, minlength=V).float()
                 live = cnt > 0
                 E[live] = torch.zeros_like(E).index_add_(0, a, z)[live] / cnt[live, None]
-                if not live.all():  # empty cells take the worst-coded vectors
+                if not live.all():
                     err = (z - E[a]).square().sum(dim=1)
                     E[~live] = z[err.topk(min(int((~live).sum()), len(z))).indices]
-            a = torch.cdist(z, E).argmin(dim=1)
             row0 = (q._book(si) * G + g) * V
             q.embedding.weight[row0:row0 + V] = E
-            idx_NG[:, g] = a
+            idx_NG[:, g] = nearest(z, E)
         h = q._embed_BlG(si, idx_NG.view(B, pn, G))
         h = up_to(h, L, q.resample) if si != SN - 1 else h
         f_rest = f_rest - q.quant_resi[si / (SN - 1) if SN > 1 else 0.0](h)
-    rec = vae.eeg_to_reconstructed_eeg(x_BCT, last_one=True)
+    return vae
+
+
+def parse_layout(text: str) -> tuple[int, int, int, int, tuple[int, ...]]:
+    """``'D:G:V:Cvae:s1_s2_..'`` -> (D, G, V, Cvae, scales); a malformed layout is a :class:`UserError`."""
+    try:
+        d, g, v, z, pns = text.split(':')
+        out = (int(d), int(g), int(v), int(z), tuple(int(x) for x in pns.split('_')))
+    except ValueError:
+        raise UserError(f"--kmeans_layouts: {text!r}; expected D:G:V:CVAE:SCALES, e.g. 4:2:256:64:25_45_65_110_125") from None
+    D, G, V, z, pns = out
+    if D < 1 or D & (D - 1) or G < 1 or V < 2 or z % G or not pns:
+        raise UserError(f"--kmeans_layouts: {text!r}; D must be a power of two, G >= 1 dividing CVAE, V >= 2")
+    return out
+
+
+@torch.no_grad()
+def kmeans_tokenizer(layout: str, x_train_BCT: torch.Tensor, x_val_BCT: torch.Tensor, sfreq: float,
+                     n_iter: int = 12, seed: int = 0) -> dict:
+    """A tokenizer without gradient training: block-PCA transform + residual k-means codebooks on training windows.
+
+    It isolates what a layout can carry at its rate from how well a tokenizer is trained (on eegmat the
+    trained final layout is ~0.6 dB above its k-means version). Returns bits/s/channel and full-band SNR
+    on both splits.
+
+    Parameters
+    ----------
+    layout : str
+        ``'D:G:V:Cvae:scales'`` (see :func:`parse_layout`); the last scale must be ``T / D``.
+    x_train_BCT, x_val_BCT : Tensor, shape (B, C, T), model units
+    """
+    from models import VQVAE
+    D, G, V, z, pns = parse_layout(layout)
+    C, T = x_train_BCT.shape[1:]
+    if T % D or pns[-1] != T // D or list(pns) != sorted(set(pns)):
+        raise UserError(f"--kmeans_layouts: {layout!r} does not fit {T}-sample windows: scales must increase strictly "
+                        f"and end at T / D = {T / D:g}")
+    torch.manual_seed(seed)
+    vae = VQVAE(in_channels=C, vocab_size=V, z_channels=z, ch_mult=(1,) * (D.bit_length()), arch='patch',
+                v_patch_nums=pns, tokens_per_pos=G, per_scale_codebook=True, resample='fft', quant_resi=0.0,
+                test_mode=False)
+    vae.init_from_pca_(x_train_BCT)
+    vae.eval()
+    vae.quantize.init_codebook_from_(vae.encode_BCl(x_train_BCT), generator=torch.Generator().manual_seed(seed))
+    kmeans_codebooks_(vae, x_train_BCT, n_iter)
+    snr = {name: float(snr_db(x.double().numpy(), vae.eeg_to_reconstructed_eeg(x, last_one=True).double().numpy()))
+           for name, x in (('train', x_train_BCT), ('val', x_val_BCT))}
+    return dict(layout=layout, downsample=D, tokens_per_pos=G, vocab_size=V, z_channels=z, v_patch_nums=list(pns),
+                bits_per_sec_per_channel=sum(pns) * G * float(np.log2(V)) / (T / sfreq) / C,
+                train_snr_db=snr['train'], val_snr_db=snr['val'])
+
+
+@torch.no_grad()
+def in_sample_codebooks_snr_db(vae, x_BCT: torch.Tensor, n_iter: int = 25) -> float:
+    """Full-band SNR (dB) of ``x_BCT`` when every codebook is refitted by k-means on ``x_BCT`` itself.
+
+    Codebooks fitted to the very windows they code are an optimistic ceiling for this transform, layout
+    and rate: a tokenizer that generalises cannot expect more from its codebooks. ``vae`` is not modified.
+
+    Parameters
+    ----------
+    vae : VQVAE
+    x_BCT : Tensor, shape (B, C, T), model units
+    """
+    import copy
+    fitted = kmeans_codebooks_(copy.deepcopy(vae).eval(), x_BCT, n_iter)
+    rec = fitted.eeg_to_reconstructed_eeg(x_BCT, last_one=True)
     return float(snr_db(x_BCT.double().numpy(), rec.double().numpy()))
 
 
@@ -278,6 +355,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     x_BCT = torch.from_numpy(tgt[:, -1]).float() / info['uv_scale']
     speed = _speed(vae, x_BCT, window_sec, repeats=3 if args.quick else 7, threads=args.threads)
     ceiling_db = in_sample_codebooks_snr_db(vae, x_BCT, n_iter=5 if args.quick else 25)
+    layouts = args.kmeans_layouts
+    if layouts is None:
+        layouts = list(DEFAULT_KMEANS_LAYOUTS) if (not args.quick and n_t == 500 and sfreq == 100) else []
+    x_train_BCT = torch.from_numpy(train_NKCT[:, -1]).float() / info['uv_scale']
+    kmeans = []
+    for lay in layouts:
+        kmeans.append(kmeans_tokenizer(lay, x_train_BCT, x_BCT, sfreq))
+        logger.info('k-means tokenizer %s: %.1f bits/s/ch, val %.2f dB', lay, kmeans[-1]['bits_per_sec_per_channel'],
+                    kmeans[-1]['val_snr_db'])
     fig = 'tokenizer_rd.png'
     _plot(figure_path(args.results_dir, fig), rates, codec_db, bound_db, points, names,
           [s['tokenizer_snr_db'] for s in stages], [s['codec_snr_db'] for s in stages],
@@ -289,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         vocab_size=info['vocab_size'], bits_per_sec_per_channel=res['bits_per_second_per_channel'],
         stages=stages, psd_error_db=res['psd_error_db'], codebook_usage_pct=res['codebook_usage_pct'],
         rd_curve=dict(rates=rates.tolist(), codec_snr_db=codec_db, gaussian_bound_snr_db=bound_db),
-        extra_tokenizers=extra, speed=speed, in_sample_codebooks_snr_db=ceiling_db,
+        extra_tokenizers=extra, speed=speed, in_sample_codebooks_snr_db=ceiling_db, kmeans_tokenizers=kmeans,
         targets=dict(must_full_beats_codec=full['beats_codec'], must_every_stage_beats_codec=all(s['beats_codec'] for s in stages),
                      goal_12db_at_64bps=bool(full['tokenizer_snr_db'] >= 12 and res['bits_per_second_per_channel'] <= 64),
                      usage_80pct_every_scale=bool(min(res['codebook_usage_pct']) >= 80),
@@ -311,7 +397,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 # a decoded sample inherits this: VQ reconstructions carry less power than the signal, most in the high
                 # bands, so it bounds how close any generated EEG decoded by this tokenizer can come to real band powers
                 dict(title='Per-band PSD error of the full-band reconstruction vs the real windows (dB)',
-                     columns=list(res['psd_error_db']), rows=[[round(v, 2) for v in res['psd_error_db'].values()]])],
+                     columns=list(res['psd_error_db']), rows=[[round(v, 2) for v in res['psd_error_db'].values()]])]
+        + ([dict(title='Layouts at equal rate, k-means tokenizers (block PCA + residual k-means on the training windows, '
+                       'no gradient training): full-band SNR (dB)',
+                 columns=['D', 'G', 'V', 'scales', 'bits/s/ch', 'train', 'validation'],
+                 rows=[[k['downsample'], k['tokens_per_pos'], k['vocab_size'], '/'.join(map(str, k['v_patch_nums'])),
+                        round(k['bits_per_sec_per_channel'], 1), round(k['train_snr_db'], 2), round(k['val_snr_db'], 2)]
+                       for k in kmeans])] if kmeans else []),
         figures=[dict(title='RD curve and per-stage SNR', path=fig)])
     save_result(NAME, result, args.results_dir)
     logger.info('full-spectrum SNR %.2f dB at %.1f bits/s/ch (codec %.2f); stages %s', full['tokenizer_snr_db'],

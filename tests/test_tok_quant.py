@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from utils.eeg_bands import DEFAULT_BANDS, scale_lengths_for_bands, validate_scale_layout
-from utils.errors import BandError
+from utils.errors import BandError, UserError
 
 from models.quant import PhiPartiallyShared, VectorQuantizer2, area_down, up_to  # noqa: E402
 from models.vqvae import VQVAE  # noqa: E402
@@ -254,3 +254,26 @@ def test_in_sample_codebook_ceiling_beats_random_codebooks_and_leaves_the_model(
     ceiling = in_sample_codebooks_snr_db(vae, x, n_iter=10)
     assert ceiling > trained + 1.0
     assert torch.equal(vae.quantize.embedding.weight, w0)  # worked on a copy
+
+
+def test_kmeans_tokenizer_layouts_rate_and_quality():
+    from benchmarks.bench_tokenizer import kmeans_tokenizer, parse_layout
+    torch.manual_seed(0)
+    t = torch.arange(64) / 32.0
+    # smooth, correlated 3-channel windows: a few sinusoids with random phases and amplitudes
+    ph = torch.rand(60, 3, 4, 1) * 6.28
+    amp = torch.rand(60, 1, 4, 1)
+    x = (amp * torch.sin(2 * 3.1416 * torch.tensor([1., 2., 3., 5.])[None, None, :, None] * t + ph)).sum(2)
+    x = x + 0.05 * torch.randn_like(x)
+    tr, va = x[:40], x[40:]
+    small = kmeans_tokenizer('2:1:4:6:4_8_32', tr, va, sfreq=32.0, n_iter=5)
+    big = kmeans_tokenizer('2:2:64:6:4_8_32', tr, va, sfreq=32.0, n_iter=5)
+    assert small['bits_per_sec_per_channel'] == pytest.approx(44 * 2 / 2.0 / 3)  # 44 tokens x 2 bits, 2 s, 3 ch
+    assert big['bits_per_sec_per_channel'] == pytest.approx(44 * 2 * 6 / 2.0 / 3)
+    assert big['val_snr_db'] > small['val_snr_db'] + 3 and big['train_snr_db'] > small['train_snr_db']
+    assert parse_layout('4:2:256:64:25_45_125') == (4, 2, 256, 64, (25, 45, 125))
+    for bad in ('4:2:256:64', '3:1:16:8:4_8', '2:3:16:8:4_8', 'a:b:c:d:e'):
+        with pytest.raises(UserError, match='kmeans_layouts'):
+            parse_layout(bad)
+    with pytest.raises(UserError, match='T / D = 32'):
+        kmeans_tokenizer('2:1:4:6:4_8_30', tr, va, sfreq=32.0)
