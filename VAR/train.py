@@ -108,6 +108,16 @@ def build_everything(args: arg_util.Args):
             raise CheckpointError(f"{resume_path} was trained on tokens of another tokenizer config than --vae_ckpt="
                                   f"{args.vae_ckpt}; pass the tokenizer this run started with or choose a new "
                                   "--local_out_dir_path")
+        # the same config with other weights (e.g. a retrained tokenizer) would silently change every token
+        saved_vae = resume_state.get("trainer", {}).get("vae_local")
+        if isinstance(saved_vae, dict):
+            current_vae = vae_local.state_dict()
+            differ = [k for k, v in saved_vae.items()
+                      if k not in current_vae or not torch.equal(torch.as_tensor(v).cpu(), current_vae[k].cpu())]
+            if differ:
+                raise CheckpointError(f"{resume_path} was trained with other tokenizer weights than --vae_ckpt="
+                                      f"{args.vae_ckpt} (same config, {len(differ)} tensors differ, e.g. {differ[0]}); "
+                                      "pass the tokenizer this run started with or choose a new --local_out_dir_path")
 
     # --- TensorBoard (rank 0 only)
     if dist.is_master():

@@ -148,6 +148,25 @@ def test_resume_with_other_architecture_is_one_line_error(repo_root, ds_root, to
     assert "Traceback" not in r.stderr
 
 
+
+
+def test_resume_with_retrained_tokenizer_of_same_config_is_refused(repo_root, ds_root, tok_ckpt, run_a, tmp_path):
+    """Same tokenizer config, other weights (e.g. retrained): every token would change under the model."""
+    state, _ = load_checkpoint(tok_ckpt)
+    with torch.no_grad():
+        state["vae_wo_ddp"]["quantize.embedding.weight"] += 0.01
+    other = str(tmp_path / "other-tok.pth")
+    save_checkpoint(other, state, config=state["tokenizer"])
+    out = str(tmp_path / "d")
+    os.makedirs(out)
+    shutil.copy(os.path.join(run_a, "ar-ckpt-last.pth"), out)
+    before = open(os.path.join(out, "ar-ckpt-last.pth"), "rb").read()
+    r = run_py(repo_root, train_cmd(ds_root, other, out))
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error:") and "other tokenizer weights" in last and "other-tok.pth" in last
+    assert "quantize.embedding.weight" in last and "Traceback" not in r.stderr
+    assert open(os.path.join(out, "ar-ckpt-last.pth"), "rb").read() == before  # the run's checkpoint is untouched
 @pytest.mark.torchrun
 def test_torchrun_two_cpu_processes(repo_root, ds_root, tok_ckpt, tmp_path):
     out = str(tmp_path / "ddp")
