@@ -138,7 +138,12 @@ def train_var(args, data_root: str, vae_ckpt: str, out: str) -> tuple[float, lis
              f"--save_it={args.save_it}", f"--save_ep={args.save_ep}", f"--alng={args.alng}", "--wp=1",
              f"--fp16={args.fp16}"]
     t0 = time.time()
-    _run(["VAR/train.py", *flags], "VAR training")
+    try:
+        _run(["VAR/train.py", *flags], "VAR training")
+    except UserError as err:
+        if "choose a new --local_out_dir_path" in str(err):  # the saved run belongs to other settings or a tokenizer
+            raise UserError(f"{err} (for this benchmark: add --fresh to retrain its VAR in {out})") from None
+        raise
     sec = time.time() - t0
     lines = open(os.path.join(out, "log.txt")).read().splitlines()[1:]
     return sec, [json.loads(ln) for ln in lines if ln.strip()]

@@ -132,3 +132,18 @@ def test_bench_tokenizer_resumes_its_run_only_under_the_same_recipe(tmp_path, mo
     moved = [p for p in os.listdir(tmp_path) if p.startswith("tokenizer_run.old-")]
     assert len(moved) == 1 and os.path.exists(tmp_path / moved[0] / "vae-ckpt-last.pth")  # kept, not deleted
     assert not os.path.exists(out) and len(calls) == 1
+
+
+def test_bench_var_points_at_fresh_when_its_saved_run_does_not_fit(tmp_path, monkeypatch):
+    import argparse
+
+    from benchmarks import bench_var
+
+    def refuse(cmd, what, timeout=None):
+        raise UserError(f"{what}: ar-ckpt-last.pth was trained with other tokenizer weights than --vae_ckpt=t.pth; "
+                        "pass the tokenizer this run started with or choose a new --local_out_dir_path")
+
+    monkeypatch.setattr(bench_var, "_run", refuse)
+    args = argparse.Namespace(fresh=False, depth=2, bs=4, ep=1, tblr=1e-3, save_it=0, save_ep=1, alng=1e-3, fp16=0)
+    with pytest.raises(UserError, match=r"other tokenizer weights.*add --fresh"):
+        bench_var.train_var(args, str(tmp_path), "t.pth", str(tmp_path / "var_run"))
