@@ -53,3 +53,25 @@ def spoil_train_files(root: str, key: str = "signal", index: tuple[int, ...] = (
 def spoil_corpus():
     """The :func:`spoil_train_files` helper, for tests that inject bad files into a corpus."""
     return spoil_train_files
+
+
+def save_tiny_var_checkpoint(ds_root: str, path: str) -> None:
+    """A random tokenizer (V=8, 4x downsampling, band layout of ``ds_root``) and a random depth-1 two-class VAR,
+    saved at ``path`` as ``VAR/train.py`` writes ``ar-ckpt-*.pth`` (no training)."""
+    from models import VQVAE, build_var
+    from utils.checkpoint import save_checkpoint
+    from utils.eeg_bands import scale_lengths_for_bands
+    from utils.eeg_dataset import EEGWindowDataset
+    from vae_checkpoint import tokenizer_info
+    ds = EEGWindowDataset(ds_root, "train")
+    pns = scale_lengths_for_bands(ds.bands, ds.sfreq, ds.n_times // 4)
+    torch.manual_seed(0)
+    vae = VQVAE(in_channels=ds.n_channels, vocab_size=8, z_channels=4, ch=8, ch_mult=(1, 2, 2), num_res_blocks=1,
+                v_patch_nums=pns, tokens_per_pos=1, test_mode=True).eval()
+    info = tokenizer_info(vae, sfreq=ds.sfreq, bands=ds.bands.tolist(), ch_names=ds.ch_names, uv_scale=10.0,
+                          n_extra_coarse=0, tokens_per_nyquist=1.0)
+    var = build_var(vae, "cpu", num_classes=2, depth=1)
+    var.init_weights(init_adaln=0.5, init_adaln_gamma=0.5, init_head=1.0, init_std=0.05)
+    save_checkpoint(path, {"trainer": {"var_wo_ddp": var.state_dict(), "vae_local": vae.state_dict(),
+                                       "config": var.get_config()},
+                           "tokenizer": info, "class_names": ["a", "b"], "epoch": 1, "iter": 0})

@@ -169,31 +169,18 @@ def test_band_completion_keeps_low_scales_and_the_observed_stage():
 @pytest.fixture(scope="module")
 def cli_files(tmp_path_factory) -> dict:
     """A tiny synthetic dataset, a random tokenizer and a random VAR saved as ar-ckpt (no training)."""
+    from conftest import save_tiny_var_checkpoint
     from prototypes.synthetic_eeg import SyntheticConfig, make_dataset
-    from utils.checkpoint import save_checkpoint
-    from utils.eeg_bands import scale_lengths_for_bands
     from utils.eeg_dataset import EEGWindowDataset
-    from vae_checkpoint import tokenizer_info
     base = tmp_path_factory.mktemp("zs_cli")
     f = {"ds": str(base / "ds"), "ds3ch": str(base / "ds3ch"), "base": str(base)}
     make_dataset(f["ds"], SyntheticConfig(n_channels=2, sfreq=100.0, window_sec=1.28, n_windows=8,
                                           windows_per_recording=4, val_fraction=0.5, seed=0))
     make_dataset(f["ds3ch"], SyntheticConfig(n_channels=3, sfreq=100.0, window_sec=1.28, n_windows=8,
                                              windows_per_recording=4, val_fraction=0.5, seed=0))
-    ds = EEGWindowDataset(f["ds"], "train")
-    pns = scale_lengths_for_bands(ds.bands, ds.sfreq, ds.n_times // 4)
-    torch.manual_seed(0)
-    vae = VQVAE(in_channels=2, vocab_size=8, z_channels=4, ch=8, ch_mult=(1, 2, 2), num_res_blocks=1,
-                v_patch_nums=pns, tokens_per_pos=1, test_mode=True).eval()
-    info = tokenizer_info(vae, sfreq=ds.sfreq, bands=ds.bands.tolist(), ch_names=ds.ch_names, uv_scale=10.0,
-                          n_extra_coarse=0, tokens_per_nyquist=1.0)
-    var = build_var(vae, "cpu", num_classes=2, depth=1)
-    var.init_weights(init_adaln=0.5, init_adaln_gamma=0.5, init_head=1.0, init_std=0.05)
     f["ckpt"] = str(base / "ar-ckpt-best.pth")
-    save_checkpoint(f["ckpt"], {"trainer": {"var_wo_ddp": var.state_dict(), "vae_local": vae.state_dict(),
-                                            "config": var.get_config()},
-                                "tokenizer": info, "class_names": ["a", "b"], "epoch": 1, "iter": 0})
-    f["K"] = len(ds.bands)
+    save_tiny_var_checkpoint(f["ds"], f["ckpt"])
+    f["K"] = len(EEGWindowDataset(f["ds"], "train").bands)
     return f
 
 
