@@ -156,51 +156,6 @@ def evaluate_ckpt(path: str, val: EEGWindowDataset, limit: int | None) -> tuple[
     return reconstruct.score(tgt, rec, info, toks, f_max=45.0), info, tgt, rec
 
 
-@torch.no_grad()
-def kmeans_codebooks_(vae, x_BCT: torch.Tensor, n_iter: int = 25, chunk: int = 65536):
-    """Refit every codebook of ``vae`` in place by k-means on the residuals of ``x_BCT``; returns ``vae``.
-
-    Scale by scale (as the quantizer runs), each scale's G codebooks start from the current ones and take
-    ``n_iter`` Lloyd steps on that scale's residual vectors; encoder, Phi and decoder are kept. Empty
-    cells take the worst-coded vectors.
-
-    Parameters
-    ----------
-    vae : VQVAE
-    x_BCT : Tensor, shape (B, C, T), model units
-    """
-    from models.quant import area_down, up_to
-    q = vae.quantize
-    G, V, d, SN = q.tokens_per_pos, q.vocab_size, q.group_dim, len(q.v_patch_nums)
-
-    def nearest(z: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.cdist(z[i:i + chunk], E).argmin(dim=1) for i in range(0, len(z), chunk)])
-
-    f_rest = vae.encode_BCl(x_BCT).float()
-    B, C, L = f_rest.shape
-    for si, pn in enumerate(q.v_patch_nums):
-        rest = area_down(f_rest, pn, q.resample) if si != SN - 1 else f_rest
-        z_NGd = rest.permute(0, 2, 1).reshape(B * pn, G, d)
-        idx_NG = torch.empty(B * pn, G, dtype=torch.long)
-        for g in range(G):
-            z, E = z_NGd[:, g].contiguous(), q.codebook_GVd(si)[g].clone()
-            for _ in range(n_iter):
-                a = nearest(z, E)
-                cnt = torch.bincount(a, minlength=V).float()
-                live = cnt > 0
-                E[live] = torch.zeros_like(E).index_add_(0, a, z)[live] / cnt[live, None]
-                if not live.all():
-                    err = (z - E[a]).square().sum(dim=1)
-                    E[~live] = z[err.topk(min(int((~live).sum()), len(z))).indices]
-            row0 = (q._book(si) * G + g) * V
-            q.embedding.weight[row0:row0 + V] = E
-            idx_NG[:, g] = nearest(z, E)
-        h = q._embed_BlG(si, idx_NG.view(B, pn, G))
-        h = up_to(h, L, q.resample) if si != SN - 1 else h
-        f_rest = f_rest - q.quant_resi[si / (SN - 1) if SN > 1 else 0.0](h)
-    return vae
-
-
 def parse_layout(text: str) -> tuple[int, int, int, int, tuple[int, ...]]:
     """``'D:G:V:Cvae:s1_s2_..'`` -> (D, G, V, Cvae, scales); a malformed layout is a :class:`UserError`."""
     try:
@@ -241,8 +196,8 @@ def kmeans_tokenizer(layout: str, x_train_BCT: torch.Tensor, x_val_BCT: torch.Te
                 test_mode=False)
     vae.init_from_pca_(x_train_BCT)
     vae.eval()
-    vae.quantize.init_codebook_from_(vae.encode_BCl(x_train_BCT), generator=torch.Generator().manual_seed(seed))
-    kmeans_codebooks_(vae, x_train_BCT, n_iter)
+    vae.quantize.init_codebook_from_(vae.encode_BCl(x_train_BCT), generator=torch.Generator().manual_seed(seed),
+                                     lloyd_iters=n_iter)
     snr = {name: float(snr_db(x.double().numpy(), vae.eeg_to_reconstructed_eeg(x, last_one=True).double().numpy()))
            for name, x in (('train', x_train_BCT), ('val', x_val_BCT))}
     return dict(layout=layout, downsample=D, tokens_per_pos=G, vocab_size=V, z_channels=z, v_patch_nums=list(pns),
@@ -263,7 +218,8 @@ def in_sample_codebooks_snr_db(vae, x_BCT: torch.Tensor, n_iter: int = 25) -> fl
     x_BCT : Tensor, shape (B, C, T), model units
     """
     import copy
-    fitted = kmeans_codebooks_(copy.deepcopy(vae).eval(), x_BCT, n_iter)
+    fitted = copy.deepcopy(vae).eval()
+    fitted.quantize.init_codebook_from_(fitted.encode_BCl(x_BCT), reseed=False, lloyd_iters=n_iter)
     rec = fitted.eeg_to_reconstructed_eeg(x_BCT, last_one=True)
     return float(snr_db(x_BCT.double().numpy(), rec.double().numpy()))
 

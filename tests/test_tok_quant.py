@@ -277,3 +277,28 @@ def test_kmeans_tokenizer_layouts_rate_and_quality():
             parse_layout(bad)
     with pytest.raises(UserError, match='T / D = 32'):
         kmeans_tokenizer('2:1:4:6:4_8_30', tr, va, sfreq=32.0)
+
+
+@pytest.mark.parametrize('G', [1, 2])
+def test_lloyd_refinement_of_the_codebook_init_lowers_the_error(G):
+    pns = (2, 4, 8)
+    torch.manual_seed(0)
+    f = torch.randn(32, 8, 8) * torch.linspace(2.0, 0.2, 8)[None, :, None]  # unequal variances, like a PCA latent
+
+    def err(lloyd: int, reseed: bool = True, start=None) -> tuple[float, torch.Tensor]:
+        q = VectorQuantizer2(16, 8, using_znorm=False, v_patch_nums=pns, tokens_per_pos=G, per_scale_codebook=True,
+                             quant_resi=0.0)
+        if start is not None:
+            q.embedding.weight.data.copy_(start)
+        q.init_codebook_from_(f, generator=torch.Generator().manual_seed(0), reseed=reseed, lloyd_iters=lloyd)
+        q.eval()
+        with torch.no_grad():
+            f_hat = q.f_to_idxBl_or_fhat(f, to_fhat=True)[-1]
+        return float((f - f_hat).square().mean()), q.embedding.weight.detach().clone()
+
+    e0, w0 = err(0)
+    e5, _ = err(5)
+    assert e5 < 0.9 * e0
+    # without re-seeding, the Lloyd steps start from the current codes (here: the seeded ones) and improve them
+    e_more, _ = err(3, reseed=False, start=w0)
+    assert e_more < 0.95 * e0

@@ -349,8 +349,23 @@ class VectorQuantizer2(nn.Module):
         return counts
 
     @torch.no_grad()
-    def init_codebook_from_(self, f_BCl: torch.Tensor, generator: Optional[torch.Generator] = None) -> None:
-        """k-means-ish init: seed every codebook with residual vectors of one batch (broadcast from rank 0)."""
+    def init_codebook_from_(self, f_BCl: torch.Tensor, generator: Optional[torch.Generator] = None,
+                            reseed: bool = True, lloyd_iters: int = 0) -> None:
+        """Fit the codebooks to one batch of latents, scale by scale along the residual (broadcast from rank 0).
+
+        Each scale's codebooks are seeded with residual vectors of the batch (``reseed``; else the current
+        codes are the start), then refined by ``lloyd_iters`` k-means (Lloyd) steps on that scale's residuals:
+        every code moves to the mean of the vectors it wins, and a code that wins none takes the worst-coded
+        vector. A shared codebook is fitted on the first scale's residuals.
+
+        Parameters
+        ----------
+        f_BCl : Tensor, shape (B, Cvae, L), model units
+        generator : torch.Generator | None
+            For the seeding draws.
+        reseed : bool
+        lloyd_iters : int
+        """
         was = self.training
         self.train()
         G, V, d = self.tokens_per_pos, self.vocab_size, self.group_dim
@@ -364,16 +379,33 @@ class VectorQuantizer2(nn.Module):
                 z_NGd = rest_BCl.permute(0, 2, 1).reshape(-1, G, d)
                 b = self._book(si)
                 for g in range(G):
-                    pick = torch.randint(0, z_NGd.shape[0], (V,), generator=generator)
-                    W[(b * G + g) * V:(b * G + g + 1) * V] = z_NGd[pick.to(z_NGd.device), g] \
-                        + 0.01 * z_NGd[:, g].std() * torch.randn(V, d, generator=generator).to(z_NGd.device)
-            idx_BlG = self._lookup(si, rest_BCl)
+                    if reseed:
+                        pick = torch.randint(0, z_NGd.shape[0], (V,), generator=generator)
+                        W[(b * G + g) * V:(b * G + g + 1) * V] = z_NGd[pick.to(z_NGd.device), g] \
+                            + 0.01 * z_NGd[:, g].std() * torch.randn(V, d, generator=generator).to(z_NGd.device)
+                for _ in range(lloyd_iters):
+                    idx_NG = self._lookup_chunked(si, rest_BCl).reshape(-1, G)
+                    for g in range(G):
+                        E = W[(b * G + g) * V:(b * G + g + 1) * V]
+                        z, a = z_NGd[:, g], idx_NG[:, g]
+                        cnt = torch.bincount(a, minlength=V).to(z.dtype)
+                        live = cnt > 0
+                        E[live] = (torch.zeros_like(E, dtype=z.dtype).index_add_(0, a, z)[live] / cnt[live, None]).to(E.dtype)
+                        if not live.all():
+                            err = (z - E[a].to(z.dtype)).square().sum(dim=1)
+                            E[~live] = z[err.topk(min(int((~live).sum()), len(z))).indices].to(E.dtype)
+            idx_BlG = self._lookup_chunked(si, rest_BCl)
             h_BCl = self._embed_BlG(si, idx_BlG)
             h_BCl = up_to(h_BCl, L, self.resample) if si != SN - 1 else h_BCl
             f_rest = f_rest - self.quant_resi[si / (SN - 1) if SN > 1 else 0.0](h_BCl)
         if tdist.is_available() and tdist.is_initialized():
             tdist.broadcast(W, src=0)
         self.train(was)
+
+    def _lookup_chunked(self, si: int, rest_BCl: torch.Tensor, max_rows: int = 65536) -> torch.Tensor:
+        """:meth:`_lookup` over slices of the batch, so that a large fitting set never builds one huge distance table."""
+        per = max(1, max_rows // max(1, rest_BCl.shape[-1]))
+        return torch.cat([self._lookup(si, rest_BCl[i:i + per]) for i in range(0, rest_BCl.shape[0], per)])
 
     # ----------------------------------------------------------------------------------------------
     def embed_idx(self, si: int, idx_Bl: torch.Tensor) -> torch.Tensor:
