@@ -117,10 +117,10 @@ def var_nll(var, vae, x_NCT: torch.Tensor, label_N: torch.Tensor, bs: int = 32) 
 
 
 def _load_split(root: str, split: str, uv: float, limit: int | None) -> tuple[torch.Tensor, torch.Tensor, EEGWindowDataset]:
-    ds = EEGWindowDataset(root, split, limit=limit)
-    x = torch.from_numpy(np.stack([ds.window(i).stages_KCT[-1] for i in range(len(ds))]).astype(np.float32)) / uv
-    lab = torch.as_tensor(np.where(ds.labels < 0, 0, ds.labels), dtype=torch.long)
-    return x, lab, ds
+    """One split in model units (float32) with long labels, read by :func:`benchmarks.bench_var.load_val`."""
+    from benchmarks.bench_var import load_val
+    x, lab, ds = load_val(root, split, limit)
+    return torch.from_numpy(x / uv).float(), torch.as_tensor(lab, dtype=torch.long), ds
 
 
 def _plot(path: str, names: Sequence[str], rows: dict, V: int) -> None:

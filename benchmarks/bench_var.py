@@ -155,8 +155,9 @@ def _tokenizer_name(path: str) -> str:
     return os.path.basename(path) if not folder or folder.startswith((".", "tmp")) else folder
 
 
-def load_val(data_root: str, split: str = "val") -> tuple[np.ndarray, np.ndarray, EEGWindowDataset]:
-    ds = EEGWindowDataset(data_root, split)
+def load_val(data_root: str, split: str = "val", limit: int | None = None) -> tuple[np.ndarray, np.ndarray, EEGWindowDataset]:
+    """Full-band windows (N, C, T) in µV as float64, labels (unlabelled -> 0) and the dataset of one split."""
+    ds = EEGWindowDataset(data_root, split, limit=limit)
     x = np.stack([ds.window(i).stages_KCT[-1] for i in range(len(ds))]).astype(np.float64)
     return x, np.where(ds.labels < 0, 0, ds.labels), ds
 
