@@ -67,7 +67,8 @@ def load_var_checkpoint(path: str, device: str | torch.device = "cpu"):
               embed_dim=int(cfg["embed_dim"]), num_heads=int(cfg["num_heads"]), mlp_ratio=float(cfg["mlp_ratio"]),
               drop_path_rate=float(cfg["drop_path_rate"]), norm_eps=float(cfg["norm_eps"]),
               shared_aln=bool(cfg["shared_aln"]), cond_drop_rate=float(cfg["cond_drop_rate"]),
-              attn_l2_norm=bool(cfg["attn_l2_norm"]), patch_nums=tuple(cfg["patch_nums"]))
+              attn_l2_norm=bool(cfg["attn_l2_norm"]), patch_nums=tuple(cfg["patch_nums"]),
+              intra_steps=int(cfg.get("intra_steps", 1)), intra_mix=float(cfg.get("intra_mix", 0.0)))
     var.load_state_dict(trainer["var_wo_ddp"], strict=True)
     var = var.to(device).eval()
     for p in var.parameters():
@@ -102,7 +103,7 @@ def resolve_classes(text: str | None, class_names: Sequence[str]) -> list[int]:
 @torch.no_grad()
 def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
              seed: int | None = 0, batch: int = 64, more_smooth: bool = False,
-             stages: bool = True) -> dict[str, np.ndarray]:
+             stages: bool = True, intra_steps: int | None = None) -> dict[str, np.ndarray]:
     """Sample windows for the given labels.
 
     Parameters
@@ -113,6 +114,8 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
         Batch b uses generator seed ``seed + b``; None = nondeterministic.
     stages : bool
         Also decode every cumulative stage.
+    intra_steps : int | None
+        Forward passes per scale (None = the model's own ``intra_steps``, exact ancestral sampling).
 
     Returns
     -------
@@ -131,7 +134,8 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
         lab_B = labels[start:start + batch].to(dev)
         x_BCT, _, ms_fhat = var.autoregressive_infer_cfg(B=lab_B.shape[0], label_B=lab_B,
                                                          g_seed=None if seed is None else seed + b, cfg=cfg, top_k=top_k,
-                                                         top_p=top_p, more_smooth=more_smooth, ret_stages=True)
+                                                         top_p=top_p, more_smooth=more_smooth, ret_stages=True,
+                                                         intra_steps=intra_steps)
         sig.append((x_BCT.float() * uv_scale).cpu())  # port: model units -> µV
         if stages:
             cum.append(torch.stack([vae.fhat_to_eeg(ms_fhat[si]).float() * uv_scale for si in stage_si], dim=1).cpu())
@@ -199,6 +203,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--top_p", type=float, default=0.0, help="nucleus sampling mass (0 = off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (batch b uses seed + b)")
     p.add_argument("--batch", type=int, default=64, help="windows per forward pass")
+    p.add_argument("--intra_steps", type=int, default=None,
+                   help="forward passes per scale, 1..the model's --intra_steps (default: all of them; fewer is faster)")
     p.add_argument("--more_smooth", type=int, default=0, choices=(0, 1), help="Gumbel-soft code mixing (visualisation)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--plot", default=None, help="also write a PNG of generated next to real windows")
@@ -236,10 +242,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--data_path={args.data_path}: not a folder; pass the dataset root holding val/")
     device = resolve_device(args.device)
     var, vae, meta = load_var_checkpoint(args.ckpt, device=device)
+    if args.intra_steps is not None:
+        from models.intra_scale import check_steps
+        try:
+            check_steps(args.intra_steps, var.intra_steps, var.patch_nums)
+        except ValueError as e:
+            raise UserError(f"--intra_steps: {e} ({meta['path']})") from None
     classes = resolve_classes(args.class_label, meta["class_names"])
     labels = [c for c in classes for _ in range(args.n)]
     gen = generate(var, vae, meta, labels, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                   batch=args.batch, more_smooth=bool(args.more_smooth))
+                   batch=args.batch, more_smooth=bool(args.more_smooth), intra_steps=args.intra_steps)
     tok = meta["tokenizer"]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out[:-4] + ".tmp.npz"

@@ -44,6 +44,8 @@ from utils.misc import print0
 logger = logging.getLogger("train")
 
 CKPT_PATTERN = "ar-ckpt*.pth"
+# steps inside a scale when --intra_steps=0 (auto): chosen by benchmarks/bench_var.py on eegmat
+DEFAULT_INTRA_STEPS = 4
 NOWD_KEYS = {"cls_token", "start_token", "task_token", "cfg_uncond", "pos_embed", "pos_1LC", "pos_start", "start_pos",
              "lvl_embed", "gamma", "beta", "ada_gss", "moe_bias", "scale_mul"}
 
@@ -89,6 +91,11 @@ def build_everything(args: arg_util.Args):
     check_dataset_matches(tok_info, raw_train, args.vae_ckpt)
     check_dataset_matches(tok_info, raw_val, args.vae_ckpt)
     args.set_tokenizer_geometry(vae_local.v_patch_nums, vae_local.downsample, tok_info["n_times"])
+    if args.intra_steps == 0:
+        args.intra_steps = min(DEFAULT_INTRA_STEPS, min(args.patch_nums))
+    if not args.ar_baseline and args.intra_steps > min(args.patch_nums):
+        raise UserError(f"--intra_steps={args.intra_steps} does not fit the tokenizer's smallest scale "
+                        f"({min(args.patch_nums)} positions of {list(args.patch_nums)}); use at most {min(args.patch_nums)}")
     if args.pg > 0 and not 0 <= args.pg0 < len(args.patch_nums):
         raise UserError(f"--pg0={args.pg0}: expected a scale index in [0, {len(args.patch_nums) - 1}] for the "
                         f"tokenizer's {len(args.patch_nums)} scales")
@@ -98,6 +105,10 @@ def build_everything(args: arg_util.Args):
         current = dict(depth=args.depth, num_classes=num_classes, shared_aln=args.saln, attn_l2_norm=args.anorm,
                        patch_nums=list(args.patch_nums), tokens_per_pos=vae_local.tokens_per_pos,
                        vocab_size=vae_local.vocab_size)
+        if not args.ar_baseline:
+            current["intra_steps"] = args.intra_steps
+            if saved_cfg is not None:
+                saved_cfg = {"intra_steps": 1, **saved_cfg}  # runs from before steps inside a scale
         check_config(saved_cfg, current, list(current), resume_path,
                      fix="pass the same flags (or the same dataset) or choose a new --local_out_dir_path")
         saved_tok = resume_state.get("tokenizer")
@@ -168,7 +179,8 @@ def build_everything(args: arg_util.Args):
         var_wo_ddp = build_var(vae_local, args.device, num_classes=num_classes, depth=args.depth,
                                shared_aln=args.saln, attn_l2_norm=args.anorm, flash_if_available=args.fuse,
                                fused_if_available=args.fuse, init_adaln=args.aln, init_adaln_gamma=args.alng,
-                               init_head=args.hd, init_std=args.ini, cond_drop_rate=cond_drop)
+                               init_head=args.hd, init_std=args.ini, cond_drop_rate=cond_drop,
+                               intra_steps=args.intra_steps, intra_mix=args.intra_mix)
     vae_local = args.compile_model(vae_local, args.vfast)
     var_compiled = args.compile_model(var_wo_ddp, args.tfast)
     if dist.initialized():

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 # VAR config keys that define the architecture: a checkpoint that differs in one of them cannot be resumed
 ARCH_KEYS = ("depth", "embed_dim", "num_heads", "num_classes", "shared_aln", "attn_l2_norm", "patch_nums",
-             "tokens_per_pos", "vocab_size", "Cvae", "mlp_ratio")
+             "tokens_per_pos", "vocab_size", "Cvae", "mlp_ratio", "intra_steps")
 
 
 class NullDDP(nn.Module):
@@ -103,6 +103,10 @@ class VARTrainer:
             x_BLCv_wo_first_l = self.quantize_local.idxBl_to_var_input(gt_idx_Bl)
         return gt_idx_Bl, gt_BL, x_BLCv_wo_first_l
 
+    def _content_args(self, gt_BL: torch.Tensor) -> tuple:
+        """A VAR with steps inside a scale also reads the ground-truth tokens (its content tokens)."""
+        return (gt_BL,) if getattr(self.var_wo_ddp, "intra_steps", 1) > 1 else ()
+
     @torch.no_grad()
     def eval_ep(self, ld_val) -> dict[str, float]:
         """Mean cross-entropy (nats per token) and top-1 accuracy (%) over the val loader, in fp32.
@@ -124,7 +128,7 @@ class VARTrainer:
             inp_BCT = inp_BCT.to(self.device, non_blocking=True)
             label_B = label_B.to(self.device, non_blocking=True)
             _, gt_BL, x_in = self._targets(inp_BCT)
-            logits_BLV = self.var_wo_ddp(label_B, x_in)
+            logits_BLV = self.var_wo_ddp(label_B, x_in, *self._content_args(gt_BL))
             ce_BL = F.cross_entropy(logits_BLV.float().transpose(1, 2), gt_BL, reduction="none")
             acc_BL = (logits_BLV.argmax(dim=-1) == gt_BL).float()
             sums[0] += ce_BL.mean().item() * B
@@ -195,7 +199,7 @@ class VARTrainer:
         gt_idx_Bl, gt_BL, x_BLCv_wo_first_l = self._targets(inp_BCT)
 
         with self.var_opt.amp_ctx:
-            logits_BLV = self.var(label_B, x_BLCv_wo_first_l)
+            logits_BLV = self.var(label_B, x_BLCv_wo_first_l, *self._content_args(gt_BL))
             ce_BL = self.train_loss(logits_BLV.float().transpose(1, 2), gt_BL[:, :logits_BLV.shape[1]])
             if prog_si >= 0:
                 bg, ed = self.begin_ends[prog_si]
@@ -274,6 +278,7 @@ class VARTrainer:
         """
         config = state.get("config")
         if config is not None:
+            config = {"intra_steps": 1, **config}  # written before steps inside a scale existed
             check_config(config, self.get_config(), ARCH_KEYS, path,
                          fix="pass the same architecture flags (e.g. --depth) or choose a new --local_out_dir_path")
         for k in ("var_wo_ddp", "vae_local", "var_opt"):

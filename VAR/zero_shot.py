@@ -24,7 +24,6 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from models.helpers import sample_with_top_k_top_p_, sampling_rng_and_labels
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -153,12 +152,12 @@ def band_keep_masks(B: int, patch_nums: Sequence[int], n_keep_scales: int,
 @torch.no_grad()
 def complete_tokens(var, src_idx: Sequence[torch.Tensor], keep: Sequence[torch.Tensor],
                     label_B: Optional[torch.Tensor | int] = -1, g_seed: Optional[int] = None, cfg: float = 0.0,
-                    top_k: int = 0, top_p: float = 0.0):
+                    top_k: int = 0, top_p: float = 0.0, intra_steps: Optional[int] = None):
     """Sample a token pyramid scale by scale, keeping the source tokens where ``keep`` is set.
 
-    The loop is :meth:`VAR.autoregressive_infer_cfg` with upstream's zero-shot edit step: after each
-    scale is sampled, kept positions are overwritten by the source tokens, and f_hat and the next
-    scale's input are built from the mixed map. Sampling draws the same random numbers whatever the
+    This is :meth:`VAR.autoregressive_infer_cfg` with upstream's zero-shot edit step: after each forward
+    pass, kept positions are overwritten by the source tokens, so later groups of the same scale, f_hat and
+    the next scales are built from the mixed map. Sampling draws the same random numbers whatever the
     mask, so an all-False mask gives exactly ``autoregressive_infer_cfg`` under the same seed.
 
     Parameters
@@ -172,7 +171,7 @@ def complete_tokens(var, src_idx: Sequence[torch.Tensor], keep: Sequence[torch.T
         Class; negative int = the null class (upstream's choice for in/out-painting).
     g_seed : int | None
         Seed of ``var.rng``.
-    cfg, top_k, top_p : float, int, float
+    cfg, top_k, top_p, intra_steps : float, int, float, int | None
         As in ``autoregressive_infer_cfg`` (cfg 0 = no guidance).
 
     Returns
@@ -186,52 +185,9 @@ def complete_tokens(var, src_idx: Sequence[torch.Tensor], keep: Sequence[torch.T
     if len(src_idx) != len(var.patch_nums) or len(keep) != len(var.patch_nums):
         raise ValueError(f"need one token map and one keep mask per scale ({len(var.patch_nums)}); got "
                          f"{len(src_idx)} and {len(keep)}")
-    dev = var.lvl_1L.device
     B = src_idx[0].shape[0]
-    rng, label_B = sampling_rng_and_labels(var, B, label_B, g_seed, dev)
-    use_cfg = cfg != 0
-    nB = 2 * B if use_cfg else B
-    G, V = var.G, var.V
-    quant = var.vae_quant_proxy[0]
-    SN = len(var.patch_nums)
-    with var._autocast_off(dev):
-        labels = torch.cat((label_B, torch.full_like(label_B, fill_value=var.num_classes))) if use_cfg else label_B
-        sos = cond_BD = var.class_emb(labels)
-        lvl_pos = var.lvl_embed(var.lvl_1L) + var.pos_1LC
-        next_token_map = sos.unsqueeze(1).expand(nB, var.first_l, -1) + var.pos_start.expand(nB, var.first_l, -1) \
-            + lvl_pos[:, :var.first_l]
-    f_hat = sos.new_zeros(B, var.Cvae, var.patch_nums[-1], dtype=torch.float32)
-    ms_idx, ms_fhat = [], []
-    cur_L = 0
-    for b in var.blocks:
-        b.attn.kv_caching(True)
-    try:
-        for si, pn in enumerate(var.patch_nums):
-            ratio = si / var.num_stages_minus_1 if var.num_stages_minus_1 > 0 else 1.0
-            cur_L += pn
-            cond = var.shared_ada_lin(cond_BD)
-            x = next_token_map
-            for blk in var.blocks:
-                x = blk(x=x, cond_BD=cond, attn_bias=None)
-            logits_BlV = var.get_logits(x, cond_BD).view(nB, pn * G, V)
-            if use_cfg:
-                t = cfg * ratio
-                logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
-            sampled_Bl = sample_with_top_k_top_p_(logits_BlV, rng=rng, top_k=top_k, top_p=top_p, num_samples=1)[:, :, 0]
-            keep_Bl = keep[si].to(dev).bool().repeat_interleave(G, dim=1)  # port: G tokens per kept position
-            idx_Bl = torch.where(keep_Bl, src_idx[si].to(dev).long(), sampled_Bl)
-            h_BCl = quant.embed_idx(si, idx_Bl)
-            f_hat, next_BCl = quant.get_next_autoregressive_input(si, SN, f_hat, h_BCl)
-            ms_idx.append(idx_Bl)
-            ms_fhat.append(f_hat.clone())
-            if si != var.num_stages_minus_1:
-                next_token_map = var.word_embed(next_BCl.transpose(1, 2).float()) + lvl_pos[:, cur_L:cur_L + var.patch_nums[si + 1]]
-                if use_cfg:
-                    next_token_map = next_token_map.repeat(2, 1, 1)
-    finally:
-        for b in var.blocks:
-            b.attn.kv_caching(False)
-    return var.vae_proxy[0].fhat_to_eeg(f_hat), ms_idx, ms_fhat
+    return var.autoregressive_infer_cfg(B, label_B, g_seed=g_seed, cfg=cfg, top_k=top_k, top_p=top_p,
+                                        ret_stages=True, intra_steps=intra_steps, keep_src=(src_idx, keep))
 
 
 # ------------------------------------------------------------------------------------------ splicing

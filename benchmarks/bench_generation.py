@@ -94,7 +94,7 @@ def _targets(model, kind: str, vae, x_NCT: torch.Tensor, chunk: int = 64) -> dic
 
 
 def _logits(model, kind: str, label_B: torch.Tensor, tg: dict, b: torch.Tensor) -> torch.Tensor:
-    return model(label_B, tg["inp"][b]) if kind == "var" else model(label_B, tg["gt"][b])
+    return model(label_B, tg["inp"][b], tg["gt"][b]) if kind == "var" else model(label_B, tg["gt"][b])
 
 
 def _amp_ctx(dev: torch.device, amp: str):

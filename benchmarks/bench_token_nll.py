@@ -106,7 +106,7 @@ def var_nll(var, vae, x_NCT: torch.Tensor, label_N: torch.Tensor, bs: int = 32) 
     for i in range(0, len(x_NCT), bs):
         idx_S = vae.eeg_to_idxBl(x_NCT[i:i + bs])
         x_in = vae.quantize.idxBl_to_var_input(idx_S)
-        logits_BLV = var(label_N[i:i + bs], x_in).float()
+        logits_BLV = var(label_N[i:i + bs], x_in, torch.cat(idx_S, dim=1)).float()  # exact under the group order
         ce_BL = F.cross_entropy(logits_BLV.transpose(1, 2), torch.cat(idx_S, dim=1), reduction="none")
         cur = 0
         for si, t in enumerate(idx_S):

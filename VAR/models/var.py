@@ -20,6 +20,8 @@ import torch.nn as nn
 
 from models.basic_var import AdaLNBeforeHead, AdaLNSelfAttn
 from models.helpers import gumbel_softmax_with_rng, sample_with_top_k_top_p_, sampling_rng_and_labels
+from models.intra_scale import CONTENT, QUERY, TokenAttrs, attend_bias, check_steps, chunk_bounds as _chunks, \
+    groups_of_positions
 
 __all__ = ["VAR", "SharedAdaLin"]
 
@@ -57,6 +59,12 @@ class VAR(nn.Module):
         Cosine attention.
     patch_nums : sequence of int
         Positions per scale (the tokenizer's ``v_patch_nums``), strictly increasing.
+    intra_steps : int
+        Groups per scale predicted one after another (see ``models/intra_scale.py``); 1 = upstream VAR,
+        every token of a scale at once.
+    intra_mix : float
+        Training only: probability of a step drawn with a random coarser chunk schedule (1..intra_steps
+        chunks), so that sampling with fewer steps than ``intra_steps`` stays in distribution.
     """
 
     def __init__(self, vae_local, num_classes: int = 1000, depth: int = 16, embed_dim: int = 1024,
@@ -64,7 +72,8 @@ class VAR(nn.Module):
                  drop_path_rate: float = 0.0, norm_eps: float = 1e-6, shared_aln: bool = False,
                  cond_drop_rate: float = 0.1, attn_l2_norm: bool = False,
                  patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
-                 flash_if_available: bool = True, fused_if_available: bool = True) -> None:
+                 flash_if_available: bool = True, fused_if_available: bool = True, intra_steps: int = 1,
+                 intra_mix: float = 0.25) -> None:
         super().__init__()
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
@@ -140,6 +149,26 @@ class VAR(nn.Module):
         self.head_nm = AdaLNBeforeHead(self.C, self.D, norm_layer=norm_layer)
         self.head = nn.Linear(self.C, self.G * self.V)  # port: G tokens per position
 
+        # steps inside a scale: content tokens (a placed token's codebook vector) for groups 0..S-2
+        self.intra_steps, self.intra_mix = int(intra_steps), float(intra_mix)
+        if self.intra_steps < 1 or self.intra_steps > min(self.patch_nums):
+            raise ValueError(f"intra_steps={intra_steps} must be in 1..{min(self.patch_nums)} (the smallest scale of "
+                             f"{list(self.patch_nums)})")
+        if not 0.0 <= self.intra_mix <= 1.0:
+            raise ValueError(f"intra_mix={intra_mix} must be in [0, 1]")
+        self.groups_per_scale = [groups_of_positions(pn, self.intra_steps) for pn in self.patch_nums]
+        if self.intra_steps > 1:
+            self.content_embed = nn.Linear(self.Cvae, self.C)
+            q_attrs = TokenAttrs.cat([TokenAttrs.make(si, QUERY, g) for si, g in enumerate(self.groups_per_scale)])
+            c_pos, c_parts = [], []
+            for si, ((bg, _), g) in enumerate(zip(self.begin_ends, self.groups_per_scale)):
+                has_c = torch.nonzero(g < self.intra_steps - 1).flatten()
+                c_pos.append(bg + has_c)
+                c_parts.append(TokenAttrs.make(si, CONTENT, g[has_c]))
+            self._train_attrs = (q_attrs, TokenAttrs.cat(c_parts))
+            self.register_buffer("content_pos", torch.cat(c_pos), persistent=False)  # index into L
+            self._bias_cache: dict = {}
+
     # ------------------------------------------------------------------------------------------
     def get_logits(self, h_or_h_and_residual, cond_BD: Optional[torch.Tensor]) -> torch.Tensor:
         """Head on the last hidden states: (B, l, C) -> (B, l, G * V), in float32."""
@@ -156,8 +185,11 @@ class VAR(nn.Module):
     @torch.no_grad()
     def autoregressive_infer_cfg(self, B: int, label_B: Optional[torch.Tensor | int], g_seed: Optional[int] = None,
                                  cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
-                                 gt_prefix_idx_Bl: Optional[Sequence[torch.Tensor]] = None, ret_stages: bool = False):
-        """Sample B token pyramids scale by scale with a KV cache and classifier-free guidance.
+                                 gt_prefix_idx_Bl: Optional[Sequence[torch.Tensor]] = None, ret_stages: bool = False,
+                                 intra_steps: Optional[int] = None,
+                                 keep_src: Optional[tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]] = None):
+        """Sample B token pyramids scale by scale (and group by group inside a scale) with a KV cache and
+        classifier-free guidance.
 
         Parameters
         ----------
@@ -179,6 +211,13 @@ class VAR(nn.Module):
             (band completion: observed low stages are kept, the rest is generated).
         ret_stages : bool
             Also return the token maps and the cumulative f_hat after every scale.
+        intra_steps : int | None
+            Forward passes per scale (chunks of the model's ``intra_steps`` groups); None = all of them
+            (exact ancestral sampling), 1 = every token of a scale at once.
+        keep_src : (src_idx, keep) | None
+            Zero-shot editing: per scale, source tokens (B, pn * G) and a keep mask (B, pn); after each pass the
+            kept positions take the source tokens, so later groups and scales see them. Random draws do not
+            depend on the mask.
 
         Returns
         -------
@@ -188,55 +227,92 @@ class VAR(nn.Module):
         ms_idx_Bl, ms_fhat_BCl : lists (only with ``ret_stages``)
             Per scale: (B, pn * G) tokens, and (B, Cvae, L) cumulative f_hat (decode each for stage k).
         """
+        S = self.intra_steps
+        n_chunks = S if intra_steps is None else int(intra_steps)
+        check_steps(n_chunks, S, self.patch_nums)
         dev = self.lvl_1L.device
         rng, label_B = sampling_rng_and_labels(self, B, label_B, g_seed, dev)
         use_cfg = cfg != 0
         nB = 2 * B if use_cfg else B
+        G, V = self.G, self.V
         with self._autocast_off(dev):
             labels = torch.cat((label_B, torch.full_like(label_B, fill_value=self.num_classes))) if use_cfg else label_B
             sos = cond_BD = self.class_emb(labels)
             lvl_pos = self.lvl_embed(self.lvl_1L) + self.pos_1LC
             next_token_map = sos.unsqueeze(1).expand(nB, self.first_l, -1) + self.pos_start.expand(nB, self.first_l, -1) \
                 + lvl_pos[:, :self.first_l]
-        cur_L = 0
         quant = self.vae_quant_proxy[0]
         SN = len(self.patch_nums)
         f_hat = sos.new_zeros(B, self.Cvae, self.patch_nums[-1], dtype=torch.float32)
         ms_idx_Bl, ms_fhat = [], []
+        cache_attrs: list[TokenAttrs] = []
         for b in self.blocks:
             b.attn.kv_caching(True)
         try:
             for si, pn in enumerate(self.patch_nums):
                 ratio = si / self.num_stages_minus_1 if self.num_stages_minus_1 > 0 else 1.0
-                cur_L += pn
+                bg = self.begin_ends[si][0]
                 cond_BD_or_gss = self.shared_ada_lin(cond_BD)
-                x = next_token_map
-                for b in self.blocks:
-                    x = b(x=x, cond_BD=cond_BD_or_gss, attn_bias=None)
-                logits_BlV = self.get_logits(x, cond_BD).view(nB, pn * self.G, self.V)
-                if use_cfg:
-                    t = cfg * ratio
-                    logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
-                if gt_prefix_idx_Bl is not None and si < len(gt_prefix_idx_Bl):
-                    idx_Bl = gt_prefix_idx_Bl[si].to(dev).long()
-                    h_BCl = quant.embed_idx(si, idx_Bl)
-                elif not more_smooth:
-                    idx_Bl = sample_with_top_k_top_p_(logits_BlV, rng=rng, top_k=top_k, top_p=top_p, num_samples=1)[:, :, 0]
-                    h_BCl = quant.embed_idx(si, idx_Bl)
-                else:
-                    gum_t = max(0.27 * (1 - ratio * 0.95), 0.005)
-                    soft_BlV = gumbel_softmax_with_rng(logits_BlV.mul(1 + ratio), tau=gum_t, hard=False, dim=-1, rng=rng)
-                    idx_Bl = soft_BlV.argmax(dim=-1)
+                grp = self.groups_per_scale[si]
+                teacher = gt_prefix_idx_Bl is not None and si < len(gt_prefix_idx_Bl)
+                if teacher:
+                    given_BlG = gt_prefix_idx_Bl[si].to(dev).long().view(B, pn, G)
+                if keep_src is not None:
+                    src_BlG = keep_src[0][si].to(dev).long().view(B, pn, G)
+                    keep_Bl = keep_src[1][si].to(dev).bool()
+                idx_BlG = torch.zeros(B, pn, G, dtype=torch.long, device=dev)
+                soft_BlGV = sos.new_zeros(B, pn, G, V) if more_smooth and not teacher else None
+                prev_pos = None
+                for ga, gb in _chunks(S, n_chunks):
+                    pos_q = torch.nonzero((grp >= ga) & (grp < gb)).flatten()
+                    xs, attrs = [], []
+                    if prev_pos is not None:  # contents of the chunk just placed
+                        h_BlC = quant.embed_idx(si, idx_BlG.view(B, -1)).transpose(1, 2)[:, prev_pos.to(dev)]
+                        cx = self.content_embed(h_BlC.float()) + lvl_pos[:, bg + prev_pos.to(dev)]
+                        xs.append(cx.repeat(2, 1, 1) if use_cfg else cx)
+                        attrs.append(TokenAttrs.make(si, CONTENT, grp[prev_pos]))
+                    xs.append(next_token_map[:, pos_q.to(dev)])
+                    attrs.append(TokenAttrs.make(si, QUERY, grp[pos_q]))
+                    new_attrs = TokenAttrs.cat(attrs)
+                    cache_attrs.append(new_attrs)
+                    bias = None if S == 1 else attend_bias(new_attrs, TokenAttrs.cat(cache_attrs), S, n_chunks, dev)
+                    x = torch.cat(xs, dim=1) if len(xs) > 1 else xs[0]
+                    for b in self.blocks:
+                        x = b(x=x, cond_BD=cond_BD_or_gss, attn_bias=bias)
+                    n = pos_q.numel()
+                    logits_BlV = self.get_logits(x[:, -n:], cond_BD).view(nB, n * G, V)
+                    if use_cfg:
+                        t = cfg * ratio
+                        logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
+                    pq = pos_q.to(dev)
+                    if teacher:
+                        chunk_BnG = given_BlG[:, pq]
+                    elif not more_smooth:
+                        chunk_BnG = sample_with_top_k_top_p_(logits_BlV, rng=rng, top_k=top_k, top_p=top_p,
+                                                             num_samples=1)[:, :, 0].view(B, n, G)
+                    else:
+                        gum_t = max(0.27 * (1 - ratio * 0.95), 0.005)
+                        soft = gumbel_softmax_with_rng(logits_BlV.mul(1 + ratio), tau=gum_t, hard=False, dim=-1,
+                                                       rng=rng).view(B, n, G, V)
+                        soft_BlGV[:, pq] = soft
+                        chunk_BnG = soft.argmax(dim=-1)
+                    if keep_src is not None:
+                        chunk_BnG = torch.where(keep_Bl[:, pq, None], src_BlG[:, pq], chunk_BnG)
+                    idx_BlG[:, pq] = chunk_BnG
+                    prev_pos = pos_q
+                idx_Bl = idx_BlG.view(B, pn * G)
+                if soft_BlGV is not None and keep_src is None:
                     book_GVd = quant.codebook_GVd(si)
-                    soft_BlGV = soft_BlV.view(B, pn, self.G, self.V)
                     h_BCl = torch.einsum("blgv,gvd->blgd", soft_BlGV, book_GVd.float()).reshape(B, pn, self.Cvae).transpose(1, 2)
+                else:
+                    h_BCl = quant.embed_idx(si, idx_Bl)
                 f_hat, next_BCl = quant.get_next_autoregressive_input(si, SN, f_hat, h_BCl)
                 if ret_stages:
                     ms_idx_Bl.append(idx_Bl)
                     ms_fhat.append(f_hat.clone())
                 if si != self.num_stages_minus_1:
-                    next_token_map = self.word_embed(next_BCl.transpose(1, 2).float()) \
-                        + lvl_pos[:, cur_L:cur_L + self.patch_nums[si + 1]]
+                    ed = self.begin_ends[si + 1]
+                    next_token_map = self.word_embed(next_BCl.transpose(1, 2).float()) + lvl_pos[:, ed[0]:ed[1]]
                     if use_cfg:
                         next_token_map = next_token_map.repeat(2, 1, 1)
         finally:
@@ -247,7 +323,8 @@ class VAR(nn.Module):
             return x_BCT, ms_idx_Bl, ms_fhat
         return x_BCT
 
-    def forward(self, label_B: torch.LongTensor, x_BLCv_wo_first_l: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, label_B: torch.LongTensor, x_BLCv_wo_first_l: Optional[torch.Tensor],
+                gt_BL: Optional[torch.Tensor] = None, intra_steps: Optional[int] = None) -> torch.Tensor:
         """Teacher-forced logits for every token.
 
         Parameters
@@ -255,6 +332,12 @@ class VAR(nn.Module):
         label_B : LongTensor, shape (B,)
         x_BLCv_wo_first_l : Tensor, shape (B, L - first_l, Cvae) | None
             ``quantize.idxBl_to_var_input`` of the ground-truth tokens (None when ``prog_si == 0``).
+        gt_BL : LongTensor, shape (B, L * G) | None
+            The ground-truth tokens (``torch.cat(gt_idx_Bl, 1)``); needed when ``intra_steps > 1``, where
+            placed tokens are the content tokens of later groups.
+        intra_steps : int | None
+            Chunk schedule of the attention mask; None = every group its own chunk (exact likelihood under
+            the group order) in eval mode, and a random schedule with probability ``intra_mix`` in training.
 
         Returns
         -------
@@ -262,6 +345,9 @@ class VAR(nn.Module):
             ``ed`` = L, or the end of scale ``prog_si`` in progressive training.
         """
         bg, ed = self.begin_ends[self.prog_si] if self.prog_si >= 0 else (0, self.L)
+        if self.intra_steps > 1 and gt_BL is None:
+            raise ValueError(f"this VAR has intra_steps={self.intra_steps}: forward needs the ground-truth tokens "
+                             "(gt_BL) for its content tokens")
         B = label_B.shape[0]
         dev = label_B.device
         with self._autocast_off(dev):
@@ -276,7 +362,11 @@ class VAR(nn.Module):
             else:
                 x_BLC = torch.cat((sos, self.word_embed(x_BLCv_wo_first_l.float())), dim=1)
             x_BLC = x_BLC + self.lvl_embed(self.lvl_1L[:, :ed].expand(B, -1)) + self.pos_1LC[:, :ed]
-        attn_bias = self.attn_bias_for_masking[:, :, :ed, :ed]
+            if self.intra_steps > 1:
+                lvl_pos = self.lvl_embed(self.lvl_1L[:, :ed]) + self.pos_1LC[:, :ed]
+                x_BLC, attn_bias = self._with_contents(x_BLC, lvl_pos, gt_BL, ed, intra_steps)
+            else:
+                attn_bias = self.attn_bias_for_masking[:, :, :ed, :ed]
         cond_BD_or_gss = self.shared_ada_lin(cond_BD)
 
         temp = x_BLC.new_ones(8, 8)
@@ -286,11 +376,43 @@ class VAR(nn.Module):
         attn_bias = attn_bias.to(dtype=main_type)
         for b in self.blocks:
             x_BLC = b(x=x_BLC, cond_BD=cond_BD_or_gss, attn_bias=attn_bias)
-        logits = self.get_logits(x_BLC.float(), cond_BD)
+        logits = self.get_logits(x_BLC[:, :ed].float(), cond_BD)
         if self.prog_si == 0:
             # keep word_embed in the graph (DDP runs with find_unused_parameters=False)
             logits[0, 0, 0] += self.word_embed.weight[0, 0] * 0 + self.word_embed.bias[0] * 0
+        if self.intra_steps > 1:  # a one-chunk schedule attends no content token: same reason
+            logits[0, 0, 0] += self.content_embed.weight[0, 0] * 0 + self.content_embed.bias[0] * 0
         return logits.view(B, ed * self.G, self.V)
+
+    def _with_contents(self, x_BLC: torch.Tensor, lvl_pos_BLC: torch.Tensor, gt_BL: Optional[torch.Tensor], ed: int,
+                       intra_steps: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append the content tokens of the ground truth to the queries; return them and the attention bias.
+
+        x_BLC (B, ed, C) queries -> (B, ed + Nc, C); bias (1, 1, ed + Nc, ed + Nc).
+        """
+        S = self.intra_steps
+        if intra_steps is not None:
+            n_chunks = int(intra_steps)
+        elif self.training and self.intra_mix > 0 and torch.rand((), generator=self.train_rng).item() < self.intra_mix:
+            n_chunks = int(torch.randint(1, S + 1, (), generator=self.train_rng).item())
+        else:
+            n_chunks = S
+        check_steps(n_chunks, S, self.patch_nums)
+        B, dev = x_BLC.shape[0], x_BLC.device
+        n_sc = next(si for si, (_, e) in enumerate(self.begin_ends) if e == ed) + 1
+        quant = self.vae_quant_proxy[0]
+        h_BLCv = torch.cat([quant.embed_idx(si, gt_BL[:, b * self.G:e * self.G].to(dev).long())
+                            for si, (b, e) in enumerate(self.begin_ends[:n_sc])], dim=2).transpose(1, 2)
+        q_attrs, c_attrs = self._train_attrs
+        n_c = int((c_attrs.scale < n_sc).sum())  # contents are laid out scale by scale
+        c_pos = self.content_pos[:n_c]
+        c_BNC = self.content_embed(h_BLCv[:, c_pos].float()) + lvl_pos_BLC[:, c_pos]
+        key = (n_sc, n_chunks, dev)
+        if key not in self._bias_cache:
+            attrs = TokenAttrs.cat([TokenAttrs(q_attrs.scale[:ed], q_attrs.kind[:ed], q_attrs.group[:ed]),
+                                    TokenAttrs(c_attrs.scale[:n_c], c_attrs.kind[:n_c], c_attrs.group[:n_c])])
+            self._bias_cache[key] = attend_bias(attrs, attrs, S, n_chunks, dev)
+        return torch.cat((x_BLC, c_BNC.to(x_BLC.dtype)), dim=1), self._bias_cache[key]
 
     def init_weights(self, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02,
                      init_std: float = 0.02, conv_std_or_gain: float = 0.02) -> None:
@@ -349,7 +471,7 @@ class VAR(nn.Module):
                     drop_path_rate=self.drop_path_rate, norm_eps=self.head_nm.ln_wo_grad.eps,
                     shared_aln=not isinstance(self.shared_ada_lin, nn.Identity), cond_drop_rate=self.cond_drop_rate,
                     attn_l2_norm=self.blocks[0].attn.attn_l2_norm if len(self.blocks) else False,
-                    patch_nums=list(self.patch_nums))
+                    patch_nums=list(self.patch_nums), intra_steps=self.intra_steps, intra_mix=self.intra_mix)
 
     def extra_repr(self) -> str:
         return f"drop_path_rate={self.drop_path_rate:g}, G={self.G}, V={self.V}, L={self.L}"

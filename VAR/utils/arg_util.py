@@ -311,6 +311,12 @@ class Args(BaseArgs):
     fuse: bool = arg(True, "use fused kernels when available (here: scaled_dot_product_attention's own choice)")
     cond_drop: float = arg(0.1, "condition dropout rate in training (classifier-free guidance); upstream hard-coded 0.1")
     ls: float = arg(0.0, "label smoothing of the training cross-entropy")
+    intra_steps: int = arg(0, "EEG port (not upstream): groups per scale predicted one after another, each seeing the "
+                           "tokens already placed in its scale; 1 = upstream VAR (a scale's tokens drawn "
+                           "independently); 0 = auto: 4, or the smallest scale's length if that is shorter. "
+                           "Sampling may use fewer steps (sample.py --intra_steps)")
+    intra_mix: float = arg(0.25, "fraction of training steps that use a random coarser step schedule, so that "
+                           "sampling with fewer steps than --intra_steps stays in distribution")
     # ---- data geometry
     pn: str = arg("auto", "scale layout, e.g. 6_11_17_39_64; 'auto' takes v_patch_nums from the tokenizer (must match)")
     hflip: bool = arg(False, "upstream's horizontal flip; EEG has no equivalent: must stay 0")
@@ -347,6 +353,10 @@ class Args(BaseArgs):
             raise UserError(f"--pg={self.pg}: expected a fraction in [0, 1) (0 = off)")
         if not 0 <= self.ls < 1:
             raise UserError(f"--ls={self.ls}: expected a label smoothing in [0, 1)")
+        if self.intra_steps < 0:
+            raise UserError(f"--intra_steps={self.intra_steps}: expected an integer >= 1 (1 = upstream VAR) or 0 (auto)")
+        if not 0 <= self.intra_mix <= 1:
+            raise UserError(f"--intra_mix={self.intra_mix}: expected a fraction in [0, 1]")
         for flag in ("vfast", "tfast"):
             if getattr(self, flag) not in (0, 1, 2, 3):
                 raise UserError(f"--{flag}={getattr(self, flag)}: expected 0, 1, 2 or 3")

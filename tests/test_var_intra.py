@@ -1,0 +1,130 @@
+"""Steps inside a scale (``models/intra_scale.py``): the group order, the sampler against the uncached
+teacher-forced forward, no look-ahead inside a scale, and the bad schedules."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import VQVAE, build_var
+from models.intra_scale import chunk_bounds, group_residue_order, groups_of_positions
+
+PNS = (4, 6, 8, 12)  # every scale holds at least 4 positions
+
+
+def make_pair(S: int, G: int = 1, num_classes: int = 3):
+    torch.manual_seed(0)
+    vae = VQVAE(in_channels=3, vocab_size=16, z_channels=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
+                v_patch_nums=PNS, tokens_per_pos=G, test_mode=True)
+    torch.manual_seed(1)
+    var = build_var(vae, "cpu", num_classes=num_classes, depth=2, intra_steps=S)
+    var.init_weights(init_adaln=0.5, init_adaln_gamma=0.5, init_head=1.0, init_std=0.05)
+    return vae, var.eval()
+
+
+def teacher_forced_logits(var, vae, label_B, idx_Bl, n_chunks, null_label=None):
+    """The uncached forward on a given pyramid (conditional, and the null class for guidance)."""
+    x_in = vae.quantize.idxBl_to_var_input(idx_Bl)
+    gt_BL = torch.cat(idx_Bl, dim=1)
+    with torch.no_grad():
+        return var(label_B, x_in, gt_BL, intra_steps=n_chunks)
+
+
+def test_group_order_covers_each_scale_evenly():
+    # written out: S=4 -> residues 0, 2, 1, 3; S=2 -> 0, 1; S=1 -> 0
+    assert group_residue_order(4) == [0, 2, 1, 3]
+    assert group_residue_order(2) == [0, 1]
+    assert sorted(group_residue_order(6)) == list(range(6))
+    g = groups_of_positions(10, 4)
+    assert g.tolist() == [0, 2, 1, 3, 0, 2, 1, 3, 0, 2]
+    # a power-of-two S is bit-reversal-like: the first k groups leave no gap longer than S / 2**floor(log2 k)
+    S, pn = 8, 64
+    g = groups_of_positions(pn, S)
+    for k in range(1, S + 1):
+        placed = torch.nonzero(g < k).flatten()
+        gap = 8 if k == 1 else int(placed.diff().max())
+        assert gap == S // 2 ** (k.bit_length() - 1)
+    assert chunk_bounds(8, 3) == [(0, 2), (2, 5), (5, 8)]
+    assert chunk_bounds(4, 4) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+
+
+@pytest.mark.parametrize("S,n_chunks,G", [(4, 4, 1), (4, 2, 1), (4, 1, 1), (3, 3, 2)])
+def test_greedy_sampler_equals_argmax_of_uncached_forward(S, n_chunks, G):
+    vae, var = make_pair(S, G)
+    B = 3
+    label_B = torch.tensor([0, 2, 1])
+    _, idx_Bl, _ = var.autoregressive_infer_cfg(B, label_B, g_seed=0, cfg=0.0, top_k=1, ret_stages=True,
+                                                intra_steps=n_chunks)
+    logits = teacher_forced_logits(var, vae, label_B, idx_Bl, n_chunks)
+    assert torch.equal(logits.argmax(-1), torch.cat(idx_Bl, dim=1))
+
+
+def test_greedy_guided_sampler_follows_the_guidance_formula():
+    S, cfg = 4, 2.0
+    vae, var = make_pair(S)
+    B = 2
+    label_B = torch.tensor([1, 0])
+    _, idx_Bl, _ = var.autoregressive_infer_cfg(B, label_B, g_seed=0, cfg=cfg, top_k=1, ret_stages=True)
+    cond = teacher_forced_logits(var, vae, label_B, idx_Bl, S)
+    uncond = teacher_forced_logits(var, vae, torch.full_like(label_B, var.num_classes), idx_Bl, S)
+    want = []
+    for si, pn in enumerate(PNS):
+        t = cfg * si / (len(PNS) - 1)
+        b, e = var.begin_ends[si]
+        want.append(((1 + t) * cond[:, b:e] - t * uncond[:, b:e]).argmax(-1))
+    assert torch.equal(torch.cat(want, dim=1), torch.cat(idx_Bl, dim=1))
+
+
+def test_no_token_sees_itself_or_later_groups():
+    S = 4
+    vae, var = make_pair(S)
+    torch.manual_seed(3)
+    idx_Bl = [torch.randint(0, 16, (1, pn)) for pn in PNS]
+    label_B = torch.tensor([1])
+    base = teacher_forced_logits(var, vae, label_B, idx_Bl, S)
+    si, p = 2, 5  # change one token of scale 2
+    g = groups_of_positions(PNS[si], S)
+    changed = [t.clone() for t in idx_Bl]
+    changed[si][0, p] = (changed[si][0, p] + 1) % 16
+    out = teacher_forced_logits(var, vae, label_B, changed, S)
+    b, e = var.begin_ends[si]
+    same_or_earlier = (g <= g[p]).nonzero().flatten()
+    later = (g > g[p]).nonzero().flatten()
+    # the logits of the token itself and of its own or earlier groups do not move; later groups' do
+    torch.testing.assert_close(out[0, b + same_or_earlier], base[0, b + same_or_earlier], atol=0, rtol=0)
+    assert not torch.allclose(out[0, b + later], base[0, b + later])
+    torch.testing.assert_close(out[0, :b], base[0, :b], atol=0, rtol=0)  # earlier scales
+
+
+def test_one_step_model_is_plain_var():
+    vae, var = make_pair(1)
+    assert not hasattr(var, "content_embed")
+    assert var.attn_bias_for_masking.shape[-1] == sum(PNS)
+    assert var.get_config()["intra_steps"] == 1
+
+
+def test_schedules_the_model_cannot_follow_are_refused():
+    vae, var = make_pair(2)
+    with pytest.raises(ValueError, match="intra_steps=3 but the model was trained with --intra_steps=2"):
+        var.autoregressive_infer_cfg(1, 0, g_seed=0, cfg=0.0, intra_steps=3)
+    with pytest.raises(ValueError, match=r"intra_steps=5 is larger than the smallest scale \(4 positions"):
+        var.autoregressive_infer_cfg(1, 0, g_seed=0, cfg=0.0, intra_steps=5)
+    with pytest.raises(ValueError, match=r"intra_steps=5 must be in 1..4"):
+        build_var(vae, "cpu", num_classes=3, depth=2, intra_steps=5)
+    with pytest.raises(ValueError, match="ground-truth tokens"):
+        var(torch.tensor([0]), None)
+
+
+def test_zero_shot_keep_inside_a_scale_is_seen_by_later_groups():
+    """Kept tokens are in place before later groups are predicted (greedy, so deterministic)."""
+    S = 4
+    vae, var = make_pair(S)
+    torch.manual_seed(5)
+    src = [torch.randint(0, 16, (1, pn)) for pn in PNS]
+    keep = [torch.zeros(1, pn, dtype=torch.bool) for pn in PNS]
+    keep[1][0, ::2] = True
+    _, idx_Bl, _ = var.autoregressive_infer_cfg(1, 0, g_seed=0, cfg=0.0, top_k=1, ret_stages=True,
+                                                keep_src=(src, keep))
+    assert torch.equal(idx_Bl[1][0, ::2], src[1][0, ::2])
+    logits = teacher_forced_logits(var, vae, torch.tensor([0]), idx_Bl, S)
+    free = torch.cat([~k[0] for k in keep])
+    assert torch.equal(logits.argmax(-1)[0, free], torch.cat(idx_Bl, dim=1)[0, free])
