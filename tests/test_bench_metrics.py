@@ -100,3 +100,28 @@ def test_c2st_groups_never_straddle_folds(rng):
         assert len(folds) == 1
     with pytest.raises(UserError, match="at least 2 groups"):
         c2st_auc(np.zeros((3, 2, 100)) + 1, np.ones((3, 2, 100)), SFREQ, groups_a=["x"] * 3)
+
+
+def test_spectral_shape_known_answers(rng):
+    from utils.eeg_metrics import alpha_peak, edge_drop_db, mean_psd_db, spectral_shape
+    # a bump of 6 dB at 10.25 Hz on a flat floor: peak there, prominence 6 dB over the flanks
+    f = np.arange(0, 50.25, 0.25)
+    db = 6.0 * np.exp(-0.5 * ((f - 10.25) / 0.4) ** 2)
+    hz, prom = alpha_peak(f, db)
+    assert hz == 10.25 and prom == pytest.approx(6.0, abs=1e-3)
+    # a straight line falling 0.5 dB/Hz drops 1 dB across any edge at +-1 Hz
+    assert edge_drop_db(f, -0.5 * f, 13.0) == pytest.approx(1.0)
+    # white noise of variance s^2 has a one-sided PSD of 2 s^2 / fs
+    fs, s = 100.0, 3.0
+    x = rng.normal(0, s, size=(40, 2, 1000))
+    freqs, p_db = mean_psd_db(x, fs)
+    assert freqs[1] - freqs[0] == pytest.approx(1.0)
+    assert np.median(p_db[1:-1]) == pytest.approx(10 * np.log10(2 * s * s / fs), abs=0.3)
+    # twice the amplitude: 6.02 dB everywhere, no change of shape at any edge or of the alpha peak
+    t = np.arange(500) / fs
+    y = rng.normal(0, 1, size=(20, 2, 500)) + 3 * np.sin(2 * np.pi * 10 * t)
+    shape = spectral_shape(y, 2 * y, fs, edges_hz=(4, 8, 13, 30))
+    assert shape["mean_abs_db"] == pytest.approx(20 * np.log10(2), abs=1e-6)
+    assert shape["alpha_hz_ref"] == shape["alpha_hz_est"] == 10.0
+    assert all(abs(v) < 1e-9 for v in shape["edge_step_db"].values())
+    assert set(shape["edge_step_db"]) == {"4", "8", "13", "30"}

@@ -25,7 +25,8 @@ from .errors import UserError
 logger = logging.getLogger(__name__)
 
 __all__ = ["snr_db", "mse", "welch_psd", "band_powers", "psd_band_error_db", "channel_correlation",
-           "channel_corr_distance", "log_spectral_distance", "clip_bands"]
+           "channel_corr_distance", "log_spectral_distance", "clip_bands", "mean_psd_db", "alpha_peak", "edge_drop_db",
+           "spectral_shape"]
 
 
 def _as_float(x: np.ndarray, name: str) -> np.ndarray:
@@ -271,3 +272,54 @@ def log_spectral_distance(target_NCT: np.ndarray, estimate_NCT: np.ndarray, sfre
     eps = 1e-12 * max(float(p_x.max()), 1e-30)  # floor so a zero estimate gives a large finite LSD
     d = 10.0 * np.log10((p_x[..., sel] + eps) / (p_y[..., sel] + eps))
     return float(np.mean(np.sqrt(np.mean(d ** 2, axis=-1))))
+
+
+# ------------------------------------------------------------------------------------------ spectral shape
+def mean_psd_db(x_NCT: np.ndarray, sfreq: float, resolution_hz: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean Welch PSD over windows and channels in dB (10 log10 µV²/Hz) at ``resolution_hz`` bin spacing."""
+    x = _as_NCT(x_NCT, "x_NCT")
+    nperseg = int(min(x.shape[-1], round(float(sfreq) / resolution_hz)))
+    f, p = welch_psd(x, sfreq, nperseg=nperseg)
+    return f, 10.0 * np.log10(np.maximum(p, 1e-30))
+
+
+def alpha_peak(freqs_F: np.ndarray, psd_db_F: np.ndarray, band: Sequence[float] = (7.0, 13.0),
+               flanks: Sequence[Sequence[float]] = ((5.0, 7.0), (14.0, 16.0))) -> tuple[float, float]:
+    """Peak frequency (Hz) inside ``band`` and its prominence (dB) over the mean of the flank bins."""
+    inb = (freqs_F >= band[0]) & (freqs_F <= band[1])
+    if not inb.any():
+        raise UserError(f"alpha band {tuple(band)} holds no PSD bin")
+    i = np.flatnonzero(inb)[int(np.argmax(psd_db_F[inb]))]
+    fl = np.zeros_like(inb)
+    for lo, hi in flanks:
+        fl |= (freqs_F >= lo) & (freqs_F <= hi)
+    return float(freqs_F[i]), float(psd_db_F[i] - psd_db_F[fl].mean())
+
+
+def edge_drop_db(freqs_F: np.ndarray, psd_db_F: np.ndarray, edge_hz: float, offset_hz: float = 1.0) -> float:
+    """Mean-PSD drop (dB) across a frequency edge: the bin nearest ``edge - offset`` minus the one nearest ``edge + offset``."""
+    lo = int(np.argmin(np.abs(freqs_F - (edge_hz - offset_hz))))
+    hi = int(np.argmin(np.abs(freqs_F - (edge_hz + offset_hz))))
+    return float(psd_db_F[lo] - psd_db_F[hi])
+
+
+def spectral_shape(ref_NCT: np.ndarray, est_NCT: np.ndarray, sfreq: float, edges_hz: Sequence[float],
+                   f_range: Sequence[float] = (1.0, 45.0)) -> dict:
+    """How far ``est``'s mean spectrum is from ``ref``'s, in shape rather than per window.
+
+    Returns ``mean_abs_db`` (mean |dB difference| over the 1-Hz bins of ``f_range``), the alpha peak of each
+    (``alpha_hz_ref/est``, ``alpha_prom_db_ref/est``) from 0.25-Hz bins, and per stage edge the difference of
+    the drops across it (``edge_step_db``: est minus ref, dB).
+    """
+    f1, r1 = mean_psd_db(ref_NCT, sfreq, 1.0)
+    _, e1 = mean_psd_db(est_NCT, sfreq, 1.0)
+    sel = (f1 >= f_range[0]) & (f1 <= f_range[1])
+    f4, r4 = mean_psd_db(ref_NCT, sfreq, 0.25)
+    _, e4 = mean_psd_db(est_NCT, sfreq, 0.25)
+    a_r, p_r = alpha_peak(f4, r4)
+    a_e, p_e = alpha_peak(f4, e4)
+    nyq = float(sfreq) / 2
+    edges = [float(e) for e in edges_hz if 1.0 < float(e) < nyq - 1.0]
+    return {"mean_abs_db": float(np.mean(np.abs(e1[sel] - r1[sel]))),
+            "alpha_hz_ref": a_r, "alpha_hz_est": a_e, "alpha_prom_db_ref": p_r, "alpha_prom_db_est": p_e,
+            "edge_step_db": {f"{e:g}": edge_drop_db(f1, e1, e) - edge_drop_db(f1, r1, e) for e in edges}}
