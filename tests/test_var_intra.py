@@ -2,6 +2,8 @@
 teacher-forced forward, no look-ahead inside a scale, and the bad schedules."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -128,3 +130,42 @@ def test_zero_shot_keep_inside_a_scale_is_seen_by_later_groups():
     logits = teacher_forced_logits(var, vae, torch.tensor([0]), idx_Bl, S)
     free = torch.cat([~k[0] for k in keep])
     assert torch.equal(logits.argmax(-1)[0, free], torch.cat(idx_Bl, dim=1)[0, free])
+
+
+# ------------------------------------------------------------------------------------------ checkpoints and CLI
+@pytest.fixture(scope="module")
+def old_and_new_ckpt(tmp_path_factory) -> dict:
+    """A checkpoint as VAR/train.py wrote it before steps inside a scale (no intra_steps in its config)."""
+    from conftest import save_tiny_var_checkpoint
+    from prototypes.synthetic_eeg import SyntheticConfig, make_dataset
+    from utils.checkpoint import load_checkpoint, save_checkpoint
+    base = tmp_path_factory.mktemp("intra_ckpt")
+    ds = str(base / "ds")
+    make_dataset(ds, SyntheticConfig(n_channels=2, sfreq=100.0, window_sec=1.28, n_windows=8,
+                                     windows_per_recording=4, val_fraction=0.5, seed=0))
+    new, old = str(base / "new.pth"), str(base / "old.pth")
+    save_tiny_var_checkpoint(ds, new)
+    state, _ = load_checkpoint(new)
+    for key in ("intra_steps", "intra_mix"):
+        del state["trainer"]["config"][key]
+    save_checkpoint(old, state)
+    return {"old": old, "new": new, "base": base}
+
+
+def test_checkpoint_from_before_intra_steps_samples_as_plain_var(old_and_new_ckpt):
+    import sample
+    var_old, _, _ = sample.load_var_checkpoint(old_and_new_ckpt["old"], "cpu")
+    var_new, _, _ = sample.load_var_checkpoint(old_and_new_ckpt["new"], "cpu")
+    assert var_old.intra_steps == 1 and not hasattr(var_old, "content_embed")
+    a = var_old.autoregressive_infer_cfg(2, 0, g_seed=3, cfg=1.0)
+    b = var_new.autoregressive_infer_cfg(2, 0, g_seed=3, cfg=1.0)
+    assert torch.equal(a, b)
+
+
+def test_sample_cli_refuses_steps_the_model_lacks(old_and_new_ckpt):
+    import sample
+    from utils.errors import UserError
+    out = str(old_and_new_ckpt["base"] / "s.npz")
+    with pytest.raises(UserError, match=r"--intra_steps: intra_steps=2 but the model was trained with --intra_steps=1"):
+        sample.main(["--ckpt", old_and_new_ckpt["old"], "--out", out, "--n=1", "--intra_steps=2"])
+    assert not os.path.exists(out)

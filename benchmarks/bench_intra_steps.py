@@ -1,0 +1,281 @@
+"""Steps inside a scale: VAR with --intra_steps=S against plain next-scale prediction (S = 1), same run.
+
+Trains (or resumes) one VAR per S on the same tokenizer and dataset, then reports, each beside its floor:
+
+1. token NLL per scale on validation windows (exact under each model's own order), against token frequencies
+   (unigram) and the same-scale left-neighbour bigram;
+2. spectral shape of generated vs **reconstructed** validation windows of the same class (tokens in, decoder
+   out: the best a sample can look): mean |dB| over 1-Hz bins 1-45 Hz, alpha peak frequency and prominence,
+   the step across each stage edge. Floor: reconstructed training vs reconstructed validation windows;
+3. C2ST AUC (utils/eeg_c2st.py) of generated vs reconstructed validation windows, beside the floor and beside
+   phase-randomised reconstructed training windows;
+4. sampling speed at batch 1 and 32 for every step schedule, against the next-token baseline (random
+   weights, same depth) in the same run.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from benchmarks import bench_parser, figure_path, machine_info, save_result
+from utils.cli import run_cli
+from utils.var_path import ensure_var_importable
+from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+NAME = "intra_steps"
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"{flag}={text!r}: expected comma-separated integers, e.g. 1,4") from None
+    if not out or min(out) < 1:
+        raise UserError(f"{flag}={text!r}: expected integers >= 1")
+    return out
+
+
+def build_parser():
+    p = bench_parser("python -m benchmarks.bench_intra_steps", __doc__.split("\n\n")[0])
+    p.add_argument("--vae-ckpt", required=True, help="tokenizer checkpoint (VAR/train_vae.py) of the dataset")
+    p.add_argument("--runs-dir", default=None, help="folder of the VAR runs, one var_S<S>/ per S, resumed when present "
+                   "(default: <results-dir>/raw/intra_runs)")
+    p.add_argument("--steps", default="1,4", help="--intra_steps of the VARs to train and compare")
+    p.add_argument("--depth", type=int, default=4, help="VAR depth")
+    p.add_argument("--ep", type=int, default=12, help="VAR epochs")
+    p.add_argument("--bs", type=int, default=32, help="VAR global batch size")
+    p.add_argument("--tblr", type=float, default=8e-3, help="VAR base learning rate per 256 windows")
+    p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance of the samples")
+    p.add_argument("--n-per-class", type=int, default=96, help="generated windows per class and schedule")
+    p.add_argument("--speed-repeats", type=int, default=3, help="timed repeats per speed point")
+    p.add_argument("--train-only", action="store_true", help="train the VARs and stop (no evaluation)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    return p
+
+
+def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
+              y_va: torch.Tensor, out: str):
+    """Train VAR --intra_steps=S in this process on pre-tokenised windows (bench_generation's loop: AdamW,
+    warm-up then linear decay, lowest validation NLL kept), or load the saved result of the same settings."""
+    from benchmarks.bench_generation import train_model
+    from models import build_var
+    from utils.checkpoint import load_checkpoint, save_checkpoint
+    settings = dict(S=S, depth=args.depth, ep=args.ep, bs=args.bs, tblr=args.tblr, n_train=len(x_tr))
+    torch.manual_seed(0)
+    var = build_var(vae, "cpu", num_classes=num_classes, depth=args.depth, init_adaln_gamma=1e-3, intra_steps=S,
+                    cond_drop_rate=0.1 if num_classes > 1 else 0.0)
+    if os.path.exists(out):
+        saved, _ = load_checkpoint(out)
+        if saved.get("settings") == settings:
+            var.load_state_dict(saved["state"])
+            return var.eval(), saved["log"]
+        logger.info("%s holds another setting (%s); retraining", out, saved.get("settings"))
+    log = train_model(var, "var", vae, x_tr, y_tr, ep=args.ep, bs=args.bs, lr=args.tblr * args.bs / 256, wp_ep=1,
+                      val=(x_va, y_va))
+    save_checkpoint(out, {"settings": settings, "state": var.state_dict(), "log": log})
+    return var.eval(), log
+
+
+def _class_names(root: str) -> list[str]:
+    from utils.eeg_dataset import EEGWindowDataset, label_names
+    return label_names(root, EEGWindowDataset(root, "train"))
+
+
+def _windows(root: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from benchmarks.bench_var import load_val
+    x, lab, ds = load_val(root, split)
+    return x, lab, np.asarray([str(h.source) for h in ds.headers])  # group = recording (C2ST folds)
+
+
+@torch.no_grad()
+def reconstruct(vae, x_NCT: np.ndarray, uv: float, bs: int = 64) -> np.ndarray:
+    """Tokens in, decoder out: what a perfect transformer's samples would look like, µV."""
+    out = []
+    for i in range(0, len(x_NCT), bs):
+        x = torch.from_numpy(x_NCT[i:i + bs] / uv).float()
+        out.append(vae.idxBl_to_eeg(vae.eeg_to_idxBl(x), last_one=True).float().numpy() * uv)
+    return np.concatenate(out).astype(np.float64)
+
+
+def token_nll_bits(var, vae, x_tr, lab_tr, x_va, lab_va, uv: float) -> dict:
+    """Bits per validation window: the model (exact under its order), unigram, same-scale left-neighbour bigram."""
+    from benchmarks.bench_token_nll import choose_parent_prior, parent_bigram_nll, unigram_nll, var_nll
+    to_t = lambda x: torch.from_numpy(x / uv).float()  # noqa: E731
+    val_nll, toks_va = var_nll(var, vae, to_t(x_va), torch.as_tensor(lab_va))
+    _, toks_tr = var_nll(var, vae, to_t(x_tr[:len(x_tr)]), torch.as_tensor(lab_tr))
+    V, G = var.V, var.G
+    uni, left = [], []
+    for si, pn in enumerate(var.patch_nums):
+        uni.append(unigram_nll(toks_tr[si], toks_va[si], V))
+        tr_c, tr_p, va_c, va_p = toks_tr[si][:, G:], toks_tr[si][:, :-G], toks_va[si][:, G:], toks_va[si][:, :-G]
+        nll_left = parent_bigram_nll(tr_c, tr_p, va_c, va_p, V, choose_parent_prior(tr_c, tr_p, V))
+        left.append(((pn - 1) * nll_left + uni[-1]) / pn)
+    n_tok = [pn * G for pn in var.patch_nums]
+    bits = lambda nll: [n * v / math.log(2) for n, v in zip(n_tok, nll)]  # noqa: E731
+    return {"var": bits(val_nll), "unigram": bits(uni), "left_bigram": bits(left)}
+
+
+def quality(gen: np.ndarray, gen_lab: np.ndarray, rec_va: np.ndarray, lab_va: np.ndarray, sfreq: float, edges,
+            groups_va: np.ndarray) -> dict:
+    """Spectral shape (per class, then averaged) and C2ST of generated vs reconstructed validation windows."""
+    from utils.eeg_c2st import c2st_auc
+    from utils.eeg_metrics import spectral_shape
+    per = {}
+    for c in sorted(set(gen_lab.tolist())):
+        per[int(c)] = spectral_shape(rec_va[lab_va == c], gen[gen_lab == c], sfreq, edges)
+    auc = c2st_auc(rec_va, gen, sfreq, groups_a=groups_va, f_max=45.0).auc
+    return {"per_class": per, "c2st_auc": auc, **summarise(per)}
+
+
+def summarise(per: dict) -> dict:
+    vals = list(per.values())
+    return {"mean_abs_db": float(np.mean([v["mean_abs_db"] for v in vals])),
+            "alpha_hz_err": float(np.mean([abs(v["alpha_hz_est"] - v["alpha_hz_ref"]) for v in vals])),
+            "alpha_prom_err_db": float(np.mean([abs(v["alpha_prom_db_est"] - v["alpha_prom_db_ref"]) for v in vals])),
+            "max_edge_step_db": float(np.mean([max(abs(s) for s in v["edge_step_db"].values()) for v in vals]))}
+
+
+@torch.no_grad()
+def generate(var, labels: Sequence[int], uv: float, cfg: float, steps: int, batch: int = 48, seed: int = 0) -> np.ndarray:
+    out = []
+    lab = torch.as_tensor(list(labels))
+    for b, i in enumerate(range(0, len(lab), batch)):
+        x = var.autoregressive_infer_cfg(B=len(lab[i:i + batch]), label_B=lab[i:i + batch], g_seed=seed + b, cfg=cfg,
+                                         intra_steps=steps)
+        out.append(x.float().numpy() * uv)
+    return np.concatenate(out).astype(np.float64)
+
+
+def sampling_speed(model, B: int, cfg: float, repeats: int, **kw) -> float:
+    """Median windows per second of ``model.autoregressive_infer_cfg`` at batch B."""
+    from benchmarks import median_time
+    lab = torch.arange(B) % max(model.num_classes, 1)
+    sec = median_time(lambda: model.autoregressive_infer_cfg(B=B, label_B=lab, g_seed=0, cfg=cfg, **kw),
+                      repeats=repeats, warmup=1)
+    return B / sec
+
+
+def plot_psd(path: str, curves: dict, class_names: Sequence[str], edges) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(class_names), figsize=(6 * len(class_names), 4), squeeze=False)
+    for c, name in enumerate(class_names):
+        ax = axes[0, c]
+        for label, (f, db, style) in curves[c].items():
+            sel = (f >= 1) & (f <= 45)
+            ax.plot(f[sel], db[sel], style, lw=1.2, label=label)
+        for e in edges:
+            ax.axvline(e, color="0.8", lw=0.8, zorder=0)
+        ax.set_title(f"{name}: mean PSD of validation-class windows")
+        ax.set_xlabel("Hz")
+        ax.set_ylabel("dB (10 log10 µV²/Hz)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    steps = _ints(args.steps, "--steps")
+    raw = os.path.join(args.results_dir, "raw")
+    if args.data_root is None:  # all 26 eegmat subjects, five of them held out, 5-s windows every 2.5 s
+        from benchmarks.bench_var import ensure_dataset
+        args.data_root = ensure_dataset(os.path.join(raw, "eegmat26_s25"), 2.5, "subjects")
+    args.runs_dir = args.runs_dir or os.path.join(raw, "intra_runs")
+    if args.quick:
+        args.depth, args.ep, args.n_per_class, args.speed_repeats = 2, 1, 8, 1
+    for flag, path in (("--data-root", args.data_root), ("--vae-ckpt", args.vae_ckpt)):
+        if not os.path.exists(path):
+            raise UserError(f"{flag}={path}: not found")
+    ensure_var_importable()
+    torch.set_num_threads(max(1, args.threads))
+    os.makedirs(args.runs_dir, exist_ok=True)
+    from utils.eeg_baselines import phase_randomize
+    from utils.eeg_c2st import c2st_auc
+    from utils.eeg_metrics import mean_psd_db, spectral_shape
+    from models.ar_baseline import build_ar_baseline
+    from vae_checkpoint import load_vae
+
+    vae, tok = load_vae(args.vae_ckpt, device="cpu")
+    vae.eval()
+    x_tr, lab_tr, _ = _windows(args.data_root, "train")
+    x_va, lab_va, groups_va = _windows(args.data_root, "val")
+    class_names = _class_names(args.data_root)
+    uv = float(tok["uv_scale"])
+    to_t = lambda x: torch.from_numpy(x / uv).float()  # noqa: E731
+    models = {}
+    for S in steps:
+        logger.info("VAR --intra_steps=%d", S)
+        models[S] = train_var(args, S, vae, len(class_names), to_t(x_tr), torch.as_tensor(lab_tr), to_t(x_va),
+                              torch.as_tensor(lab_va), os.path.join(args.runs_dir, f"var_S{S}.pt"))
+    if args.train_only:
+        return {}
+    sfreq = float(tok["sfreq"])
+    edges = sorted({float(hi) for _, hi in tok["bands"]})[:-1]
+    rec_tr, rec_va = reconstruct(vae, x_tr, uv), reconstruct(vae, x_va, uv)
+    rng = np.random.default_rng(0)
+    sub = rng.choice(len(rec_tr), size=min(len(rec_tr), len(rec_va)), replace=False)
+    floor = {"per_class": {int(c): spectral_shape(rec_va[lab_va == c], rec_tr[lab_tr == c], sfreq, edges)
+                           for c in range(len(class_names))},
+             "c2st_auc": c2st_auc(rec_va, rec_tr[sub], sfreq, groups_a=groups_va, f_max=45.0).auc,
+             "c2st_auc_phase_randomised": c2st_auc(rec_va, phase_randomize(rec_tr[sub], 0), sfreq, groups_a=groups_va,
+                                                   f_max=45.0).auc}
+    floor.update(summarise(floor["per_class"]))
+    real_vs_rec = {"per_class": {int(c): spectral_shape(x_va[lab_va == c], rec_va[lab_va == c], sfreq, edges)
+                                 for c in range(len(class_names))}}
+    real_vs_rec.update(summarise(real_vs_rec["per_class"]))
+
+    labels = [c for c in range(len(class_names)) for _ in range(args.n_per_class)]
+    gen_lab = np.asarray(labels)
+    curves = {c: {"real val": (*mean_psd_db(x_va[lab_va == c], sfreq), "k-"),
+                  "reconstructed val": (*mean_psd_db(rec_va[lab_va == c], sfreq), "k--"),
+                  "reconstructed train (floor)": (*mean_psd_db(rec_tr[lab_tr == c], sfreq), "k:")}
+              for c in range(len(class_names))}
+    rows = {}
+    for S, (var, log) in models.items():
+        nll = token_nll_bits(var, vae, x_tr, lab_tr, x_va, lab_va, uv)
+        for s in sorted({1, S} | ({2} if S >= 2 else set())):
+            t0 = time.time()
+            gen = generate(var, labels, uv, args.cfg, s)
+            q = quality(gen, gen_lab, rec_va, lab_va, sfreq, edges, groups_va)
+            q["sample_seconds"] = time.time() - t0
+            q["windows_per_s"] = {B: sampling_speed(var, B, args.cfg, args.speed_repeats, intra_steps=s)
+                                  for B in (1, 32)}
+            rows[f"S{S}/steps{s}"] = {"train_steps": S, "sample_steps": s, **q}
+            logger.info("S=%d steps=%d: %s", S, s, {k: q[k] for k in ("mean_abs_db", "alpha_hz_err", "c2st_auc")})
+            if s == S:
+                for c in range(len(class_names)):
+                    curves[c][f"VAR S={S}"] = (*mean_psd_db(gen[gen_lab == c], sfreq), "-")
+        rows[f"S{S}/steps{S}"]["nll_bits"] = nll
+        rows[f"S{S}/steps{S}"]["train"] = {k: log.get(k) for k in ("wall_seconds", "selected_epoch",
+                                                                     "selected_val_nll", "val_curve")}
+    torch.manual_seed(0)
+    var0 = models[steps[0]][0]  # (the AR baseline below has random weights: speed only)
+    ar = build_ar_baseline(vae, "cpu", num_classes=var0.num_classes, depth=args.depth).eval()
+    ar_speed = {B: sampling_speed(ar, B, args.cfg, 1) for B in (1, 32)}
+    png = figure_path(args.results_dir, "intra_steps_psd.png")
+    plot_psd(png, curves, class_names, edges)
+    res = {"name": NAME, "machine": machine_info(), "data": os.path.basename(args.data_root.rstrip("/")),
+           "n_train": len(x_tr), "n_val": len(x_va), "depth": args.depth, "ep": args.ep, "cfg": args.cfg,
+           "floor": floor, "real_vs_reconstructed": real_vs_rec, "rows": rows,
+           "ar_windows_per_s": ar_speed, "patch_nums": list(var0.patch_nums), "figure": os.path.basename(png)}
+    save_result(NAME, res, args.results_dir)
+    return res
+
+
+def _cli(argv: Sequence[str] | None = None) -> int:
+    main(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(_cli, prog="bench_intra_steps")
