@@ -98,7 +98,8 @@ def test_trained_stage_decodes_reach_snr_and_stay_in_band(tok):
         assert power[..., above].sum() / power.sum() <= MAX_POWER_ABOVE_EDGE, (k, info["bands"][k])
     # train_vae.py's validation maps stages the same way: one epoch's logged per-stage SNRs (the best
     # checkpoint's epoch) are these
-    logged = [[d["val_snr_db"][n] for n in stage_names(ds.bands)] for d in _log(os.path.join(tok["tok_out"], "log.txt"))]
+    log = _log(os.path.join(tok["tok_out"], "log.txt"))
+    logged = [[d["val_snr_db"][n] for n in stage_names(ds.bands)] for d in log]
     assert any(np.allclose(row, snrs, atol=0.05) for row in logged), (logged, snrs)
 
 

@@ -57,8 +57,9 @@ def greedy_by_forward(var, label_B: torch.Tensor, cfg: float, src_idx: Optional[
 def assert_greedy_matches_forward(var, sample_fn: Callable[..., list[torch.Tensor]], label_B: torch.Tensor | int,
                                   cfg: float, B: int = 4, src_idx=None, keep=None, **sampler_kw) -> None:
     """``sample_fn(var, B=, label_B=, cfg=, top_k=1, g_seed=, **sampler_kw)`` (plus ``src_idx=``, ``keep=`` for
-    completion) returns per-scale token maps; they must equal :func:`greedy_by_forward` token by token. An int ``label_B`` < 0 is compared with the explicit
-    null label, so a sampler that resolves the null class wrongly fails here."""
+    completion) returns per-scale token maps; they must equal :func:`greedy_by_forward` token by token. An int
+    ``label_B`` < 0 is compared with the explicit null label, so a sampler that resolves the null class wrongly
+    fails here."""
     if isinstance(label_B, int):
         ref_label = torch.full((B,), var.num_classes if label_B < 0 else label_B, dtype=torch.long)
     else:

@@ -192,7 +192,8 @@ def _capture(args):
 train.build_everything = _capture
 rc = train.main(sys.argv[2:])
 state = {k: v.detach().cpu().clone() for k, v in built["var"].state_dict().items()}
-torch.save({"init": built["init"], "final": state}, os.path.join(dump_dir, "params-rank%s.pt" % os.environ.get("RANK", "0")))
+rank = os.environ.get("RANK", "0")
+torch.save({"init": built["init"], "final": state}, os.path.join(dump_dir, "params-rank%s.pt" % rank))
 sys.exit(rc or 0)
 """
 
