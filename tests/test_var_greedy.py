@@ -143,3 +143,20 @@ def test_null_label_is_the_explicit_null_class(cfg):
     c = complete_tokens(var, src, keep, label_B=zero_B, **zk)[1]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_null_label_is_the_explicit_null_class_in_the_ar_baseline():
+    from models.ar_baseline import build_ar_baseline
+    vae, _ = make_models(G=1)
+    torch.manual_seed(2)
+    ar = build_ar_baseline(vae, "cpu", num_classes=2, depth=1)
+    ar.init_weights(init_adaln=0.5, init_adaln_gamma=0.5, init_head=1.0, init_std=0.05)
+    with torch.no_grad():
+        ar.class_emb.weight.mul_(20.0)  # classes far apart, so the label visibly moves the samples
+    ar.eval()
+    B = 4
+    kw = dict(B=B, g_seed=5, cfg=0.0, ret_tokens=True)
+    a = ar.autoregressive_infer_cfg(label_B=-1, **kw)[1]
+    b = ar.autoregressive_infer_cfg(label_B=torch.full((B,), ar.num_classes), **kw)[1]
+    c = ar.autoregressive_infer_cfg(label_B=torch.zeros(B, dtype=torch.long), **kw)[1]
+    assert torch.equal(a, b) and not torch.equal(a, c)
