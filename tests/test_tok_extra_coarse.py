@@ -14,6 +14,8 @@ import torch
 from utils.eeg_bands import band_names, scale_lengths_for_bands, stage_names
 from utils.eeg_dataset import EEGWindowDataset
 
+pytestmark = pytest.mark.slow  # trains a tokenizer and a VAR (about 20 s of CPU)
+
 EXTRA = (1, 2)  # two extra coarse scales below the delta stage
 N_EXTRA = len(EXTRA)
 # stated quality of the 3-epoch tokenizer on the validation windows, per stage (delta ... full); measured
