@@ -15,6 +15,15 @@ from zero_shot import complete_tokens
 PNS = (2, 3, 5, 8)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one intra-op thread avoids thread hand-off costs that dominate on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_models(G: int = 1, num_classes: int = 3):
     torch.manual_seed(0)
     vae = VQVAE(in_channels=3, vocab_size=16, z_channels=8, ch=16, ch_mult=(1, 2), num_res_blocks=1,
