@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from benchmarks import bench_parser, machine_info, peak_rss_mb, save_result
+from utils.cli import run_cli, setup_logging
 from utils.project_info import REPO_ROOT
 
 logger = logging.getLogger("benchmarks.bench_ingest")
@@ -190,7 +191,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return result
 
 
-if __name__ == "__main__":
+def _cli(argv: Sequence[str] | None = None) -> int:
     import json
+    setup_logging()
+    print(json.dumps({k: v for k, v in main(argv).items() if k not in ("machine", "report")}, indent=1))
+    return 0
 
-    print(json.dumps({k: v for k, v in main().items() if k not in ("machine", "report")}, indent=1))
+
+if __name__ == "__main__":
+    run_cli(_cli, prog="python -m benchmarks.bench_ingest")  # bad input: one line and exit code 2, no traceback

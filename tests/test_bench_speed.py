@@ -20,19 +20,20 @@ def test_speed_quick(tmp_path):
     for r in rows:  # forward passes: one per scale for VAR, one per token for AR
         assert r["var_forward_passes"] == len(lay)
         assert r["ar_forward_passes"] == (sum(lay) if r["ar_sequence"] == "pyramid" else lay[-1])
-        assert r["speedup"] > 0 and r["var_s_per_window"] > 0
+        assert r["speedup"] == pytest.approx(r["ar_s_per_window"] / r["var_s_per_window"])  # AR time / VAR time
     saved = json.loads((tmp_path / "speed.json").read_text())
     assert saved["report"]["tables"][0]["rows"] and (tmp_path / "speed_ratio.png").stat().st_size > 0
 
 
-def test_speed_interpolated_ar_timing_is_close_to_a_full_run():
+def test_speed_ar_step_timer_leaves_no_kv_cache():
+    """Timing AR steps mid-sequence must not leave the model's KV caches filled (the next timing would run on
+    a stale cache); how close the interpolation is to a full run is measured by the benchmark itself."""
     from models import build_var  # noqa: F401  (VAR importable)
     from models.ar_baseline import build_ar_baseline
     vae, _ = bench_speed.load_tokenizer(None, quick=True)
     ar = build_ar_baseline(vae, "cpu", num_classes=2, depth=1).eval()
-    step0 = bench_speed.ar_step_seconds(ar, 1, 0.0, 0, 4, 1)
-    step_end = bench_speed.ar_step_seconds(ar, 1, 0.0, ar.N - 4, 4, 1)
-    assert step0 > 0 and step_end > 0
+    bench_speed.ar_step_seconds(ar, 1, 0.0, 0, 4, 1)
+    bench_speed.ar_step_seconds(ar, 1, 0.0, ar.N - 4, 4, 1)
     assert all(b.attn.cached_k is None and not b.attn.caching for b in ar.blocks)  # caches cleaned up
 
 
@@ -49,8 +50,10 @@ def test_train_quick(tmp_path):
     res = bench_train.main(["--quick", "--depths", "1", "--steps", "1", "--results-dir", str(tmp_path)])
     kinds = {r["kind"]: r for r in res["rows"]}
     assert not res["errors"] and set(kinds) == {"train", "sample"}
-    assert kinds["train"]["samples_per_s"] > 0 and kinds["train"]["peak_rss_mb"] > kinds["train"]["rss_after_build_mb"] * 0.5
-    assert kinds["sample"]["windows_per_s"] > 0
+    tr, sa = kinds["train"], kinds["sample"]
+    assert tr["samples_per_s"] == pytest.approx(tr["batch"] / tr["seconds_per_step"])
+    assert tr["peak_rss_mb"] >= tr["rss_after_build_mb"]  # the peak so far cannot be below an earlier reading
+    assert sa["windows_per_s"] == pytest.approx(sa["batch"] / sa["seconds_per_batch"])
     with pytest.raises(UserError, match="--device"):
         bench_train.main(["--quick", "--device", "tpu", "--results-dir", str(tmp_path)])
 

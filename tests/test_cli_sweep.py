@@ -98,6 +98,9 @@ def F(tmp_path_factory) -> dict:
     f["tok"] = str(base / "vae-ckpt-best.pth")
     save_checkpoint(f["tok"], {TOKENIZER_KEY: info, "vae_wo_ddp": vae.state_dict(), "epoch": 1, "iter": 0},
                     config=info)
+    f["var"] = str(base / "ar-ckpt-best.pth")  # a random VAR on that dataset's layout (complete.py, benchmarks)
+    from conftest import save_tiny_var_checkpoint
+    save_tiny_var_checkpoint(f["ds"], f["var"])
     f["tok_trunc"] = str(base / "tok_truncated.pth")
     with open(f["tok"], "rb") as src, open(f["tok_trunc"], "wb") as dst:
         dst.write(src.read()[:2000])
@@ -166,9 +169,16 @@ def _main(name: str):
     if name == "bench_baselines":
         from benchmarks import bench_baselines as m
         return (lambda argv: (m.main(argv), 0)[1]), "python -m benchmarks.bench_baselines"
-    if name == "bench_ingest":
-        from benchmarks import bench_ingest as m
-        return (lambda argv: (m.main(argv), 0)[1]), "python -m benchmarks.bench_ingest"
+    if name == "complete":
+        import complete as m
+        return m.main, "complete.py"
+    if name in ("bench_generation", "bench_speed", "bench_token_nll", "bench_train", "bench_zeroshot", "bench_ingest"):
+        import importlib
+        m = importlib.import_module(f"benchmarks.{name}")
+        return m._cli, f"python -m benchmarks.{name}"  # what `python -m benchmarks.<name>` runs
+    if name == "report":
+        from benchmarks import report as m
+        return m.main, "python -m benchmarks.report"
     raise KeyError(name)
 
 
@@ -291,6 +301,45 @@ CASES = [
     ("bench_baselines", "rates not numbers", "--quick --rates a,b --data-root {ds} --results-dir {base}/b4", "--rates"),
     ("bench_ingest", "inputs missing", "--quick --inputs {missing} --work-dir {base}/b5 --results-dir {base}/b5",
      "does_not_exist"),
+    ("bench_generation", "var-ckpt malicious", "--quick --var-ckpt {evil} --data-root {ds} --results-dir {base}/b6",
+     "refused to load"),
+    ("bench_generation", "var-ckpt is a tokenizer", "--quick --var-ckpt {tok} --data-root {ds} --results-dir {base}/b6",
+     "vae-ckpt-best.pth"),
+    ("bench_speed", "depths not ints", "--quick --depths four --results-dir {base}/b7", "--depths"),
+    ("bench_speed", "vae-ckpt malicious", "--quick --vae-ckpt {evil} --results-dir {base}/b7", "refused to load"),
+    ("bench_token_nll", "ckpt malicious", "--ckpt {evil} --data-root {ds} --results-dir {base}/b8", "refused to load"),
+    ("bench_token_nll", "ckpt missing", "--ckpt {missing} --data-root {ds} --results-dir {base}/b8", "not found"),
+    ("bench_train", "device tpu", "--quick --device tpu --results-dir {base}/b9", "--device"),
+    ("bench_train", "depths not ints", "--quick --depths big --results-dir {base}/b9", "--depths"),
+    ("bench_zeroshot", "ckpt malicious", "--quick --ckpt {evil} --data-root {ds} --results-dir {base}/b10",
+     "refused to load"),
+    ("bench_zeroshot", "ckpt missing", "--quick --ckpt {missing} --data-root {ds} --results-dir {base}/b10",
+     "not found"),
+    ("report", "results-dir missing", "--results-dir {base}/nothing_here --readme {base}/R.md", "nothing_here"),
+    # --- zero-shot completion
+    ("complete", "ckpt missing", "--mode=complete_bands --k=1 --ckpt={missing} --data_path={ds} "
+     "--n=2 --out={base}/c.npz", "not found"),
+    ("complete", "ckpt malicious", "--mode=complete_bands --k=1 --ckpt={evil} --data_path={ds} "
+     "--n=2 --out={base}/c.npz", "refused to load"),
+    ("complete", "ckpt is a tokenizer", "--mode=complete_bands --k=1 --ckpt={tok} --data_path={ds} "
+     "--n=2 --out={base}/c.npz", "vae-ckpt-best.pth"),
+    ("complete", "k above K-1", "--mode=complete_bands --k=9 --ckpt={var} --data_path={ds} --n=2 --out={base}/c.npz",
+     "--k=9"),
+    ("complete", "n zero", "--mode=complete_bands --k=1 --ckpt={var} --data_path={ds} --n=0 --out={base}/c.npz",
+     "--n=0"),
+    ("complete", "gap with complete_bands", "--mode=complete_bands --k=1 --gap=0.1:0.2 --ckpt={var} --data_path={ds} "
+     "--n=2 --out={base}/c.npz", "--gap"),
+    ("complete", "gap outside the window", "--mode=fill_gap --gap=5:6 --ckpt={var} --data_path={ds} --n=2 "
+     "--out={base}/c.npz", "--gap"),
+    ("complete", "data other channels", "--mode=complete_bands --k=1 --ckpt={var} --data_path={ds3ch} "
+     "--n=2 --out={base}/c.npz", "ds3ch"),
+    ("complete", "data missing", "--mode=complete_bands --k=1 --ckpt={var} --data_path={base}/nothing "
+     "--out={base}/c.npz", "nothing"),
+    ("complete", "data NaN", "--mode=complete_bands --k=1 --ckpt={var} --data_path={ds_nan} --n=2 --out={base}/c.npz",
+     ("{nan_val}", "NaN")),
+    ("complete", "out exists", "--mode=complete_bands --k=1 --ckpt={var} --data_path={ds} --out={exists_npz}",
+     "--overwrite"),
+    ("complete", "mode missing", "--ckpt={var} --data_path={ds} --n=2 --out={base}/c.npz", "--mode"),
 ]
 
 
@@ -398,11 +447,29 @@ def test_worker_error_is_reported_as_its_own_line():
     assert one_line("--n=0: expected at least 1") == "--n=0: expected at least 1"
 
 
+# entry-point files whose case-table name is not the file's stem
+_ENTRY_ALIASES = {"eeg_scale_ar_pipeline": "pipeline"}
+
+
 def test_case_count_covers_every_entry_point():
+    """Every script with a ``__main__`` block (VAR/, benchmarks/, prototypes/, utils/) uses run_cli (one line,
+    exit 2) and has at least one case in the table."""
+    import re
+    entries = {}
+    for folder in ("VAR", "benchmarks", "prototypes", "utils"):
+        for dirpath, _, files in os.walk(os.path.join(REPO, folder)):
+            for name in files:
+                if name.endswith(".py"):
+                    with open(os.path.join(dirpath, name), encoding="utf-8") as fh:
+                        text = fh.read()
+                    main_block = re.search(r"^if __name__ == .__main__.:\n(.*)", text, re.M | re.S)
+                    if main_block:
+                        entries[_ENTRY_ALIASES.get(name[:-3], name[:-3])] = (os.path.join(dirpath, name), text)
+    assert len(entries) >= 19, sorted(entries)
+    for name, (path, text) in entries.items():
+        assert "run_cli(" in text, f"{path}: its __main__ block does not go through utils.cli.run_cli"
     counts = count_cases()
-    assert set(counts) == {"pipeline", "plot_rollout", "synthetic_eeg", "data_eeg", "train_vae", "train",
-                           "reconstruct", "sample", "run_all", "bench_tokenizer", "bench_var", "bench_baselines",
-                           "bench_ingest"}
+    assert set(entries) <= set(counts), f"entry points without a bad-input case: {sorted(set(entries) - set(counts))}"
     assert all(n >= 1 for n in counts.values())
 
 

@@ -47,15 +47,31 @@ def test_bit_flip_detected_by_checksum(tmp_path):
 
 
 class _Evil:
+    """Unpickling this creates the folder ``marker``: what a malicious checkpoint would do under plain pickle."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("echo should-not-run",))
+        return os.mkdir, (self.marker,)
 
 
-def test_malicious_pickle_is_refused(tmp_path):
+@pytest.mark.parametrize("fallback", [True, False])
+def test_malicious_pickle_is_refused_without_running(tmp_path, fallback):
+    marker = str(tmp_path / "PAYLOAD_RAN")
     path = str(tmp_path / "evil.pth")
-    torch.save({"x": _Evil()}, path)
+    torch.save({"x": _Evil(marker)}, path)
+    assert not os.path.exists(marker)
     with pytest.raises(CheckpointError, match="refused to load"):
-        load_checkpoint(path)
+        load_checkpoint(path, fallback=fallback)
+    assert not os.path.exists(marker), "loading the checkpoint ran its payload"
+    # a malicious previous checkpoint behind a damaged newest one is refused the same way
+    save_checkpoint(str(tmp_path / "b.pth"), _state(1))
+    os.replace(path, previous_path(str(tmp_path / "b.pth")))
+    open(str(tmp_path / "b.pth"), "wb").write(b"damaged")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(str(tmp_path / "b.pth"), fallback=fallback)
+    assert not os.path.exists(marker), "loading the fallback checkpoint ran its payload"
 
 
 def test_full_disk_leaves_previous_intact(tmp_path, monkeypatch):
