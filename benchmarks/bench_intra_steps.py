@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from benchmarks import bench_parser, figure_path, machine_info, save_result
-from utils.cli import run_cli
+from utils.cli import run_cli, setup_logging
 from utils.var_path import ensure_var_importable
 from utils.errors import UserError
 
@@ -57,6 +57,7 @@ def build_parser():
     p.add_argument("--speed-repeats", type=int, default=3, help="timed repeats per speed point")
     p.add_argument("--train-only", action="store_true", help="train the VARs and stop (no evaluation)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--limit", type=int, default=None, help="at most N windows per split (default: all; quick: 160)")
     return p
 
 
@@ -88,9 +89,9 @@ def _class_names(root: str) -> list[str]:
     return label_names(root, EEGWindowDataset(root, "train"))
 
 
-def _windows(root: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _windows(root: str, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from benchmarks.bench_var import load_val
-    x, lab, ds = load_val(root, split)
+    x, lab, ds = load_val(root, split, limit)
     return x, lab, np.asarray([str(h.source) for h in ds.headers])  # group = recording (C2ST folds)
 
 
@@ -193,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args.runs_dir = args.runs_dir or os.path.join(raw, "intra_runs")
     if args.quick:
         args.depth, args.ep, args.n_per_class, args.speed_repeats = 2, 1, 8, 1
+        args.limit = args.limit or 160
     for flag, path in (("--data-root", args.data_root), ("--vae-ckpt", args.vae_ckpt)):
         if not os.path.exists(path):
             raise UserError(f"{flag}={path}: not found")
@@ -207,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     vae, tok = load_vae(args.vae_ckpt, device="cpu")
     vae.eval()
-    x_tr, lab_tr, _ = _windows(args.data_root, "train")
-    x_va, lab_va, groups_va = _windows(args.data_root, "val")
+    x_tr, lab_tr, _ = _windows(args.data_root, "train", args.limit)
+    x_va, lab_va, groups_va = _windows(args.data_root, "val", args.limit)
     class_names = _class_names(args.data_root)
     uv = float(tok["uv_scale"])
     to_t = lambda x: torch.from_numpy(x / uv).float()  # noqa: E731
@@ -268,12 +270,63 @@ def main(argv: Sequence[str] | None = None) -> dict:
            "n_train": len(x_tr), "n_val": len(x_va), "depth": args.depth, "ep": args.ep, "cfg": args.cfg,
            "floor": floor, "real_vs_reconstructed": real_vs_rec, "rows": rows,
            "ar_windows_per_s": ar_speed, "patch_nums": list(var0.patch_nums), "figure": os.path.basename(png)}
+    res["report"] = build_report(res)
     save_result(NAME, res, args.results_dir)
     return res
 
 
+def build_report(res: dict) -> dict:
+    """Title, text, tables and figure of a saved result (benchmarks/report.py renders them)."""
+    fl = res["floor"]
+    rows = []
+    for key, r in res["rows"].items():
+        rows.append([f"S={r['train_steps']}, {r['sample_steps']} step(s)", round(r["mean_abs_db"], 2),
+                     round(r["alpha_hz_err"], 2), round(r["alpha_prom_err_db"], 2), round(r["max_edge_step_db"], 2),
+                     round(r["c2st_auc"], 3), round(r["windows_per_s"]["1"] if "1" in r["windows_per_s"]
+                                                    else r["windows_per_s"][1], 2),
+                     round(r["windows_per_s"]["32"] if "32" in r["windows_per_s"] else r["windows_per_s"][32], 2)])
+    ar = {str(k): v for k, v in res["ar_windows_per_s"].items()}
+    rows.append(["floor: reconstructed train", round(fl["mean_abs_db"], 2), round(fl["alpha_hz_err"], 2),
+                 round(fl["alpha_prom_err_db"], 2), round(fl["max_edge_step_db"], 2), round(fl["c2st_auc"], 3), "", ""])
+    rows.append(["phase-randomised reconstructed train", "", "", "", "", round(fl["c2st_auc_phase_randomised"], 3),
+                 "", ""])
+    rows.append(["next-token AR (random weights)", "", "", "", "", "", round(ar["1"], 3), round(ar["32"], 3)])
+    nll_rows = []
+    for key, r in res["rows"].items():
+        if "nll_bits" not in r:
+            continue
+        n = r["nll_bits"]
+        nll_rows.append([f"S={r['train_steps']}"] + [round(v, 0) for v in n["var"]] + [round(sum(n["var"]), 0),
+                                                                                      round(sum(n["unigram"]), 0),
+                                                                                      round(sum(n["left_bigram"]), 0)])
+    return {
+        "title": "Steps inside a scale",
+        "text": [f"VAR depth {res['depth']}, {res['ep']} epochs (lowest validation NLL kept), on {res['n_train']} "
+                 f"training / {res['n_val']} validation windows of {res['data']} (26 eegmat subjects, 5 held out); "
+                 f"samples with guidance {res['cfg']}. Generated windows are compared with the tokenizer's "
+                 "reconstructions of the validation windows of the same class; the floor row compares reconstructed "
+                 "training windows with them. Sampling speed in windows/s on this CPU."],
+        "tables": [{"title": "Generated vs reconstructed validation windows (means over classes)",
+                    "columns": ["model, sampling", "mean |dB| 1-45 Hz", "alpha peak err (Hz)",
+                                "alpha prominence err (dB)", "largest edge step (dB)", "C2ST AUC",
+                                "windows/s (batch 1)", "windows/s (batch 32)"], "rows": rows},
+                   {"title": "Validation NLL per scale (bits/window); unigram and left-neighbour bigram totals beside",
+                    "columns": ["model"] + [f"scale {i}" for i in range(len(res["patch_nums"]))] +
+                               ["VAR total", "unigram total", "left-neighbour bigram total"], "rows": nll_rows}],
+        "figures": [{"title": "Mean PSD per class", "path": res["figure"]}],
+    }
+
+
 def _cli(argv: Sequence[str] | None = None) -> int:
-    main(argv)
+    setup_logging("-v" in (argv or []))
+    res = main(argv)
+    if res:
+        rep = res["report"]
+        print("\n".join(rep["text"]))
+        for t in rep["tables"]:
+            print(f"\n{t['title']}\n" + " | ".join(t["columns"]))
+            for r in t["rows"]:
+                print(" | ".join(str(v) for v in r))
     return 0
 
 

@@ -275,7 +275,7 @@ class VAR(nn.Module):
                     attrs.append(TokenAttrs.make(si, QUERY, grp[pos_q]))
                     new_attrs = TokenAttrs.cat(attrs)
                     cache_attrs.append(new_attrs)
-                    bias = None if S == 1 else attend_bias(new_attrs, TokenAttrs.cat(cache_attrs), S, n_chunks, dev)
+                    bias = None if S == 1 else self._pass_bias(len(cache_attrs) - 1, cache_attrs, n_chunks, dev)
                     x = torch.cat(xs, dim=1) if len(xs) > 1 else xs[0]
                     for b in self.blocks:
                         x = b(x=x, cond_BD=cond_BD_or_gss, attn_bias=bias)
@@ -322,6 +322,15 @@ class VAR(nn.Module):
         if ret_stages:
             return x_BCT, ms_idx_Bl, ms_fhat
         return x_BCT
+
+    def _pass_bias(self, pass_i: int, cache_attrs: list[TokenAttrs], n_chunks: int, dev) -> torch.Tensor:
+        """Attention bias of sampling pass ``pass_i`` (its tokens against the whole cache); every schedule's
+        passes are the same for every call, so each bias is built once."""
+        key = ("pass", n_chunks, pass_i, dev)
+        if key not in self._bias_cache:
+            self._bias_cache[key] = attend_bias(cache_attrs[-1], TokenAttrs.cat(cache_attrs), self.intra_steps,
+                                                n_chunks, dev)
+        return self._bias_cache[key]
 
     def forward(self, label_B: torch.LongTensor, x_BLCv_wo_first_l: Optional[torch.Tensor],
                 gt_BL: Optional[torch.Tensor] = None, intra_steps: Optional[int] = None) -> torch.Tensor:
@@ -407,7 +416,7 @@ class VAR(nn.Module):
         n_c = int((c_attrs.scale < n_sc).sum())  # contents are laid out scale by scale
         c_pos = self.content_pos[:n_c]
         c_BNC = self.content_embed(h_BLCv[:, c_pos].float()) + lvl_pos_BLC[:, c_pos]
-        key = (n_sc, n_chunks, dev)
+        key = ("train", n_sc, n_chunks, dev)
         if key not in self._bias_cache:
             attrs = TokenAttrs.cat([TokenAttrs(q_attrs.scale[:ed], q_attrs.kind[:ed], q_attrs.group[:ed]),
                                     TokenAttrs(c_attrs.scale[:n_c], c_attrs.kind[:n_c], c_attrs.group[:n_c])])
