@@ -53,11 +53,9 @@ def test_discover_and_names():
 def test_run_all_quick_on_tiny_data(tmp_path, rng):
     data = tmp_path / "data"
     _tiny_dataset(str(data), rng)
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# Project\n\nintro\n\n{START_MARKER}\nold text\n{END_MARKER}\n\nfooter\n", encoding="utf-8")
     results = tmp_path / "results"
     code = run_all_main(["--quick", "--only", "baselines", "--results-dir", str(results), "--data-root", str(data),
-                         "--readme", str(readme), "--threads", "1"])
+                         "--threads", "1"])
     assert code == 0
     summary = json.loads((results / "summary.json").read_text())
     assert summary["runs"]["baselines"]["status"] == "ok"
@@ -66,10 +64,9 @@ def test_run_all_quick_on_tiny_data(tmp_path, rng):
     assert res["quick"] is True and res["data"]["n_channels"] == N_CH
     assert set(res["generation"]["validation"]) == {"rest", "task"}
     assert (results / "baselines_rd.png").stat().st_size > 0 and (results / "baselines_psd.png").exists()
-    text = readme.read_text()
-    assert text.startswith("# Project\n\nintro") and text.rstrip().endswith("footer")
-    assert "old text" not in text and "Transform codec vs Gaussian" in text
-    assert "(results/baselines_rd.png)" in text  # figure links relative to the README
+    text = (tmp_path / "RESULTS.md").read_text()  # beside the results folder, never the README
+    assert text.startswith("# Benchmark results") and "Transform codec vs Gaussian" in text
+    assert "(results/baselines_rd.png)" in text  # figure links relative to RESULTS.md
 
 
 def test_report_falls_back_without_markers(tmp_path):
@@ -90,7 +87,7 @@ def test_report_falls_back_without_markers(tmp_path):
 
 def test_run_all_rejects_unknown_benchmark(tmp_path):
     with pytest.raises(UserError, match="benchmarks found"):
-        run_all_main(["--only", "nonexistent", "--results-dir", str(tmp_path), "--no-readme"])
+        run_all_main(["--only", "nonexistent", "--results-dir", str(tmp_path), "--no-markdown"])
 
 
 def test_a_failing_benchmark_is_recorded_not_raised(tmp_path):
