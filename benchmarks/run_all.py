@@ -71,6 +71,14 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def results_dir_for(args) -> str:
+    """``--results-dir`` if given; else the tracked ``benchmarks/results`` with ``--write-results``, else the
+    untracked ``runs/benchmarks/results`` (a plain run never changes tracked files)."""
+    if args.results_dir is not None:
+        return args.results_dir
+    return RESULTS_DIR if args.write_results else SCRATCH_RESULTS_DIR
+
+
 def _child_argv(args) -> list[str]:
     argv = ["--results-dir", os.path.abspath(args.results_dir)]
     if args.quick:
@@ -125,8 +133,7 @@ def child_main(name: str, argv: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.results_dir is None:
-        args.results_dir = RESULTS_DIR if args.write_results else SCRATCH_RESULTS_DIR
+    args.results_dir = results_dir_for(args)
     setup_logging(args.verbose)
     found = discover()
     if args.list:

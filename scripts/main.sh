@@ -37,8 +37,8 @@ options:
   --channels SET     channel set for real recordings: 1020-19 (default) or all
   --proto-epochs N   prototype epochs (default: 2)
   --tok-epochs N     tokenizer epochs (default: 6)
-  --var-epochs N     VAR epochs (default: 8)
-  --depth D          VAR depth (default: 4)
+  --var-epochs N     VAR epochs (default: 3)
+  --depth D          VAR depth (default: 2)
   --bs N             VAR batch size (default: 32)
   --overwrite        delete OUT first
 EOF
@@ -53,8 +53,8 @@ labels=""
 channels="1020-19"
 proto_epochs=2
 tok_epochs=6
-var_epochs=8
-depth=4
+var_epochs=3
+depth=2
 bs=32
 overwrite=0
 die() { echo "main.sh: error: $*" >&2; exit 2; }
@@ -148,7 +148,7 @@ fi
 
 step prototype "next-stage Transformer, $proto_epochs epoch(s) -> $out/prototype"
 "$py" -m prototypes.eeg_scale_ar_pipeline --data-root "$data" --checkpoint-dir "$out/prototype" \
-    --epochs "$proto_epochs" --limit-train-samples 1200 --seed 0 --device cpu --log-interval 200
+    --epochs "$proto_epochs" --limit-train-samples 1000 --seed 0 --device cpu --log-interval 200
 "$py" -m prototypes.scripts.plot_rollout "$out/prototype/demo_prediction.pt" "$out/prototype/rollout.png" \
     --channel 0 --data-root "$data" --split val --sample-idx 0 --json-out "$out/prototype/rollout_metrics.json"
 

@@ -144,3 +144,28 @@ def test_bench_var_points_at_fresh_when_its_saved_run_does_not_fit(tmp_path, mon
     args = argparse.Namespace(fresh=False, depth=2, bs=4, ep=1, tblr=1e-3, save_it=0, save_ep=1, alng=1e-3, fp16=0)
     with pytest.raises(UserError, match=r"other tokenizer weights.*add --fresh"):
         bench_var.train_var(args, str(tmp_path), "t.pth", str(tmp_path / "var_run"))
+
+
+def test_saved_results_hold_no_machine_paths(tmp_path):
+    from benchmarks import load_result
+    from utils.project_info import REPO_ROOT
+    inside = os.path.join(REPO_ROOT, "benchmarks", "results", "raw", "eegmat100")
+    save_result("paths", {"data_root": inside, "ckpt": "/tmp/xyz123/var_run/ar-ckpt-best.pth",
+                          "text": ["trained on /home/someone/data/eegmat100_s25 for 3 epochs, 12.5 bits/s"]},
+                str(tmp_path))
+    res = load_result("paths", str(tmp_path))
+    assert res["data_root"] == "benchmarks/results/raw/eegmat100"
+    assert res["ckpt"] == "var_run/ar-ckpt-best.pth"
+    assert res["text"] == ["trained on data/eegmat100_s25 for 3 epochs, 12.5 bits/s"]
+
+
+def test_run_all_writes_tracked_results_only_when_asked():
+    import subprocess
+    from benchmarks import RESULTS_DIR
+    from benchmarks.run_all import build_parser, results_dir_for
+    from utils.project_info import REPO_ROOT
+    plain = results_dir_for(build_parser().parse_args(["--quick"]))
+    tracked = subprocess.run(["git", "-C", REPO_ROOT, "check-ignore", "-q", plain], check=False).returncode
+    assert tracked == 0, f"{plain} is not ignored by git"  # 0 = ignored
+    assert results_dir_for(build_parser().parse_args(["--write-results"])) == RESULTS_DIR
+    assert results_dir_for(build_parser().parse_args(["--results-dir", "x"])) == "x"
