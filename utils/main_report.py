@@ -354,7 +354,7 @@ def figure_tokenizer(path: str, nums: dict) -> str | None:
     x = np.arange(len(t["stages"]))
     ax.bar(x - 0.2, t["snr_db"], 0.4, label="band tokenizer (decode after scale k)")
     ax.bar(x + 0.2, t["codec_snr_db"], 0.4, label="transform codec, same bits")
-    ax.set_xticks(x, t["stages"], fontsize=8)
+    ax.set_xticks(x, t["stages"], fontsize=7, rotation=15)
     ax.set_ylabel("SNR on validation windows (dB)")
     ax.set_title("Reconstruction of each cumulative stage", fontsize=9)
     ax.legend(fontsize=8)
