@@ -23,12 +23,12 @@ class _PrimaryFlagFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, and only the first spelling of each flag (the twins would double every line).
 
     A help text that already says its default ("default 128, or the checkpoint's") gets no second
-    "(default: None)".
+    "(default: None)", and neither does a flag whose default is None (nothing given = the help's own words).
     """
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text.lower():
+        if "default" in text.lower() or action.default is None:
             return text
         return super()._get_help_string(action)
 
