@@ -148,7 +148,7 @@ fi
 
 step prototype "next-stage Transformer, $proto_epochs epoch(s) -> $out/prototype"
 "$py" -m prototypes.eeg_scale_ar_pipeline --data-root "$data" --checkpoint-dir "$out/prototype" \
-    --epochs "$proto_epochs" --limit-train-samples 1000 --seed 0 --device cpu --log-interval 200
+    --epochs "$proto_epochs" --limit-train-samples 800 --d-model 64 --seed 0 --device cpu --log-interval 100
 "$py" -m prototypes.scripts.plot_rollout "$out/prototype/demo_prediction.pt" "$out/prototype/rollout.png" \
     --channel 0 --data-root "$data" --split val --sample-idx 0 --json-out "$out/prototype/rollout_metrics.json"
 
