@@ -470,7 +470,12 @@ def write_html(path: str, nums: dict, figs: dict[str, str | None]) -> None:
                  f"{d['window_sec']:g}-s windows; validation subjects: {html.escape(str(s.get('val_groups', '?')))} "
                  f"(never seen in training). Scores use {d['n_val_used']} validation and {d['n_train_used']} training "
                  "windows.</p>")
-    parts += ["<h2>Headline</h2>", _table(["check", "measured", "reference", "verdict"], headline(nums))]
+    parts += ["<h2>Headline</h2>", _table(["check", "measured", "reference", "verdict"], headline(nums)),
+              "<p>How to read it: the prototype predicts the next stage's waveform, and a new band's waveform is "
+              "mostly not predictable from the lower bands, so \"adds nothing\" is a strong reference for its MSE. "
+              "The unigram predicts every token from the token frequencies alone: VAR has learned context only "
+              "where it is below it. The real-vs-real floor is how far real training windows of other people "
+              "already are from the validation windows.</p>"]
     timings = nums.get("timings_s") or {}
     if timings:
         parts.append("<p>Time per step (s): " + ", ".join(f"{html.escape(k)} {val:.0f}" for k, val in timings.items())
