@@ -11,7 +11,8 @@ usage: bash scripts/main.sh [--out DIR] [--recordings PATH... | --synthetic] [--
                             [--var-epochs N] [--depth D] [--bs N] [--overwrite] [-h]
 
 Sets up .venv (first run only), then trains and scores every part of the project on real EEG and writes
-OUT/report/report.html. About 10 minutes on 2 CPU cores. Steps (each timed):
+OUT/report/report.html. About 5-10 minutes on 2 idle CPU cores (9 CPU-minutes; on a machine shared with
+other jobs, OMP_NUM_THREADS=1 is faster). Steps (each timed):
   dataset     python -m utils.data_eeg build (19 channels, 100 Hz, 2-s windows, split by subject)
   prototype   python -m prototypes.eeg_scale_ar_pipeline + plot_rollout    -> OUT/prototype/
   tokenizer   python VAR/train_vae.py + VAR/reconstruct.py                 -> OUT/tokenizer/
