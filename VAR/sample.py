@@ -1,5 +1,5 @@
 """Generate EEG with a trained VAR checkpoint: full-spectrum windows in µV and their cumulative band
-stages, for chosen classes; optionally plot them beside real windows (EEG_PORT.md §7).
+stages, for chosen classes; optionally plot them beside real windows (docs/design.md §7).
 
 Usage (from the repository root)::
 
@@ -51,7 +51,14 @@ def load_var_checkpoint(path: str, device: str | torch.device = "cpu"):
         Missing, damaged or non-VAR checkpoint.
     """
     from models import VAR, VQVAE
-    if not os.path.isfile(path):
+    if os.path.isdir(path):  # a run folder: take its best checkpoint, else its last
+        found = [os.path.join(path, n) for n in ("ar-ckpt-best.pth", "ar-ckpt-last.pth")
+                 if os.path.isfile(os.path.join(path, n))]
+        if not found:
+            raise CheckpointError(f"--ckpt={path} is a folder without ar-ckpt-best.pth or ar-ckpt-last.pth; pass a "
+                                  "VAR/train.py output folder or one of those files")
+        path = found[0]
+    elif not os.path.isfile(path):
         raise CheckpointError(f"--ckpt={path}: file not found; pass ar-ckpt-best.pth or ar-ckpt-last.pth from VAR/train.py")
     state, used = load_checkpoint(path, map_location="cpu")
     trainer = state.get("trainer")
@@ -153,6 +160,8 @@ def plot_samples(path: str, gen: dict, real_NCT: np.ndarray | None, real_labels:
     import matplotlib.pyplot as plt
     from scipy.signal import welch
 
+    from utils.eeg_plot import plot_stacked, stack_offset
+
     tok = meta["tokenizer"]
     sfreq = float(tok["sfreq"])
     ch_names = tok.get("ch_names") or [f"ch{i}" for i in range(gen["signal"].shape[1])]
@@ -166,16 +175,14 @@ def plot_samples(path: str, gen: dict, real_NCT: np.ndarray | None, real_labels:
         name = meta["class_names"][c] if c < len(meta["class_names"]) else str(c)
         g = gen["signal"][gen["labels"] == c]
         r = real_NCT[real_labels == c] if real_NCT is not None else np.zeros((0,) + g.shape[1:])
-        spread = 4 * float(np.median(np.std(np.concatenate([g, r]) if len(r) else g, axis=-1))) + 1e-6
+        spread = stack_offset(g, r)
         for j in range(n_show):
             for kind, arr, col in (("generated", g, j), ("real", r, n_show + j)):
                 ax = axes[row, col]
                 if j < len(arr):
-                    for i, ch in enumerate(chans):
-                        ax.plot(t, arr[j, ch] - i * spread, lw=0.6, color="C0" if kind == "generated" else "C1")
-                    ax.set_yticks([-i * spread for i in range(len(chans))], [ch_names[ch] for ch in chans], fontsize=7)
+                    plot_stacked(ax, t, arr[j, chans], [ch_names[ch] for ch in chans], spread,
+                                 color="C0" if kind == "generated" else "C1")
                 ax.set_title(f"{name}: {kind} #{j}", fontsize=8)
-                ax.set_xlabel("s", fontsize=7)
         ax = axes[row, -1]
         f, p_g = welch(g, fs=sfreq, nperseg=min(T, int(2 * sfreq)), axis=-1)
         ax.semilogy(f, p_g.mean(axis=(0, 1)), color="C0", label=f"generated (n={len(g)})")
@@ -194,7 +201,8 @@ def plot_samples(path: str, gen: dict, real_NCT: np.ndarray | None, real_labels:
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="sample.py", description="Generate EEG windows (µV) and their cumulative band stages with a "
                        "trained VAR checkpoint.")
-    p.add_argument("--ckpt", required=True, help="VAR checkpoint (ar-ckpt-best.pth / ar-ckpt-last.pth)")
+    p.add_argument("--ckpt", required=True, help="VAR checkpoint (ar-ckpt-best.pth / ar-ckpt-last.pth), or the "
+                   "VAR/train.py output folder holding them (best is taken)")
     p.add_argument("--n", type=int, default=8, help="windows per requested class")
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--class_label", default=None, help="comma-separated class names or indices (default: every class)")
@@ -249,10 +257,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as e:
             raise UserError(f"--intra_steps: {e} ({meta['path']})") from None
     classes = resolve_classes(args.class_label, meta["class_names"])
+    tok = meta["tokenizer"]
+    real, real_labels = None, None
+    if args.plot and args.data_path:  # read and check the real windows before anything is written
+        from utils.eeg_dataset import EEGWindowDataset
+        from vae_checkpoint import check_dataset_matches
+        ds = EEGWindowDataset(args.data_path, "val")
+        check_dataset_matches(tok, ds, meta["path"])
+        labs = np.where(ds.labels < 0, 0, ds.labels)
+        keep = [i for c in classes for i in np.flatnonzero(labs == c)[:max(args.n, 32)]]
+        real = np.stack([ds.window(i).stages_KCT[-1] for i in keep]) if keep else None
+        real_labels = labs[keep] if keep else None
     labels = [c for c in classes for _ in range(args.n)]
     gen = generate(var, vae, meta, labels, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                    batch=args.batch, more_smooth=bool(args.more_smooth), intra_steps=args.intra_steps)
-    tok = meta["tokenizer"]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out[:-4] + ".tmp.npz"
     np.savez(tmp, signal=gen["signal"], cumulative_bands=gen["cumulative_bands"], labels=gen["labels"],
@@ -260,22 +278,18 @@ def main(argv: Sequence[str] | None = None) -> int:
              ch_names=np.asarray(tok.get("ch_names") or []), bands=np.asarray(tok["bands"], dtype=np.float32),
              cfg=np.float32(args.cfg), top_k=np.int64(args.top_k), top_p=np.float32(args.top_p),
              seed=np.int64(args.seed), ckpt=np.asarray(os.path.abspath(meta["path"])))
+    try:
+        if args.plot:  # the plot first: when it fails, neither output exists and the same command can re-run
+            plot_tmp = args.plot + ".tmp.png"
+            plot_samples(plot_tmp, gen, real, real_labels, meta)
+            os.replace(plot_tmp, args.plot)
+            logger.info("wrote %s", args.plot)
+    except BaseException:
+        os.remove(tmp)
+        raise
     os.replace(tmp, args.out)
     logger.info("wrote %s: signal %s µV, cumulative_bands %s, classes %s", args.out, gen["signal"].shape,
                 gen["cumulative_bands"].shape, [meta["class_names"][c] for c in classes])
-    if args.plot:
-        real, real_labels = None, None
-        if args.data_path:
-            from utils.eeg_dataset import EEGWindowDataset
-            from vae_checkpoint import check_dataset_matches
-            ds = EEGWindowDataset(args.data_path, "val")
-            check_dataset_matches(tok, ds, meta["path"])
-            labs = np.where(ds.labels < 0, 0, ds.labels)
-            keep = [i for c in classes for i in np.flatnonzero(labs == c)[:max(args.n, 32)]]
-            real = np.stack([ds.window(i).stages_KCT[-1] for i in keep]) if keep else None
-            real_labels = labs[keep] if keep else None
-        plot_samples(args.plot, gen, real, real_labels, meta)
-        logger.info("wrote %s", args.plot)
     return 0
 
 

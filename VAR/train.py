@@ -168,7 +168,7 @@ def build_everything(args: arg_util.Args):
     from torch.nn.parallel import DistributedDataParallel as DDP
     from trainer import NullDDP, VARTrainer
     vae_local = vae_local.to(args.device)
-    if args.ar_baseline:  # next-token baseline on the same tokens (benchmarks/bench_generation.py, issue 7)
+    if args.ar_baseline:  # next-token baseline on the same tokens (benchmarks/bench_generation.py)
         from models.ar_baseline import build_ar_baseline
         if args.saln:
             raise UserError("--ar_baseline=1 does not support --saln=1; drop one of them")

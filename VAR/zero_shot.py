@@ -1,7 +1,7 @@
-"""Zero-shot uses of a trained VAR: band completion, gap filling and forecasting (EEG_PORT.md §3).
+"""Zero-shot uses of a trained VAR: band completion, gap filling and forecasting (docs/design.md §3).
 
 Upstream edits images zero-shot by keeping the source image's tokens wherever a keep-mask is set, at
-every scale, and sampling only the rest (VAR_UPSTREAM.md §17). Here the same mechanism works on the 1D
+every scale, and sampling only the rest. Here the same mechanism works on the 1D
 band-token pyramid of an EEG window:
 
 - **band completion**: every token of the scales of stages 1..k is kept, the finer scales are sampled;

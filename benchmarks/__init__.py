@@ -1,4 +1,4 @@
-"""Benchmarks: speed and quality of the project beside classical alternatives (issue 7).
+"""Benchmarks: speed and quality of the project beside classical alternatives.
 
 Run everything with ``python -m benchmarks.run_all [--quick] [--only NAME ...]``; one benchmark alone with
 ``python -m benchmarks.bench_<name> [--quick] [--results-dir DIR] [--data-root DIR]``.
@@ -29,6 +29,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 import platform
 import resource
 import statistics
@@ -76,11 +77,38 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+_ABS_PATH = re.compile(r"(?<![\w.~-])/(?:tmp|work|home|root|Users|mnt|data|scratch|var|private)(?:/[\w.+@=-]+)+")
+
+
+def portable_path(path: str) -> str:
+    """A path fit for a shared results file: relative to the repository when inside it, else its last two
+    components (``eegmat100_s25/val``, ``var_run/ar-ckpt-best.pth``): the name, never the machine's layout."""
+    path = os.path.normpath(path)
+    rel = os.path.relpath(path, REPO_ROOT)
+    if not rel.startswith(".."):
+        return rel.replace(os.sep, "/")
+    parts = [p for p in path.split(os.sep) if p]
+    return "/".join(parts[-2:])
+
+
+def portable(obj: Any) -> Any:
+    """``obj`` with every absolute path inside its strings made :func:`portable_path` (dicts and lists walked)."""
+    if isinstance(obj, str):
+        return _ABS_PATH.sub(lambda m: portable_path(m.group(0)), obj)
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v) for v in obj]
+    return obj
+
+
 def save_result(name: str, result: dict, results_dir: str = RESULTS_DIR) -> str:
     """Write ``result`` to ``<results_dir>/<name>.json`` atomically; an older file becomes ``<name>.prev.json``.
 
-    Non-finite floats are written as ``Infinity``/``NaN`` (Python's json reads them back).
+    Non-finite floats are written as ``Infinity``/``NaN`` (Python's json reads them back). Absolute paths in
+    strings are written as :func:`portable_path` (results are shared; machine paths mean nothing elsewhere).
     """
+    result = portable(result)
     os.makedirs(results_dir, exist_ok=True)
     path = os.path.join(results_dir, f"{name}.json")
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=results_dir)

@@ -10,14 +10,14 @@ Subject05 for validation) is built once into ``benchmarks/results/raw/eegmat100`
 
 What it measures (all on the validation split, models fitted on the training split):
 
-1. **Rate-distortion** (issue 4): SNR of the transform codec (spatial PCA + DCT, 16 bits per kept
+1. **Rate-distortion**: SNR of the transform codec (spatial PCA + DCT, 16 bits per kept
    coefficient) and the Gaussian rate-distortion bound versus bits/s/channel, full band and per
    cumulative stage; codec speed (× real time).
-2. **Generation floors and anchors** (issues 5, 7), per class: real windows of the same recordings in
+2. **Generation floors and anchors**, per class: real windows of the same recordings in
    other time blocks (the floor), real windows of the training subjects, phase-randomised real windows,
    and samples of a linear VAR model fitted by least squares — per-band PSD error, channel-correlation
    distance, C2ST AUC.
-3. **Completion baselines** (issue 6): gap filling (zeros, linear interpolation, AR forward,
+3. **Completion baselines**: gap filling (zeros, linear interpolation, AR forward,
    AR forward-backward) for gaps of 0.1-1 s and forecasting (zeros, AR) for horizons of 0.1-0.5 s:
    SNR and MSE on the unobserved samples; band completion with the zero baseline (keep stages 1..k).
 """

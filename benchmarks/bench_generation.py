@@ -1,5 +1,5 @@
 """Generation quality side by side: VAR, the next-token AR baseline, a linear VAR model, phase-randomised
-real windows and a real-vs-real floor, judged the same way on held-out validation windows (issue 7).
+real windows and a real-vs-real floor, judged the same way on held-out validation windows.
 
 Usage::
 
@@ -461,7 +461,7 @@ def build_report(result: dict) -> dict:
     figs = result.get("figure_files") or {"psd": "generation_psd.png", "examples": "generation_examples.png"}
     return {
         "title": "Generation quality: VAR vs next-token AR vs classical surrogates"
-                 f"{' (GPU run)' if cuda else ''} (issue 7)",
+                 f"{' (GPU run)' if cuda else ''}",
         "text": [*([f"Device: {result.get('device')} (models trained, evaluated and sampled there; metrics on the "
                     f"CPU); training precision {result.get('amp', 'fp32')}."] if cuda else []),
                  f"Data {os.path.basename(os.path.normpath(str(result['data_root'])))} (eegmat, 19 channels, 100 Hz, "

@@ -1,4 +1,4 @@
-"""Next-scale (VAR) vs next-token (AR baseline) sampling speed: forward passes and wall time per window (issue 7).
+"""Next-scale (VAR) vs next-token (AR baseline) sampling speed: forward passes and wall time per window.
 
 Usage::
 
@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if skip:
         text.append(f"Skipped on this CPU: {', '.join(sorted(skip))} (depth x batch; run with --skip '' to include).")
     result["report"] = {
-        "title": f"Next-scale vs next-token sampling speed{' on the GPU' if cuda else ''} (issue 7)", "text": text,
+        "title": f"Next-scale vs next-token sampling speed{' on the GPU' if cuda else ''}", "text": text,
         "tables": [{"title": "Seconds per generated window and speed-up", "columns": [
             "depth", "batch", "AR sequence", "VAR passes", "AR passes", "VAR s/window", "AR s/window", "speed-up",
             "AR timing"], "rows": [[r["depth"], r["batch"], r["ar_sequence"], r["var_forward_passes"],

@@ -4,7 +4,7 @@ Usage::
 
     python -m benchmarks.bench_token_nll [--quick] [--ckpt AR_CKPT] [--data-root DIR] [--results-dir DIR]
 
-A VAR checkpoint is only useful for generation and zero-shot completion (issues 5 and 6) when its
+A VAR checkpoint is only useful for generation and zero-shot completion when its
 per-token distributions know more than how often each token occurs. This benchmark tokenizes the training
 and validation windows with the checkpoint's own tokenizer and reports, per scale, the validation
 cross-entropy (nats per token) of:
@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     _plot(png, names, {"unigram": uni, "parent bigram": big, "left-neighbour bigram": left, "VAR (val)": val_var,
                        "VAR (train)": train_var}, V)
     res["report"] = {
-        "title": "What the VAR transformer learned beyond token frequencies (issues 5 and 6)",
+        "title": "What the VAR transformer learned beyond token frequencies",
         "text": [f"Checkpoint {os.path.basename(os.path.dirname(res['ckpt']))}/{os.path.basename(res['ckpt'])} "
                  f"(epoch {meta['epoch']}), tokenized with its own tokenizer (scales {pns}, G={G}, V={V}); "
                  f"{len(ds_tr)} training / {len(ds_va)} validation windows of {os.path.basename(root.rstrip('/'))}.",

@@ -337,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                      usage_80pct_every_scale=bool(min(res['codebook_usage_pct']) >= 80),
                      speed_1000x=bool(speed['encode_decode_x_realtime'] >= 1000)))
     result['report'] = dict(
-        title='Band tokenizer (issue 4)',
+        title='Band tokenizer',
         text=[f"Tokenizer {os.path.basename(ckpt)}: scales {info['v_patch_nums']}, G={info['tokens_per_pos']}, "
               f"V={info['vocab_size']}, {res['bits_per_second_per_channel']:.1f} bits/s/channel; {tgt.shape[0]} validation "
               f"windows. Encode+decode {speed['encode_decode_x_realtime']:.0f}x real time on {args.threads} thread(s).",

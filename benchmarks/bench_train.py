@@ -1,4 +1,4 @@
-"""Training throughput and peak memory of VAR per depth on this machine, and peak memory of sampling (issue 7).
+"""Training throughput and peak memory of VAR per depth on this machine, and peak memory of sampling.
 
 Usage::
 
@@ -176,7 +176,7 @@ def build_report(result: dict) -> dict:
             "depth", "params (M)", "precision", "batch", "ms/step", "samples/s", "tokens/s", "TFLOP/step",
             "TFLOP/s", "MFU (%)", "peak GPU memory (GiB)"], "rows": gpu_table})
     errors = result.get("errors") or []
-    return {"title": "Training throughput and memory per depth" + (" on the GPU" if gpu_name else "") + " (issue 7)",
+    return {"title": "Training throughput and memory per depth" + (" on the GPU" if gpu_name else ""),
             "text": text + ([f"Failed: {'; '.join(errors)}"] if errors else []), "tables": tables, "figures": []}
 
 

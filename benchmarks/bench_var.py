@@ -1,5 +1,5 @@
 """The VAR transformer on eegmat band tokens: per-stage validation loss/accuracy, per-band PSD error of
-generated EEG per class, and sampling throughput (issue 5).
+generated EEG per class, and sampling throughput.
 
 Usage::
 
@@ -331,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                   if args.split_by == "time" else "validation = Subject05, unseen in training (subject split)")
     result["report"] = {
         "title": f"VAR transformer on eegmat band tokens, {'time' if args.split_by == 'time' else 'subject'} split"
-                 f"{', trained on ' + where if args.device == 'cuda' else ''} (issue 5)",
+                 f"{', trained on ' + where if args.device == 'cuda' else ''}",
         "text": [f"VAR depth {args.depth}, {args.ep} epochs, batch {args.bs}, "
                  f"{['fp32', 'fp16', 'bf16'][args.fp16]}, trained in {train_sec / 60:.1f} min on {where} (this "
                  f"call); {split_text}; tokenizer {_tokenizer_name(vae_ckpt)} "

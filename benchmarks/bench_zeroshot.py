@@ -1,4 +1,4 @@
-"""Zero-shot completion with the trained tokenizer + VAR against classical baselines (issue 6).
+"""Zero-shot completion with the trained tokenizer + VAR against classical baselines.
 
 Usage::
 
@@ -325,7 +325,7 @@ def _report(res: dict) -> dict:
     if cuda:
         text.insert(0, f"Device: {res.get('device')} (VAR completions there; baselines and metrics on the CPU); "
                        f"wall time of the whole benchmark {res.get('timing_s', float('nan')):.1f} s.")
-    return {"title": f"Zero-shot completion{' (GPU run)' if cuda else ''} (issue 6)", "text": text, "tables": tables,
+    return {"title": f"Zero-shot completion{' (GPU run)' if cuda else ''}", "text": text, "tables": tables,
             "figures": [{"title": "SNR and band-completion PSD error", "path": res.get("figure_file", "zeroshot.png")}]}
 
 

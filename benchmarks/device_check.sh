@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU checks for a machine with one or more CUDA GPUs: the CUDA/NCCL code paths end to end, AMP bf16/fp16
-# training, and the GPU numbers of issues 5 and 7 (training step time and MFU at depth 4-20 in bf16;
+# training, and the GPU numbers (training step time and MFU at depth 4-20 in bf16;
 # next-scale vs next-token sampling speed).
 #
 #   bash benchmarks/device_check.sh OUT [--python PY] [--wheels DIR] [--skip smoke,train,speed,quality] [--cpu]

@@ -1,12 +1,14 @@
-"""Render benchmark results as Markdown and write them into the README's results section.
+"""Render benchmark results as Markdown: the full tables and figures go to ``benchmarks/RESULTS.md``.
 
-The README holds the section between ``<!-- BENCHMARKS:START -->`` and ``<!-- BENCHMARKS:END -->``; only
-that span is replaced. If the README is missing or lacks the markers, the section goes to ``RESULTS.md``
-next to the results folder (``benchmarks/RESULTS.md`` by default) and a warning says so.
+The README keeps only a short summary with links; this file holds everything the benchmarks measured,
+regenerated from the saved ``benchmarks/results/*.json`` (no benchmark is run).
 
-Usage (re-render from saved results without running anything)::
+Usage::
 
-    python -m benchmarks.report [--results-dir DIR] [--readme README.md]
+    python -m benchmarks.report [--results-dir DIR] [--out RESULTS.md]
+
+``update_readme`` (kept for READMEs that embed the section between ``<!-- BENCHMARKS:START -->`` and
+``<!-- BENCHMARKS:END -->``) replaces only that span.
 """
 from __future__ import annotations
 
@@ -80,7 +82,8 @@ def render_markdown(summary: dict, results_dir: str, md_dir: str) -> str:
              f"{info.get('cpu_count', '?')} CPU cores, {info.get('memory_gib', '?')} GiB RAM"
              f"{', GPU ' + info['cuda'] if info.get('cuda') else ', no GPU'}; Python {info.get('python', '?')}, "
              f"torch {info.get('torch', '?')}, numpy {info.get('numpy', '?')}, scipy {info.get('scipy', '?')}, "
-             f"mne {info.get('mne', '?')}. Machine-readable results: `benchmarks/results/*.json`.", ""]
+             f"mne {info.get('mne', '?')}. Machine-readable results: `{os.path.basename(os.path.normpath(results_dir))}/*.json`"
+             " beside this file.", ""]
     runs = summary.get("runs", {})
     if runs:
         lines += ["| benchmark | status | wall time (s) |", "|---|---|---|"]
@@ -141,14 +144,27 @@ def update_readme(summary: dict, readme_path: str, results_dir: str) -> str:
     return target
 
 
+def write_results_md(summary: dict, results_dir: str, md_path: str | None = None) -> str:
+    """Write the full results page (default: ``RESULTS.md`` beside ``results_dir``) atomically; return its path."""
+    md_path = md_path or os.path.join(os.path.dirname(os.path.abspath(results_dir)), "RESULTS.md")
+    body = "# Benchmark results\n\n" + render_markdown(summary, results_dir, os.path.dirname(os.path.abspath(md_path)))
+    body = body.replace("## Benchmark results\n\n", "", 1).replace("\n### ", "\n## ")
+    tmp = md_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(body)
+    os.replace(tmp, md_path)
+    return md_path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import json
 
     parser = ArgumentParser(prog="python -m benchmarks.report",
-                            description="Re-render the README results section from saved benchmark results.")
+                            description="Re-render benchmarks/RESULTS.md from saved benchmark results.")
     parser.add_argument("--results-dir", default=os.path.join(REPO_ROOT, "benchmarks", "results"),
                         help="folder holding summary.json")
-    parser.add_argument("--readme", default=os.path.join(REPO_ROOT, "README.md"), help="README to update")
+    parser.add_argument("--out", default=None, help="Markdown file to write (default: RESULTS.md beside the "
+                        "results folder)")
     args = parser.parse_args(argv)
     setup_logging()
     path = os.path.join(args.results_dir, "summary.json")
@@ -156,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"{path} not found; run `python -m benchmarks.run_all` first")
     with open(path, encoding="utf-8") as fh:
         summary = json.load(fh)
-    print(update_readme(summary, args.readme, args.results_dir))
+    print(write_results_md(summary, args.results_dir, args.out))
     return 0
 
 

@@ -1,9 +1,10 @@
-"""Run every benchmark of the project, write results/summary.json and regenerate the README's results section.
+"""Run every benchmark of the project, write summary.json and a Markdown page of every result.
 
 Usage::
 
-    python -m benchmarks.run_all                 # full mode (longer)
+    python -m benchmarks.run_all                 # full mode (longer), into runs/benchmarks/ (untracked)
     python -m benchmarks.run_all --quick         # minutes
+    python -m benchmarks.run_all --write-results # into the tracked benchmarks/results/ and benchmarks/RESULTS.md
     python -m benchmarks.run_all --only baselines tokenizer
     python -m benchmarks.run_all --reuse         # run only what has no saved result yet
     python -m benchmarks.run_all --list
@@ -11,7 +12,8 @@ Usage::
 Benchmarks are the ``benchmarks/bench_<name>.py`` modules (see :mod:`benchmarks` for their contract). Each
 runs in its own Python process (so peak memory and thread settings are its own, and one failure does not
 stop the others) with ``OMP_NUM_THREADS`` set to ``--threads``. A failed benchmark is recorded with its error
-in ``summary.json`` and makes the exit code 1; the README section is still regenerated from what succeeded.
+in ``summary.json`` and makes the exit code 1; the Markdown page is still regenerated from what succeeded.
+Tracked files (``benchmarks/results/``, ``benchmarks/RESULTS.md``) change only with ``--write-results``.
 """
 from __future__ import annotations
 
@@ -26,12 +28,13 @@ from typing import Sequence
 
 import benchmarks
 from benchmarks import RESULTS_DIR, bench_name, load_result, machine_info, save_result
-from benchmarks.report import update_readme
+from benchmarks.report import write_results_md
 from utils.cli import ArgumentParser, run_cli, setup_logging
 from utils.errors import UserError
 from utils.project_info import REPO_ROOT
 
 logger = logging.getLogger("benchmarks.run_all")
+SCRATCH_RESULTS_DIR = os.path.join(REPO_ROOT, "runs", "benchmarks", "results")
 
 #: Preferred order; benchmarks not listed run after these, alphabetically.
 ORDER = ("ingest", "tokenizer", "baselines", "var")
@@ -46,15 +49,16 @@ def discover() -> list[str]:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m benchmarks.run_all",
                             description="Run the project's benchmarks, save JSON results and figures, and "
-                                        "regenerate the README results section.")
+                                        "write RESULTS.md beside the results folder.")
     parser.add_argument("--quick", action="store_true", help="small settings (minutes instead of hours)")
     parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
                         help="run only these benchmarks (e.g. baselines tokenizer; 'bench_' prefix optional)")
-    parser.add_argument("--results-dir", default=RESULTS_DIR, help="folder for <name>.json, summary.json, figures")
+    parser.add_argument("--results-dir", default=None, help="folder for <name>.json, summary.json, figures (default: "
+                        "runs/benchmarks/results, untracked; with --write-results: benchmarks/results)")
+    parser.add_argument("--write-results", action="store_true", help="write into the tracked benchmarks/results/ "
+                        "and regenerate benchmarks/RESULTS.md (what the README links to)")
     parser.add_argument("--data-root", default=None, help="dataset root passed to every benchmark")
-    parser.add_argument("--readme", default=os.path.join(REPO_ROOT, "README.md"),
-                        help="README whose section between the BENCHMARKS markers is regenerated")
-    parser.add_argument("--no-readme", action="store_true", help="do not touch the README")
+    parser.add_argument("--no-markdown", action="store_true", help="do not write RESULTS.md")
     parser.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                         help="OMP/torch threads per benchmark process")
     parser.add_argument("--timeout", type=float, default=None,
@@ -65,6 +69,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--list", action="store_true", help="list the benchmarks found and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def results_dir_for(args) -> str:
+    """``--results-dir`` if given; else the tracked ``benchmarks/results`` with ``--write-results``, else the
+    untracked ``runs/benchmarks/results`` (a plain run never changes tracked files)."""
+    if args.results_dir is not None:
+        return args.results_dir
+    return RESULTS_DIR if args.write_results else SCRATCH_RESULTS_DIR
 
 
 def _child_argv(args) -> list[str]:
@@ -121,6 +133,7 @@ def child_main(name: str, argv: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.results_dir = results_dir_for(args)
     setup_logging(args.verbose)
     found = discover()
     if args.list:
@@ -157,9 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results[key] = res
     summary = {"machine": info, "quick": bool(args.quick), "runs": runs, "results": results}
     save_result("summary", summary, args.results_dir)
-    if not args.no_readme:
-        written = update_readme(summary, args.readme, args.results_dir)
-        logger.info("results section written to %s", written)
+    if not args.no_markdown:
+        written = write_results_md(summary, args.results_dir)
+        logger.info("results page written to %s", written)
     failed = [n for n, r in runs.items() if r["status"] not in ("ok", "reused")]
     if failed:
         logger.error("failed benchmarks: %s", failed)

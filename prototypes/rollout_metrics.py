@@ -7,7 +7,7 @@ Definitions (all on µV signals, over every channel and sample of the window)
 - ``mse_uv2`` of stage k: mean of ``(pred_k - true_k)**2``.
 - ``cumulative_mse_uv2`` of stage k: mean of ``mse_uv2`` over the *generated* stages 2..k (stage 1 is
   the given conditioning input, so it is excluded; ``None`` there).
-- ``snr_db`` of stage k: ``10 log10(sum true_k**2 / sum (true_k - pred_k)**2)`` (EEG_PORT.md §2).
+- ``snr_db`` of stage k: ``10 log10(sum true_k**2 / sum (true_k - pred_k)**2)`` (docs/design.md §2).
 - ``snr_db_hold``: the same for the "add nothing" baseline that repeats the given first stage.
 - ``added_band_snr_db``: SNR of what stage k adds (``true_k - true_{k-1}`` against ``pred_k - pred_{k-1}``);
   0 dB is what adding nothing scores, so > 0 dB means the model predicts the new band.

@@ -45,7 +45,7 @@ def test_train_report_gpu_and_cpu_tables():
     gpu = bench_train.build_report({"rows": [_train_row(16, 0.5, 100.0, "NVIDIA H200")], "train_batch": 64,
                                     "sample_batch": 4, "amp": "bf16", "peak_tflops": 800.0, "peak_source": "x",
                                     "steps": 5, "skip_sampling": True})
-    assert gpu["title"].endswith("on the GPU (issue 7)")
+    assert gpu["title"].endswith("on the GPU")
     (table,) = gpu["tables"]
     assert table["title"] == "GPU training step"
     row = dict(zip(table["columns"], table["rows"][0]))

@@ -53,11 +53,9 @@ def test_discover_and_names():
 def test_run_all_quick_on_tiny_data(tmp_path, rng):
     data = tmp_path / "data"
     _tiny_dataset(str(data), rng)
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# Project\n\nintro\n\n{START_MARKER}\nold text\n{END_MARKER}\n\nfooter\n", encoding="utf-8")
     results = tmp_path / "results"
     code = run_all_main(["--quick", "--only", "baselines", "--results-dir", str(results), "--data-root", str(data),
-                         "--readme", str(readme), "--threads", "1"])
+                         "--threads", "1"])
     assert code == 0
     summary = json.loads((results / "summary.json").read_text())
     assert summary["runs"]["baselines"]["status"] == "ok"
@@ -66,10 +64,9 @@ def test_run_all_quick_on_tiny_data(tmp_path, rng):
     assert res["quick"] is True and res["data"]["n_channels"] == N_CH
     assert set(res["generation"]["validation"]) == {"rest", "task"}
     assert (results / "baselines_rd.png").stat().st_size > 0 and (results / "baselines_psd.png").exists()
-    text = readme.read_text()
-    assert text.startswith("# Project\n\nintro") and text.rstrip().endswith("footer")
-    assert "old text" not in text and "Transform codec vs Gaussian" in text
-    assert "(results/baselines_rd.png)" in text  # figure links relative to the README
+    text = (tmp_path / "RESULTS.md").read_text()  # beside the results folder, never the README
+    assert text.startswith("# Benchmark results") and "Transform codec vs Gaussian" in text
+    assert "(results/baselines_rd.png)" in text  # figure links relative to RESULTS.md
 
 
 def test_report_falls_back_without_markers(tmp_path):
@@ -90,7 +87,7 @@ def test_report_falls_back_without_markers(tmp_path):
 
 def test_run_all_rejects_unknown_benchmark(tmp_path):
     with pytest.raises(UserError, match="benchmarks found"):
-        run_all_main(["--only", "nonexistent", "--results-dir", str(tmp_path), "--no-readme"])
+        run_all_main(["--only", "nonexistent", "--results-dir", str(tmp_path), "--no-markdown"])
 
 
 def test_a_failing_benchmark_is_recorded_not_raised(tmp_path):
@@ -147,3 +144,28 @@ def test_bench_var_points_at_fresh_when_its_saved_run_does_not_fit(tmp_path, mon
     args = argparse.Namespace(fresh=False, depth=2, bs=4, ep=1, tblr=1e-3, save_it=0, save_ep=1, alng=1e-3, fp16=0)
     with pytest.raises(UserError, match=r"other tokenizer weights.*add --fresh"):
         bench_var.train_var(args, str(tmp_path), "t.pth", str(tmp_path / "var_run"))
+
+
+def test_saved_results_hold_no_machine_paths(tmp_path):
+    from benchmarks import load_result
+    from utils.project_info import REPO_ROOT
+    inside = os.path.join(REPO_ROOT, "benchmarks", "results", "raw", "eegmat100")
+    save_result("paths", {"data_root": inside, "ckpt": "/tmp/xyz123/var_run/ar-ckpt-best.pth",
+                          "text": ["trained on /home/someone/data/eegmat100_s25 for 3 epochs, 12.5 bits/s"]},
+                str(tmp_path))
+    res = load_result("paths", str(tmp_path))
+    assert res["data_root"] == "benchmarks/results/raw/eegmat100"
+    assert res["ckpt"] == "var_run/ar-ckpt-best.pth"
+    assert res["text"] == ["trained on data/eegmat100_s25 for 3 epochs, 12.5 bits/s"]
+
+
+def test_run_all_writes_tracked_results_only_when_asked():
+    import subprocess
+    from benchmarks import RESULTS_DIR
+    from benchmarks.run_all import build_parser, results_dir_for
+    from utils.project_info import REPO_ROOT
+    plain = results_dir_for(build_parser().parse_args(["--quick"]))
+    tracked = subprocess.run(["git", "-C", REPO_ROOT, "check-ignore", "-q", plain], check=False).returncode
+    assert tracked == 0, f"{plain} is not ignored by git"  # 0 = ignored
+    assert results_dir_for(build_parser().parse_args(["--write-results"])) == RESULTS_DIR
+    assert results_dir_for(build_parser().parse_args(["--results-dir", "x"])) == "x"

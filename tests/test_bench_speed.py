@@ -62,14 +62,12 @@ def test_run_all_reuse_skips_saved_results(tmp_path):
     from benchmarks import save_result
     from benchmarks.run_all import main as run_all_main
 
-    save_result("speed", {"quick": True, "report": {"title": "Saved speed", "text": ["kept"]}}, str(tmp_path))
-    readme = tmp_path / "README.md"
-    readme.write_text("<!-- BENCHMARKS:START -->\n<!-- BENCHMARKS:END -->\n", encoding="utf-8")
-    code = run_all_main(["--quick", "--reuse", "--only", "speed", "--results-dir", str(tmp_path), "--readme",
-                         str(readme), "--threads", "1"])
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    results = tmp_path / "results"
+    save_result("speed", {"quick": True, "report": {"title": "Saved speed", "text": ["kept"]}}, str(results))
+    code = run_all_main(["--quick", "--reuse", "--only", "speed", "--results-dir", str(results), "--threads", "1"])
+    summary = json.loads((results / "summary.json").read_text())
     assert code == 0 and summary["runs"]["speed"]["status"] == "reused"
-    assert "Saved speed" in readme.read_text() and not (tmp_path / "speed_ratio.png").exists()  # nothing re-ran
+    assert "Saved speed" in (tmp_path / "RESULTS.md").read_text() and not (results / "speed_ratio.png").exists()
 
 
 @pytest.mark.slow

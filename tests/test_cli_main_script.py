@@ -35,3 +35,21 @@ def test_non_empty_output_folder_is_kept_without_overwrite(repo_root, tmp_path):
 def test_bad_numbers_are_refused(repo_root):
     r = _main_sh(repo_root, "--tok-epochs", "zero")
     assert r.returncode == 2 and "--tok-epochs needs a positive integer" in r.stderr
+
+
+def test_missing_input_leaves_no_output_folder(repo_root, tmp_path):
+    out = tmp_path / "run"
+    empty = tmp_path / "no_recordings"
+    empty.mkdir()
+    r = subprocess.run(["bash", os.path.join(repo_root, "scripts", "main.sh"), "--out", str(out)], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "EEGVAR_DATA": str(empty)})
+    assert r.returncode == 2 and f"EEGVAR_DATA={empty} holds no eegmat recordings" in r.stderr
+    assert not out.exists()
+    r = _main_sh(repo_root, "--out", str(out), "--recordings", str(tmp_path / "missing.edf"))
+    assert r.returncode == 2 and "missing.edf does not exist" in r.stderr
+    assert not out.exists()
+
+
+def test_synthetic_and_recordings_exclude_each_other(repo_root, tmp_path):
+    r = _main_sh(repo_root, "--synthetic", "--recordings", str(tmp_path))
+    assert r.returncode == 2 and "exclude each other" in r.stderr

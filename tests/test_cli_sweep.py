@@ -290,7 +290,7 @@ CASES = [
     ("sample", "out exists", "--ckpt={tok} --out={exists_npz}", "--overwrite"),
     ("sample", "out not npz", "--ckpt={tok} --out={base}/g.txt", ".npz"),
     # --- benchmarks
-    ("run_all", "unknown benchmark", "--only nope --no-readme --results-dir {base}/b1", "nope"),
+    ("run_all", "unknown benchmark", "--only nope --no-markdown --results-dir {base}/b1", "nope"),
     ("run_all", "threads not int", "--threads many", "--threads"),
     ("bench_tokenizer", "vae_ckpt malicious", "--quick --vae_ckpt={evil} --data_path={ds} --results-dir={base}/b2",
      "refused to load"),

@@ -46,7 +46,7 @@ def test_shapes_and_layout(sfreq, n_times, ch_mult, extra, tpn, G):
 
 
 def test_nyquist_rule_matches_design_example():
-    # VAR_UPSTREAM §19: T_lat = 64, 100 Hz, band tops 4/8/13/30/50 -> 6, 11, 17, 39, 64
+    # T_lat = 64, 100 Hz, band tops 4/8/13/30/50 -> 6, 11, 17, 39, 64
     assert scale_lengths_for_bands(DEFAULT_BANDS, 100.0, 64) == (6, 11, 17, 39, 64)
     # the tokenizer's default: tokens_per_nyquist = D (here 2) so positions carry each band at the latent rate;
     # beta would need 300 > 250 positions and is capped just below the last scale

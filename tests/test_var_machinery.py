@@ -66,6 +66,22 @@ def test_batch_and_lr_derivation(tmp_path, bs, ac, world, expect_local):
     assert args.last_ckpt_path == os.path.join(str(tmp_path), "out", "ar-ckpt-last.pth")
 
 
+def test_defaults_that_depart_from_upstream_are_the_measured_ones_and_say_so(tmp_path, capsys):
+    args = arg_util.Args.parse([f"--data_path={tmp_path}", f"--vae_ckpt={__file__}", "--bs=32",
+                                f"--local_out_dir_path={tmp_path}/my_run"])
+    args.derive(world_size=1)
+    assert args.tblr == 8e-3 and args.tlr == pytest.approx(8e-3 * 32 / 256)  # upstream's 1e-4 gives 1.25e-5 here
+    assert args.exp_name == "my_run"  # not upstream's placeholder "text"
+    with pytest.raises(SystemExit):
+        arg_util.Args.parse(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "not upstream's 1e-4" in text
+    assert text.count("(default: 0.008)") == 0  # the help states its default once, in words
+    import sample
+    help_text = " ".join(sample.build_parser().format_help().split())
+    assert "(default: every class)" in help_text and "(default: None)" not in help_text
+
+
 def test_flag_parsing_rules(tmp_path, capsys):
     base = [f"--data_path={tmp_path}", f"--vae_ckpt={__file__}"]
     a = arg_util.Args.parse(base + ["--saln=1", "--anorm=false", "--seed=3", "--tlr=None", "--fp16", "2"])

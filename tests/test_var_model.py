@@ -1,4 +1,4 @@
-"""VAR transformer invariants in 1D (VAR_UPSTREAM.md §20): masked vs KV-cached forward, teacher forcing vs
+"""VAR transformer invariants in 1D: masked vs KV-cached forward, teacher forcing vs
 inference inputs, block-causal mask, init rules, depth rule, sampling helpers; tiny random models."""
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def test_depth_rule_and_param_count(depth):
     C, V, G = 64 * depth, vae.vocab_size, 2
     assert var.C == C and var.num_heads == depth and len(var.blocks) == depth
     assert var.blocks[0].attn.head_dim == 64
-    # per block 3C^2 (qkv) + C^2 (proj) + 8C^2 (ffn) + 6C^2 (ada_lin) weights + biases; upstream §6
+    # per block 3C^2 (qkv) + C^2 (proj) + 8C^2 (ffn) + 6C^2 (ada_lin) weights + biases, as upstream counts them
     per_block = sum(p.numel() for p in var.blocks[0].parameters())
     assert per_block == 18 * C * C + 14 * C + depth
     n = sum(p.numel() for p in var.parameters())

@@ -274,6 +274,24 @@ def test_sampling_units_shapes_and_determinism(run_a, ds_root, tmp_path, repo_ro
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("sample.py: error: --ckpt=")
 
 
+def test_sample_takes_a_run_folder_and_writes_nothing_when_a_later_step_fails(run_a, tmp_path, repo_root):
+    import sample
+    out = tmp_path / "s.npz"
+    assert sample.main([f"--ckpt={run_a}", "--n=2", f"--out={out}", "--seed=1"]) == 0  # a folder: its best checkpoint
+    best = tmp_path / "b.npz"
+    sample.main([f"--ckpt={os.path.join(run_a, 'ar-ckpt-best.pth')}", "--n=2", f"--out={best}", "--seed=1"])
+    np.testing.assert_array_equal(np.load(out)["signal"], np.load(best)["signal"])
+    r = run_py(repo_root, ["VAR/sample.py", f"--ckpt={tmp_path}", f"--out={tmp_path}/t.npz"])
+    assert r.returncode == 2 and "is a folder without ar-ckpt-best.pth or ar-ckpt-last.pth" in r.stderr
+    empty = tmp_path / "empty_dataset"
+    empty.mkdir()
+    again = tmp_path / "again.npz"
+    r = run_py(repo_root, ["VAR/sample.py", f"--ckpt={run_a}", f"--out={again}", f"--plot={tmp_path}/a.png",
+                           f"--data_path={empty}"])
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert not again.exists() and not (tmp_path / "a.png").exists()  # so the same command can simply be re-run
+
+
 def test_benchmark_harness_quick(ds_root, tmp_path):
     """benchmarks/bench_var.py keeps working (tiny settings; the numbers are not judged here)."""
     from benchmarks import bench_var

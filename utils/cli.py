@@ -20,7 +20,17 @@ EXIT_USER_ERROR = 2
 
 
 class _PrimaryFlagFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, and only the first spelling of each flag (the twins would double every line)."""
+    """Shows defaults, and only the first spelling of each flag (the twins would double every line).
+
+    A help text that already says its default ("default 128, or the checkpoint's") gets no second
+    "(default: None)", and neither does a flag whose default is None (nothing given = the help's own words).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default is None:
+            return text
+        return super()._get_help_string(action)
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
         if not action.option_strings or len(action.option_strings) == 1:

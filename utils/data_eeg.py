@@ -1,4 +1,4 @@
-"""Real EEG in: turn recordings MNE can read into a windowed cumulative-band dataset (EEG_PORT.md §1, §5-§7).
+"""Real EEG in: turn recordings MNE can read into a windowed cumulative-band dataset.
 
 Commands::
 
@@ -9,6 +9,8 @@ Commands::
         [--jobs N] [--overwrite] [--continue-on-error]
     python -m utils.data_eeg build --from-manifest OLD_DIR --out NEW_DIR     # rebuild the same dataset
     python -m utils.data_eeg info DIR
+    python -m utils.data_eeg download-eegmat [--subjects 0-35] [--data-dir DIR] [--out DIR]  # needs internet
+    python -m utils.data_eeg locate-eegmat      # the recordings folder scripts/main.sh would use
     python -m utils.data_eeg download-eegbci --subjects 1-10 --runs 1,2 --out DIR   # needs internet
 
 Each window ``<recording>_w<index>.npz`` holds ``signal`` (C, T) float32 µV (the channel-mapped, resampled
@@ -35,6 +37,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from typing import Sequence
 
 from .cli import ArgumentParser, run_cli, setup_logging
@@ -141,7 +144,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> ArgumentParser:
     """The ``utils.data_eeg`` argument parser with its sub-commands."""
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{build,info,download-eegbci}",
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{build,info,download-eegmat,locate-eegmat,download-eegbci}",
                                 parser_class=ArgumentParser)
     p = sub.add_parser("build", help="build (or resume) a dataset from recordings",
                        description="Build a windowed cumulative-band dataset (train/, val/, manifest.json) from "
@@ -158,8 +161,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("root", help="dataset root (holding train/ val/ manifest.json)")
     p.add_argument("--max-windows", type=int, default=200, help="windows per split read for the µV statistics")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    from .eeg_download import add_download_parser
+    from .eeg_download import add_download_parser, add_eegmat_parser
 
+    add_eegmat_parser(sub, add_ingest_arguments, _add_run_arguments)
+    sub.add_parser("locate-eegmat", help="print the eegmat recordings folder the main job would use",
+                   description="Print the folder of eegmat recordings found by the lookup order ($EEGVAR_DATA, "
+                   "~/eegvar_data/physionet-eegmat, ../shared/data/physionet-eegmat) and, on stderr, the rule "
+                   "that found it.")
     add_download_parser(sub, add_ingest_arguments, _add_run_arguments)
     return parser
 
@@ -187,6 +195,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "info":
         summary = dataset_summary(args.root, max_windows=args.max_windows)
         print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    elif args.command == "download-eegmat":
+        from .eeg_download import run_eegmat_download
+
+        paths, manifest = run_eegmat_download(args, config_from_args(args))
+        if manifest is not None:
+            _print_built(args.out, manifest)
+        else:
+            print(json.dumps({"recordings": len(paths), "folder": os.path.dirname(paths[0]) if paths else None}))
+    elif args.command == "locate-eegmat":
+        from .eeg_data_home import locate_eegmat
+
+        found = locate_eegmat()
+        print(f"eegmat recordings: {found.path} (found by: {found.source})", file=sys.stderr)
+        print(found.path)
     elif args.command == "download-eegbci":
         from .eeg_download import run_download
 

@@ -3,8 +3,8 @@
 Shape letters: K stages (bands), l a scale's token count, L the latent length.
 
 A band is ``(f_lo, f_hi)`` in Hz. Stage k (k = 1..K) is the *cumulative* signal from the first band's
-``f_lo`` to band k's ``f_hi`` (EEG_PORT.md §1). The tokenizer gives each stage one token map whose
-length follows the band's upper edge (EEG_PORT.md §2); :func:`scale_lengths_for_bands` is that rule.
+``f_lo`` to band k's ``f_hi`` (docs/design.md §1). The tokenizer gives each stage one token map whose
+length follows the band's upper edge (docs/design.md §2); :func:`scale_lengths_for_bands` is that rule.
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def scale_lengths_for_bands(bands: Iterable[Sequence[float]], sfreq: float, late
 
     Stage k gets ``l_k = ceil(latent_len * tokens_per_nyquist * f_hi_k / (sfreq / 2))`` tokens, clipped
     to [1, latent_len], made strictly increasing, and the last stage always gets ``latent_len``
-    (EEG_PORT.md §2). ``extra_coarse`` scales (e.g. ``(1, 2, 4)``) are prepended below the first band.
+    (docs/design.md §2). ``extra_coarse`` scales (e.g. ``(1, 2, 4)``) are prepended below the first band.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Classical generative and completion baselines for EEG windows (EEG_PORT.md §8, issues 5-7).
+"""Classical generative and completion baselines for EEG windows (docs/design.md §8).
 
 Shape letters: N windows, C channels, T time samples, p model order, H forecast horizon (samples).
 

@@ -2,7 +2,7 @@
 
 Shape letters: C channels, T time samples.
 
-A foundation model needs one input layout across datasets (EEG_PORT.md §6). This module holds:
+A foundation model needs one input layout across datasets (docs/design.md §6). This module holds:
 
 - :data:`CHANNEL_SETS`: named layouts. ``'1020-19'`` is the 19 scalp channels of the 10-20 system in
   the one order used everywhere (:data:`CHANNELS_1020_19`); ``'all'`` keeps a recording's own EEG

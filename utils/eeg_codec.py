@@ -1,4 +1,4 @@
-"""Classical rate-distortion references for the band tokenizer (EEG_PORT.md §8, issue 4).
+"""Classical rate-distortion references for the band tokenizer (docs/design.md §8).
 
 Shape letters: N windows, C channels (electrodes), T time samples.
 
@@ -78,7 +78,7 @@ class TransformCodec:
     sfreq : float
         Sampling frequency in Hz (to turn bits/s/channel into a per-window budget).
     bits_per_coef : int
-        Bits per kept coefficient, value and index together (16 as in issue 4).
+        Bits per kept coefficient, value and index together (16 by default).
 
     Notes
     -----
@@ -224,7 +224,7 @@ def gaussian_rd_bound(codec: TransformCodec, val_NCT: np.ndarray, bits_per_sec_p
     bits_per_sec_per_channel : float or array of float
         Rates.
     allocation : {'train', 'val'}
-        ``'train'`` (default, issue 4's definition): the rates are allocated by water-filling over the
+        ``'train'`` (default): the rates are allocated by water-filling over the
         variances estimated on the training windows, and the distortion is evaluated with the
         validation variances, ``sum_i s_val_i min(1, theta / s_train_i)`` — the best Gaussian code
         designed on training data. ``'val'``: water-filling over the validation variances themselves
@@ -259,7 +259,7 @@ def stage_codec_snr(train_stages_NKCT: np.ndarray, val_stages_NKCT: np.ndarray, 
                     bits_per_window_K, bits_per_coef: int = 16) -> list[float]:
     """Codec SNR (dB) of each cumulative stage at its own per-window bit budget.
 
-    For the "partial decode vs codec" comparison of issue 4: stage k's codec (PCA fitted on the training
+    For the "partial decode vs codec" comparison: stage k's codec (PCA fitted on the training
     windows of that stage) gets the tokenizer's cumulative bits after scale k.
 
     Parameters

@@ -1,4 +1,10 @@
-"""``download-eegbci``: fetch PhysioNet's EEG Motor Movement/Imagery dataset with MNE, then build from it.
+"""``download-eegbci`` and ``download-eegmat``: fetch public EEG datasets, then (optionally) build from them.
+
+``download-eegmat`` fetches PhysioNet's "EEG During Mental Arithmetic Tasks" (the recordings the main
+job trains on) file by file into the data folder of :mod:`utils.eeg_data_home`, checking every file's
+SHA-256 before it takes its real name.
+
+``download-eegbci`` fetches PhysioNet's EEG Motor Movement/Imagery dataset with MNE, then builds from it.
 
 For users with internet. A thin layer over :func:`mne.datasets.eegbci.load_data` (MNE's own
 downloader, which caches under ``~/mne_data`` or ``--data-dir``); the build step is the ordinary
@@ -12,7 +18,11 @@ Example::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import os
+import re
+import shutil
 from typing import Callable
 
 from .errors import UserError
@@ -93,3 +103,132 @@ def run_download(args: argparse.Namespace, config) -> dict:
     progress = {"auto": None, "on": True, "off": False}[args.progress]
     return build_dataset(paths, args.out, config, jobs=args.jobs, overwrite=args.overwrite,
                          continue_on_error=args.continue_on_error, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------- eegmat
+EEGMAT_URL = "https://physionet.org/files/eegmat/1.0.0/"
+EEGMAT_SUBJECTS = range(0, 36)
+# SHA-256 of the published files we have verified ourselves (subjects 00-25 and subject-info.csv); the
+# other files are checked against the SHA256SUMS.txt PhysioNet publishes beside them.
+PINNED_SHA256_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "eegmat_sha256.txt")
+
+
+def parse_sha256sums(text: str) -> dict[str, str]:
+    """``'<hex>  [./]name'`` lines -> ``{name: hex}`` (blank lines and malformed lines ignored)."""
+    sums: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2 and re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+            sums[os.path.basename(parts[1].lstrip("*"))] = parts[0].lower()
+    return sums
+
+
+def sha256_of(path: str) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def urllib_fetch(url: str, dest: str) -> None:
+    """Download ``url`` to the file ``dest`` (the default fetcher; tests pass their own)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as fh:  # noqa: S310 - fixed https URL
+        shutil.copyfileobj(response, fh)
+
+
+def fetch_eegmat(data_dir: str, subjects: list[int], fetch: Callable[[str, str], None] = urllib_fetch,
+                 base_url: str = EEGMAT_URL) -> list[str]:
+    """Download the eegmat recordings of ``subjects`` (and ``subject-info.csv``) into ``data_dir``, checked.
+
+    Files already present with the right checksum are kept (a re-run fetches only what is missing). Each
+    file is written to ``name.part`` and renamed only after its SHA-256 matches, so ``data_dir`` never holds
+    a partial or corrupt recording under its real name.
+
+    Returns
+    -------
+    list of str
+        The paths of the recordings (``SubjectNN_1.edf``, ``SubjectNN_2.edf``), sorted.
+
+    Raises
+    ------
+    UserError
+        When a download fails (naming the URL) or a file's checksum differs (naming the file).
+    """
+    os.makedirs(data_dir, exist_ok=True)
+    pinned = parse_sha256sums(open(PINNED_SHA256_FILE, encoding="utf-8").read())
+    sums_part = os.path.join(data_dir, "SHA256SUMS.txt.part")
+    _fetch_or_fail(fetch, base_url + "SHA256SUMS.txt", sums_part)
+    with open(sums_part, encoding="utf-8") as fh:
+        published = parse_sha256sums(fh.read())
+    os.remove(sums_part)
+    names = [f"Subject{s:02d}_{run}.edf" for s in subjects for run in (1, 2)] + ["subject-info.csv"]
+    for name in names:
+        expected = pinned.get(name) or published.get(name)
+        if expected is None:
+            raise UserError(f"download-eegmat: {name} is not listed in {base_url}SHA256SUMS.txt; cannot verify it")
+        if name in pinned and name in published and published[name] != pinned[name]:
+            raise UserError(f"download-eegmat: the published checksum of {name} ({published[name][:12]}...) differs "
+                            f"from the one this project verified ({pinned[name][:12]}...); the dataset changed "
+                            "upstream: nothing was written")
+        final = os.path.join(data_dir, name)
+        if os.path.exists(final) and sha256_of(final) == expected:
+            continue
+        part = final + ".part"
+        _fetch_or_fail(fetch, base_url + name, part)
+        got = sha256_of(part)
+        if got != expected:
+            os.remove(part)
+            raise UserError(f"download-eegmat: {name} has SHA-256 {got[:12]}..., expected {expected[:12]}... "
+                            "(corrupt or truncated download); re-run to fetch it again")
+        os.replace(part, final)
+    return sorted(os.path.join(data_dir, n) for n in names if n.endswith(".edf"))
+
+
+def _fetch_or_fail(fetch: Callable[[str, str], None], url: str, dest: str) -> None:
+    try:
+        fetch(url, dest)
+    except OSError as err:  # URLError, HTTPError, timeouts and disk errors all derive from OSError
+        if os.path.exists(dest):
+            os.remove(dest)
+        raise UserError(f"download-eegmat: fetching {url} failed ({type(err).__name__}: {str(err)[:200]}); "
+                        "check the internet connection, or copy the files into --data-dir by hand") from None
+
+
+def add_eegmat_parser(sub: argparse._SubParsersAction, add_ingest_arguments: Callable,
+                      add_run_arguments: Callable) -> None:
+    """Register the ``download-eegmat`` sub-command on ``sub``."""
+    from .eeg_data_home import DATA_ENV, EEGMAT_LABELS, default_eegmat_dir
+
+    p = sub.add_parser("download-eegmat", help="fetch PhysioNet's 'EEG During Mental Arithmetic Tasks' (checked by "
+                       "SHA-256) into the data folder the main job reads",
+                       description="Fetch PhysioNet's 'EEG During Mental Arithmetic Tasks' (Zyma et al. 2019; "
+                       "36 subjects, rest and mental arithmetic, 19 channels at 500 Hz, ~180 MB, ODC-By 1.0) and "
+                       "check every file's SHA-256. With --out, also build a dataset from it. Needs internet.")
+    p.add_argument("--subjects", default="0-35", help="subjects to fetch, e.g. '0-9,12' (0-35)")
+    p.add_argument("--data-dir", default=None, help=f"where the EDF files go (default: ${DATA_ENV} when set, "
+                   f"else {default_eegmat_dir()}, where scripts/main.sh looks)")
+    p.add_argument("--out", default=None, help="also build a dataset root here (default: only fetch)")
+    add_ingest_arguments(p)
+    add_run_arguments(p)
+    p.set_defaults(label_from=EEGMAT_LABELS)
+
+
+def run_eegmat_download(args: argparse.Namespace, config, fetch: Callable[[str, str], None] | None = None) \
+        -> tuple[list[str], dict | None]:
+    """Fetch the requested eegmat subjects; build the dataset when ``args.out`` is set. Returns (paths, manifest)."""
+    from .eeg_build import build_dataset
+    from .eeg_data_home import DATA_ENV, default_eegmat_dir
+
+    subjects = parse_int_ranges(args.subjects, "--subjects", EEGMAT_SUBJECTS)
+    data_dir = args.data_dir or os.environ.get(DATA_ENV, "").strip() or default_eegmat_dir()
+    paths = fetch_eegmat(data_dir, subjects, fetch=fetch or urllib_fetch)
+    logger.info("eegmat: %d recording(s) of %d subject(s) in %s", len(paths), len(subjects), data_dir)
+    if not args.out:
+        return paths, None
+    progress = {"auto": None, "on": True, "off": False}[args.progress]
+    return paths, build_dataset(paths, args.out, config, jobs=args.jobs, overwrite=args.overwrite,
+                                continue_on_error=args.continue_on_error, progress=progress)

@@ -1,4 +1,4 @@
-"""``manifest.json``: how a dataset was made, so it can be resumed, rebuilt and compared (EEG_PORT.md §5).
+"""``manifest.json``: how a dataset was made, so it can be resumed, rebuilt and compared (docs/design.md §5).
 
 Top-level keys written by the builder:
 

@@ -1,4 +1,4 @@
-"""Signal-quality metrics for reconstructed, completed and generated EEG (EEG_PORT.md §8).
+"""Signal-quality metrics for reconstructed, completed and generated EEG (docs/design.md §8).
 
 Shape letters: N windows, C channels, T time samples, K bands, F frequency bins.
 

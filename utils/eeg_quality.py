@@ -1,4 +1,4 @@
-"""One call that judges a set of generated (or surrogate) windows against real ones (EEG_PORT.md §8).
+"""One call that judges a set of generated (or surrogate) windows against real ones (docs/design.md §8).
 
 Shape letters: N windows, C channels, T time samples.
 

@@ -1,4 +1,4 @@
-"""The on-disk dataset format: one npz file per window, in ``train/`` and ``val/`` (EEG_PORT.md §5).
+"""The on-disk dataset format: one npz file per window, in ``train/`` and ``val/`` (docs/design.md §5).
 
 Shape letters: K stages, C channels, T time samples.
 

@@ -1,7 +1,7 @@
 """Subject ids from file paths, and the train/val split by subject, by recording or by time.
 
 Splits are never by window: neighbouring windows share information (and filter support), so a random
-window split leaks (EEG_PORT.md §5).
+window split leaks (docs/design.md §5).
 
 Subject rule (:func:`subject_of`), first that applies:
 

@@ -2,7 +2,7 @@
 
 Shape letters: K stages, C channels, T time samples.
 
-Stage k is one band-pass from the first band's ``f_lo`` to band k's ``f_hi`` (EEG_PORT.md §1), never a
+Stage k is one band-pass from the first band's ``f_lo`` to band k's ``f_hi`` (docs/design.md §1), never a
 sum of narrow band-passes (their transition bands would not add up). When ``f_hi`` reaches Nyquist the
 stage is a high-pass only. Filter continuous recordings before cutting windows: the 0.5 Hz edge needs a
 6.6 s kernel, longer than typical windows.

@@ -1,4 +1,4 @@
-"""Raster-order next-token baseline for VAR (issue 7): same blocks, depth, width and tokenizer, one token per step.
+"""Raster-order next-token baseline for VAR: same blocks, depth, width and tokenizer, one token per step.
 
 Shape letters as in :mod:`models.var`: B batch; N tokens in the flattened sequence; C width (= D, condition
 width); Cvae latent channels; V vocabulary size per token group; G tokens per position.

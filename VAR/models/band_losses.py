@@ -1,7 +1,7 @@
 """Losses and scores of the band tokenizer: per-stage reconstruction, multi-resolution log-spectral loss, SNR.
 
 The multi-resolution log-spectral (STFT magnitude) loss is the EEG stand-in for the perceptual loss of
-upstream's image tokenizer (EEG_PORT.md §2). All functions take tensors in model units.
+upstream's image tokenizer (docs/design.md §2). All functions take tensors in model units.
 
 Shape letters: B batch, K stages, C electrodes, T samples, F frequency bins, W STFT frames.
 """

@@ -1,6 +1,6 @@
 """``VectorQuantizer2``: the 1D multi-scale residual quantizer of the band tokenizer, and the Phi convs.
 
-Port of upstream's ``models/quant.py`` (VAR_UPSTREAM.md §1) to 1D latents ``f_BCl`` (B, Cvae, L).
+Port of upstream's ``models/quant.py`` to 1D latents ``f_BCl`` (B, Cvae, L).
 Scale ``si`` quantizes the residual area-downsampled to ``pn = v_patch_nums[si]`` positions; the
 dequantised map is upsampled back to L, refined by a shared Phi conv and added to ``f_hat``.
 

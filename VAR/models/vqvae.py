@@ -1,9 +1,9 @@
 """``VQVAE``: the band tokenizer (1D encoder -> multi-scale residual VQ -> 1D decoder).
 
-Port of upstream's ``models/vqvae.py`` (VAR_UPSTREAM.md §2.4). Inputs and outputs are EEG windows in
+Port of upstream's ``models/vqvae.py``. Inputs and outputs are EEG windows in
 MODEL UNITS (µV divided by the dataset scale stored in the checkpoint; see ``VAR/vae_checkpoint.py``).
 Decoding the cumulative ``f_hat`` after scale k reconstructs the cumulative band signal of that scale's
-stage (EEG_PORT.md §2). The constructor takes plain values only; ``get_config`` / ``from_config``
+stage (docs/design.md §2). The constructor takes plain values only; ``get_config`` / ``from_config``
 round-trip them.
 
 Shape letters: B batch, C electrodes (``x_BCT``) or Cvae (``f_BCl``), T time samples, l / L latent

@@ -118,7 +118,7 @@ def plot(pred: dict[str, Any], true_KCT: np.ndarray, channel: int, metrics: Sequ
         ax.set_title(f"stage {k + 1}: {m['name']}{band} - {info}", fontsize=9.5, loc="left")
         ax.set_ylabel("µV")
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(loc="upper right", fontsize=8, ncol=2)
+        ax.legend(loc="upper right", fontsize=8, ncol=2)  # every panel: the model's line is "rollout" from stage 2
     axes[-1, 0].set_xlabel("time (s)")
     fig.suptitle(title, fontsize=10.5)
     fig.tight_layout()
