@@ -52,15 +52,16 @@ DEFAULT_DATA_ROOT = os.path.join(RESULTS_DIR, "raw", "eegmat100")
 EEGMAT_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "physionet-eegmat")
 
 
-def eegmat_build_args(stride_sec: float = 5.0, split_by: str = "subject") -> list[str]:
+def eegmat_build_args(stride_sec: float = 5.0, split_by: str = "subject",
+                      val_subjects: Sequence[str] = ("Subject05",)) -> list[str]:
     """``python -m utils.data_eeg build`` flags of every eegmat benchmark dataset (19 ch, 100 Hz, 5-s windows).
 
-    ``split_by='subject'``: Subject05 is validation; ``'time'``: the last 30 % of every recording is (behind
-    the default guard gap). ``benchmarks/device_check.sh`` reads them from here too.
+    ``split_by='subject'``: ``val_subjects`` (default Subject05) are validation; ``'time'``: the last 30 % of
+    every recording is (behind the default guard gap). ``benchmarks/device_check.sh`` reads them from here too.
     """
     if split_by not in ("subject", "time"):
         raise UserError(f"split_by={split_by!r}; expected 'subject' or 'time'")
-    split = (["--split-by", "subject", "--val-groups", "Subject05"] if split_by == "subject"
+    split = (["--split-by", "subject", "--val-groups", ",".join(val_subjects)] if split_by == "subject"
              else ["--split-by", "time", "--val-fraction", "0.3"])
     return ["--sfreq", "100", "--window-sec", "5", "--stride-sec", f"{stride_sec:g}", "--channels", "1020-19", *split,
             "--label-from", r"regex:_1\.edf$=rest,_2\.edf$=arithmetic", "--seed", "0"]
