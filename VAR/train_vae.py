@@ -2,8 +2,13 @@
 
 Launch (from the repository root)::
 
-    python VAR/train_vae.py --data_path=DIR --ep=50                          # one process
-    torchrun --nproc_per_node=2 VAR/train_vae.py --data_path=DIR --ep=50     # DDP (gloo on CPU, NCCL on GPU)
+    python VAR/train_vae.py --data_path=DIR                                  # one process
+    torchrun --nproc_per_node=2 VAR/train_vae.py --data_path=DIR             # DDP (gloo on CPU, NCCL on GPU)
+
+The defaults are the recipe measured best by ``benchmarks/bench_tokenizer.py`` on eegmat (5-s windows at
+100 Hz every 2.5 s): 40 epochs, scales 50/90/130/220/250, the sub-band power loss on every partial decode
+(``--psd_w``) and residual noise calibrated at every checkpoint (``--residual_noise``; decoding adds it only
+when given a noise seed).
 
 Writes into ``--local_out_dir_path`` (default ``<repo>/local_output``): ``vae-ckpt-last.pth``,
 ``vae-ckpt-best.pth`` (best validation full-spectrum SNR), ``log.txt`` (one JSON line per epoch),

@@ -5,14 +5,18 @@ Usage::
     python -m benchmarks.bench_tokenizer --vae_ckpt PATH --data_path DIR [--quick] [--extra_ckpts P1 P2 ...]
 
 Without ``--vae_ckpt`` a tokenizer is trained first with ``VAR/train_vae.py`` into
-``<results-dir>/raw/tokenizer_run`` (quick: 6 epochs on the evaluation dataset; full: the final recipe,
-``FINAL_TRAIN_FLAGS``: 80 epochs on the same subjects' windows at a 2.5-s stride, scales 50/90/130/220/250,
-i.e. more tokens for the coarse bands than one per Nyquist sample, 62.3 bits/s/channel); without ``--data_path`` / ``--data-root`` the eegmat benchmark
-dataset is built as in ``bench_baselines`` (19 ch, 100 Hz, 5-s windows, Subject05 = validation).
+``<results-dir>/raw/tokenizer_run`` (quick: 6 epochs; full: the final recipe, train_vae.py's defaults,
+``FINAL_TRAIN_FLAGS``) and, in full mode, the earlier recipe (``BEFORE_TRAIN_FLAGS``: no power loss, no
+noise) into ``raw/tokenizer_run_before`` for the side-by-side rows (or pass ``--before_ckpt``). Without
+``--data_path`` the benchmark dataset is built into ``raw/eegmat100_s25_val4``: all 26 eegmat subjects,
+19 ch, 100 Hz, 5-s windows every 2.5 s, ``VAL_SUBJECTS`` (4 subjects) held out.
 
 Measured on the validation split (codec and PCA fitted on the training split):
 per-stage SNR of the partial decodes (decoded from the tokens) and of the transform codec applied to that
-stage at the same cumulative bits; the Gaussian rate-distortion bound there; per-band PSD error;
+stage at the same cumulative bits; the Gaussian rate-distortion bound there; per-band PSD error; realism of
+each tokenizer's decodes, plain and with its seeded residual noise (per-stage SNR, per-band PSD error, C2ST AUC
+of decodes vs inputs with a logistic classifier and an MLP on richer features, beside the floor of the same
+test between interleaved halves of the real windows);
 bits/s/channel; codebook usage per scale; encode + decode speed (x real time, median of repetitions,
 one thread); the full-spectrum RD curve of the codec and the bound, with the tokenizer's point(s)
 (``--extra_ckpts`` adds tokenizers trained at other rates); and the ceiling of the tokenizer's transform and
@@ -55,12 +59,12 @@ logger = logging.getLogger('benchmarks.bench_tokenizer')
 NAME = 'tokenizer'
 #: The tokenizer configuration this benchmark trains when no checkpoint is given (D = 2, G = 1, V = 256).
 DEFAULT_TRAIN_FLAGS = ['--seed=0', '--save_ep=5']
-#: The final eegmat tokenizer (full mode): train_vae.py's defaults (80 epochs, scales 50/90/130/220/250, re-seed
-#: margin 0.5, sub-band power loss on every partial decode, calibrated residual noise), on 2.5-s-stride windows.
+#: The final eegmat tokenizer (full mode): train_vae.py's defaults (40 epochs, scales 50/90/130/220/250, re-seed
+#: margin 0.5, sub-band power loss 0.3 on every partial decode, calibrated residual noise), on 2.5-s-stride windows.
 FINAL_TRAIN_FLAGS: list[str] = []
 #: The tokenizer before the realism work, trained beside the final one for the side-by-side tables (full mode):
-#: the same layout and epochs without the power loss and the noise.
-BEFORE_TRAIN_FLAGS = ['--ep=80', '--v_patch_nums=50_90_130_220_250', '--psd_w=0', '--residual_noise=0']
+#: the same layout and epochs without the power loss and the noise (the noise is then fitted by the benchmark).
+BEFORE_TRAIN_FLAGS = ['--psd_w=0', '--residual_noise=0']
 #: Validation subjects of the benchmark dataset (all 26 eegmat subjects, 2.5-s stride); the rest train.
 VAL_SUBJECTS = ('Subject05', 'Subject11', 'Subject18', 'Subject24')
 #: Frequencies judged by the PSD error and the C2ST features (eegmat is low-passed at 45 Hz).

@@ -91,12 +91,17 @@ class ResidualNoise(nn.Module):
         # the power L gives each channel and sub-band: diag(L L^H), summed over the sub-band's bins
         diag_CF = (L.real.square() + L.imag.square()).sum(-1).T.float()
         self.D_ref_SCJ[si].copy_(self.subband_power_from_psd(diag_CF))
-        P_rec_NCJ = self.subband_power(rec_NCT)
-        D_NCJ = self.subband_power(x_NCT) - P_rec_NCJ  # per-window deficit (noisy; the fit averages it)
-        P_mean, D_mean = P_rec_NCJ.mean(0), D_NCJ.mean(0)
-        b = ((P_rec_NCJ - P_mean) * (D_NCJ - D_mean)).mean(0) / (P_rec_NCJ - P_mean).square().mean(0).clamp_min(1e-30)
+        # log P_x ~ a + b log P_rec per window (a power law: loud windows lose a larger share than quiet ones)
+        lr_NCJ = self.subband_power(rec_NCT).clamp_min(1e-30).log()
+        lx_NCJ = self.subband_power(x_NCT).clamp_min(1e-30).log()
+        r_mean, x_mean = lr_NCJ.mean(0), lx_NCJ.mean(0)
+        b = ((lr_NCJ - r_mean) * (lx_NCJ - x_mean)).mean(0) / (lr_NCJ - r_mean).square().mean(0).clamp_min(1e-12)
+        a = x_mean - b * r_mean
+        # the mean of logs sits below the log of the mean: shift a so the mean predicted power is the mean power
+        pred_NCJ = (a + b * lr_NCJ).exp()
+        a = a + (lx_NCJ.exp().mean(0) / pred_NCJ.mean(0).clamp_min(1e-30)).clamp_min(1e-30).log()
         self.b_SCJ[si].copy_(b)
-        self.a_SCJ[si].copy_(D_mean - b * P_mean)
+        self.a_SCJ[si].copy_(a)
 
     def subband_power_from_psd(self, P_CF: torch.Tensor) -> torch.Tensor:
         pad = self.a_SCJ.shape[-1] * self.gain_bins - P_CF.shape[-1]
@@ -132,7 +137,8 @@ class ResidualNoise(nn.Module):
         """
         if seed is None:
             return x_BCT
-        pred_BCJ = (self.a_SCJ[si] + self.b_SCJ[si] * self.subband_power(x_BCT)).clamp_min(0)
+        P_BCJ = self.subband_power(x_BCT)
+        pred_BCJ = ((self.a_SCJ[si] + self.b_SCJ[si] * P_BCJ.clamp_min(1e-30).log()).exp() - P_BCJ).clamp_min(0)
         gain_BCJ = (pred_BCJ / self.D_ref_SCJ[si].clamp_min(1e-30)).sqrt().clamp(max=self.MAX_GAIN)
         gain_BCF = gain_BCJ.repeat_interleave(self.gain_bins, dim=-1)[..., :self.L_re_SFCC.shape[1]]
         return x_BCT + self.sample(si, x_BCT.shape[0], seed, gain_BCF).to(x_BCT.dtype)
