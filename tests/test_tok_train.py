@@ -123,7 +123,7 @@ def test_resume_equals_uninterrupted_run(trained, tiny_real, tmp_path):
     os.makedirs(out)
     shutil.copy(os.path.join(trained, 'vae-ckpt-last.prev.pth'), os.path.join(out, 'vae-ckpt-last.pth'))
     assert load_checkpoint(os.path.join(out, 'vae-ckpt-last.pth'))[0]['epoch'] == 4
-    assert _run(tiny_real, out, '--pca_init=0') == 0
+    assert _run(tiny_real, out, '--pca_init=0', '--psd_w=0') == 0
     a = load_checkpoint(os.path.join(trained, 'vae-ckpt-last.pth'))[0]
     b = load_checkpoint(os.path.join(out, 'vae-ckpt-last.pth'))[0]
     assert a['epoch'] == b['epoch'] == 5
