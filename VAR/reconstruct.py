@@ -46,23 +46,28 @@ def build_parser() -> ArgumentParser:
     p.add_argument('--bs', type=int, default=32, help='windows per batch')
     p.add_argument('--f_max', type=float, default=None,
                    help='clip bands to this frequency for the PSD error (e.g. 45 for eegmat); default: no clipping')
+    p.add_argument('--noise_seed', type=int, default=None,
+                   help="add the tokenizer's calibrated residual noise drawn with this seed (restores band power, "
+                        "costs SNR); default: none, the plain decode")
     p.add_argument('--overwrite', action='store_true', help='replace --out if it exists')
     return p
 
 
 @torch.no_grad()
-def reconstruct(vae, info: Dict[str, Any], ds: EEGWindowDataset, bs: int = 32) -> tuple[np.ndarray, np.ndarray, list]:
+def reconstruct(vae, info: Dict[str, Any], ds: EEGWindowDataset, bs: int = 32,
+                noise_seed: int | None = None) -> tuple[np.ndarray, np.ndarray, list]:
     """Targets and reconstructions (N, K, C, T) µV, and the token maps of every window (list over scales, (N, pn*G)).
 
-    Decoding goes through the tokens, exactly as the VAR transformer's outputs will be decoded.
+    Decoding goes through the tokens, exactly as the VAR transformer's outputs will be decoded; with
+    ``noise_seed``, batch b adds the residual noise drawn with seed ``noise_seed + b``.
     """
     uv = float(info['uv_scale'])
     scale_idx = stage_scale_indices(info)
     tgt, rec, toks = [], [], []
-    for stages_BKCT, _ in DataLoader(ds, batch_size=bs, shuffle=False):
+    for b, (stages_BKCT, _) in enumerate(DataLoader(ds, batch_size=bs, shuffle=False)):
         x_BCT = stages_BKCT[:, -1].float() / uv
         idx_S = vae.eeg_to_idxBl(x_BCT)
-        recs_S = vae.idxBl_to_eeg(idx_S, last_one=False)
+        recs_S = vae.idxBl_to_eeg(idx_S, last_one=False, noise_seed=None if noise_seed is None else noise_seed + b)
         rec.append(torch.stack([recs_S[s] for s in scale_idx], dim=1).numpy() * uv)
         tgt.append(stages_BKCT.numpy())
         toks.append([i.numpy() for i in idx_S])
@@ -106,7 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     vae, info = load_vae(args.vae_ckpt)
     ds = EEGWindowDataset(args.data_path, args.split, limit=args.limit or None)
     check_dataset_matches(info, ds, args.vae_ckpt)
-    tgt, rec, toks_S = reconstruct(vae, info, ds, bs=args.bs)
+    if args.noise_seed is not None and (vae.noise is None or not vae.noise.is_calibrated(len(info['v_patch_nums']) - 1)):
+        raise UserError(f"--noise_seed: tokenizer {args.vae_ckpt} holds no calibrated residual noise (trained before "
+                        "--residual_noise or with it off); drop --noise_seed")
+    tgt, rec, toks_S = reconstruct(vae, info, ds, bs=args.bs, noise_seed=args.noise_seed)
     result = score(tgt, rec, info, toks_S, f_max=args.f_max)
     folder = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(folder, exist_ok=True)

@@ -2,8 +2,13 @@
 
 Launch (from the repository root)::
 
-    python VAR/train_vae.py --data_path=DIR --ep=50                          # one process
-    torchrun --nproc_per_node=2 VAR/train_vae.py --data_path=DIR --ep=50     # DDP (gloo on CPU, NCCL on GPU)
+    python VAR/train_vae.py --data_path=DIR                                  # one process
+    torchrun --nproc_per_node=2 VAR/train_vae.py --data_path=DIR             # DDP (gloo on CPU, NCCL on GPU)
+
+The defaults are the recipe measured best by ``benchmarks/bench_tokenizer.py`` on eegmat (5-s windows at
+100 Hz every 2.5 s): 40 epochs, scales 50/90/130/220/250, the sub-band power loss on every partial decode
+(``--psd_w``) and residual noise calibrated at every checkpoint (``--residual_noise``; decoding adds it only
+when given a noise seed).
 
 Writes into ``--local_out_dir_path`` (default ``<repo>/local_output``): ``vae-ckpt-last.pth``,
 ``vae-ckpt-best.pth`` (best validation full-spectrum SNR), ``log.txt`` (one JSON line per epoch),
@@ -29,6 +34,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from torch.utils.data import DataLoader, Dataset
 
 import dist
+from models.band_losses import subband_edges
+from models.band_noise import calibrate_vae_noise_
 from models.vqvae import VQVAE
 from utils import arg_util, misc
 from utils.amp_sc import AmpOptimizer
@@ -39,7 +46,7 @@ from utils.eeg_bands import scale_lengths_for_bands, stage_names, validate_scale
 from utils.eeg_dataset import EEGWindowDataset, open_dataset
 from utils.errors import DatasetError, UserError
 from utils.lr_control import filter_params, lr_wd_annealing
-from utils.vae_arg_util import VAEArgs, parse_int_list
+from utils.vae_arg_util import DEFAULT_V_PATCH_NUMS, VAEArgs, parse_int_list
 from vae_checkpoint import ARCH_KEYS, TOKENIZER_KEY, bits_per_second, stage_scale_indices, tokenizer_info
 from vae_trainer import VAETrainer
 
@@ -85,7 +92,10 @@ def scale_layout(args: VAEArgs, ds: EEGWindowDataset, downsample: int) -> tuple[
                            f"downsampling factor {downsample} (--ch_mult={args.ch_mult}); choose a window length that "
                            f"is a multiple of {downsample} or fewer --ch_mult levels")
     latent_len = ds.n_times // downsample
-    if args.v_patch_nums not in ('auto', ''):
+    if args.v_patch_nums == DEFAULT_V_PATCH_NUMS and parse_int_list(args.v_patch_nums, 'v_patch_nums')[-1] != latent_len:
+        misc.print0(f"[tokenizer] the default layout {DEFAULT_V_PATCH_NUMS} is for a latent length of 250; this dataset's "
+                    f"is {latent_len}: using the Nyquist rule ('auto')")
+    elif args.v_patch_nums not in ('auto', ''):
         pns = validate_scale_layout(parse_int_list(args.v_patch_nums, 'v_patch_nums'), latent_len,
                                     where=f"--v_patch_nums={args.v_patch_nums} (latent length = {ds.n_times} samples / "
                                           f"downsampling {downsample})")
@@ -136,7 +146,8 @@ def build_everything(args: VAEArgs):
                        using_znorm=args.using_znorm, quant_resi=args.quant_resi,
                        share_quant_resi=args.share_quant_resi, v_patch_nums=v_patch_nums,
                        tokens_per_pos=args.tokens_per_pos, per_scale_codebook=args.per_scale_codebook,
-                       resample=args.resample, arch=args.arch, test_mode=False).to(args.device)
+                       resample=args.resample, arch=args.arch, residual_noise=args.residual_noise,
+                       test_mode=False).to(args.device)
     if not state:
         _init_from_data(args, vae_wo_ddp, ds_train, uv_scale)
     info = tokenizer_info(vae_wo_ddp, sfreq=ds_train.sfreq, bands=ds_train.bands.tolist(), ch_names=ds_train.ch_names,
@@ -164,7 +175,9 @@ def build_everything(args: VAEArgs):
     trainer = VAETrainer(args.device, vae_wo_ddp, vae, vae_opt, stage_scale_idx=stage_scale_indices(info),
                          stage_weights=args.stage_weights(ds_train.n_stages), uv_scale=uv_scale, spec_w=args.spec_w,
                          vq_w=args.vq_w, reseed_every=args.reseed_every, seed=args.seed or 0,
-                         reseed_margin=args.reseed_margin)
+                         reseed_margin=args.reseed_margin, psd_w=args.psd_w,
+                         stage_edges=[subband_edges(hi, ds_train.sfreq, ds_train.n_times, args.psd_bin_hz)
+                                      for _, hi in ds_train.bands])
     best = dict(snr=-math.inf, ep=-1)
     if state:
         trainer.load_state_dict(state['trainer'])
@@ -183,6 +196,20 @@ def build_everything(args: VAEArgs):
     return dict(ds_train=ds_train, ds_val=ds_val, ld_train=ld_train, ld_val=ld_val, trainer=trainer, info=info,
                 start_ep=start_ep, start_it=start_it, best=best, iters_train=len(sampler),
                 nonfinite_total=int(state.get('nonfinite_total', 0)) if state else 0)
+
+
+@torch.no_grad()
+def calibrate_noise(vae: VQVAE, ds: EEGWindowDataset, info: Dict[str, Any], device: str, max_windows: int = 512) -> None:
+    """Fit the residual noise of every stage to the decoder's power deficit on (up to 512) training windows."""
+    if vae.noise is None:
+        return
+    idx = np.unique(np.linspace(0, len(ds) - 1, min(len(ds), max_windows)).round().astype(int))
+    x_NKCT = torch.stack([torch.from_numpy(ds.window(int(i)).stages_KCT) for i in idx]).to(device).float()
+    was = vae.training
+    vae.eval()
+    f_hi_bins = [int(round(hi * info['n_times'] / info['sfreq'])) + 1 for _, hi in info['bands']]
+    calibrate_vae_noise_(vae.noise, vae, x_NKCT / float(info['uv_scale']), stage_scale_indices(info), f_hi_bins)
+    vae.train(was)
 
 
 def save_state(args: VAEArgs, path: str, trainer: VAETrainer, info: Dict[str, Any], epoch: int, it: int,
@@ -251,6 +278,7 @@ def _train(args: VAEArgs) -> int:
         metric_lg.synchronize_between_processes()
         is_last = ep + 1 == args.ep
         if (ep + 1) % args.save_ep == 0 or is_last:
+            calibrate_noise(trainer.vae_wo_ddp, parts['ds_train'], info, args.device)  # saved with the weights
             ev = trainer.eval_ep(parts['ld_val'])
             snr_full = ev['snr_db'][-1]
             improved = snr_full > best['snr']
@@ -258,7 +286,7 @@ def _train(args: VAEArgs) -> int:
                 best = dict(snr=float(snr_full), ep=int(ep))
             usages_train = trainer.vae_wo_ddp.quantize.usages(args.batch_size)
             metrics = dict(ep=ep + 1, Lrec=metric_lg.meters['Lrec'].global_avg, Lspec=metric_lg.meters['Lspec'].global_avg,
-                           Lvq=metric_lg.meters['Lvq'].global_avg,
+                           Lpsd=metric_lg.meters['Lpsd'].global_avg, Lvq=metric_lg.meters['Lvq'].global_avg,
                            val_snr_db={n: round(v, 3) for n, v in zip(names_K, ev['snr_db'])},
                            val_usage_pct=[round(u, 1) for u in ev['usage_pct']],
                            train_usage_pct=[round(u, 1) for u in usages_train],

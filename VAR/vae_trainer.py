@@ -3,7 +3,8 @@
 The tokenizer's counterpart of upstream's ``trainer.py`` (``train_step``, ``eval_ep``, ``state_dict``,
 ``get_config``). Windows arrive in µV as cumulative stages ``stages_BKCT`` and are divided by the
 dataset scale ``uv_scale`` (µV per model unit). Loss = Σ_k w_k NMSE(decode(f_hat_≤k), x_≤k)
-+ spec_w · multi-resolution log-spectral loss (full stage) + vq_w · quantizer loss.
++ spec_w · multi-resolution log-spectral loss (full stage) + psd_w · Σ_k sub-band power loss(decode_≤k, x_≤k)
++ vq_w · quantizer loss.
 
 Shape letters: B batch, K stages, C electrodes, T samples, S scales, V codebook size.
 """
@@ -17,7 +18,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import dist
-from models.band_losses import SNRAccumulator, log_spectral_loss, stage_recon_loss
+from models.band_losses import SNRAccumulator, band_power_loss, log_spectral_loss, stage_recon_loss
 from models.vqvae import VQVAE
 from utils.amp_sc import AmpOptimizer
 from utils.misc import MetricLogger, TensorboardLogger
@@ -50,6 +51,10 @@ class VAETrainer:
         Re-seed dead codes every N optimizer steps (0 = never).
     reseed_margin : float
         A code is dead below this fraction of the uniform usage rate (upstream's margin: 0.08).
+    psd_w : float
+        Weight of the sub-band power loss on every partial decode (mean over stages).
+    stage_edges : sequence of K lists of (lo, hi) rFFT bins
+        Sub-bands of each stage's frequency range (``band_losses.subband_edges``); needed when psd_w > 0.
     seed : int
         Seed of the re-seeding generator (mixed with the global iteration, so resume is exact).
     """
@@ -57,7 +62,8 @@ class VAETrainer:
     def __init__(self, device: torch.device | str, vae_wo_ddp: VQVAE, vae: VQVAE | DDP, vae_opt: AmpOptimizer,
                  stage_scale_idx: Sequence[int], stage_weights: Sequence[float], uv_scale: float,
                  spec_w: float = 0.05, vq_w: float = 1.0, reseed_every: int = 25, seed: int = 0,
-                 reseed_margin: float = 0.08):
+                 reseed_margin: float = 0.08, psd_w: float = 0.0,
+                 stage_edges: Sequence[Sequence[tuple[int, int]]] = ()):
         self.device = torch.device(device)
         self.vae_wo_ddp, self.vae, self.vae_opt = vae_wo_ddp, vae, vae_opt
         self.stage_scale_idx = [int(s) for s in stage_scale_idx]
@@ -66,6 +72,10 @@ class VAETrainer:
         self.spec_w, self.vq_w = float(spec_w), float(vq_w)
         self.reseed_every, self.seed = int(reseed_every), int(seed)
         self.reseed_margin = float(reseed_margin)
+        self.psd_w = float(psd_w)
+        self.stage_edges = [[(int(lo), int(hi)) for lo, hi in e] for e in stage_edges]
+        if self.psd_w > 0 and len(self.stage_edges) != len(self.stage_scale_idx):
+            raise ValueError(f'psd_w > 0 needs sub-band edges for each of the {len(self.stage_scale_idx)} stages')
         self.n_reseeded = 0
 
     def to_model_units(self, stages_BKCT: torch.Tensor) -> torch.Tensor:
@@ -80,8 +90,12 @@ class VAETrainer:
         rec_loss, nmse_K = stage_recon_loss(recs_K, x_BKCT, self.stage_weights)
         # the log-spectral loss is applied to the full-spectrum stage only (it costs more than the decoder)
         spec = log_spectral_loss(recs_K[-1], x_BKCT[:, -1]) if self.spec_w > 0 else rec_loss.new_zeros(())
-        loss = rec_loss + self.spec_w * spec + self.vq_w * vq_loss
-        return loss, dict(rec=rec_loss.detach(), spec=spec.detach(), vq=vq_loss.detach(), nmse_K=nmse_K)
+        # every partial decode keeps its stage's sub-band powers (squared error alone shrinks the unpredictable part)
+        psd = (torch.stack([band_power_loss(r, x_BKCT[:, k], self.stage_edges[k]) for k, r in enumerate(recs_K)]).mean()
+               if self.psd_w > 0 else rec_loss.new_zeros(()))
+        loss = rec_loss + self.spec_w * spec + self.psd_w * psd + self.vq_w * vq_loss
+        return loss, dict(rec=rec_loss.detach(), spec=spec.detach(), psd=psd.detach(), vq=vq_loss.detach(),
+                          nmse_K=nmse_K)
 
     def train_step(self, it: int, g_it: int, stepping: bool, metric_lg: MetricLogger, tb_lg: TensorboardLogger,
                    stages_BKCT: torch.Tensor) -> tuple[torch.Tensor | None, float | None]:
@@ -108,7 +122,8 @@ class VAETrainer:
                                                                  margin_ratio=self.reseed_margin)
             self.n_reseeded += sum(counts)
         snr_K = (-10 * torch.log10(parts['nmse_K'].clamp_min(1e-12))).tolist()
-        metric_lg.update(Lrec=parts['rec'].item(), Lspec=parts['spec'].item(), Lvq=parts['vq'].item(),
+        metric_lg.update(Lrec=parts['rec'].item(), Lspec=parts['spec'].item(), Lpsd=parts['psd'].item(),
+                         Lvq=parts['vq'].item(),
                          snr_full=snr_K[-1], snr_first=snr_K[0])
         if grad_norm is not None:
             metric_lg.update(tnm=float(grad_norm))
@@ -160,7 +175,7 @@ class VAETrainer:
     def get_config(self) -> Dict[str, Any]:
         return dict(stage_scale_idx=self.stage_scale_idx, stage_weights=self.stage_weights, uv_scale=self.uv_scale,
                     spec_w=self.spec_w, vq_w=self.vq_w, reseed_every=self.reseed_every,
-                    reseed_margin=self.reseed_margin)
+                    reseed_margin=self.reseed_margin, psd_w=self.psd_w)
 
     def state_dict(self) -> Dict[str, Any]:
         return dict(vae_wo_ddp=self.vae_wo_ddp.state_dict(), vae_opt=self.vae_opt.state_dict(),

@@ -44,7 +44,8 @@ def _ints(text: str, flag: str) -> list[int]:
 
 def build_parser():
     p = bench_parser("python -m benchmarks.bench_intra_steps", __doc__.split("\n\n")[0])
-    p.add_argument("--vae-ckpt", required=True, help="tokenizer checkpoint (VAR/train_vae.py) of the dataset")
+    p.add_argument("--vae-ckpt", default=None, help="tokenizer checkpoint (VAR/train_vae.py) of the dataset (default: "
+                   "the one python -m benchmarks.bench_tokenizer trained, <results-dir>/raw/tokenizer_run)")
     p.add_argument("--runs-dir", default=None, help="folder of the VAR runs, one var_S<S>/ per S, resumed when present "
                    "(default: <results-dir>/raw/intra_runs)")
     p.add_argument("--steps", default="1,4", help="--intra_steps of the VARs to train and compare")
@@ -189,9 +190,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     steps = _ints(args.steps, "--steps")
     raw = os.path.join(args.results_dir, "raw")
-    if args.data_root is None:  # all 26 eegmat subjects, five of them held out, 5-s windows every 2.5 s
-        from benchmarks.bench_var import ensure_dataset
-        args.data_root = ensure_dataset(os.path.join(raw, "eegmat26_s25"), 2.5, "subjects")
+    if args.data_root is None:  # bench_tokenizer's: all 26 eegmat subjects, four held out, 5-s windows every 2.5 s
+        from benchmarks.bench_tokenizer import ensure_bench_dataset
+        args.data_root = ensure_bench_dataset(os.path.join(raw, "eegmat100_s25_val4"))
+    if args.vae_ckpt is None:
+        args.vae_ckpt = os.path.join(raw, "tokenizer_run", "vae-ckpt-best.pth")
+        if not os.path.exists(args.vae_ckpt):
+            raise UserError(f"{args.vae_ckpt} not found; run python -m benchmarks.bench_tokenizer first or pass --vae-ckpt")
     args.runs_dir = args.runs_dir or os.path.join(raw, "intra_runs")
     if args.quick:
         args.depth, args.ep, args.n_per_class, args.speed_repeats = 2, 1, 8, 1
@@ -303,7 +308,7 @@ def build_report(res: dict) -> dict:
     return {
         "title": "Steps inside a scale",
         "text": [f"VAR depth {res['depth']}, {res['ep']} epochs (lowest validation NLL kept), on {res['n_train']} "
-                 f"training / {res['n_val']} validation windows of {res['data']} (26 eegmat subjects, 5 held out); "
+                 f"training / {res['n_val']} validation windows of {res['data']} (26 eegmat subjects, 4 held out); "
                  f"samples with guidance {res['cfg']}. Generated windows are compared with the tokenizer's "
                  "reconstructions of the validation windows of the same class; the floor row compares reconstructed "
                  "training windows with them. Sampling speed in windows/s on this CPU."],

@@ -5,14 +5,18 @@ Usage::
     python -m benchmarks.bench_tokenizer --vae_ckpt PATH --data_path DIR [--quick] [--extra_ckpts P1 P2 ...]
 
 Without ``--vae_ckpt`` a tokenizer is trained first with ``VAR/train_vae.py`` into
-``<results-dir>/raw/tokenizer_run`` (quick: 6 epochs on the evaluation dataset; full: the final recipe,
-``FINAL_TRAIN_FLAGS``: 80 epochs on the same subjects' windows at a 2.5-s stride, scales 50/90/130/220/250,
-i.e. more tokens for the coarse bands than one per Nyquist sample, 62.3 bits/s/channel); without ``--data_path`` / ``--data-root`` the eegmat benchmark
-dataset is built as in ``bench_baselines`` (19 ch, 100 Hz, 5-s windows, Subject05 = validation).
+``<results-dir>/raw/tokenizer_run`` (quick: 6 epochs; full: the final recipe, train_vae.py's defaults,
+``FINAL_TRAIN_FLAGS``) and, in full mode, the earlier recipe (``BEFORE_TRAIN_FLAGS``: no power loss, no
+noise) into ``raw/tokenizer_run_before`` for the side-by-side rows (or pass ``--before_ckpt``). Without
+``--data_path`` the benchmark dataset is built into ``raw/eegmat100_s25_val4``: all 26 eegmat subjects,
+19 ch, 100 Hz, 5-s windows every 2.5 s, ``VAL_SUBJECTS`` (4 subjects) held out.
 
 Measured on the validation split (codec and PCA fitted on the training split):
 per-stage SNR of the partial decodes (decoded from the tokens) and of the transform codec applied to that
-stage at the same cumulative bits; the Gaussian rate-distortion bound there; per-band PSD error;
+stage at the same cumulative bits; the Gaussian rate-distortion bound there; per-band PSD error; realism of
+each tokenizer's decodes, plain and with its seeded residual noise (per-stage SNR, per-band PSD error, C2ST AUC
+of decodes vs inputs with a logistic classifier and an MLP on richer features, beside the floor of the same
+test between interleaved halves of the real windows);
 bits/s/channel; codebook usage per scale; encode + decode speed (x real time, median of repetitions,
 one thread); the full-spectrum RD curve of the codec and the bound, with the tokenizer's point(s)
 (``--extra_ckpts`` adds tokenizers trained at other rates); and the ceiling of the tokenizer's transform and
@@ -34,30 +38,38 @@ import numpy as np
 import torch
 
 from benchmarks import RESULTS_DIR, bench_parser, figure_path, machine_info, median_time, save_result
+from benchmarks.bench_baselines import EEGMAT_VAL_SUBJECTS
 from utils.cli import run_cli, setup_logging
 from utils.eeg_bands import stage_names
+from utils.eeg_c2st import c2st_auc, c2st_features
+from utils.eeg_c2st_mlp import c2st_mlp_auc, rich_features
 from utils.eeg_codec import TransformCodec, gaussian_rd_bound
 from utils.eeg_dataset import EEGWindowDataset
-from utils.eeg_metrics import snr_db
+from utils.eeg_metrics import psd_band_error_db, snr_db
 from utils.errors import UserError
 from utils.project_info import REPO_ROOT
 from utils.var_path import ensure_var_importable
 
 ensure_var_importable()
 import reconstruct  # noqa: E402
-from vae_checkpoint import check_dataset_matches, load_vae  # noqa: E402
+from models.band_noise import ResidualNoise, calibrate_vae_noise_  # noqa: E402
+from vae_checkpoint import check_dataset_matches, load_vae, stage_scale_indices  # noqa: E402
 
 logger = logging.getLogger('benchmarks.bench_tokenizer')
 
 NAME = 'tokenizer'
 #: The tokenizer configuration this benchmark trains when no checkpoint is given (D = 2, G = 1, V = 256).
 DEFAULT_TRAIN_FLAGS = ['--seed=0', '--save_ep=5']
-#: The final eegmat tokenizer (full mode). The layout gives delta and theta ~25 % and ~12 % more tokens than the
-#: band-derived 40/80/130/249/250 and takes them from the beta scale: +0.35 / +0.75 dB on the first two stages,
-#: full band unchanged (9.3 dB) at fewer bits. With train_vae's default --reseed_margin=0.5 (upstream: 0.08)
-#: first-scale codebook use on the held-out subject is 85-88 % over three seeds (77-84 % before) and the full
-#: band 9.36-9.40 dB.
-FINAL_TRAIN_FLAGS = ['--ep=80', '--v_patch_nums=50_90_130_220_250']
+#: The final eegmat tokenizer (full mode): train_vae.py's defaults (40 epochs, scales 50/90/130/220/250, re-seed
+#: margin 0.5, sub-band power loss 0.3 on every partial decode, calibrated residual noise), on 2.5-s-stride windows.
+FINAL_TRAIN_FLAGS: list[str] = []
+#: The tokenizer before the realism work, trained beside the final one for the side-by-side tables (full mode):
+#: the same layout and epochs without the power loss and the noise (the noise is then fitted by the benchmark).
+BEFORE_TRAIN_FLAGS = ['--psd_w=0', '--residual_noise=0']
+#: Validation subjects of the benchmark dataset (all 26 eegmat subjects, 2.5-s stride); the rest train.
+VAL_SUBJECTS = EEGMAT_VAL_SUBJECTS
+#: Frequencies judged by the PSD error and the C2ST features (eegmat is low-passed at 45 Hz).
+F_MAX = 45.0
 
 
 #: Layouts scanned with k-means tokenizers in full mode on 5-s windows at 100 Hz (``D:G:V:Cvae:scales``, all at
@@ -72,6 +84,9 @@ def build_parser():
     p = bench_parser('python -m benchmarks.bench_tokenizer', __doc__.split('\n\n')[0])
     p.add_argument('--vae_ckpt', default=None, help='tokenizer checkpoint; default: train one first')
     p.add_argument('--data_path', default=None, help='dataset root (same as --data-root)')
+    p.add_argument('--before_ckpt', default=None,
+                   help='the earlier tokenizer measured beside --vae_ckpt; default in full mode: train BEFORE_TRAIN_FLAGS')
+    p.add_argument('--noise_seed', type=int, default=0, help='seed of the residual noise in the decode+noise rows')
     p.add_argument('--extra_ckpts', nargs='*', default=[], help='more tokenizers (other rates) for the RD curve')
     p.add_argument('--threads', type=int, default=1, help='torch threads for the speed measurement')
     p.add_argument('--kmeans_layouts', nargs='*', default=None, metavar='D:G:V:CVAE:SCALES',
@@ -113,9 +128,10 @@ def recipe_changes(out: str, flags: Sequence[str]) -> list[str]:
             if k not in _BOOKKEEPING and saved.get(k) != v]
 
 
-def _train_default(data: str, out: str, quick: bool) -> str:
+def _train_default(data: str, out: str, quick: bool, recipe: Sequence[str] | None = None) -> str:
     path = os.path.join(out, 'vae-ckpt-best.pth')
-    flags = [f'--data_path={data}', f'--local_out_dir_path={out}', *(['--ep=6'] if quick else FINAL_TRAIN_FLAGS),
+    recipe = FINAL_TRAIN_FLAGS if recipe is None else recipe
+    flags = [f'--data_path={data}', f'--local_out_dir_path={out}', *(['--ep=6'] if quick else recipe),
              *DEFAULT_TRAIN_FLAGS]
     changed = recipe_changes(out, flags)
     if changed:  # an earlier recipe's run: keep it beside, never resume it under the new settings
@@ -224,6 +240,121 @@ def in_sample_codebooks_snr_db(vae, x_BCT: torch.Tensor, n_iter: int = 25) -> fl
     return float(snr_db(x_BCT.double().numpy(), rec.double().numpy()))
 
 
+# ------------------------------------------------------------------------------- realism of the decodes
+@torch.no_grad()
+def decode_stages(vae, info: dict, stages_NKCT: np.ndarray, noise_seed: int | None = None, noise=None,
+                  bs: int = 64) -> np.ndarray:
+    """Every stage's partial decode through the tokens, (N, K, C, T) µV; with ``noise_seed`` plus residual noise.
+
+    ``noise``: a calibrated :class:`ResidualNoise` to use instead of the tokenizer's own (older checkpoints hold
+    none). Batch b draws with seed ``noise_seed + b``, so a decode is reproducible.
+    """
+    uv, scale_idx = float(info['uv_scale']), stage_scale_indices(info)
+    noise = noise if noise is not None else vae.noise
+    out = []
+    for b, i in enumerate(range(0, len(stages_NKCT), bs)):
+        x_BCT = torch.from_numpy(stages_NKCT[i:i + bs, -1]).float() / uv
+        recs_S = vae.idxBl_to_eeg(vae.eeg_to_idxBl(x_BCT), last_one=False)
+        if noise_seed is not None:
+            recs_S = [noise.add_(r, si, noise_seed + b) for si, r in enumerate(recs_S)]
+        out.append(torch.stack([recs_S[s] for s in scale_idx], dim=1).numpy() * uv)
+    return np.concatenate(out).astype(np.float64)
+
+
+def calibrated_noise(vae, info: dict, train_NKCT: np.ndarray, max_windows: int = 512) -> ResidualNoise:
+    """The tokenizer's stored noise, or (older checkpoints) one fitted here on the training windows."""
+    if vae.noise is not None and all(vae.noise.is_calibrated(s) for s in stage_scale_indices(info)):
+        return vae.noise
+    noise = ResidualNoise(len(info['v_patch_nums']), info['n_channels'], info['n_times'])
+    idx = np.unique(np.linspace(0, len(train_NKCT) - 1, min(len(train_NKCT), max_windows)).round().astype(int))
+    f_hi_bins = [int(round(hi * info['n_times'] / info['sfreq'])) + 1 for _, hi in info['bands']]
+    calibrate_vae_noise_(noise, vae, torch.from_numpy(train_NKCT[idx]).float() / float(info['uv_scale']),
+                         stage_scale_indices(info), f_hi_bins)
+    return noise
+
+
+def interleaved_halves(source: np.ndarray, start: np.ndarray, block: int = 2) -> np.ndarray:
+    """Boolean mask of half A: alternate blocks of ``block`` consecutive windows of every recording.
+
+    Both halves then hold every recording (a split by subject differs by subject and scores ~1.0).
+    """
+    mask = np.zeros(len(source), dtype=bool)
+    for rec in np.unique(source):
+        idx = np.flatnonzero(source == rec)
+        idx = idx[np.argsort(start[idx], kind='stable')]
+        mask[idx] = (np.arange(len(idx)) // block) % 2 == 0
+    return mask
+
+
+def c2st_groups(source: np.ndarray, start: np.ndarray, min_groups: int = 4, block: int = 8) -> np.ndarray:
+    """Cross-validation group per window: its recording, or (fewer than ``min_groups`` recordings) runs of
+    ``block`` consecutive windows of a recording."""
+    if len(np.unique(source)) >= min_groups:
+        return np.asarray(source)
+    out = np.empty(len(source), dtype=object)
+    for rec in np.unique(source):
+        idx = np.flatnonzero(source == rec)
+        idx = idx[np.argsort(start[idx], kind='stable')]
+        out[idx] = [f'{rec}#{j // block}' for j in range(len(idx))]
+    return out.astype(str)
+
+
+def c2st_scores(feat_a: dict, feat_b: dict, groups: np.ndarray, half_a: np.ndarray, seed: int = 0) -> dict:
+    """Linear and MLP C2ST AUC between windows ``a`` of half A and ``b`` of half B, and B vs A, averaged.
+
+    ``feat_*``: ``{'linear': (N, D1), 'rich': (N, D2)}`` features of the same N windows (real or decoded).
+    """
+    out = {}
+    for kind in ('linear', 'rich'):
+        aucs = []
+        for m_a, m_b in ((half_a, ~half_a), (~half_a, half_a)):
+            Fa, Fb = feat_a[kind][m_a], feat_b[kind][m_b]
+            if kind == 'linear':
+                aucs.append(c2st_auc(Fa, Fb, 0, groups_a=groups[m_a], groups_b=groups[m_b], seed=seed,
+                                     features=(Fa, Fb)).auc)
+            else:
+                aucs.append(c2st_mlp_auc(Fa, Fb, groups[m_a], groups[m_b], seed=seed).auc)
+        out['c2st_auc_linear' if kind == 'linear' else 'c2st_auc_mlp'] = float(np.mean(aucs))
+    return out
+
+
+def window_features(x_NCT: np.ndarray, sfreq: float, bands, f_max: float) -> dict:
+    return dict(linear=c2st_features(x_NCT, sfreq, bands, f_max), rich=rich_features(x_NCT, sfreq, bands, f_max))
+
+
+def realism(vae, info: dict, val, train_NKCT: np.ndarray, f_max: float, noise_seed: int = 0,
+            real_feats: dict | None = None) -> dict:
+    """Per variant (plain decode, decode + residual noise): per-stage SNR, per-band PSD error, C2ST AUCs.
+
+    ``val``: a ``bench_baselines.Split`` (windows, recording ids, starts); ``real_feats``: the real windows'
+    features when already computed.
+    """
+    x_NKCT = val.stages_NKCT
+    bands, sfreq = info['bands'], info['sfreq']
+    names = stage_names(bands)
+    half_a = interleaved_halves(val.source, val.start)
+    real_feats = real_feats or window_features(x_NKCT[:, -1], sfreq, bands, f_max)
+    noise = calibrated_noise(vae, info, train_NKCT)
+    out = {}
+    for variant, seed in (('decode', None), ('decode+noise', noise_seed)):
+        rec = decode_stages(vae, info, x_NKCT, noise_seed=seed, noise=noise)
+        res = dict(snr_db={n: float(snr_db(x_NKCT[:, k], rec[:, k])) for k, n in enumerate(names)},
+                   psd_error_db=psd_band_error_db(x_NKCT[:, -1], rec[:, -1], sfreq, bands, f_max=f_max),
+                   stage_psd_error_db={n: psd_band_error_db(x_NKCT[:, k], rec[:, k], sfreq, bands[:k + 1], f_max=f_max)
+                                       for k, n in enumerate(names)})
+        res.update(c2st_scores(real_feats, window_features(rec[:, -1], sfreq, bands, f_max),
+                               c2st_groups(val.source, val.start), half_a))
+        out[variant] = res
+    return out
+
+
+def realism_floor(val, info: dict, f_max: float) -> tuple[dict, dict]:
+    """C2ST AUC of real half A vs real half B (the floor), and the real windows' features."""
+    feats = window_features(val.stages_NKCT[:, -1], info['sfreq'], info['bands'], f_max)
+    half_a = interleaved_halves(val.source, val.start)
+    return c2st_scores(feats, feats, c2st_groups(val.source, val.start), half_a), feats
+
+
 def stage_table(res: dict, info: dict, tgt: np.ndarray, train_NKCT: np.ndarray) -> list[dict]:
     """Per stage: tokenizer SNR, transform codec and Gaussian bound at the tokenizer's cumulative bits."""
     names = stage_names(info['bands'])
@@ -263,30 +394,81 @@ def _plot(path: str, rates: np.ndarray, codec_db: list, bound_db: list, points: 
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
+def ensure_bench_dataset(root: str) -> str:
+    """Build the benchmark dataset into ``root`` unless present: all 26 eegmat subjects, 5-s windows every
+    2.5 s, ``VAL_SUBJECTS`` held out."""
+    from benchmarks.bench_baselines import EEGMAT_DIR, eegmat_build_args
+    if os.path.exists(os.path.join(root, 'manifest.json')):
+        return root
+    if not os.path.isdir(EEGMAT_DIR):
+        raise UserError(f"{EEGMAT_DIR} not found and no --data_path given; pass --data_path DIR (a dataset built with "
+                        "`python -m utils.data_eeg build`)")
+    logger.info('building the tokenizer benchmark dataset into %s (once)', root)
+    cmd = [sys.executable, '-m', 'utils.data_eeg', 'build', '--inputs', EEGMAT_DIR, '--out', root,
+           *eegmat_build_args(2.5, val_subjects=VAL_SUBJECTS), '--progress', 'off']
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building {root} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    return root
+
+
+def _plot_psd(path: str, real_NCT: np.ndarray, decodes: dict, sfreq: float) -> None:
+    """Mean PSD of the real validation windows and of each decode (log scale)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from utils.eeg_metrics import welch_psd
+    fig, ax = plt.subplots(figsize=(7, 4))
+    f, p = welch_psd(real_NCT, sfreq)
+    ax.semilogy(f, p, 'k', lw=2, label='real')
+    for lab, x in decodes.items():
+        f, p = welch_psd(x, sfreq)
+        ax.semilogy(f, p, lw=1, ls='--' if 'noise' in lab else '-', label=lab)
+    ax.set_xlim(0, F_MAX); ax.set_xlabel('Hz'); ax.set_ylabel('PSD (µV²/Hz)'); ax.grid(alpha=.3); ax.legend(fontsize=8)
+    ax.set_title('held-out subjects: real vs decoded')
+    fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     data = args.data_path or args.data_root
     if data is None:
-        from benchmarks.bench_baselines import DEFAULT_DATA_ROOT, ensure_default_dataset
-        data = ensure_default_dataset(os.path.join(args.results_dir, 'raw', 'eegmat100')
-                                      if args.results_dir != RESULTS_DIR else DEFAULT_DATA_ROOT)
-    train_data = data
-    if not args.vae_ckpt and not args.quick and not (args.data_path or args.data_root):
-        from benchmarks.bench_var import ensure_dataset  # same subjects and split, windows every 2.5 s
-        train_data = ensure_dataset(os.path.join(args.results_dir, 'raw', 'eegmat100_s25'), 2.5)
-    ckpt = args.vae_ckpt or _train_default(train_data, os.path.join(args.results_dir, 'raw', 'tokenizer_run'),
-                                           args.quick)
+        data = ensure_bench_dataset(os.path.join(args.results_dir, 'raw', 'eegmat100_s25_val4'))
+    raw = os.path.join(args.results_dir, 'raw')
+    ckpt = args.vae_ckpt or _train_default(data, os.path.join(raw, 'tokenizer_run'), args.quick)
+    before = args.before_ckpt
+    if before is None and not args.vae_ckpt and not args.quick:
+        before = _train_default(data, os.path.join(raw, 'tokenizer_run_before'), False, BEFORE_TRAIN_FLAGS)
+    from benchmarks.bench_baselines import load_split
     train = EEGWindowDataset(data, 'train')
     val = EEGWindowDataset(data, 'val')
     limit = 16 if args.quick else None
     res, info, tgt, rec = evaluate_ckpt(ckpt, val, limit)
     names = stage_names(info['bands'])
     n_t, sfreq = info['n_times'], info['sfreq']
+    f_max = min(F_MAX, sfreq / 2)
     window_sec = n_t / sfreq
     train_NKCT = _load_split(train, 64 if args.quick else None)
     stages = stage_table(res, info, tgt, train_NKCT)
+    # realism: the same held-out windows through each tokenizer, plain and with its residual noise
+    val_split = load_split(data, 'val', limit, np.random.default_rng(0))
+    floor, real_feats = realism_floor(val_split, info, f_max)
+    tokenizers = [('new', ckpt)] + ([('before', before)] if before else [])
+    real_rows, decodes = {}, {}
+    for tag, path in tokenizers:
+        vae_t, info_t = load_vae(path)
+        check_dataset_matches(info_t, val, path)
+        r = realism(vae_t, info_t, val_split, train_NKCT, f_max, args.noise_seed, real_feats)
+        r_stages = stage_table(dict(snr_db=r['decode']['snr_db']), info_t, val_split.stages_NKCT, train_NKCT)
+        for variant, v in r.items():
+            real_rows[f'{tag}: {variant}'] = dict(v, path=os.path.abspath(path), stages=r_stages if variant == 'decode'
+                                                  else None, beats_codec_every_stage=all(
+                                                      v['snr_db'][s['stage']] > s['codec_snr_db'] for s in r_stages))
+        decodes[f'{tag}: decode'] = decode_stages(vae_t, info_t, val_split.stages_NKCT)[:, -1]
+        decodes[f'{tag}: decode+noise'] = decode_stages(vae_t, info_t, val_split.stages_NKCT, args.noise_seed,
+                                                        calibrated_noise(vae_t, info_t, train_NKCT))[:, -1]
     # full-spectrum RD curve
     codec_full = TransformCodec(sfreq).fit(train_NKCT[:, -1])
     rates = np.array([8, 16, 28, 40, 55, 64, 80, 100], dtype=float)
@@ -310,6 +492,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     vae, _ = load_vae(ckpt)
     x_BCT = torch.from_numpy(tgt[:, -1]).float() / info['uv_scale']
     speed = _speed(vae, x_BCT, window_sec, repeats=3 if args.quick else 7, threads=args.threads)
+    speed_noise = None
+    if vae.noise is not None:
+        prev = torch.get_num_threads()
+        torch.set_num_threads(args.threads)
+        try:
+            with torch.no_grad():
+                idx = vae.eeg_to_idxBl(x_BCT)
+                t_dec = median_time(lambda: vae.idxBl_to_eeg(idx, last_one=True, noise_seed=args.noise_seed),
+                                    repeats=3 if args.quick else 7)
+        finally:
+            torch.set_num_threads(prev)
+        speed_noise = dict(decode_s=t_dec, encode_decode_x_realtime=x_BCT.shape[0] * window_sec / (speed['encode_s'] + t_dec))
     ceiling_db = in_sample_codebooks_snr_db(vae, x_BCT, n_iter=5 if args.quick else 25)
     layouts = args.kmeans_layouts
     if layouts is None:
@@ -320,47 +514,64 @@ def main(argv: Sequence[str] | None = None) -> dict:
         kmeans.append(kmeans_tokenizer(lay, x_train_BCT, x_BCT, sfreq))
         logger.info('k-means tokenizer %s: %.1f bits/s/ch, val %.2f dB', lay, kmeans[-1]['bits_per_sec_per_channel'],
                     kmeans[-1]['val_snr_db'])
-    fig = 'tokenizer_rd.png'
+    fig, fig_psd = 'tokenizer_rd.png', 'tokenizer_psd.png'
     _plot(figure_path(args.results_dir, fig), rates, codec_db, bound_db, points, names,
           [s['tokenizer_snr_db'] for s in stages], [s['codec_snr_db'] for s in stages],
           [s['gaussian_bound_snr_db'] for s in stages])
+    _plot_psd(figure_path(args.results_dir, fig_psd), val_split.stages_NKCT[:, -1], decodes, sfreq)
     full = stages[-1]
+    new_noise = real_rows['new: decode+noise']
     result: dict[str, Any] = dict(
         machine=machine_info(), quick=bool(args.quick), vae_ckpt=os.path.abspath(ckpt), data_root=os.path.abspath(data),
+        before_ckpt=os.path.abspath(before) if before else None, val_subjects=sorted(set(val_split.subject.tolist())),
         n_val_windows=int(tgt.shape[0]), v_patch_nums=info['v_patch_nums'], tokens_per_pos=info['tokens_per_pos'],
         vocab_size=info['vocab_size'], bits_per_sec_per_channel=res['bits_per_second_per_channel'],
         stages=stages, psd_error_db=res['psd_error_db'], codebook_usage_pct=res['codebook_usage_pct'],
+        realism=dict(floor=floor, f_max=f_max, noise_seed=args.noise_seed, tokenizers=real_rows),
         rd_curve=dict(rates=rates.tolist(), codec_snr_db=codec_db, gaussian_bound_snr_db=bound_db),
-        extra_tokenizers=extra, speed=speed, in_sample_codebooks_snr_db=ceiling_db, kmeans_tokenizers=kmeans,
+        extra_tokenizers=extra, speed=speed, speed_with_noise=speed_noise, in_sample_codebooks_snr_db=ceiling_db,
+        kmeans_tokenizers=kmeans,
         targets=dict(must_full_beats_codec=full['beats_codec'], must_every_stage_beats_codec=all(s['beats_codec'] for s in stages),
                      goal_12db_at_64bps=bool(full['tokenizer_snr_db'] >= 12 and res['bits_per_second_per_channel'] <= 64),
                      usage_80pct_every_scale=bool(min(res['codebook_usage_pct']) >= 80),
-                     speed_1000x=bool(speed['encode_decode_x_realtime'] >= 1000)))
+                     speed_1000x=bool(speed['encode_decode_x_realtime'] >= 1000),
+                     psd_error_025db_every_band_with_noise=bool(max(new_noise['psd_error_db'].values()) <= 0.25),
+                     c2st_mlp_within_005_of_floor_with_noise=bool(new_noise['c2st_auc_mlp'] <= floor['c2st_auc_mlp'] + 0.05)))
+    band_cols = list(res['psd_error_db'])
     result['report'] = dict(
         title='Band tokenizer',
         text=[f"Tokenizer {os.path.basename(ckpt)}: scales {info['v_patch_nums']}, G={info['tokens_per_pos']}, "
               f"V={info['vocab_size']}, {res['bits_per_second_per_channel']:.1f} bits/s/channel; {tgt.shape[0]} validation "
-              f"windows. Encode+decode {speed['encode_decode_x_realtime']:.0f}x real time on {args.threads} thread(s).",
+              f"windows of {', '.join(result['val_subjects'])}. Encode+decode {speed['encode_decode_x_realtime']:.0f}x "
+              f"real time on {args.threads} thread(s)" + (f" ({speed_noise['encode_decode_x_realtime']:.0f}x with the "
+                                                          "residual noise)." if speed_noise else '.'),
               'Targets: ' + ', '.join(f'{k}={v}' for k, v in result['targets'].items()),
               f"Ceiling of this transform and layout: with every codebook refitted by k-means on the validation windows "
-              f"themselves, the full band reaches {ceiling_db:.2f} dB (trained codebooks: {full['tokenizer_snr_db']:.2f} dB)."],
+              f"themselves, the full band reaches {ceiling_db:.2f} dB (trained codebooks: {full['tokenizer_snr_db']:.2f} dB).",
+              "Realism: 'decode' is the deterministic decode of the tokens; 'decode+noise' adds the residual noise "
+              "calibrated on the training windows (seeded; it restores band power at a cost in SNR). C2ST AUC: input "
+              "windows of one half vs decodes of the other half (alternate 2-window blocks of every recording), "
+              "folds grouped by recording, both ways averaged; the floor is the same test on the real halves."],
         tables=[dict(title='Per-stage SNR at equal cumulative bits (dB)',
                      columns=['stage', 'bits/s/ch', 'tokenizer', 'codec', 'Gaussian bound'],
                      rows=[[s['stage'], round(s['bits_per_sec_per_channel'], 1), round(s['tokenizer_snr_db'], 2),
                             round(s['codec_snr_db'], 2), round(s['gaussian_bound_snr_db'], 2)] for s in stages]),
+                dict(title='Realism on held-out subjects: full-band SNR (dB), per-band PSD error (dB), C2ST AUC',
+                     columns=['decoder', 'SNR per stage', 'beats codec', *band_cols, 'C2ST linear', 'C2ST MLP'],
+                     rows=[['real halves (floor)', '', '', *([''] * len(band_cols)),
+                            round(floor['c2st_auc_linear'], 3), round(floor['c2st_auc_mlp'], 3)]]
+                     + [[tag, '/'.join(f'{v:.2f}' for v in r['snr_db'].values()), r['beats_codec_every_stage'],
+                         *[round(v, 2) for v in r['psd_error_db'].values()], round(r['c2st_auc_linear'], 3),
+                         round(r['c2st_auc_mlp'], 3)] for tag, r in real_rows.items()]),
                 dict(title='Codebook usage per scale (%)', columns=[f's{si}:{pn}' for si, pn in enumerate(info['v_patch_nums'])],
-                     rows=[[round(u, 1) for u in res['codebook_usage_pct']]]),
-                # a decoded sample inherits this: VQ reconstructions carry less power than the signal, most in the high
-                # bands, so it bounds how close any generated EEG decoded by this tokenizer can come to real band powers
-                dict(title='Per-band PSD error of the full-band reconstruction vs the real windows (dB)',
-                     columns=list(res['psd_error_db']), rows=[[round(v, 2) for v in res['psd_error_db'].values()]])]
+                     rows=[[round(u, 1) for u in res['codebook_usage_pct']]])]
         + ([dict(title='Layouts at equal rate, k-means tokenizers (block PCA + residual k-means on the training windows, '
                        'no gradient training): full-band SNR (dB)',
                  columns=['D', 'G', 'V', 'scales', 'bits/s/ch', 'train', 'validation'],
                  rows=[[k['downsample'], k['tokens_per_pos'], k['vocab_size'], '/'.join(map(str, k['v_patch_nums'])),
                         round(k['bits_per_sec_per_channel'], 1), round(k['train_snr_db'], 2), round(k['val_snr_db'], 2)]
                        for k in kmeans])] if kmeans else []),
-        figures=[dict(title='RD curve and per-stage SNR', path=fig)])
+        figures=[dict(title='RD curve and per-stage SNR', path=fig), dict(title='PSD: real vs decoded', path=fig_psd)])
     save_result(NAME, result, args.results_dir)
     logger.info('full-spectrum SNR %.2f dB at %.1f bits/s/ch (codec %.2f); stages %s', full['tokenizer_snr_db'],
                 res['bits_per_second_per_channel'], full['codec_snr_db'],

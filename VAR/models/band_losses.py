@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ['stage_recon_loss', 'log_spectral_loss', 'snr_db', 'SNRAccumulator']
+__all__ = ['stage_recon_loss', 'log_spectral_loss', 'band_power_loss', 'subband_edges', 'snr_db', 'SNRAccumulator']
 
 
 def stage_recon_loss(recs_K: Sequence[torch.Tensor], stages_BKCT: torch.Tensor,
@@ -71,6 +71,44 @@ def log_spectral_loss(rec_BCT: torch.Tensor, x_BCT: torch.Tensor, n_ffts: Sequen
     if not losses:
         return x_BCT.new_zeros(())
     return torch.stack(losses).mean()
+
+
+def subband_edges(f_hi: float, sfreq: float, n_times: int, width_hz: float = 2.0) -> list[tuple[int, int]]:
+    """rFFT bin ranges ``[lo, hi)`` of consecutive sub-bands of ``width_hz`` Hz covering (0, f_hi] (DC left out).
+
+    A window of ``n_times`` samples at ``sfreq`` Hz has bins every ``sfreq / n_times`` Hz; a band narrower
+    than one bin still gets one bin.
+    """
+    df = sfreq / n_times
+    last = max(1, min(int(round(f_hi / df)), n_times // 2))  # bin of f_hi, at least 1, at most Nyquist
+    step = max(1, int(round(width_hz / df)))
+    return [(lo, min(lo + step, last + 1)) for lo in range(1, last + 1, step)]
+
+
+def band_power_loss(rec_BCT: torch.Tensor, x_BCT: torch.Tensor, edges: Sequence[tuple[int, int]],
+                    rel_eps: float = 1e-3) -> torch.Tensor:
+    """Mean squared log-ratio of sub-band powers, per window and channel: mean (ln P_rec - ln P_x)².
+
+    A decoder trained on squared error alone shrinks what it cannot predict (its output carries less power
+    than its target, most in the high bands); this loss pulls each sub-band's power back to the target's
+    without asking for the phase.
+
+    Parameters
+    ----------
+    rec_BCT, x_BCT : Tensor, shape (B, C, T)
+    edges : sequence of (lo, hi)
+        rFFT bin ranges (see :func:`subband_edges`); P is Σ |rfft(x)|² over bins lo..hi-1 (Hann window).
+    rel_eps : float
+        Floor added to the powers, relative to the target's mean sub-band power (keeps empty bands finite).
+    """
+    T = x_BCT.shape[-1]
+    win = torch.hann_window(T, periodic=False, device=x_BCT.device, dtype=torch.float32)
+    R = torch.fft.rfft(rec_BCT.float() * win, dim=-1).abs().square()
+    X = torch.fft.rfft(x_BCT.float() * win, dim=-1).abs().square()
+    P_rec = torch.stack([R[..., lo:hi].sum(-1) for lo, hi in edges], dim=-1)
+    P_x = torch.stack([X[..., lo:hi].sum(-1) for lo, hi in edges], dim=-1)
+    eps = rel_eps * P_x.mean().detach() + 1e-12
+    return (torch.log(P_rec + eps) - torch.log(P_x + eps)).square().mean()
 
 
 def snr_db(signal_energy: float | torch.Tensor, error_energy: float | torch.Tensor) -> float:

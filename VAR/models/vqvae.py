@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from .band_noise import ResidualNoise
 from .basic_vae import Decoder, Encoder, PatchDecoder, PatchEncoder
 from .quant import VectorQuantizer2
 
@@ -54,6 +55,10 @@ class VQVAE(nn.Module):
         Each scale owns its codebooks.
     resample : {'linear', 'fft'}
         Resampling between scales.
+    residual_noise : bool
+        Hold a :class:`~models.band_noise.ResidualNoise` (zero until calibrated): decoding with a
+        ``noise_seed`` adds seeded noise that restores the band power quantisation removed. Off in
+        checkpoints written before it existed.
     test_mode : bool
         Put in eval mode and freeze all parameters (as upstream, for use inside VAR).
     """
@@ -65,7 +70,7 @@ class VQVAE(nn.Module):
                  quant_resi: float = 0.5, share_quant_resi: int = 4, default_qresi_counts: int = 0,
                  v_patch_nums: Sequence[int] = (10, 20, 33, 75, 125), tokens_per_pos: int = 1,
                  per_scale_codebook: bool = False, resample: str = 'linear', arch: str = 'cnn',
-                 test_mode: bool = True):
+                 residual_noise: bool = False, test_mode: bool = True):
         super().__init__()
         self._config: Dict[str, Any] = dict(
             in_channels=int(in_channels), vocab_size=int(vocab_size), z_channels=int(z_channels), ch=int(ch),
@@ -75,6 +80,8 @@ class VQVAE(nn.Module):
             share_quant_resi=int(share_quant_resi), default_qresi_counts=int(default_qresi_counts),
             v_patch_nums=[int(p) for p in v_patch_nums], tokens_per_pos=int(tokens_per_pos),
             per_scale_codebook=bool(per_scale_codebook), resample=str(resample), arch=str(arch))
+        if residual_noise:  # only when on, so configs of older checkpoints stay as they were
+            self._config['residual_noise'] = True
         self.test_mode = test_mode
         self.V, self.Cvae = vocab_size, z_channels
         self.in_channels = int(in_channels)
@@ -100,6 +107,8 @@ class VQVAE(nn.Module):
             per_scale_codebook=per_scale_codebook, resample=resample)
         self.quant_conv = nn.Conv1d(self.Cvae, self.Cvae, quant_conv_ks, stride=1, padding=quant_conv_ks // 2)
         self.post_quant_conv = nn.Conv1d(self.Cvae, self.Cvae, quant_conv_ks, stride=1, padding=quant_conv_ks // 2)
+        self.noise: Optional[ResidualNoise] = (ResidualNoise(len(self.v_patch_nums), self.in_channels, self.n_times)
+                                               if residual_noise else None)
         if self.test_mode:
             self.eval()
             [p.requires_grad_(False) for p in self.parameters()]
@@ -190,33 +199,52 @@ class VQVAE(nn.Module):
         f_BCl = self.quant_conv(self.encoder(x_BCT))
         return self.quantize.f_to_idxBl_or_fhat(f_BCl, to_fhat=False, v_patch_nums=v_patch_nums)
 
-    def idxBl_to_eeg(self, ms_idx_Bl: List[torch.Tensor], last_one: bool = False):
-        """Token maps -> decoded cumulative signals (list over scales of (B, C, T)), or only the last."""
-        ms_h_BCl = [self.quantize.embed_idx(si, idx_Bl) for si, idx_Bl in enumerate(ms_idx_Bl)]
-        return self.embed_to_eeg(ms_h_BCl=ms_h_BCl, all_to_max_scale=True, last_one=last_one)
+    def add_residual_noise(self, x_BCT: torch.Tensor, si: int, noise_seed: Optional[int]) -> torch.Tensor:
+        """Scale ``si``'s decode ``x_BCT`` plus its calibrated noise for ``noise_seed`` (unchanged when the seed is
+        None or the tokenizer holds no noise). For decodes made with :meth:`fhat_to_eeg` (VAR sampling)."""
+        return x_BCT if self.noise is None else self.noise.add_(x_BCT, si, noise_seed)
 
-    def embed_to_eeg(self, ms_h_BCl: List[torch.Tensor], all_to_max_scale: bool, last_one: bool = False):
+    def idxBl_to_eeg(self, ms_idx_Bl: List[torch.Tensor], last_one: bool = False, noise_seed: Optional[int] = None):
+        """Token maps -> decoded cumulative signals (list over scales of (B, C, T)), or only the last.
+
+        ``noise_seed``: add the calibrated residual noise drawn with this seed (see ``residual_noise``).
+        """
+        ms_h_BCl = [self.quantize.embed_idx(si, idx_Bl) for si, idx_Bl in enumerate(ms_idx_Bl)]
+        return self.embed_to_eeg(ms_h_BCl=ms_h_BCl, all_to_max_scale=True, last_one=last_one, noise_seed=noise_seed)
+
+    def embed_to_eeg(self, ms_h_BCl: List[torch.Tensor], all_to_max_scale: bool, last_one: bool = False,
+                     noise_seed: Optional[int] = None):
         """Per-scale embeddings (B, Cvae, pn) -> decoded cumulative signals (list) or the last (B, C, T)."""
         if last_one:
-            return self.fhat_to_eeg(self.quantize.embed_to_fhat(ms_h_BCl, all_to_max_scale=all_to_max_scale, last_one=True))
-        return [self.fhat_to_eeg(f_hat) for f_hat in
-                self.quantize.embed_to_fhat(ms_h_BCl, all_to_max_scale=all_to_max_scale, last_one=False)]
+            x = self.fhat_to_eeg(self.quantize.embed_to_fhat(ms_h_BCl, all_to_max_scale=all_to_max_scale, last_one=True))
+            return self.add_residual_noise(x, len(ms_h_BCl) - 1, noise_seed)
+        return [self.add_residual_noise(self.fhat_to_eeg(f_hat), si, noise_seed) for si, f_hat in
+                enumerate(self.quantize.embed_to_fhat(ms_h_BCl, all_to_max_scale=all_to_max_scale, last_one=False))]
 
     def eeg_to_reconstructed_eeg(self, x_BCT: torch.Tensor, v_patch_nums: Optional[Sequence[int]] = None,
-                                 last_one: bool = False):
+                                 last_one: bool = False, noise_seed: Optional[int] = None):
         """Encode + quantize + decode every cumulative f_hat (list over scales) or only the last (B, C, T)."""
         f_BCl = self.quant_conv(self.encoder(x_BCT))
         ls_f_hat_BCl = self.quantize.f_to_idxBl_or_fhat(f_BCl, to_fhat=True, v_patch_nums=v_patch_nums)
         if last_one:
-            return self.fhat_to_eeg(ls_f_hat_BCl[-1])
-        return [self.fhat_to_eeg(f_hat) for f_hat in ls_f_hat_BCl]
+            return self.add_residual_noise(self.fhat_to_eeg(ls_f_hat_BCl[-1]), len(ls_f_hat_BCl) - 1, noise_seed)
+        return [self.add_residual_noise(self.fhat_to_eeg(f_hat), si, noise_seed) for si, f_hat in enumerate(ls_f_hat_BCl)]
 
     def load_state_dict(self, state_dict: Dict[str, Any], strict: bool = True, assign: bool = False):
-        """Strict load; a usage buffer with another number of scales is replaced by this model's (upstream)."""
+        """Strict load; a usage buffer with another number of scales is replaced by this model's (upstream).
+
+        Residual-noise buffers missing from ``state_dict`` or of another layout stay uncalibrated (zero, so
+        decoding adds no noise until :meth:`~models.band_noise.ResidualNoise.calibrate_` fills them).
+        """
         key = 'quantize.ema_vocab_hit_SV'
         if key in state_dict and state_dict[key].shape != self.quantize.ema_vocab_hit_SV.shape:
             state_dict = dict(state_dict)
             state_dict[key] = self.quantize.ema_vocab_hit_SV
+        if self.noise is not None:
+            own = {f'noise.{k}': v for k, v in self.noise.state_dict().items()}
+            if any(k not in state_dict or state_dict[k].shape != v.shape for k, v in own.items()):
+                state_dict = {k: v for k, v in state_dict.items() if not k.startswith('noise.')}
+                state_dict.update({k: torch.zeros_like(v) for k, v in own.items()})
         return super().load_state_dict(state_dict=state_dict, strict=strict, assign=assign)
 
     # upstream names, kept as aliases

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from utils.arg_util import BaseArgs, arg
 from utils.errors import UserError
 
-__all__ = ['VAEArgs', 'parse_int_list', 'parse_float_list']
+__all__ = ['VAEArgs', 'parse_int_list', 'parse_float_list', 'DEFAULT_V_PATCH_NUMS']
+
+#: The default scale layout (5-s windows at 100 Hz, downsampling 2: latent length 250).
+DEFAULT_V_PATCH_NUMS = '50_90_130_220_250'
 
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -45,7 +48,7 @@ class VAEArgs(BaseArgs):
         '--local_out_dir_path; re-running the same command resumes.')
     # ---- overridden defaults of the shared fields (tokenizer scale)
     bs: int = arg(32, 'global batch size over all processes and accumulation steps')
-    ep: int = arg(100, 'epochs')
+    ep: int = arg(40, 'epochs (earlier default 100; validation SNR on eegmat is flat after ~15 epochs of 2.5-s-stride windows)')
     tblr: float = arg(0.08, 'base learning rate per 256 windows; peak lr = ac * tblr * glb_batch_size / 256')
     twd: float = arg(0.0, 'initial weight decay (codebooks, norms and biases never decay)')
     tclip: float = arg(5.0, 'clip the global grad norm to this value; <= 0 disables clipping')
@@ -71,15 +74,25 @@ class VAEArgs(BaseArgs):
     share_quant_resi: int = arg(4, 'Phi sharing: 0 one per scale, 1 shared, K >= 2 partially shared')
     beta: float = arg(0.25, 'commitment weight')
     # ---- scale layout
-    v_patch_nums: str = arg('auto', "explicit scale layout, e.g. 20_40_65_150_250 (strictly increasing, last = latent "
-                            "length, the last K scales are the K stages); 'auto' = the Nyquist rule of "
-                            "utils.eeg_bands.scale_lengths_for_bands with --extra_coarse / --tokens_per_nyquist")
+    v_patch_nums: str = arg(DEFAULT_V_PATCH_NUMS,
+                            "explicit scale layout, e.g. 20_40_65_150_250 (strictly increasing, last = latent length, "
+                            "the last K scales are the K stages); 'auto' = the Nyquist rule of "
+                            "utils.eeg_bands.scale_lengths_for_bands with --extra_coarse / --tokens_per_nyquist. "
+                            f"Default {DEFAULT_V_PATCH_NUMS} (measured best for 5-s windows at 100 Hz: more tokens for "
+                            "delta and theta than the Nyquist rule's 40_80_130_249_250); windows of another latent "
+                            "length get 'auto'")
     extra_coarse: str = arg('', "extra coarse scales below the first band, e.g. '1_2_4' ('' = none)")
     tokens_per_nyquist: float = arg(0.0, 'multiplier on the Nyquist scale-length rule; 0 = the downsampling factor D, '
                                     'so every scale carries its band at the latent rate sfreq / D')
     # ---- losses / codebook upkeep
     stage_w: str = arg('1', "per-stage loss weights, ',' separated (one value = same for all stages)")
     spec_w: float = arg(0.05, 'weight of the multi-resolution log-spectral (STFT) loss')
+    psd_w: float = arg(0.3, 'weight of the sub-band power loss (squared log power ratio in --psd_bin_hz sub-bands) on '
+                       'every partial decode, so decodes keep their band power; 0 = off. Not in upstream')
+    psd_bin_hz: float = arg(2.0, 'width of the sub-bands of the --psd_w loss (Hz)')
+    residual_noise: bool = arg(True, 'store calibrated residual noise with the tokenizer (fitted on training windows '
+                               'at every checkpoint); decoding with a noise seed restores the band power the '
+                               'decoder loses, at a cost in SNR. Not in upstream')
     vq_w: float = arg(1.0, 'weight of the quantizer loss (codebook + beta * commitment)')
     reseed_every: int = arg(25, 're-seed dead codes from the batch every N iterations (0 = never)')
     # port: upstream counts a code as used above 0.08x the uniform rate; re-seeding everything below 0.5x keeps the
@@ -119,6 +132,8 @@ class VAEArgs(BaseArgs):
             raise UserError(f"--tokens_per_nyquist={self.tokens_per_nyquist}: expected > 0 (or 0 = the downsampling factor)")
         if not 0 <= self.reseed_margin < 1:
             raise UserError(f"--reseed_margin={self.reseed_margin}: expected a fraction of the uniform usage rate in [0, 1)")
+        if self.psd_w < 0 or self.psd_bin_hz <= 0:
+            raise UserError(f"--psd_w={self.psd_w} / --psd_bin_hz={self.psd_bin_hz}: expected psd_w >= 0 and psd_bin_hz > 0")
         if self.uv_scale < 0:
             raise UserError(f"--uv_scale={self.uv_scale}: expected > 0 (or 0 = from the training data)")
 
