@@ -337,4 +337,4 @@ def _cli(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(_cli, prog="bench_intra_steps")
+    run_cli(_cli, prog="python -m benchmarks.bench_intra_steps")

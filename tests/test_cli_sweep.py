@@ -172,7 +172,11 @@ def _main(name: str):
     if name == "complete":
         import complete as m
         return m.main, "complete.py"
-    if name in ("bench_generation", "bench_speed", "bench_token_nll", "bench_train", "bench_zeroshot", "bench_ingest"):
+    if name == "main_report":
+        from utils import main_report as m
+        return m.main, "python -m utils.main_report"
+    if name in ("bench_generation", "bench_speed", "bench_token_nll", "bench_train", "bench_zeroshot", "bench_ingest",
+                "bench_intra_steps"):
         import importlib
         m = importlib.import_module(f"benchmarks.{name}")
         return m._cli, f"python -m benchmarks.{name}"  # what `python -m benchmarks.<name>` runs
@@ -315,7 +319,12 @@ CASES = [
      "refused to load"),
     ("bench_zeroshot", "ckpt missing", "--quick --ckpt {missing} --data-root {ds} --results-dir {base}/b10",
      "not found"),
-    ("report", "results-dir missing", "--results-dir {base}/nothing_here --readme {base}/R.md", "nothing_here"),
+    ("report", "results-dir missing", "--results-dir {base}/nothing_here --out {base}/R.md", "nothing_here"),
+    ("bench_intra_steps", "steps not ints", "--steps one --vae-ckpt {tok} --data-root {ds} --results-dir {base}/b11",
+     "--steps"),
+    ("bench_intra_steps", "vae-ckpt malicious", "--quick --vae-ckpt {evil} --data-root {ds} --runs-dir {base}/b11 "
+     "--results-dir {base}/b11", "refused to load"),
+    ("main_report", "run dir missing", "{missing}", ("does_not_exist", "--out folder")),
     # --- zero-shot completion
     ("complete", "ckpt missing", "--mode=complete_bands --k=1 --ckpt={missing} --data_path={ds} "
      "--n=2 --out={base}/c.npz", "not found"),

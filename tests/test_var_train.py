@@ -211,7 +211,7 @@ def test_torchrun_two_cpu_processes_match_one_process(repo_root, ds_root, tok_ck
     with open(dumper, "w") as fh:
         fh.write(_PARAM_DUMPER)
     n_train = len(EEGWindowDataset(ds_root, "train"))
-    flags = ["--ep=3", "--depth=1", "--cond_drop=0", "--save_it=0", f"--bs={n_train + n_train % 2}"]
+    flags = ["--ep=3", "--depth=1", "--cond_drop=0", "--intra_mix=0", "--save_it=0", f"--bs={n_train + n_train % 2}"]
     runs = {}
     for n_proc in (1, 2):
         out = str(tmp_path / f"p{n_proc}")
