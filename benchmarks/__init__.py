@@ -39,6 +39,7 @@ import time
 from typing import Any, Callable
 
 from utils.cli import ArgumentParser
+from utils.errors import UserError
 from utils.project_info import REPO_ROOT, code_version
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 RESULTS_DIR = os.path.join(REPO_ROOT, "benchmarks", "results")
 
 __all__ = ["RESULTS_DIR", "bench_parser", "device_sync", "save_result", "load_result", "figure_path", "machine_info",
-           "median_time", "peak_rss_mb", "bench_name"]
+           "median_time", "peak_rss_mb", "bench_name", "parse_ints"]
 
 
 def bench_name(module_name: str) -> str:
@@ -65,6 +66,17 @@ def bench_parser(prog: str, description: str) -> ArgumentParser:
                         help="dataset root (train/, val/, manifest.json); default: the benchmark's own choice")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def parse_ints(text: str, flag: str) -> list[int]:
+    """A comma-separated list of positive integers from flag ``flag``; one-line error otherwise."""
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag}={text!r}: expected comma-separated integers, e.g. 4,8,16") from None
+    if not vals or min(vals) < 1:
+        raise UserError(f"{flag}={text!r}: expected positive integers, e.g. 4,8,16")
+    return vals
 
 
 def _json_default(obj: Any) -> Any:

@@ -92,8 +92,9 @@ class Split:
         return self.stages_NKCT[:, -1]
 
 
-def ensure_default_dataset(root: str) -> str:
-    """Build the eegmat benchmark dataset into ``root`` unless it is already there."""
+def ensure_default_dataset(root: str, build_args: Sequence[str] | None = None) -> str:
+    """Build an eegmat benchmark dataset (``build_args``, default :data:`EEGMAT_BUILD_ARGS`) into ``root`` unless
+    it is already there."""
     if os.path.exists(os.path.join(root, "manifest.json")):
         return root
     if not os.path.isdir(EEGMAT_DIR):
@@ -101,7 +102,7 @@ def ensure_default_dataset(root: str) -> str:
                            "built with `python -m utils.data_eeg build`)")
     logger.info("building the eegmat benchmark dataset into %s (once)", root)
     cmd = [sys.executable, "-m", "utils.data_eeg", "build", "--inputs", EEGMAT_DIR, "--out", root,
-           *EEGMAT_BUILD_ARGS, "--progress", "off"]
+           *(EEGMAT_BUILD_ARGS if build_args is None else build_args), "--progress", "off"]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise DatasetError(f"building {root} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")

@@ -23,23 +23,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from benchmarks import bench_parser, figure_path, machine_info, save_result
+from benchmarks import bench_parser, figure_path, machine_info, parse_ints, save_result
 from utils.cli import run_cli, setup_logging
 from utils.var_path import ensure_var_importable
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 NAME = "intra_steps"
-
-
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        out = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UserError(f"{flag}={text!r}: expected comma-separated integers, e.g. 1,4") from None
-    if not out or min(out) < 1:
-        raise UserError(f"{flag}={text!r}: expected integers >= 1")
-    return out
 
 
 def build_parser():
@@ -188,7 +178,7 @@ def plot_psd(path: str, curves: dict, class_names: Sequence[str], edges) -> None
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    steps = _ints(args.steps, "--steps")
+    steps = parse_ints(args.steps, "--steps")
     raw = os.path.join(args.results_dir, "raw")
     if args.data_root is None:  # bench_tokenizer's: all 26 eegmat subjects, four held out, 5-s windows every 2.5 s
         from benchmarks.bench_tokenizer import ensure_bench_dataset

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import torch
 
-from benchmarks import (bench_parser, device_sync, figure_path, machine_info, median_time, peak_rss_mb,
+from benchmarks import (bench_parser, device_sync, figure_path, machine_info, median_time, parse_ints, peak_rss_mb,
                         save_result)
 from utils.cli import run_cli, setup_logging
 from utils.errors import UserError
@@ -154,16 +154,6 @@ def plot_ratio(rows: list[dict], path: str, where: str = "this CPU") -> None:
     plt.close(fig)
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{flag}={text!r}: expected comma-separated integers, e.g. 4,8,16") from None
-    if not vals or min(vals) < 1:
-        raise UserError(f"{flag}={text!r}: expected positive integers, e.g. 4,8,16")
-    return vals
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
     p = bench_parser("python -m benchmarks.bench_speed", "Next-scale (VAR) vs next-token (AR baseline) sampling: "
                      "forward passes and wall time per generated window, ratio measured in the same run.")
@@ -188,8 +178,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise UserError(f"--device={args.device!r}: expected cpu or cuda")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device=cuda: torch sees no CUDA device on this machine; use --device cpu")
-    depths = _ints(args.depths or ("2" if args.quick else "4,8,16"), "--depths")
-    batches = _ints(args.batches or ("1,4" if args.quick else "1,32"), "--batches")
+    depths = parse_ints(args.depths or ("2" if args.quick else "4,8,16"), "--depths")
+    batches = parse_ints(args.batches or ("1,4" if args.quick else "1,32"), "--batches")
     seqs = [s.strip() for s in args.sequences.split(",") if s.strip()]
     if not seqs or any(s not in ("pyramid", "last") for s in seqs):
         raise UserError(f"--sequences={args.sequences!r}: expected a comma-separated subset of pyramid,last")

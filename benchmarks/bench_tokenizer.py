@@ -397,19 +397,8 @@ def _plot(path: str, rates: np.ndarray, codec_db: list, bound_db: list, points: 
 def ensure_bench_dataset(root: str) -> str:
     """Build the benchmark dataset into ``root`` unless present: all 26 eegmat subjects, 5-s windows every
     2.5 s, ``VAL_SUBJECTS`` held out."""
-    from benchmarks.bench_baselines import EEGMAT_DIR, eegmat_build_args
-    if os.path.exists(os.path.join(root, 'manifest.json')):
-        return root
-    if not os.path.isdir(EEGMAT_DIR):
-        raise UserError(f"{EEGMAT_DIR} not found and no --data_path given; pass --data_path DIR (a dataset built with "
-                        "`python -m utils.data_eeg build`)")
-    logger.info('building the tokenizer benchmark dataset into %s (once)', root)
-    cmd = [sys.executable, '-m', 'utils.data_eeg', 'build', '--inputs', EEGMAT_DIR, '--out', root,
-           *eegmat_build_args(2.5, val_subjects=VAL_SUBJECTS), '--progress', 'off']
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"building {root} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-    return root
+    from benchmarks.bench_baselines import ensure_default_dataset, eegmat_build_args
+    return ensure_default_dataset(root, eegmat_build_args(2.5, val_subjects=VAL_SUBJECTS))
 
 
 def _plot_psd(path: str, real_NCT: np.ndarray, decodes: dict, sfreq: float) -> None:
