@@ -44,8 +44,6 @@ from utils.misc import print0
 logger = logging.getLogger("train")
 
 CKPT_PATTERN = "ar-ckpt*.pth"
-# steps inside a scale when --intra_steps=0 (auto): chosen by benchmarks/bench_var.py on eegmat
-DEFAULT_INTRA_STEPS = 4
 NOWD_KEYS = {"cls_token", "start_token", "task_token", "cfg_uncond", "pos_embed", "pos_1LC", "pos_start", "start_pos",
              "lvl_embed", "gamma", "beta", "ada_gss", "moe_bias", "scale_mul"}
 
@@ -91,8 +89,6 @@ def build_everything(args: arg_util.Args):
     check_dataset_matches(tok_info, raw_train, args.vae_ckpt)
     check_dataset_matches(tok_info, raw_val, args.vae_ckpt)
     args.set_tokenizer_geometry(vae_local.v_patch_nums, vae_local.downsample, tok_info["n_times"])
-    if args.intra_steps == 0:
-        args.intra_steps = min(DEFAULT_INTRA_STEPS, min(args.patch_nums))
     if not args.ar_baseline and args.intra_steps > min(args.patch_nums):
         raise UserError(f"--intra_steps={args.intra_steps} does not fit the tokenizer's smallest scale "
                         f"({min(args.patch_nums)} positions of {list(args.patch_nums)}); use at most {min(args.patch_nums)}")

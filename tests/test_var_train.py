@@ -157,6 +157,27 @@ def test_resume_with_other_architecture_is_one_line_error(repo_root, ds_root, to
 
 
 
+def test_intra_steps_train_resume_guard_and_sampling(repo_root, ds_root, tok_ckpt, tmp_path):
+    """VAR/train.py with steps inside a scale: the run records its steps, a resume with other steps is one
+    line naming both, and sample.py samples it with fewer steps than it was trained with."""
+    out = str(tmp_path / "intra")
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--ep=1", "--intra_steps=2"]))
+    assert r.returncode == 0, r.stderr[-3000:]
+    state, _ = load_checkpoint(os.path.join(out, "ar-ckpt-last.pth"))
+    assert state["trainer"]["config"]["intra_steps"] == 2
+    assert "content_embed.weight" in state["trainer"]["var_wo_ddp"]
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--ep=2"]))  # default --intra_steps=1
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error:") and "intra_steps=2" in last and "intra_steps=1" in last
+    npz = str(tmp_path / "s.npz")
+    r = run_py(repo_root, ["VAR/sample.py", f"--ckpt={out}/ar-ckpt-last.pth", "--n=2", f"--out={npz}",
+                           "--intra_steps=1"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    with np.load(npz) as z:
+        assert np.isfinite(z["signal"]).all() and z["signal"].shape[0] == 4  # 2 per class, 2 classes
+
+
 def test_resume_with_retrained_tokenizer_of_same_config_is_refused(repo_root, ds_root, tok_ckpt, run_a, tmp_path):
     """Same tokenizer config, other weights (e.g. retrained): every token would change under the model."""
     state, _ = load_checkpoint(tok_ckpt)
