@@ -303,7 +303,7 @@ def build_report(res: dict) -> dict:
                  "reconstructions of the validation windows of the same class; the floor row compares reconstructed "
                  "training windows with them. Sampling speed in windows/s on this CPU."],
         "tables": [{"title": "Generated vs reconstructed validation windows (means over classes)",
-                    "columns": ["model, sampling", "mean |dB| 1-45 Hz", "alpha peak err (Hz)",
+                    "columns": ["model, sampling", "mean abs dB diff, 1-45 Hz", "alpha peak err (Hz)",
                                 "alpha prominence err (dB)", "largest edge step (dB)", "C2ST AUC",
                                 "windows/s (batch 1)", "windows/s (batch 32)"], "rows": rows},
                    {"title": "Validation NLL per scale (bits/window); unigram and left-neighbour bigram totals beside",
