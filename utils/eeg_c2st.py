@@ -25,7 +25,7 @@ from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["C2STResult", "c2st_auc", "c2st_features", "roc_auc", "group_folds"]
+__all__ = ["C2STResult", "c2st_auc", "c2st_features", "roc_auc", "group_folds", "cross_validated_auc"]
 
 
 @dataclasses.dataclass
@@ -208,18 +208,29 @@ def c2st_auc(a_NCT: np.ndarray, b_NCT: np.ndarray, sfreq: float, groups_a: Seque
     g_b = np.asarray([f"b:{i}" for i in range(n_b)] if groups_b is None else list(groups_b))
     if len(g_a) != n_a or len(g_b) != n_b:
         raise UserError(f"c2st_auc: got {len(g_a)}/{len(g_b)} group ids for {n_a}/{n_b} windows; give one per window")
-    rng = np.random.default_rng(seed)
-    fold_a, fold_b, k = group_folds(g_a, g_b, n_folds, rng)
+    def logistic(X_tr: np.ndarray, y_tr: np.ndarray, X_te: np.ndarray, fold: int) -> np.ndarray:
+        w, b0 = _fit_logistic(X_tr, y_tr, l2)
+        return X_te @ w + b0
+
+    return cross_validated_auc(F_a, F_b, g_a, g_b, n_folds, seed, logistic)
+
+
+def cross_validated_auc(F_a: np.ndarray, F_b: np.ndarray, groups_a: np.ndarray, groups_b: np.ndarray, n_folds: int,
+                        seed: int, fit_score) -> C2STResult:
+    """Group-fold cross-validated AUC of a classifier telling feature set b (label 1) from a (label 0).
+
+    ``fit_score(X_train, y_train, X_test, fold) -> scores`` trains on standardised features (mean and std of the
+    training fold) and scores the test fold; one call per fold.
+    """
+    fold_a, fold_b, k = group_folds(np.asarray(groups_a), np.asarray(groups_b), n_folds, np.random.default_rng(seed))
     X = np.concatenate([F_a, F_b])
-    y = np.concatenate([np.zeros(n_a), np.ones(n_b)])
+    y = np.concatenate([np.zeros(len(F_a)), np.ones(len(F_b))])
     fold = np.concatenate([fold_a, fold_b])
     aucs = []
     for f in range(k):
         tr, te = fold != f, fold == f
         mu, sd = X[tr].mean(axis=0), X[tr].std(axis=0)
         sd[sd == 0] = 1.0
-        w, b0 = _fit_logistic((X[tr] - mu) / sd, y[tr], l2)
-        scores = ((X[te] - mu) / sd) @ w + b0
-        aucs.append(roc_auc(y[te], scores))
+        aucs.append(roc_auc(y[te], fit_score((X[tr] - mu) / sd, y[tr], (X[te] - mu) / sd, f)))
     return C2STResult(auc=float(np.mean(aucs)), auc_std=float(np.std(aucs)), fold_aucs=[float(v) for v in aucs],
-                      n_folds=k, n_a=n_a, n_b=n_b)
+                      n_folds=k, n_a=len(F_a), n_b=len(F_b))

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .eeg_bands import DEFAULT_BANDS
-from .eeg_c2st import C2STResult, c2st_features, group_folds, roc_auc
+from .eeg_c2st import C2STResult, c2st_features, cross_validated_auc
 from .errors import UserError
 
 __all__ = ['rich_features', 'hjorth', 'c2st_mlp_auc']
@@ -92,17 +92,7 @@ def c2st_mlp_auc(F_a: np.ndarray, F_b: np.ndarray, groups_a: Sequence, groups_b:
     if len(groups_a) != len(F_a) or len(groups_b) != len(F_b):
         raise UserError(f"c2st_mlp_auc: got {len(groups_a)}/{len(groups_b)} group ids for {len(F_a)}/{len(F_b)} "
                         "windows; give one per window")
-    fold_a, fold_b, k = group_folds(np.asarray(groups_a), np.asarray(groups_b), n_folds, np.random.default_rng(seed))
-    X = np.concatenate([F_a, F_b])
-    y = np.concatenate([np.zeros(len(F_a)), np.ones(len(F_b))])
-    fold = np.concatenate([fold_a, fold_b])
-    aucs = []
-    for f in range(k):
-        tr, te = fold != f, fold == f
-        mu, sd = X[tr].mean(axis=0), X[tr].std(axis=0)
-        sd[sd == 0] = 1.0
-        net = _MLP(X.shape[1], hidden, seed + f).fit((X[tr] - mu) / sd, y[tr], steps, weight_decay)
-        scores = net.score((X[te] - mu) / sd)
-        aucs.append(roc_auc(y[te], scores))
-    return C2STResult(auc=float(np.mean(aucs)), auc_std=float(np.std(aucs)), fold_aucs=[float(v) for v in aucs],
-                      n_folds=k, n_a=len(F_a), n_b=len(F_b))
+    def mlp(X_tr: np.ndarray, y_tr: np.ndarray, X_te: np.ndarray, fold: int) -> np.ndarray:
+        return _MLP(X_tr.shape[1], hidden, seed + fold).fit(X_tr, y_tr, steps, weight_decay).score(X_te)
+
+    return cross_validated_auc(F_a, F_b, groups_a, groups_b, n_folds, seed, mlp)
