@@ -90,29 +90,42 @@ def _windows(root: str, split: str, limit: int | None = None) -> tuple[np.ndarra
 @torch.no_grad()
 def reconstruct(vae, x_NCT: np.ndarray, uv: float, bs: int = 64) -> np.ndarray:
     """Tokens in, decoder out: what a perfect transformer's samples would look like, µV."""
-    out = []
-    for i in range(0, len(x_NCT), bs):
-        x = torch.from_numpy(x_NCT[i:i + bs] / uv).float()
-        out.append(vae.idxBl_to_eeg(vae.eeg_to_idxBl(x), last_one=True).float().numpy() * uv)
-    return np.concatenate(out).astype(np.float64)
+    return np.concatenate([vae.eeg_to_reconstructed_eeg(torch.from_numpy(x_NCT[i:i + bs] / uv).float(),
+                                                        last_one=True).float().numpy() * uv
+                           for i in range(0, len(x_NCT), bs)]).astype(np.float64)
 
 
-def token_nll_bits(var, vae, x_tr, lab_tr, x_va, lab_va, uv: float) -> dict:
-    """Bits per validation window: the model (exact under its order), unigram, same-scale left-neighbour bigram."""
-    from benchmarks.bench_token_nll import choose_parent_prior, parent_bigram_nll, unigram_nll, var_nll
-    to_t = lambda x: torch.from_numpy(x / uv).float()  # noqa: E731
-    val_nll, toks_va = var_nll(var, vae, to_t(x_va), torch.as_tensor(lab_va))
-    _, toks_tr = var_nll(var, vae, to_t(x_tr[:len(x_tr)]), torch.as_tensor(lab_tr))
-    V, G = var.V, var.G
+@torch.no_grad()
+def scale_tokens(vae, x_NCT: np.ndarray, uv: float, bs: int = 64) -> list[np.ndarray]:
+    """The tokenizer's token maps of windows (µV), per scale (N, pn * G)."""
+    per = [vae.eeg_to_idxBl(torch.from_numpy(x_NCT[i:i + bs] / uv).float()) for i in range(0, len(x_NCT), bs)]
+    return [np.concatenate([b[si].numpy() for b in per]) for si in range(len(per[0]))]
+
+
+def count_model_bits(toks_tr: list[np.ndarray], toks_va: list[np.ndarray], V: int, G: int) -> dict:
+    """Bits per validation window and scale of the count models fitted on training tokens: token frequencies
+    (unigram) and the same-scale left neighbour (bigram; the first position costs the unigram)."""
+    from benchmarks.bench_token_nll import choose_parent_prior, parent_bigram_nll, unigram_nll
     uni, left = [], []
-    for si, pn in enumerate(var.patch_nums):
-        uni.append(unigram_nll(toks_tr[si], toks_va[si], V))
-        tr_c, tr_p, va_c, va_p = toks_tr[si][:, G:], toks_tr[si][:, :-G], toks_va[si][:, G:], toks_va[si][:, :-G]
+    for tr, va in zip(toks_tr, toks_va):
+        pn = tr.shape[1] // G
+        uni.append(unigram_nll(tr, va, V))
+        tr_c, tr_p, va_c, va_p = tr[:, G:], tr[:, :-G], va[:, G:], va[:, :-G]
         nll_left = parent_bigram_nll(tr_c, tr_p, va_c, va_p, V, choose_parent_prior(tr_c, tr_p, V))
         left.append(((pn - 1) * nll_left + uni[-1]) / pn)
-    n_tok = [pn * G for pn in var.patch_nums]
-    bits = lambda nll: [n * v / math.log(2) for n, v in zip(n_tok, nll)]  # noqa: E731
-    return {"var": bits(val_nll), "unigram": bits(uni), "left_bigram": bits(left)}
+    return {"unigram": _bits(uni, toks_va), "left_bigram": _bits(left, toks_va)}
+
+
+def var_bits(var, vae, x_va: np.ndarray, lab_va: np.ndarray, uv: float) -> list[float]:
+    """VAR's validation NLL in bits per window and scale (exact under the model's own order)."""
+    from benchmarks.bench_token_nll import var_nll
+    nll, toks_va = var_nll(var, vae, torch.from_numpy(x_va / uv).float(), torch.as_tensor(lab_va))
+    return _bits(nll, toks_va)
+
+
+def _bits(nll_per_token: Sequence[float], toks: list[np.ndarray]) -> list[float]:
+    """Nats per token -> bits per window, per scale."""
+    return [t.shape[1] * v / math.log(2) for t, v in zip(toks, nll_per_token)]
 
 
 def quality(gen: np.ndarray, gen_lab: np.ndarray, rec_va: np.ndarray, lab_va: np.ndarray, sfreq: float, edges,
@@ -156,12 +169,13 @@ def sampling_speed(model, B: int, cfg: float, repeats: int, **kw) -> float:
 
 
 def plot_psd(path: str, curves: dict, class_names: Sequence[str], edges) -> None:
+    """Mean PSD curves per class; ``curves`` maps a class index to {label: (freqs, dB, style)}."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(class_names), figsize=(6 * len(class_names), 4), squeeze=False)
-    for c, name in enumerate(class_names):
-        ax = axes[0, c]
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
+    for ax, c in zip(axes[0], curves):
+        name = class_names[c]
         for label, (f, db, style) in curves[c].items():
             sel = (f >= 1) & (f <= 45)
             ax.plot(f[sel], db[sel], style, lw=1.2, label=label)
@@ -220,27 +234,30 @@ def main(argv: Sequence[str] | None = None) -> dict:
     sfreq = float(tok["sfreq"])
     edges = sorted({float(hi) for _, hi in tok["bands"]})[:-1]
     rec_tr, rec_va = reconstruct(vae, x_tr, uv), reconstruct(vae, x_va, uv)
+    classes = [c for c in range(len(class_names)) if (lab_tr == c).any() and (lab_va == c).any()]
     rng = np.random.default_rng(0)
     sub = rng.choice(len(rec_tr), size=min(len(rec_tr), len(rec_va)), replace=False)
     floor = {"per_class": {int(c): spectral_shape(rec_va[lab_va == c], rec_tr[lab_tr == c], sfreq, edges)
-                           for c in range(len(class_names))},
+                           for c in classes},
              "c2st_auc": c2st_auc(rec_va, rec_tr[sub], sfreq, groups_a=groups_va, f_max=45.0).auc,
              "c2st_auc_phase_randomised": c2st_auc(rec_va, phase_randomize(rec_tr[sub], 0), sfreq, groups_a=groups_va,
                                                    f_max=45.0).auc}
     floor.update(summarise(floor["per_class"]))
     real_vs_rec = {"per_class": {int(c): spectral_shape(x_va[lab_va == c], rec_va[lab_va == c], sfreq, edges)
-                                 for c in range(len(class_names))}}
+                                 for c in classes}}
     real_vs_rec.update(summarise(real_vs_rec["per_class"]))
 
-    labels = [c for c in range(len(class_names)) for _ in range(args.n_per_class)]
+    labels = [c for c in classes for _ in range(args.n_per_class)]
     gen_lab = np.asarray(labels)
     curves = {c: {"real val": (*mean_psd_db(x_va[lab_va == c], sfreq), "k-"),
                   "reconstructed val": (*mean_psd_db(rec_va[lab_va == c], sfreq), "k--"),
                   "reconstructed train (floor)": (*mean_psd_db(rec_tr[lab_tr == c], sfreq), "k:")}
-              for c in range(len(class_names))}
+              for c in classes}
+    counts = count_model_bits(scale_tokens(vae, x_tr, uv), scale_tokens(vae, x_va, uv), vae.vocab_size,
+                              vae.tokens_per_pos)
     rows = {}
     for S, (var, log) in models.items():
-        nll = token_nll_bits(var, vae, x_tr, lab_tr, x_va, lab_va, uv)
+        nll = {"var": var_bits(var, vae, x_va, lab_va, uv), **counts}
         for s in sorted({1, S} | ({2} if S >= 2 else set())):
             t0 = time.time()
             gen = generate(var, labels, uv, args.cfg, s)
@@ -251,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             rows[f"S{S}/steps{s}"] = {"train_steps": S, "sample_steps": s, **q}
             logger.info("S=%d steps=%d: %s", S, s, {k: q[k] for k in ("mean_abs_db", "alpha_hz_err", "c2st_auc")})
             if s == S:
-                for c in range(len(class_names)):
+                for c in classes:
                     curves[c][f"VAR S={S}"] = (*mean_psd_db(gen[gen_lab == c], sfreq), "-")
         rows[f"S{S}/steps{S}"]["nll_bits"] = nll
         rows[f"S{S}/steps{S}"]["train"] = {k: log.get(k) for k in ("wall_seconds", "selected_epoch",

@@ -23,8 +23,8 @@ def make_pair(S: int, G: int = 1, num_classes: int = 3):
     return vae, var.eval()
 
 
-def teacher_forced_logits(var, vae, label_B, idx_Bl, n_chunks, null_label=None):
-    """The uncached forward on a given pyramid (conditional, and the null class for guidance)."""
+def teacher_forced_logits(var, vae, label_B, idx_Bl, n_chunks):
+    """The uncached forward on a given pyramid."""
     x_in = vae.quantize.idxBl_to_var_input(idx_Bl)
     gt_BL = torch.cat(idx_Bl, dim=1)
     with torch.no_grad():

@@ -267,8 +267,9 @@ class VAR(nn.Module):
                     pos_q = torch.nonzero((grp >= ga) & (grp < gb)).flatten()
                     xs, attrs = [], []
                     if prev_pos is not None:  # contents of the chunk just placed
-                        h_BlC = quant.embed_idx(si, idx_BlG.view(B, -1)).transpose(1, 2)[:, prev_pos.to(dev)]
-                        cx = self.content_embed(h_BlC.float()) + lvl_pos[:, bg + prev_pos.to(dev)]
+                        pp = prev_pos.to(dev)
+                        h_BnC = quant.embed_idx(si, idx_BlG[:, pp].reshape(B, -1)).transpose(1, 2)
+                        cx = self.content_embed(h_BnC.float()) + lvl_pos[:, bg + pp]
                         xs.append(cx.repeat(2, 1, 1) if use_cfg else cx)
                         attrs.append(TokenAttrs.make(si, CONTENT, grp[prev_pos]))
                     xs.append(next_token_map[:, pos_q.to(dev)])
