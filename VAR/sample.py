@@ -66,7 +66,8 @@ def load_var_checkpoint(path: str, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{used}: not a VAR checkpoint (keys {sorted(state)[:6]}); pass ar-ckpt-*.pth "
                               "written by VAR/train.py")
     tok = state["tokenizer"]
-    cfg = trainer["config"]
+    from trainer import with_legacy_defaults
+    cfg = with_legacy_defaults(trainer["config"])
     vae = VQVAE.from_config(tok["vae_config"], test_mode=True)
     vae.load_state_dict(trainer["vae_local"], strict=True)
     vae = vae.to(device).eval()
@@ -75,7 +76,7 @@ def load_var_checkpoint(path: str, device: str | torch.device = "cpu"):
               drop_path_rate=float(cfg["drop_path_rate"]), norm_eps=float(cfg["norm_eps"]),
               shared_aln=bool(cfg["shared_aln"]), cond_drop_rate=float(cfg["cond_drop_rate"]),
               attn_l2_norm=bool(cfg["attn_l2_norm"]), patch_nums=tuple(cfg["patch_nums"]),
-              intra_steps=int(cfg.get("intra_steps", 1)), intra_mix=float(cfg.get("intra_mix", 0.0)))
+              intra_steps=int(cfg["intra_steps"]), intra_mix=float(cfg["intra_mix"]))
     var.load_state_dict(trainer["var_wo_ddp"], strict=True)
     var = var.to(device).eval()
     for p in var.parameters():

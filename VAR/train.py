@@ -104,7 +104,8 @@ def build_everything(args: arg_util.Args):
         if not args.ar_baseline:
             current["intra_steps"] = args.intra_steps
             if saved_cfg is not None:
-                saved_cfg = {"intra_steps": 1, **saved_cfg}  # runs from before steps inside a scale
+                from trainer import with_legacy_defaults
+                saved_cfg = with_legacy_defaults(saved_cfg)
         check_config(saved_cfg, current, list(current), resume_path,
                      fix="pass the same flags (or the same dataset) or choose a new --local_out_dir_path")
         saved_tok = resume_state.get("tokenizer")

@@ -28,6 +28,13 @@ logger = logging.getLogger(__name__)
 # VAR config keys that define the architecture: a checkpoint that differs in one of them cannot be resumed
 ARCH_KEYS = ("depth", "embed_dim", "num_heads", "num_classes", "shared_aln", "attn_l2_norm", "patch_nums",
              "tokens_per_pos", "vocab_size", "Cvae", "mlp_ratio", "intra_steps")
+# values of config keys added after a checkpoint was written: what such a checkpoint's model did
+LEGACY_CONFIG = {"intra_steps": 1, "intra_mix": 0.0}
+
+
+def with_legacy_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved VAR config with the keys it predates filled in (:data:`LEGACY_CONFIG`)."""
+    return {**LEGACY_CONFIG, **config}
 
 
 class NullDDP(nn.Module):
@@ -278,7 +285,7 @@ class VARTrainer:
         """
         config = state.get("config")
         if config is not None:
-            config = {"intra_steps": 1, **config}  # written before steps inside a scale existed
+            config = with_legacy_defaults(config)
             check_config(config, self.get_config(), ARCH_KEYS, path,
                          fix="pass the same architecture flags (e.g. --depth) or choose a new --local_out_dir_path")
         for k in ("var_wo_ddp", "vae_local", "var_opt"):
