@@ -89,7 +89,9 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-_ABS_PATH = re.compile(r"(?<![\w.~-])/(?:tmp|work|home|root|Users|mnt|data|scratch|var|private)(?:/[\w.+@=-]+)+")
+# Any absolute path of two or more components (``/tmp/x``, ``/check/clone/...``): the first component is not
+# a closed list, since a clone can live anywhere.
+_ABS_PATH = re.compile(r"(?<![\w.~-])(?:/[\w.+@=-]+){2,}")
 
 
 def portable_path(path: str) -> str:

@@ -151,12 +151,14 @@ def test_saved_results_hold_no_machine_paths(tmp_path):
     from utils.project_info import REPO_ROOT
     inside = os.path.join(REPO_ROOT, "benchmarks", "results", "raw", "eegmat100")
     save_result("paths", {"data_root": inside, "ckpt": "/tmp/xyz123/var_run/ar-ckpt-best.pth",
-                          "text": ["trained on /home/someone/data/eegmat100_s25 for 3 epochs, 12.5 bits/s"]},
+                          "text": ["trained on /home/someone/data/eegmat100_s25 for 3 epochs, 12.5 bits/s"],
+                          "odd_root": "from /ci-box/clone/runs/var_S4.pt, 2.2 dB/Hz, 1/f slope"},
                 str(tmp_path))
     res = load_result("paths", str(tmp_path))
     assert res["data_root"] == "benchmarks/results/raw/eegmat100"
     assert res["ckpt"] == "var_run/ar-ckpt-best.pth"
     assert res["text"] == ["trained on data/eegmat100_s25 for 3 epochs, 12.5 bits/s"]
+    assert res["odd_root"] == "from runs/var_S4.pt, 2.2 dB/Hz, 1/f slope"  # any root, units untouched
 
 
 def test_run_all_writes_tracked_results_only_when_asked():
