@@ -39,6 +39,8 @@ def build_parser():
     p.add_argument("--runs-dir", default=None, help="folder of the VAR runs, one var_S<S>/ per S, resumed when present "
                    "(default: <results-dir>/raw/intra_runs)")
     p.add_argument("--steps", default="1,4", help="--intra_steps of the VARs to train and compare")
+    p.add_argument("--intra-nbr", type=int, default=4, help="VAR/train.py --intra_nbr of the models with S > 1 "
+                   "(placed neighbours handed to each query; 0 = attention only)")
     p.add_argument("--depth", type=int, default=2, help="VAR depth (2: a 2-core CPU trains both models in under an "
                    "hour; a depth-4 step at batch 32 takes ~10x longer)")
     p.add_argument("--ep", type=int, default=3, help="VAR epochs")
@@ -60,9 +62,12 @@ def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: tor
     from benchmarks.bench_generation import train_model
     from models import build_var
     from utils.checkpoint import load_checkpoint, save_checkpoint
+    nbr = args.intra_nbr if S > 1 else 0
     settings = dict(S=S, depth=args.depth, ep=args.ep, bs=args.bs, tblr=args.tblr, n_train=len(x_tr))
+    if S > 1:
+        settings["intra_nbr"] = nbr
     torch.manual_seed(0)
-    var = build_var(vae, "cpu", num_classes=num_classes, depth=args.depth, init_adaln_gamma=1e-3, intra_steps=S,
+    var = build_var(vae, "cpu", num_classes=num_classes, depth=args.depth, init_adaln_gamma=1e-3, intra_steps=S, intra_nbr=nbr,
                     cond_drop_rate=0.1 if num_classes > 1 else 0.0)
     if os.path.exists(out):
         saved, _ = load_checkpoint(out)
@@ -281,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     plot_psd(png, curves, class_names, edges)
     res = {"name": NAME, "machine": machine_info(), "data": os.path.basename(args.data_root.rstrip("/")),
            "n_train": len(x_tr), "n_val": len(x_va), "depth": args.depth, "ep": args.ep, "cfg": args.cfg,
+           "intra_nbr": args.intra_nbr,
            "floor": floor, "real_vs_reconstructed": real_vs_rec, "rows": rows,
            "ar_windows_per_s": ar_speed, "patch_nums": list(var0.patch_nums), "figure": os.path.basename(png)}
     res["report"] = build_report(res)

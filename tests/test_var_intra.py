@@ -8,17 +8,18 @@ import pytest
 import torch
 
 from models import VQVAE, build_var
-from models.intra_scale import chunk_bounds, group_residue_order, groups_of_positions
+from models.intra_scale import chunk_bounds, chunk_of_groups, group_residue_order, groups_of_positions, \
+    neighbour_features
 
 PNS = (4, 6, 8, 12)  # every scale holds at least 4 positions
 
 
-def make_pair(S: int, G: int = 1, num_classes: int = 3):
+def make_pair(S: int, G: int = 1, num_classes: int = 3, nbr: int = 0):
     torch.manual_seed(0)
     vae = VQVAE(in_channels=3, vocab_size=16, z_channels=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
                 v_patch_nums=PNS, tokens_per_pos=G, test_mode=True)
     torch.manual_seed(1)
-    var = build_var(vae, "cpu", num_classes=num_classes, depth=2, intra_steps=S)
+    var = build_var(vae, "cpu", num_classes=num_classes, depth=2, intra_steps=S, intra_nbr=nbr)
     var.init_weights(init_adaln=0.5, init_adaln_gamma=0.5, init_head=1.0, init_std=0.05)
     return vae, var.eval()
 
@@ -49,9 +50,31 @@ def test_group_order_covers_each_scale_evenly():
     assert chunk_bounds(4, 4) == [(0, 1), (1, 2), (2, 3), (3, 4)]
 
 
-@pytest.mark.parametrize("S,n_chunks,G", [(4, 4, 1), (4, 2, 1), (4, 1, 1), (3, 3, 2)])
-def test_greedy_sampler_equals_argmax_of_uncached_forward(S, n_chunks, G):
-    vae, var = make_pair(S, G)
+def test_neighbour_features_written_out():
+    torch.manual_seed(0)
+    B, pn, C, S, radius = 2, 11, 3, 4, 2
+    h = torch.randn(B, pn, C)
+    chunk_l = chunk_of_groups(S, 2)[groups_of_positions(pn, S)]  # groups 0,1 -> chunk 0; groups 2,3 -> chunk 1
+    assert chunk_of_groups(S, 2).tolist() == [0, 0, 1, 1]
+    pos_q = torch.tensor([0, 1, 5, 10])
+    got = neighbour_features(h, chunk_l, pos_q, radius)
+    want = torch.zeros(B, len(pos_q), 4 * (C + 1))
+    for n, p in enumerate(pos_q.tolist()):
+        for k, d in enumerate([-2, -1, 1, 2]):
+            j = p + d
+            if 0 <= j < pn and chunk_l[j] < chunk_l[p]:
+                want[:, n, k * (C + 1):k * (C + 1) + C] = h[:, j]
+                want[:, n, k * (C + 1) + C] = 1.0
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    # residues mod 4 in group order 0,2,1,3: position 1 (group 2, chunk 1) sees 0 and 2 (chunk 0), not -1 or 3
+    assert got[0, 1, [k * (C + 1) + C for k in range(4)]].tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert got[:, 0].abs().sum() == 0  # chunk 0 sees nothing of its own scale
+
+
+@pytest.mark.parametrize("S,n_chunks,G,nbr", [(4, 4, 1, 0), (4, 2, 1, 0), (4, 1, 1, 0), (3, 3, 2, 0),
+                                              (4, 4, 1, 2), (4, 2, 1, 3), (3, 3, 2, 1)])
+def test_greedy_sampler_equals_argmax_of_uncached_forward(S, n_chunks, G, nbr):
+    vae, var = make_pair(S, G, nbr=nbr)
     B = 3
     label_B = torch.tensor([0, 2, 1])
     _, idx_Bl, _ = var.autoregressive_infer_cfg(B, label_B, g_seed=0, cfg=0.0, top_k=1, ret_stages=True,
@@ -76,9 +99,10 @@ def test_greedy_guided_sampler_follows_the_guidance_formula():
     assert torch.equal(torch.cat(want, dim=1), torch.cat(idx_Bl, dim=1))
 
 
-def test_no_token_sees_itself_or_later_groups():
+@pytest.mark.parametrize("nbr", [0, 4])  # radius 4 reaches the same group (S = 4 positions apart)
+def test_no_token_sees_itself_or_later_groups(nbr):
     S = 4
-    vae, var = make_pair(S)
+    vae, var = make_pair(S, nbr=nbr)
     torch.manual_seed(3)
     idx_Bl = [torch.randint(0, 16, (1, pn)) for pn in PNS]
     label_B = torch.tensor([1])
@@ -116,10 +140,11 @@ def test_schedules_the_model_cannot_follow_are_refused():
         var(torch.tensor([0]), None)
 
 
-def test_zero_shot_keep_inside_a_scale_is_seen_by_later_groups():
+@pytest.mark.parametrize("nbr", [0, 2])
+def test_zero_shot_keep_inside_a_scale_is_seen_by_later_groups(nbr):
     """Kept tokens are in place before later groups are predicted (greedy, so deterministic)."""
     S = 4
-    vae, var = make_pair(S)
+    vae, var = make_pair(S, nbr=nbr)
     torch.manual_seed(5)
     src = [torch.randint(0, 16, (1, pn)) for pn in PNS]
     keep = [torch.zeros(1, pn, dtype=torch.bool) for pn in PNS]
@@ -146,7 +171,7 @@ def old_and_new_ckpt(tmp_path_factory) -> dict:
     new, old = str(base / "new.pth"), str(base / "old.pth")
     save_tiny_var_checkpoint(ds, new)
     state, _ = load_checkpoint(new)
-    for key in ("intra_steps", "intra_mix"):
+    for key in ("intra_steps", "intra_mix", "intra_nbr"):
         del state["trainer"]["config"][key]
     save_checkpoint(old, state)
     return {"old": old, "new": new, "base": base}
@@ -159,6 +184,31 @@ def test_checkpoint_from_before_intra_steps_samples_as_plain_var(old_and_new_ckp
     assert var_old.intra_steps == 1 and not hasattr(var_old, "content_embed")
     a = var_old.autoregressive_infer_cfg(2, 0, g_seed=3, cfg=1.0)
     b = var_new.autoregressive_infer_cfg(2, 0, g_seed=3, cfg=1.0)
+    assert torch.equal(a, b)
+
+
+def test_steps_checkpoint_from_before_neighbours_loads_without_them(tmp_path):
+    """A --intra_steps=4 checkpoint written before --intra_nbr existed: no neighbour layer, same samples."""
+    import sample
+    from utils.checkpoint import load_checkpoint, save_checkpoint
+    from conftest import save_tiny_var_checkpoint
+    from prototypes.synthetic_eeg import SyntheticConfig, make_dataset
+    ds = str(tmp_path / "ds")
+    make_dataset(ds, SyntheticConfig(n_channels=2, sfreq=100.0, window_sec=1.28, n_windows=8,
+                                     windows_per_recording=4, val_fraction=0.5, seed=0))
+    path = str(tmp_path / "s4.pth")
+    save_tiny_var_checkpoint(ds, path)
+    state, _ = load_checkpoint(path)
+    var1, _, _ = sample.load_var_checkpoint(path, "cpu")
+    torch.manual_seed(2)
+    var4 = build_var(var1.vae_proxy[0], "cpu", num_classes=2, depth=1, intra_steps=2, intra_nbr=0)
+    state["trainer"]["var_wo_ddp"] = var4.state_dict()
+    state["trainer"]["config"] = {k: v for k, v in var4.get_config().items() if k != "intra_nbr"}
+    save_checkpoint(path, state)
+    var_loaded, _, _ = sample.load_var_checkpoint(path, "cpu")
+    assert var_loaded.intra_steps == 2 and var_loaded.intra_nbr == 0 and not hasattr(var_loaded, "neighbour_embed")
+    a = var_loaded.autoregressive_infer_cfg(2, 0, g_seed=3, cfg=1.0)
+    b = var4.eval().autoregressive_infer_cfg(2, 0, g_seed=3, cfg=1.0)
     assert torch.equal(a, b)
 
 

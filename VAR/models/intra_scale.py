@@ -29,8 +29,8 @@ import torch
 
 QUERY, CONTENT = 0, 1
 
-__all__ = ["QUERY", "CONTENT", "group_residue_order", "groups_of_positions", "chunk_bounds", "TokenAttrs",
-           "attend_bias", "check_steps"]
+__all__ = ["QUERY", "CONTENT", "group_residue_order", "groups_of_positions", "chunk_bounds", "chunk_of_groups",
+           "neighbour_features", "TokenAttrs", "attend_bias", "check_steps"]
 
 
 def group_residue_order(S: int) -> list[int]:
@@ -63,6 +63,37 @@ def chunk_bounds(S: int, n_chunks: int) -> list[tuple[int, int]]:
     if not 1 <= n_chunks <= S:
         raise ValueError(f"{n_chunks} sampling steps per scale need 1 <= steps <= {S} (the model's --intra_steps)")
     return [(c * S // n_chunks, (c + 1) * S // n_chunks) for c in range(n_chunks)]
+
+
+def chunk_of_groups(S: int, n_chunks: int) -> torch.Tensor:
+    """Chunk index of every group ``0..S-1`` under ``n_chunks`` chunks: (S,) long."""
+    out = torch.empty(S, dtype=torch.long)
+    for c, (b, e) in enumerate(chunk_bounds(S, n_chunks)):
+        out[b:e] = c
+    return out
+
+
+def neighbour_features(h_BlC: torch.Tensor, chunk_l: torch.Tensor, pos_q: torch.Tensor, radius: int) -> torch.Tensor:
+    """What a query sees of its placed neighbours: (B, n, 2 * radius * (C + 1)).
+
+    Attention reaches placed tokens through learned absolute positions, which a small model learns slowly;
+    this hands each query the codebook vectors at offsets ``-radius..-1, 1..radius`` directly, each with a
+    flag, zeroed unless that neighbour lies in an earlier chunk than the query (placed before it).
+
+    h_BlC : (B, l, C) codebook vectors of the scale's tokens (unplaced positions may hold anything).
+    chunk_l : (l,) chunk of every position; pos_q : (n,) the query positions.
+    """
+    l = h_BlC.shape[1]
+    offs = [d for d in range(-radius, radius + 1) if d != 0]
+    pos_q = pos_q.to(h_BlC.device)
+    chunk_l = chunk_l.to(h_BlC.device)
+    j_nD = pos_q[:, None] + torch.tensor(offs, device=h_BlC.device)[None, :]
+    inside = (j_nD >= 0) & (j_nD < l)
+    j_nD = j_nD.clamp(0, l - 1)
+    known_nD = (inside & (chunk_l[j_nD] < chunk_l[pos_q][:, None])).to(h_BlC.dtype)
+    h_BnDC = h_BlC[:, j_nD] * known_nD[None, :, :, None]
+    flags = known_nD[None, :, :, None].expand(h_BlC.shape[0], -1, -1, 1)
+    return torch.cat((h_BnDC, flags), dim=-1).flatten(2)
 
 
 def check_steps(n_chunks: int, S_train: int, patch_nums: Sequence[int]) -> None:

@@ -21,7 +21,7 @@ import torch.nn as nn
 from models.basic_var import AdaLNBeforeHead, AdaLNSelfAttn
 from models.helpers import gumbel_softmax_with_rng, sample_with_top_k_top_p_, sampling_rng_and_labels
 from models.intra_scale import CONTENT, QUERY, TokenAttrs, attend_bias, check_steps, chunk_bounds as _chunks, \
-    groups_of_positions
+    chunk_of_groups, groups_of_positions, neighbour_features
 
 __all__ = ["VAR", "SharedAdaLin"]
 
@@ -65,6 +65,9 @@ class VAR(nn.Module):
     intra_mix : float
         Training only: probability of a step drawn with a random coarser chunk schedule (1..intra_steps
         chunks), so that sampling with fewer steps than ``intra_steps`` stays in distribution.
+    intra_nbr : int
+        With ``intra_steps > 1``: each query also gets the placed tokens within this many positions of it
+        (``intra_scale.neighbour_features``) through a linear layer; 0 = attention only.
     """
 
     def __init__(self, vae_local, num_classes: int = 1000, depth: int = 16, embed_dim: int = 1024,
@@ -73,7 +76,7 @@ class VAR(nn.Module):
                  cond_drop_rate: float = 0.1, attn_l2_norm: bool = False,
                  patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
                  flash_if_available: bool = True, fused_if_available: bool = True, intra_steps: int = 1,
-                 intra_mix: float = 0.25) -> None:
+                 intra_mix: float = 0.25, intra_nbr: int = 0) -> None:
         super().__init__()
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
@@ -156,9 +159,14 @@ class VAR(nn.Module):
                              f"{list(self.patch_nums)})")
         if not 0.0 <= self.intra_mix <= 1.0:
             raise ValueError(f"intra_mix={intra_mix} must be in [0, 1]")
+        self.intra_nbr = int(intra_nbr) if self.intra_steps > 1 else 0
+        if self.intra_nbr < 0:
+            raise ValueError(f"intra_nbr={intra_nbr} must be >= 0")
         self.groups_per_scale = [groups_of_positions(pn, self.intra_steps) for pn in self.patch_nums]
         if self.intra_steps > 1:
             self.content_embed = nn.Linear(self.Cvae, self.C)
+            if self.intra_nbr > 0:
+                self.neighbour_embed = nn.Linear(2 * self.intra_nbr * (self.Cvae + 1), self.C)
             q_attrs = TokenAttrs.cat([TokenAttrs.make(si, QUERY, g) for si, g in enumerate(self.groups_per_scale)])
             c_pos, c_parts = [], []
             for si, ((bg, _), g) in enumerate(zip(self.begin_ends, self.groups_per_scale)):
@@ -263,6 +271,7 @@ class VAR(nn.Module):
                 idx_BlG = torch.zeros(B, pn, G, dtype=torch.long, device=dev)
                 soft_BlGV = sos.new_zeros(B, pn, G, V) if more_smooth and not teacher else None
                 prev_pos = None
+                chunk_l = chunk_of_groups(S, n_chunks)[grp] if self.intra_nbr > 0 else None
                 for ga, gb in _chunks(S, n_chunks):
                     pos_q = torch.nonzero((grp >= ga) & (grp < gb)).flatten()
                     xs, attrs = [], []
@@ -272,7 +281,12 @@ class VAR(nn.Module):
                         cx = self.content_embed(h_BnC.float()) + lvl_pos[:, bg + pp]
                         xs.append(cx.repeat(2, 1, 1) if use_cfg else cx)
                         attrs.append(TokenAttrs.make(si, CONTENT, grp[prev_pos]))
-                    xs.append(next_token_map[:, pos_q.to(dev)])
+                    q_in = next_token_map[:, pos_q.to(dev)]
+                    if chunk_l is not None:  # placed neighbours, as in training (see neighbour_features)
+                        h_BlC = quant.embed_idx(si, idx_BlG.view(B, pn * G)).transpose(1, 2).float()
+                        nb = self.neighbour_embed(neighbour_features(h_BlC, chunk_l, pos_q, self.intra_nbr))
+                        q_in = q_in + (nb.repeat(2, 1, 1) if use_cfg else nb)
+                    xs.append(q_in)
                     attrs.append(TokenAttrs.make(si, QUERY, grp[pos_q]))
                     new_attrs = TokenAttrs.cat(attrs)
                     cache_attrs.append(new_attrs)
@@ -392,6 +406,8 @@ class VAR(nn.Module):
             logits[0, 0, 0] += self.word_embed.weight[0, 0] * 0 + self.word_embed.bias[0] * 0
         if self.intra_steps > 1:  # a one-chunk schedule attends no content token: same reason
             logits[0, 0, 0] += self.content_embed.weight[0, 0] * 0 + self.content_embed.bias[0] * 0
+            if self.intra_nbr > 0:
+                logits[0, 0, 0] += self.neighbour_embed.weight[0, 0] * 0
         return logits.view(B, ed * self.G, self.V)
 
     def _with_contents(self, x_BLC: torch.Tensor, lvl_pos_BLC: torch.Tensor, gt_BL: Optional[torch.Tensor], ed: int,
@@ -417,6 +433,11 @@ class VAR(nn.Module):
         n_c = int((c_attrs.scale < n_sc).sum())  # contents are laid out scale by scale
         c_pos = self.content_pos[:n_c]
         c_BNC = self.content_embed(h_BLCv[:, c_pos].float()) + lvl_pos_BLC[:, c_pos]
+        if self.intra_nbr > 0:
+            chunk_of = chunk_of_groups(S, n_chunks)
+            nb = [neighbour_features(h_BLCv[:, b:e].float(), chunk_of[self.groups_per_scale[si]], torch.arange(e - b),
+                                     self.intra_nbr) for si, (b, e) in enumerate(self.begin_ends[:n_sc])]
+            x_BLC = x_BLC + self.neighbour_embed(torch.cat(nb, dim=1)).to(x_BLC.dtype)
         key = ("train", n_sc, n_chunks, dev)
         if key not in self._bias_cache:
             attrs = TokenAttrs.cat([TokenAttrs(q_attrs.scale[:ed], q_attrs.kind[:ed], q_attrs.group[:ed]),
@@ -481,7 +502,8 @@ class VAR(nn.Module):
                     drop_path_rate=self.drop_path_rate, norm_eps=self.head_nm.ln_wo_grad.eps,
                     shared_aln=not isinstance(self.shared_ada_lin, nn.Identity), cond_drop_rate=self.cond_drop_rate,
                     attn_l2_norm=self.blocks[0].attn.attn_l2_norm if len(self.blocks) else False,
-                    patch_nums=list(self.patch_nums), intra_steps=self.intra_steps, intra_mix=self.intra_mix)
+                    patch_nums=list(self.patch_nums), intra_steps=self.intra_steps, intra_mix=self.intra_mix,
+                    intra_nbr=self.intra_nbr)
 
     def extra_repr(self) -> str:
         return f"drop_path_rate={self.drop_path_rate:g}, G={self.G}, V={self.V}, L={self.L}"

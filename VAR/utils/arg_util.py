@@ -324,6 +324,9 @@ class Args(BaseArgs):
                            "order); 1 = upstream VAR, a scale's tokens drawn independently. Default 1: on the CPU "
                            "budgets measured so far (benchmarks/bench_intra_steps.py) 4 steps did not lower the NLL. "
                            "Sampling may use fewer steps (sample.py --intra_steps)")
+    intra_nbr: int = arg(4, "EEG port: with --intra_steps > 1, each query also gets the tokens already placed within "
+                         "this many positions of it through a linear layer (attention alone learns neighbours slowly "
+                         "on small data); 0 = attention only")
     intra_mix: float = arg(0.25, "fraction of training steps that use a random coarser step schedule, so that "
                            "sampling with fewer steps than --intra_steps stays in distribution")
     # ---- data geometry
@@ -364,6 +367,8 @@ class Args(BaseArgs):
             raise UserError(f"--ls={self.ls}: expected a label smoothing in [0, 1)")
         if self.intra_steps < 1:
             raise UserError(f"--intra_steps={self.intra_steps}: expected an integer >= 1 (1 = upstream VAR)")
+        if self.intra_nbr < 0:
+            raise UserError(f"--intra_nbr={self.intra_nbr}: expected a neighbour radius >= 0")
         if not 0 <= self.intra_mix <= 1:
             raise UserError(f"--intra_mix={self.intra_mix}: expected a fraction in [0, 1]")
         for flag in ("vfast", "tfast"):
