@@ -36,8 +36,9 @@ def build_parser():
     p = bench_parser("python -m benchmarks.bench_intra_steps", __doc__.split("\n\n")[0])
     p.add_argument("--vae-ckpt", default=None, help="tokenizer checkpoint (VAR/train_vae.py) of the dataset (default: "
                    "the one python -m benchmarks.bench_tokenizer trained, <results-dir>/raw/tokenizer_run)")
-    p.add_argument("--runs-dir", default=None, help="folder of the VAR runs, one var_S<S>/ per S, resumed when present "
-                   "(default: <results-dir>/raw/intra_runs)")
+    p.add_argument("--runs-dir", default=None, help="folder of the VAR runs: var_S<S>.pt per S (reused when its "
+                   "settings match) and var_S<S>-ar-ckpt.pth, the same model as VAR/train.py writes it (for sample.py, "
+                   "complete.py, bench_zeroshot --ckpt) (default: <results-dir>/raw/intra_runs)")
     p.add_argument("--steps", default="1,4", help="--intra_steps of the VARs to train and compare")
     p.add_argument("--intra-nbr", type=int, default=4, help="VAR/train.py --intra_nbr of the models with S > 1 "
                    "(placed neighbours handed to each query; 0 = attention only)")
@@ -79,6 +80,16 @@ def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: tor
                       val=(x_va, y_va))
     save_checkpoint(out, {"settings": settings, "state": var.state_dict(), "log": log})
     return var.eval(), log
+
+
+def export_ar_ckpt(var, vae, tok: dict, class_names: Sequence[str], path: str) -> str:
+    """Write ``var`` as VAR/train.py writes ``ar-ckpt-best.pth`` (so sample.py, complete.py and
+    bench_zeroshot --ckpt take it); returns ``path``."""
+    from utils.checkpoint import save_checkpoint
+    save_checkpoint(path, {"trainer": {"var_wo_ddp": var.state_dict(), "vae_local": vae.state_dict(),
+                                       "config": var.get_config()},
+                           "tokenizer": tok, "class_names": list(class_names), "epoch": 0, "iter": 0})
+    return path
 
 
 def _class_names(root: str) -> list[str]:
@@ -234,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         logger.info("VAR --intra_steps=%d", S)
         models[S] = train_var(args, S, vae, len(class_names), to_t(x_tr), torch.as_tensor(lab_tr), to_t(x_va),
                               torch.as_tensor(lab_va), os.path.join(args.runs_dir, f"var_S{S}.pt"))
+        export_ar_ckpt(models[S][0], vae, tok, class_names, os.path.join(args.runs_dir, f"var_S{S}-ar-ckpt.pth"))
     if args.train_only:
         return {}
     sfreq = float(tok["sfreq"])

@@ -212,6 +212,22 @@ def test_steps_checkpoint_from_before_neighbours_loads_without_them(tmp_path):
     assert torch.equal(a, b)
 
 
+def test_bench_export_is_a_checkpoint_sample_py_reads(old_and_new_ckpt, tmp_path):
+    """bench_intra_steps writes its models as VAR/train.py does: the reloaded model samples the same tokens."""
+    import sample
+    from benchmarks.bench_intra_steps import export_ar_ckpt
+    _, vae, meta = sample.load_var_checkpoint(old_and_new_ckpt["new"], "cpu")
+    torch.manual_seed(4)
+    var = build_var(vae, "cpu", num_classes=2, depth=1, intra_steps=2, intra_nbr=1)
+    var.init_weights(init_adaln=0.5, init_adaln_gamma=0.5, init_head=1.0, init_std=0.05)
+    path = export_ar_ckpt(var, vae, meta["tokenizer"], ["a", "b"], str(tmp_path / "var_S2-ar-ckpt.pth"))
+    back, _, meta2 = sample.load_var_checkpoint(path, "cpu")
+    assert (back.intra_steps, back.intra_nbr, meta2["class_names"]) == (2, 1, ["a", "b"])
+    a = var.eval().autoregressive_infer_cfg(2, 1, g_seed=5, cfg=1.0)
+    b = back.autoregressive_infer_cfg(2, 1, g_seed=5, cfg=1.0)
+    assert torch.equal(a, b)
+
+
 def test_sample_cli_refuses_steps_the_model_lacks(old_and_new_ckpt):
     import sample
     from utils.errors import UserError
