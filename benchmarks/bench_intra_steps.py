@@ -327,23 +327,29 @@ def build_report(res: dict) -> dict:
         if "nll_bits" not in r:
             continue
         n = r["nll_bits"]
-        nll_rows.append([f"S={r['train_steps']}"] + [round(v, 0) for v in n["var"]] + [round(sum(n["var"]), 0),
-                                                                                      round(sum(n["unigram"]), 0),
-                                                                                      round(sum(n["left_bigram"]), 0)])
+        nll_rows.append([f"S={r['train_steps']}"] + [round(v, 0) for v in n["var"]] + [round(sum(n["var"]), 0)])
+        counts = n
+    for name, key in (("unigram", "unigram"), ("same-scale left-neighbour bigram", "left_bigram")):
+        nll_rows.append([name] + [round(v, 0) for v in counts[key]] + [round(sum(counts[key]), 0)])
+    budget = "; ".join(f"S={r['train_steps']}: {r['train']['wall_seconds'] / 60:.0f} min"
+                       for r in res["rows"].values() if r.get("train", {}).get("wall_seconds"))
     return {
         "title": "Steps inside a scale",
         "text": [f"VAR depth {res['depth']}, {res['ep']} epochs (lowest validation NLL kept), on {res['n_train']} "
                  f"training / {res['n_val']} validation windows of {res['data']} (26 eegmat subjects, 4 held out); "
                  f"samples with guidance {res['cfg']}. Generated windows are compared with the tokenizer's "
                  "reconstructions of the validation windows of the same class; the floor row compares reconstructed "
-                 "training windows with them. Sampling speed in windows/s on this CPU."],
+                 "training windows with them. Sampling speed in windows/s on this CPU.",
+                 f"Models with S > 1 use --intra_nbr={res.get('intra_nbr', 0)}. CPU budget of each training run "
+                 f"(wall time, one thread, both runs sharing the 2 cores): {budget}."],
         "tables": [{"title": "Generated vs reconstructed validation windows (means over classes)",
                     "columns": ["model, sampling", "mean abs dB diff, 1-45 Hz", "alpha peak err (Hz)",
                                 "alpha prominence err (dB)", "largest edge step (dB)", "C2ST AUC",
                                 "windows/s (batch 1)", "windows/s (batch 32)"], "rows": rows},
-                   {"title": "Validation NLL per scale (bits/window); unigram and left-neighbour bigram totals beside",
-                    "columns": ["model"] + [f"scale {i}" for i in range(len(res["patch_nums"]))] +
-                               ["VAR total", "unigram total", "left-neighbour bigram total"], "rows": nll_rows}],
+                   {"title": "Validation NLL per scale (bits/window), exact under each model's order; count "
+                             "models fitted on the training tokens below",
+                    "columns": ["model"] + [f"scale {i}" for i in range(len(res["patch_nums"]))] + ["total"],
+                    "rows": nll_rows}],
         "figures": [{"title": "Mean PSD per class", "path": res["figure"]}],
     }
 
