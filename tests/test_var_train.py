@@ -166,10 +166,17 @@ def test_intra_steps_train_resume_guard_and_sampling(repo_root, ds_root, tok_ckp
     state, _ = load_checkpoint(os.path.join(out, "ar-ckpt-last.pth"))
     assert state["trainer"]["config"]["intra_steps"] == 2
     assert "content_embed.weight" in state["trainer"]["var_wo_ddp"]
+    assert state["trainer"]["config"]["intra_nbr"] == 4 and "neighbour_embed.weight" in state["trainer"]["var_wo_ddp"]
+    before = open(os.path.join(out, "ar-ckpt-last.pth"), "rb").read()
     r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--ep=2"]))  # default --intra_steps=1
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("train.py: error:") and "intra_steps=2" in last and "intra_steps=1" in last
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--ep=2", "--intra_steps=2", "--intra_nbr=1"]))
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error:") and "intra_nbr=4" in last and "intra_nbr=1" in last
+    assert open(os.path.join(out, "ar-ckpt-last.pth"), "rb").read() == before
     npz = str(tmp_path / "s.npz")
     r = run_py(repo_root, ["VAR/sample.py", f"--ckpt={out}/ar-ckpt-last.pth", "--n=2", f"--out={npz}",
                            "--intra_steps=1"])
