@@ -272,18 +272,20 @@ class VAR(nn.Module):
                 soft_BlGV = sos.new_zeros(B, pn, G, V) if more_smooth and not teacher else None
                 prev_pos = None
                 chunk_l = chunk_of_groups(S, n_chunks)[grp] if self.intra_nbr > 0 else None
+                h_BlC = sos.new_zeros(B, pn, self.Cvae) if chunk_l is not None else None  # placed tokens' vectors
                 for ga, gb in _chunks(S, n_chunks):
                     pos_q = torch.nonzero((grp >= ga) & (grp < gb)).flatten()
                     xs, attrs = [], []
                     if prev_pos is not None:  # contents of the chunk just placed
                         pp = prev_pos.to(dev)
-                        h_BnC = quant.embed_idx(si, idx_BlG[:, pp].reshape(B, -1)).transpose(1, 2)
-                        cx = self.content_embed(h_BnC.float()) + lvl_pos[:, bg + pp]
+                        h_BnC = quant.embed_idx(si, idx_BlG[:, pp].reshape(B, -1)).transpose(1, 2).float()
+                        if h_BlC is not None:
+                            h_BlC[:, pp] = h_BnC
+                        cx = self.content_embed(h_BnC) + lvl_pos[:, bg + pp]
                         xs.append(cx.repeat(2, 1, 1) if use_cfg else cx)
                         attrs.append(TokenAttrs.make(si, CONTENT, grp[prev_pos]))
                     q_in = next_token_map[:, pos_q.to(dev)]
                     if chunk_l is not None:  # placed neighbours, as in training (see neighbour_features)
-                        h_BlC = quant.embed_idx(si, idx_BlG.view(B, pn * G)).transpose(1, 2).float()
                         nb = self.neighbour_embed(neighbour_features(h_BlC, chunk_l, pos_q, self.intra_nbr))
                         q_in = q_in + (nb.repeat(2, 1, 1) if use_cfg else nb)
                     xs.append(q_in)
@@ -406,8 +408,6 @@ class VAR(nn.Module):
             logits[0, 0, 0] += self.word_embed.weight[0, 0] * 0 + self.word_embed.bias[0] * 0
         if self.intra_steps > 1:  # a one-chunk schedule attends no content token: same reason
             logits[0, 0, 0] += self.content_embed.weight[0, 0] * 0 + self.content_embed.bias[0] * 0
-            if self.intra_nbr > 0:
-                logits[0, 0, 0] += self.neighbour_embed.weight[0, 0] * 0
         return logits.view(B, ed * self.G, self.V)
 
     def _with_contents(self, x_BLC: torch.Tensor, lvl_pos_BLC: torch.Tensor, gt_BL: Optional[torch.Tensor], ed: int,
