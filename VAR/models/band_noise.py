@@ -77,10 +77,7 @@ class ResidualNoise(nn.Module):
 
     def subband_power(self, x_BCT: torch.Tensor) -> torch.Tensor:
         """Σ |rfft(x)|² over each gain sub-band of ``gain_bins`` bins: (B, C, J)."""
-        P_BCF = torch.fft.rfft(x_BCT.float(), dim=-1).abs().square()
-        pad = self.a_SCJ.shape[-1] * self.gain_bins - P_BCF.shape[-1]
-        P_BCF = torch.nn.functional.pad(P_BCF, (0, pad))
-        return P_BCF.reshape(*P_BCF.shape[:-1], -1, self.gain_bins).sum(-1)
+        return self.subband_power_from_psd(torch.fft.rfft(x_BCT.float(), dim=-1).abs().square())
 
     @torch.no_grad()
     def calibrate_(self, si: int, x_NCT: torch.Tensor, rec_NCT: torch.Tensor, f_hi_bin: int | None = None) -> None:
@@ -104,6 +101,7 @@ class ResidualNoise(nn.Module):
         self.a_SCJ[si].copy_(a)
 
     def subband_power_from_psd(self, P_CF: torch.Tensor) -> torch.Tensor:
+        """A power spectrum (..., F) summed over each gain sub-band: (..., J)."""
         pad = self.a_SCJ.shape[-1] * self.gain_bins - P_CF.shape[-1]
         P_CF = torch.nn.functional.pad(P_CF, (0, pad))
         return P_CF.reshape(*P_CF.shape[:-1], -1, self.gain_bins).sum(-1)
