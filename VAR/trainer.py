@@ -28,9 +28,9 @@ logger = logging.getLogger(__name__)
 # VAR config keys that define the architecture: a checkpoint that differs in one of them cannot be resumed
 ARCH_KEYS = ("depth", "embed_dim", "num_heads", "num_classes", "shared_aln", "attn_l2_norm", "patch_nums",
              "tokens_per_pos", "vocab_size", "Cvae", "mlp_ratio", "intra_steps",
-             "intra_nbr")
+             "intra_nbr", "intra_ar")
 # values of config keys added after a checkpoint was written: what such a checkpoint's model did
-LEGACY_CONFIG = {"intra_steps": 1, "intra_mix": 0.0, "intra_nbr": 0}
+LEGACY_CONFIG = {"intra_steps": 1, "intra_mix": 0.0, "intra_nbr": 0, "intra_ar": 0}
 
 
 def with_legacy_defaults(config: dict[str, Any]) -> dict[str, Any]:
@@ -112,8 +112,8 @@ class VARTrainer:
         return gt_idx_Bl, gt_BL, x_BLCv_wo_first_l
 
     def _content_args(self, gt_BL: torch.Tensor) -> tuple:
-        """A VAR with steps inside a scale also reads the ground-truth tokens (its content tokens)."""
-        return (gt_BL,) if getattr(self.var_wo_ddp, "intra_steps", 1) > 1 else ()
+        """A VAR with steps or a left-to-right head inside a scale also reads the ground-truth tokens."""
+        return (gt_BL,) if getattr(self.var_wo_ddp, "needs_gt_tokens", False) else ()
 
     @torch.no_grad()
     def eval_ep(self, ld_val) -> dict[str, float]:

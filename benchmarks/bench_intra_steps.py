@@ -42,6 +42,8 @@ def build_parser():
     p.add_argument("--steps", default="1,4", help="--intra_steps of the VARs to train and compare")
     p.add_argument("--intra-nbr", type=int, default=4, help="VAR/train.py --intra_nbr of the models with S > 1 "
                    "(placed neighbours handed to each query; 0 = attention only)")
+    p.add_argument("--intra-ar", type=int, default=0, help="also train VAR --intra_ar=R (one pass per scale, then "
+                   "its tokens drawn left to right, each seeing the R before it) and compare it; 0 = not")
     p.add_argument("--depth", type=int, default=2, help="VAR depth (2: a 2-core CPU trains both models in under an "
                    "hour; a depth-4 step at batch 32 takes ~10x longer)")
     p.add_argument("--ep", type=int, default=3, help="VAR epochs")
@@ -57,8 +59,8 @@ def build_parser():
 
 
 def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
-              y_va: torch.Tensor, out: str):
-    """Train VAR --intra_steps=S in this process on pre-tokenised windows (bench_generation's loop: AdamW,
+              y_va: torch.Tensor, out: str, R: int = 0):
+    """Train VAR --intra_steps=S (or --intra_ar=R) in this process on pre-tokenised windows (bench_generation's loop: AdamW,
     warm-up then linear decay, lowest validation NLL kept), or load the saved result of the same settings."""
     from benchmarks.bench_generation import train_model
     from models import build_var
@@ -67,9 +69,11 @@ def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: tor
     settings = dict(S=S, depth=args.depth, ep=args.ep, bs=args.bs, tblr=args.tblr, n_train=len(x_tr))
     if S > 1:
         settings["intra_nbr"] = nbr
+    if R > 0:
+        settings["intra_ar"] = R
     torch.manual_seed(0)
     var = build_var(vae, "cpu", num_classes=num_classes, depth=args.depth, init_adaln_gamma=1e-3, intra_steps=S, intra_nbr=nbr,
-                    cond_drop_rate=0.1 if num_classes > 1 else 0.0)
+                    intra_ar=R, cond_drop_rate=0.1 if num_classes > 1 else 0.0)
     if os.path.exists(out):
         saved, _ = load_checkpoint(out)
         if saved.get("settings") == settings:
@@ -240,12 +244,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     class_names = _class_names(args.data_root)
     uv = float(tok["uv_scale"])
     to_t = lambda x: torch.from_numpy(x / uv).float()  # noqa: E731
-    models = {}
-    for S in steps:
-        logger.info("VAR --intra_steps=%d", S)
-        models[S] = train_var(args, S, vae, len(class_names), to_t(x_tr), torch.as_tensor(lab_tr), to_t(x_va),
-                              torch.as_tensor(lab_va), os.path.join(args.runs_dir, f"var_S{S}.pt"))
-        export_ar_ckpt(models[S][0], vae, tok, class_names, os.path.join(args.runs_dir, f"var_S{S}-ar-ckpt.pth"))
+    models = {}  # name -> (var, log, S, R)
+    specs = [(f"S{S}", S, 0) for S in steps] + ([(f"AR{args.intra_ar}", 1, args.intra_ar)] if args.intra_ar > 0 else [])
+    for name, S, R in specs:
+        logger.info("VAR --intra_steps=%d --intra_ar=%d", S, R)
+        models[name] = (*train_var(args, S, vae, len(class_names), to_t(x_tr), torch.as_tensor(lab_tr), to_t(x_va),
+                                   torch.as_tensor(lab_va), os.path.join(args.runs_dir, f"var_{name}.pt"), R=R), S, R)
+        export_ar_ckpt(models[name][0], vae, tok, class_names, os.path.join(args.runs_dir, f"var_{name}-ar-ckpt.pth"))
     if args.train_only:
         return {}
     sfreq = float(tok["sfreq"])
@@ -273,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     counts = count_model_bits(scale_tokens(vae, x_tr, uv), scale_tokens(vae, x_va, uv), vae.vocab_size,
                               vae.tokens_per_pos)
     rows = {}
-    for S, (var, log) in models.items():
+    for name, (var, log, S, R) in models.items():
         nll = {"var": var_bits(var, vae, x_va, lab_va, uv), **counts}
         for s in sorted({1, S} | ({2} if S >= 2 else set())):
             t0 = time.time()
@@ -282,16 +287,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
             q["sample_seconds"] = time.time() - t0
             q["windows_per_s"] = {B: sampling_speed(var, B, args.cfg, args.speed_repeats, intra_steps=s)
                                   for B in (1, 32)}
-            rows[f"S{S}/steps{s}"] = {"train_steps": S, "sample_steps": s, **q}
-            logger.info("S=%d steps=%d: %s", S, s, {k: q[k] for k in ("mean_abs_db", "alpha_hz_err", "c2st_auc")})
+            rows[f"{name}/steps{s}"] = {"train_steps": S, "sample_steps": s, "intra_ar": R, **q}
+            logger.info("%s steps=%d: %s", name, s, {k: q[k] for k in ("mean_abs_db", "alpha_hz_err", "c2st_auc")})
             if s == S:
                 for c in classes:
-                    curves[c][f"VAR S={S}"] = (*mean_psd_db(gen[gen_lab == c], sfreq), "-")
-        rows[f"S{S}/steps{S}"]["nll_bits"] = nll
-        rows[f"S{S}/steps{S}"]["train"] = {k: log.get(k) for k in ("wall_seconds", "selected_epoch",
-                                                                     "selected_val_nll", "val_curve")}
+                    curves[c][f"VAR {model_label(S, R)}"] = (*mean_psd_db(gen[gen_lab == c], sfreq), "-")
+        rows[f"{name}/steps{S}"]["nll_bits"] = nll
+        rows[f"{name}/steps{S}"]["train"] = {k: log.get(k) for k in ("wall_seconds", "selected_epoch",
+                                                                       "selected_val_nll", "val_curve")}
     torch.manual_seed(0)
-    var0 = models[steps[0]][0]  # (the AR baseline below has random weights: speed only)
+    var0 = next(iter(models.values()))[0]  # (the AR baseline below has random weights: speed only)
     ar = build_ar_baseline(vae, "cpu", num_classes=var0.num_classes, depth=args.depth).eval()
     ar_speed = {B: sampling_speed(ar, B, args.cfg, 1) for B in (1, 32)}
     png = figure_path(args.results_dir, "intra_steps_psd.png")
@@ -306,12 +311,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return res
 
 
+def model_label(S: int, R: int = 0) -> str:
+    return f"S=1, left to right R={R}" if R else f"S={S}"
+
+
 def build_report(res: dict) -> dict:
     """Title, text, tables and figure of a saved result (benchmarks/report.py renders them)."""
     fl = res["floor"]
     rows = []
     for key, r in res["rows"].items():
-        rows.append([f"S={r['train_steps']}, {r['sample_steps']} step(s)", round(r["mean_abs_db"], 2),
+        rows.append([f"{model_label(r['train_steps'], r.get('intra_ar', 0))}, {r['sample_steps']} step(s)", round(r["mean_abs_db"], 2),
                      round(r["alpha_hz_err"], 2), round(r["alpha_prom_err_db"], 2), round(r["max_edge_step_db"], 2),
                      round(r["c2st_auc"], 3), round(r["windows_per_s"]["1"] if "1" in r["windows_per_s"]
                                                     else r["windows_per_s"][1], 2),
@@ -327,11 +336,11 @@ def build_report(res: dict) -> dict:
         if "nll_bits" not in r:
             continue
         n = r["nll_bits"]
-        nll_rows.append([f"S={r['train_steps']}"] + [round(v, 0) for v in n["var"]] + [round(sum(n["var"]), 0)])
+        nll_rows.append([model_label(r['train_steps'], r.get('intra_ar', 0))] + [round(v, 0) for v in n["var"]] + [round(sum(n["var"]), 0)])
         counts = n
     for name, key in (("unigram", "unigram"), ("same-scale left-neighbour bigram", "left_bigram")):
         nll_rows.append([name] + [round(v, 0) for v in counts[key]] + [round(sum(counts[key]), 0)])
-    budget = "; ".join(f"S={r['train_steps']}: {r['train']['wall_seconds'] / 60:.0f} min"
+    budget = "; ".join(f"{model_label(r['train_steps'], r.get('intra_ar', 0))}: {r['train']['wall_seconds'] / 60:.0f} min"
                        for r in res["rows"].values() if r.get("train", {}).get("wall_seconds"))
     return {
         "title": "Steps inside a scale",

@@ -171,7 +171,7 @@ def old_and_new_ckpt(tmp_path_factory) -> dict:
     new, old = str(base / "new.pth"), str(base / "old.pth")
     save_tiny_var_checkpoint(ds, new)
     state, _ = load_checkpoint(new)
-    for key in ("intra_steps", "intra_mix", "intra_nbr"):
+    for key in ("intra_steps", "intra_mix", "intra_nbr", "intra_ar"):
         del state["trainer"]["config"][key]
     save_checkpoint(old, state)
     return {"old": old, "new": new, "base": base}

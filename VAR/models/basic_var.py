@@ -156,6 +156,14 @@ class AdaLNBeforeHead(nn.Module):
         self.ln_wo_grad = norm_layer(C, elementwise_affine=False)
         self.ada_lin = nn.Sequential(nn.SiLU(inplace=False), nn.Linear(D, 2 * C))
 
-    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
+    def modulation(self, cond_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift), each (B, 1, C): computed once when many calls share a condition."""
         scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.C).unbind(2)
+        return scale, shift
+
+    def modulate(self, x_BLC: torch.Tensor, scale_shift: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        scale, shift = scale_shift
         return self.ln_wo_grad(x_BLC).mul(scale.add(1)).add_(shift)
+
+    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
+        return self.modulate(x_BLC, self.modulation(cond_BD))

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from models.basic_var import AdaLNBeforeHead, AdaLNSelfAttn
 from models.helpers import gumbel_softmax_with_rng, sample_with_top_k_top_p_, sampling_rng_and_labels
+from models.intra_ar import ScaleARHead, left_window, left_window_at
 from models.intra_scale import CONTENT, QUERY, TokenAttrs, attend_bias, check_steps, chunk_bounds as _chunks, \
     chunk_of_groups, groups_of_positions, neighbour_features
 
@@ -68,6 +69,10 @@ class VAR(nn.Module):
     intra_nbr : int
         With ``intra_steps > 1``: each query also gets the placed tokens within this many positions of it
         (``intra_scale.neighbour_features``) through a linear layer; 0 = attention only.
+    intra_ar : int
+        With ``intra_steps == 1``: draw the tokens of a scale left to right after its one transformer pass,
+        each seeing the codebook vectors of the ``intra_ar`` positions before it (``models/intra_ar.py``);
+        0 = upstream VAR, every token of a scale at once.
     """
 
     def __init__(self, vae_local, num_classes: int = 1000, depth: int = 16, embed_dim: int = 1024,
@@ -76,7 +81,7 @@ class VAR(nn.Module):
                  cond_drop_rate: float = 0.1, attn_l2_norm: bool = False,
                  patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
                  flash_if_available: bool = True, fused_if_available: bool = True, intra_steps: int = 1,
-                 intra_mix: float = 0.25, intra_nbr: int = 0) -> None:
+                 intra_mix: float = 0.25, intra_nbr: int = 0, intra_ar: int = 0) -> None:
         super().__init__()
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
@@ -162,6 +167,13 @@ class VAR(nn.Module):
         self.intra_nbr = int(intra_nbr) if self.intra_steps > 1 else 0
         if self.intra_nbr < 0:
             raise ValueError(f"intra_nbr={intra_nbr} must be >= 0")
+        self.intra_ar = int(intra_ar)
+        if self.intra_ar < 0:
+            raise ValueError(f"intra_ar={intra_ar} must be >= 0")
+        if self.intra_ar > 0 and self.intra_steps > 1:
+            raise ValueError(f"intra_ar={intra_ar} and intra_steps={intra_steps}: choose one way of drawing the tokens "
+                             "inside a scale (left to right, or in steps)")
+        self.intra_ar_head = ScaleARHead(self.C, self.Cvae, self.intra_ar) if self.intra_ar > 0 else None
         self.groups_per_scale = [groups_of_positions(pn, self.intra_steps) for pn in self.patch_nums]
         if self.intra_steps > 1:
             self.content_embed = nn.Linear(self.Cvae, self.C)
@@ -176,6 +188,17 @@ class VAR(nn.Module):
             self._train_attrs = (q_attrs, TokenAttrs.cat(c_parts))
             self.register_buffer("content_pos", torch.cat(c_pos), persistent=False)  # index into L
             self._bias_cache: dict = {}
+
+    @property
+    def needs_gt_tokens(self) -> bool:
+        """Whether ``forward`` reads the ground-truth tokens of a scale (steps or a left-to-right head)."""
+        return self.intra_steps > 1 or self.intra_ar > 0
+
+    def _code_vectors(self, gt_BL: torch.Tensor, n_sc: int, dev) -> torch.Tensor:
+        """Codebook vectors of the ground-truth tokens of the first ``n_sc`` scales: (B, L', Cvae)."""
+        quant = self.vae_quant_proxy[0]
+        return torch.cat([quant.embed_idx(si, gt_BL[:, b * self.G:e * self.G].to(dev).long())
+                          for si, (b, e) in enumerate(self.begin_ends[:n_sc])], dim=2).transpose(1, 2)
 
     # ------------------------------------------------------------------------------------------
     def get_logits(self, h_or_h_and_residual, cond_BD: Optional[torch.Tensor]) -> torch.Tensor:
@@ -297,25 +320,44 @@ class VAR(nn.Module):
                     for b in self.blocks:
                         x = b(x=x, cond_BD=cond_BD_or_gss, attn_bias=bias)
                     n = pos_q.numel()
-                    logits_BlV = self.get_logits(x[:, -n:], cond_BD).view(nB, n * G, V)
-                    if use_cfg:
-                        t = cfg * ratio
-                        logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
+
+                    def draw(logits_BlV: torch.Tensor, pq: torch.Tensor) -> torch.Tensor:
+                        """Tokens (B, n, G) of positions ``pq`` from their logits (nB, n * G, V)."""
+                        n_ = pq.numel()
+                        if use_cfg:
+                            t = cfg * ratio
+                            logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
+                        if teacher:
+                            out = given_BlG[:, pq]
+                        elif not more_smooth:
+                            out = sample_with_top_k_top_p_(logits_BlV, rng=rng, top_k=top_k, top_p=top_p,
+                                                           num_samples=1)[:, :, 0].view(B, n_, G)
+                        else:
+                            gum_t = max(0.27 * (1 - ratio * 0.95), 0.005)
+                            soft = gumbel_softmax_with_rng(logits_BlV.mul(1 + ratio), tau=gum_t, hard=False, dim=-1,
+                                                           rng=rng).view(B, n_, G, V)
+                            soft_BlGV[:, pq] = soft
+                            out = soft.argmax(dim=-1)
+                        if keep_src is not None:
+                            out = torch.where(keep_Bl[:, pq, None], src_BlG[:, pq], out)
+                        return out
+
                     pq = pos_q.to(dev)
-                    if teacher:
-                        chunk_BnG = given_BlG[:, pq]
-                    elif not more_smooth:
-                        chunk_BnG = sample_with_top_k_top_p_(logits_BlV, rng=rng, top_k=top_k, top_p=top_p,
-                                                             num_samples=1)[:, :, 0].view(B, n, G)
-                    else:
-                        gum_t = max(0.27 * (1 - ratio * 0.95), 0.005)
-                        soft = gumbel_softmax_with_rng(logits_BlV.mul(1 + ratio), tau=gum_t, hard=False, dim=-1,
-                                                       rng=rng).view(B, n, G, V)
-                        soft_BlGV[:, pq] = soft
-                        chunk_BnG = soft.argmax(dim=-1)
-                    if keep_src is not None:
-                        chunk_BnG = torch.where(keep_Bl[:, pq, None], src_BlG[:, pq], chunk_BnG)
-                    idx_BlG[:, pq] = chunk_BnG
+                    if self.intra_ar_head is None or teacher:
+                        idx_BlG[:, pq] = draw(self.get_logits(x[:, -n:], cond_BD).view(nB, n * G, V), pq)
+                    else:  # left to right after the scale's one pass (models/intra_ar.py), = forward's head
+                        head = self.intra_ar_head
+                        codes_BlCv = sos.new_zeros(B, pn, self.Cvae)
+                        h_all = x[:, -n:].float()
+                        a_all = head.project_h(h_all)
+                        mod = self.head_nm.modulation(cond_BD)
+                        for i in range(pn):
+                            win = left_window_at(codes_BlCv, i, self.intra_ar)
+                            win = win.repeat(2, 1) if use_cfg else win
+                            h_i = head.finish(h_all[:, i:i + 1], a_all[:, i:i + 1], win[:, None])
+                            tok_BG = draw(self.head(self.head_nm.modulate(h_i, mod)).view(nB, G, V), pq[i:i + 1])[:, 0]
+                            idx_BlG[:, i] = tok_BG
+                            codes_BlCv[:, i] = quant.embed_idx(si, tok_BG)[:, :, 0].float()
                     prev_pos = pos_q
                 idx_Bl = idx_BlG.view(B, pn * G)
                 if soft_BlGV is not None and keep_src is None:
@@ -371,9 +413,9 @@ class VAR(nn.Module):
             ``ed`` = L, or the end of scale ``prog_si`` in progressive training.
         """
         bg, ed = self.begin_ends[self.prog_si] if self.prog_si >= 0 else (0, self.L)
-        if self.intra_steps > 1 and gt_BL is None:
-            raise ValueError(f"this VAR has intra_steps={self.intra_steps}: forward needs the ground-truth tokens "
-                             "(gt_BL) for its content tokens")
+        if self.needs_gt_tokens and gt_BL is None:
+            raise ValueError(f"this VAR has intra_steps={self.intra_steps}, intra_ar={self.intra_ar}: forward needs "
+                             "the ground-truth tokens (gt_BL) of the scale it predicts")
         B = label_B.shape[0]
         dev = label_B.device
         with self._autocast_off(dev):
@@ -402,7 +444,13 @@ class VAR(nn.Module):
         attn_bias = attn_bias.to(dtype=main_type)
         for b in self.blocks:
             x_BLC = b(x=x_BLC, cond_BD=cond_BD_or_gss, attn_bias=attn_bias)
-        logits = self.get_logits(x_BLC[:, :ed].float(), cond_BD)
+        h_BLC = x_BLC[:, :ed].float()
+        if self.intra_ar_head is not None:  # each position also sees the R tokens before it in its scale
+            n_sc = next(si for si, (_, e) in enumerate(self.begin_ends) if e == ed) + 1
+            h_BLCv = self._code_vectors(gt_BL, n_sc, dev).float()
+            win = torch.cat([left_window(h_BLCv[:, b:e], self.intra_ar) for b, e in self.begin_ends[:n_sc]], dim=1)
+            h_BLC = self.intra_ar_head(h_BLC, win)
+        logits = self.get_logits(h_BLC, cond_BD)
         if self.prog_si == 0:
             # keep word_embed in the graph (DDP runs with find_unused_parameters=False)
             logits[0, 0, 0] += self.word_embed.weight[0, 0] * 0 + self.word_embed.bias[0] * 0
@@ -426,9 +474,7 @@ class VAR(nn.Module):
         check_steps(n_chunks, S, self.patch_nums)
         B, dev = x_BLC.shape[0], x_BLC.device
         n_sc = next(si for si, (_, e) in enumerate(self.begin_ends) if e == ed) + 1
-        quant = self.vae_quant_proxy[0]
-        h_BLCv = torch.cat([quant.embed_idx(si, gt_BL[:, b * self.G:e * self.G].to(dev).long())
-                            for si, (b, e) in enumerate(self.begin_ends[:n_sc])], dim=2).transpose(1, 2)
+        h_BLCv = self._code_vectors(gt_BL, n_sc, dev)
         q_attrs, c_attrs = self._train_attrs
         n_c = int((c_attrs.scale < n_sc).sum())  # contents are laid out scale by scale
         c_pos = self.content_pos[:n_c]
@@ -494,6 +540,8 @@ class VAR(nn.Module):
             elif hasattr(sab, "ada_gss"):
                 sab.ada_gss.data[:, :, 2:].mul_(init_adaln)
                 sab.ada_gss.data[:, :, :2].mul_(init_adaln_gamma)
+        if self.intra_ar_head is not None:  # an untrained head leaves the transformer's logits alone
+            self.intra_ar_head.zero_last()
 
     def get_config(self) -> dict:
         """Constructor arguments as plain types (the tokenizer is stored separately)."""
@@ -503,7 +551,7 @@ class VAR(nn.Module):
                     shared_aln=not isinstance(self.shared_ada_lin, nn.Identity), cond_drop_rate=self.cond_drop_rate,
                     attn_l2_norm=self.blocks[0].attn.attn_l2_norm if len(self.blocks) else False,
                     patch_nums=list(self.patch_nums), intra_steps=self.intra_steps, intra_mix=self.intra_mix,
-                    intra_nbr=self.intra_nbr)
+                    intra_nbr=self.intra_nbr, intra_ar=self.intra_ar)
 
     def extra_repr(self) -> str:
         return f"drop_path_rate={self.drop_path_rate:g}, G={self.G}, V={self.V}, L={self.L}"

@@ -328,6 +328,9 @@ class Args(BaseArgs):
     intra_nbr: int = arg(4, "EEG port: with --intra_steps > 1, each query also gets the tokens already placed within "
                          "this many positions of it through a linear layer (attention alone learns neighbours slowly "
                          "on small data); 0 = attention only")
+    intra_ar: int = arg(0, "EEG port: draw the tokens of a scale left to right after its one transformer pass, each "
+                        "seeing the codebook vectors of this many positions before it in its scale "
+                        "(models/intra_ar.py; exact likelihood); 0 = upstream VAR. Needs --intra_steps=1")
     intra_mix: float = arg(0.25, "fraction of training steps that use a random coarser step schedule, so that "
                            "sampling with fewer steps than --intra_steps stays in distribution")
     # ---- data geometry
@@ -370,6 +373,11 @@ class Args(BaseArgs):
             raise UserError(f"--intra_steps={self.intra_steps}: expected an integer >= 1 (1 = upstream VAR)")
         if self.intra_nbr < 0:
             raise UserError(f"--intra_nbr={self.intra_nbr}: expected a neighbour radius >= 0")
+        if self.intra_ar < 0:
+            raise UserError(f"--intra_ar={self.intra_ar}: expected a number of positions >= 0 (0 = off)")
+        if self.intra_ar > 0 and self.intra_steps > 1:
+            raise UserError(f"--intra_ar={self.intra_ar} with --intra_steps={self.intra_steps}: choose one way of "
+                            "drawing the tokens inside a scale (set the other to its default)")
         if not 0 <= self.intra_mix <= 1:
             raise UserError(f"--intra_mix={self.intra_mix}: expected a fraction in [0, 1]")
         for flag in ("vfast", "tfast"):

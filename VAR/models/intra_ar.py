@@ -1,0 +1,75 @@
+"""Left-to-right token head inside a scale (EEG port, not upstream VAR).
+
+Next-scale prediction draws the tokens of a scale independently given the coarser scales. For EEG that
+makes every scale's token map white noise inside its band: a decoded sample's spectrum is flat inside each
+band and cannot hold an alpha peak, whose shape lives in how neighbouring tokens of one scale relate.
+
+This head keeps one transformer pass per scale (KV cache, next-band semantics and partial decodes are
+unchanged) and makes the draw inside a scale sequential: the logits of position i come from the
+transformer's hidden state at i plus the codebook vectors of the ``R`` positions before it in the same
+scale, mixed by a small MLP. The likelihood is exact under left-to-right order; the cost of sampling is
+``sum(patch_nums)`` small MLP steps per window on top of the transformer passes.
+
+Shapes: B batch, l positions of one scale, C transformer width, Cv = Cvae latent channels (the codebook
+vector of a position, all G groups concatenated), R receptive field in positions.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["ScaleARHead", "left_window", "left_window_at"]
+
+
+def left_window(h_BlCv: torch.Tensor, R: int) -> torch.Tensor:
+    """For every position i, the codebook vectors of positions i-1, i-2, ..., i-R (nearest first; zeros
+    before position 0): (B, l, R * Cv)."""
+    B, l, Cv = h_BlCv.shape
+    padded = F.pad(h_BlCv, (0, 0, R, 0))  # (B, R + l, Cv): padded[:, R + j] = h[:, j]
+    # offset d = 1..R: position i reads padded[:, R + i - d]
+    return torch.cat([padded[:, R - d:R - d + l] for d in range(1, R + 1)], dim=2)
+
+
+def left_window_at(h_BlCv: torch.Tensor, i: int, R: int) -> torch.Tensor:
+    """``left_window(h_BlCv, R)[:, i]`` without building the whole window: (B, R * Cv). Positions >= i
+    are never read, so they may hold anything (the sampler fills them as it goes)."""
+    B, _, Cv = h_BlCv.shape
+    lo = max(0, i - R)
+    past = h_BlCv[:, lo:i].flip(1)  # (B, i - lo, Cv), nearest first
+    if i - lo < R:
+        past = torch.cat((past, past.new_zeros(B, R - (i - lo), Cv)), dim=1)
+    return past.reshape(B, R * Cv)
+
+
+class ScaleARHead(nn.Module):
+    """h_BlC (B, l, C) and the left window (B, l, R * Cv) -> h'_BlC (B, l, C), fed to VAR's output head.
+
+    The last layer starts at zero, so an untrained head leaves the transformer's logits as they are.
+    """
+
+    def __init__(self, C: int, Cvae: int, R: int, hidden: int | None = None) -> None:
+        super().__init__()
+        if R < 1:
+            raise ValueError(f"ScaleARHead needs a receptive field R >= 1, got {R}")
+        self.C, self.Cvae, self.R = int(C), int(Cvae), int(R)
+        hidden = int(hidden or 2 * C)
+        # fc1 acts on (LayerNorm(h), window) concatenated; split in two so the sampler projects h once per scale
+        self.fc1_h = nn.Linear(C, hidden)
+        self.fc1_w = nn.Linear(R * Cvae, hidden, bias=False)
+        self.fc2 = nn.Linear(hidden, C)
+
+    def zero_last(self) -> None:
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def project_h(self, h_BlC: torch.Tensor) -> torch.Tensor:
+        """The window-free part of the first layer: (B, l, hidden)."""
+        return self.fc1_h(F.layer_norm(h_BlC, (self.C,)))
+
+    def finish(self, h_BlC: torch.Tensor, a_BlH: torch.Tensor, win_BlX: torch.Tensor) -> torch.Tensor:
+        """``forward`` given ``a_BlH = project_h(h_BlC)``."""
+        return h_BlC + self.fc2(F.gelu(a_BlH + self.fc1_w(win_BlX.to(h_BlC.dtype))))
+
+    def forward(self, h_BlC: torch.Tensor, win_BlX: torch.Tensor) -> torch.Tensor:
+        return self.finish(h_BlC, self.project_h(h_BlC), win_BlX)

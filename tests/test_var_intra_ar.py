@@ -1,0 +1,142 @@
+"""Left-to-right head inside a scale (``models/intra_ar.py``): the window against a written-out loop, the
+sampler against the uncached teacher-forced forward, and what each position may see."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import VQVAE, build_var
+from models.intra_ar import left_window, left_window_at
+
+PNS = (4, 6, 8, 12)
+
+
+def make_pair(R: int, G: int = 1, num_classes: int = 3):
+    torch.manual_seed(0)
+    vae = VQVAE(in_channels=3, vocab_size=16, z_channels=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
+                v_patch_nums=PNS, tokens_per_pos=G, test_mode=True)
+    torch.manual_seed(1)
+    var = build_var(vae, "cpu", num_classes=num_classes, depth=2, intra_ar=R)
+    var.init_weights(init_adaln=0.5, init_adaln_gamma=0.5, init_head=1.0, init_std=0.05)
+    torch.nn.init.normal_(var.intra_ar_head.fc2.weight, std=0.3)  # zero at init: make the head matter here
+    return vae, var.eval()
+
+
+def teacher_forced_logits(var, vae, label_B, idx_Bl):
+    with torch.no_grad():
+        return var(label_B, vae.quantize.idxBl_to_var_input(idx_Bl), torch.cat(idx_Bl, dim=1))
+
+
+def test_left_window_written_out():
+    torch.manual_seed(0)
+    B, l, Cv, R = 2, 7, 3, 3
+    h = torch.randn(B, l, Cv)
+    got = left_window(h, R)
+    want = torch.zeros(B, l, R * Cv)
+    for i in range(l):
+        for d in range(1, R + 1):  # nearest first
+            if i - d >= 0:
+                want[:, i, (d - 1) * Cv:d * Cv] = h[:, i - d]
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    for i in range(l):
+        torch.testing.assert_close(left_window_at(h, i, R), want[:, i], atol=0, rtol=0)
+    # the sampler's window never reads position i or later
+    spoiled = h.clone()
+    spoiled[:, 4:] = 99.0
+    torch.testing.assert_close(left_window_at(spoiled, 4, R), want[:, 4], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("R,G", [(1, 1), (3, 1), (2, 2)])
+def test_greedy_sampler_equals_argmax_of_uncached_forward(R, G):
+    vae, var = make_pair(R, G)
+    label_B = torch.tensor([0, 2, 1])
+    _, idx_Bl, _ = var.autoregressive_infer_cfg(3, label_B, g_seed=0, cfg=0.0, top_k=1, ret_stages=True)
+    logits = teacher_forced_logits(var, vae, label_B, idx_Bl)
+    assert torch.equal(logits.argmax(-1), torch.cat(idx_Bl, dim=1))
+
+
+def test_greedy_guided_sampler_follows_the_guidance_formula():
+    cfg = 2.0
+    vae, var = make_pair(2)
+    label_B = torch.tensor([1, 0])
+    _, idx_Bl, _ = var.autoregressive_infer_cfg(2, label_B, g_seed=0, cfg=cfg, top_k=1, ret_stages=True)
+    cond = teacher_forced_logits(var, vae, label_B, idx_Bl)
+    uncond = teacher_forced_logits(var, vae, torch.full_like(label_B, var.num_classes), idx_Bl)
+    want = []
+    for si in range(len(PNS)):
+        t = cfg * si / (len(PNS) - 1)
+        b, e = var.begin_ends[si]
+        want.append(((1 + t) * cond[:, b:e] - t * uncond[:, b:e]).argmax(-1))
+    assert torch.equal(torch.cat(want, dim=1), torch.cat(idx_Bl, dim=1))
+
+
+def test_each_position_sees_exactly_the_R_positions_before_it():
+    R = 3
+    vae, var = make_pair(R)
+    torch.manual_seed(3)
+    idx_Bl = [torch.randint(0, 16, (1, pn)) for pn in PNS]
+    label_B = torch.tensor([1])
+    base = teacher_forced_logits(var, vae, label_B, idx_Bl)
+    si, p = 3, 4  # change one token of scale 3 (12 positions)
+    changed = [t.clone() for t in idx_Bl]
+    changed[si][0, p] = (changed[si][0, p] + 1) % 16
+    out = teacher_forced_logits(var, vae, label_B, changed)
+    b, e = var.begin_ends[si]
+    moved = [i for i in range(e - b) if not torch.equal(out[0, b + i], base[0, b + i])]
+    assert moved == list(range(p + 1, p + R + 1))
+    torch.testing.assert_close(out[0, :b], base[0, :b], atol=0, rtol=0)  # earlier scales
+
+
+def test_untrained_head_is_plain_var():
+    torch.manual_seed(0)
+    vae = VQVAE(in_channels=3, vocab_size=16, z_channels=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
+                v_patch_nums=PNS, test_mode=True)
+    torch.manual_seed(1)
+    plain = build_var(vae, "cpu", num_classes=3, depth=2).eval()
+    torch.manual_seed(1)
+    head = build_var(vae, "cpu", num_classes=3, depth=2, intra_ar=2).eval()
+    head.load_state_dict({**plain.state_dict(), **{k: v for k, v in head.state_dict().items()
+                                                    if k.startswith("intra_ar_head.")}})
+    idx_Bl = [torch.randint(0, 16, (2, pn)) for pn in PNS]
+    label_B = torch.tensor([0, 1])
+    torch.testing.assert_close(teacher_forced_logits(head, vae, label_B, idx_Bl),
+                               teacher_forced_logits(plain, vae, label_B, idx_Bl))
+
+
+def test_intra_ar_with_steps_is_refused():
+    torch.manual_seed(0)
+    vae = VQVAE(in_channels=3, vocab_size=16, z_channels=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
+                v_patch_nums=PNS, test_mode=True)
+    with pytest.raises(ValueError, match="intra_ar=2 and intra_steps=4"):
+        build_var(vae, "cpu", num_classes=3, depth=2, intra_ar=2, intra_steps=4)
+    with pytest.raises(ValueError, match="intra_ar=-1"):
+        build_var(vae, "cpu", num_classes=3, depth=2, intra_ar=-1)
+
+
+def test_zero_shot_keep_is_seen_by_the_positions_after_it():
+    """Kept tokens are in place before the positions after them are drawn (greedy, so deterministic)."""
+    vae, var = make_pair(2)
+    torch.manual_seed(5)
+    src = [torch.randint(0, 16, (1, pn)) for pn in PNS]
+    keep = [torch.zeros(1, pn, dtype=torch.bool) for pn in PNS]
+    keep[2][0, ::3] = True
+    _, idx_Bl, _ = var.autoregressive_infer_cfg(1, 0, g_seed=0, cfg=0.0, top_k=1, ret_stages=True,
+                                                keep_src=(src, keep))
+    assert torch.equal(idx_Bl[2][0, ::3], src[2][0, ::3])
+    logits = teacher_forced_logits(var, vae, torch.tensor([0]), idx_Bl)
+    free = torch.cat([~k[0] for k in keep])
+    assert torch.equal(logits.argmax(-1)[0, free], torch.cat(idx_Bl, dim=1)[0, free])
+
+
+def test_bench_export_with_head_reloads_and_samples_the_same(tmp_path):
+    """bench_intra_steps writes a --intra_ar model as VAR/train.py does; sample.py's loader rebuilds the head."""
+    import sample
+    from benchmarks.bench_intra_steps import export_ar_ckpt
+    vae, var = make_pair(3)
+    tok = {"vae_config": vae.get_config()}
+    path = export_ar_ckpt(var, vae, tok, ["a", "b", "c"], str(tmp_path / "var_AR3-ar-ckpt.pth"))
+    back, _, _ = sample.load_var_checkpoint(path, "cpu")
+    assert back.intra_ar == 3
+    a = var.autoregressive_infer_cfg(2, 1, g_seed=5, cfg=1.0)
+    b = back.autoregressive_infer_cfg(2, 1, g_seed=5, cfg=1.0)
+    assert torch.equal(a, b)
