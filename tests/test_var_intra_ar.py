@@ -18,7 +18,10 @@ def make_pair(R: int, G: int = 1, num_classes: int = 3):
     torch.manual_seed(1)
     var = build_var(vae, "cpu", num_classes=num_classes, depth=2, intra_ar=R)
     var.init_weights(init_adaln=0.5, init_adaln_gamma=0.5, init_head=1.0, init_std=0.05)
-    torch.nn.init.normal_(var.intra_ar_head.fc2.weight, std=0.3)  # zero at init: make the head matter here
+    head = var.intra_ar_head  # its last layers start at zero: make both of its terms matter here
+    torch.nn.init.normal_(head.fc2.weight, std=0.3)
+    torch.nn.init.normal_(head.fc_code.weight, std=3.0)
+    torch.nn.init.normal_(head.norm_w, std=3.0)
     return vae, var.eval()
 
 
@@ -44,6 +47,28 @@ def test_left_window_written_out():
     spoiled = h.clone()
     spoiled[:, 4:] = 99.0
     torch.testing.assert_close(left_window_at(spoiled, 4, R), want[:, 4], atol=0, rtol=0)
+
+
+def test_code_logits_written_out():
+    """<c_v, mu> - w_s |c_v|^2 / 2 per group, with mu = fc_code(window) split into the groups."""
+    from models.intra_ar import ScaleARHead
+    torch.manual_seed(0)
+    B, l, G, V, d, R = 2, 3, 2, 5, 3, 2
+    head = ScaleARHead(C=4, Cvae=G * d, R=R, n_scales=3)
+    torch.nn.init.normal_(head.fc_code.weight)
+    torch.nn.init.normal_(head.norm_w)
+    win = torch.randn(B, l, R * G * d)
+    book = torch.randn(G, V, d)
+    with torch.no_grad():
+        got = head.code_logits(win, book, si=1).view(B, l, G, V)
+        mu = win @ head.fc_code.weight.T  # (B, l, G * d)
+    for b in range(B):
+        for i in range(l):
+            for g in range(G):
+                for v in range(V):
+                    c = book[g, v]
+                    want = float(c @ mu[b, i, g * d:(g + 1) * d]) - 0.5 * float(head.norm_w[1].detach()) * float(c @ c)
+                    assert abs(float(got[b, i, g, v]) - want) < 1e-4
 
 
 @pytest.mark.parametrize("R,G", [(1, 1), (3, 1), (2, 2)])

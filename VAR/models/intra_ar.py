@@ -7,7 +7,9 @@ band and cannot hold an alpha peak, whose shape lives in how neighbouring tokens
 This head keeps one transformer pass per scale (KV cache, next-band semantics and partial decodes are
 unchanged) and makes the draw inside a scale sequential: the logits of position i come from the
 transformer's hidden state at i plus the codebook vectors of the ``R`` positions before it in the same
-scale, mixed by a small MLP. The likelihood is exact under left-to-right order; the cost of sampling is
+scale, mixed by a small MLP, plus a term in codebook space: a linear prediction ``mu`` of position i's
+codebook vector from the window scores every code v by ``<c_v, mu> - w_s |c_v|^2 / 2`` (a Gaussian
+autoregression on the code vectors, shared by all codes, so it needs little data). The likelihood is exact under left-to-right order; the cost of sampling is
 ``sum(patch_nums)`` small MLP steps per window on top of the transformer passes.
 
 Shapes: B batch, l positions of one scale, C transformer width, Cv = Cvae latent channels (the codebook
@@ -43,12 +45,13 @@ def left_window_at(h_BlCv: torch.Tensor, i: int, R: int) -> torch.Tensor:
 
 
 class ScaleARHead(nn.Module):
-    """h_BlC (B, l, C) and the left window (B, l, R * Cv) -> h'_BlC (B, l, C), fed to VAR's output head.
+    """h_BlC (B, l, C) and the left window (B, l, R * Cv) -> h'_BlC (B, l, C), fed to VAR's output head, and
+    the codebook-space logits added to that head's output (:meth:`code_logits`).
 
-    The last layer starts at zero, so an untrained head leaves the transformer's logits as they are.
+    The last layers start at zero, so an untrained head leaves the transformer's logits as they are.
     """
 
-    def __init__(self, C: int, Cvae: int, R: int, hidden: int | None = None) -> None:
+    def __init__(self, C: int, Cvae: int, R: int, n_scales: int, hidden: int | None = None) -> None:
         super().__init__()
         if R < 1:
             raise ValueError(f"ScaleARHead needs a receptive field R >= 1, got {R}")
@@ -58,10 +61,22 @@ class ScaleARHead(nn.Module):
         self.fc1_h = nn.Linear(C, hidden)
         self.fc1_w = nn.Linear(R * Cvae, hidden, bias=False)
         self.fc2 = nn.Linear(hidden, C)
+        self.fc_code = nn.Linear(R * Cvae, Cvae, bias=False)  # mu: the predicted codebook vector
+        self.norm_w = nn.Parameter(torch.zeros(n_scales))  # per scale: weight of -|c_v|^2 / 2
 
     def zero_last(self) -> None:
-        nn.init.zeros_(self.fc2.weight)
-        nn.init.zeros_(self.fc2.bias)
+        for p in (self.fc2.weight, self.fc2.bias, self.fc_code.weight, self.norm_w):
+            nn.init.zeros_(p)
+
+    def code_logits(self, win_BlX: torch.Tensor, book_GVd: torch.Tensor, si: int) -> torch.Tensor:
+        """``<c_v, mu> - w_si |c_v|^2 / 2`` for every code of scale ``si``'s codebooks (G, V, d):
+        (B, l, G * V); ``mu`` = ``fc_code(window)`` split into the G groups' d = Cv / G channels."""
+        G, V, d = book_GVd.shape
+        B, l = win_BlX.shape[:2]
+        mu_BlGd = self.fc_code(win_BlX).view(B, l, G, d)
+        book = book_GVd.to(mu_BlGd.dtype)
+        out = torch.einsum("blgd,gvd->blgv", mu_BlGd, book) - 0.5 * self.norm_w[si] * book.square().sum(-1)
+        return out.reshape(B, l, G * V)
 
     def project_h(self, h_BlC: torch.Tensor) -> torch.Tensor:
         """The window-free part of the first layer: (B, l, hidden)."""

@@ -173,7 +173,8 @@ class VAR(nn.Module):
         if self.intra_ar > 0 and self.intra_steps > 1:
             raise ValueError(f"intra_ar={intra_ar} and intra_steps={intra_steps}: choose one way of drawing the tokens "
                              "inside a scale (left to right, or in steps)")
-        self.intra_ar_head = ScaleARHead(self.C, self.Cvae, self.intra_ar) if self.intra_ar > 0 else None
+        self.intra_ar_head = ScaleARHead(self.C, self.Cvae, self.intra_ar, len(self.patch_nums)) \
+            if self.intra_ar > 0 else None
         self.groups_per_scale = [groups_of_positions(pn, self.intra_steps) for pn in self.patch_nums]
         if self.intra_steps > 1:
             self.content_embed = nn.Linear(self.Cvae, self.C)
@@ -351,11 +352,13 @@ class VAR(nn.Module):
                         h_all = x[:, -n:].float()
                         a_all = head.project_h(h_all)
                         mod = self.head_nm.modulation(cond_BD)
+                        book_GVd = quant.codebook_GVd(si).detach().float()
                         for i in range(pn):
                             win = left_window_at(codes_BlCv, i, self.intra_ar)
-                            win = win.repeat(2, 1) if use_cfg else win
-                            h_i = head.finish(h_all[:, i:i + 1], a_all[:, i:i + 1], win[:, None])
-                            tok_BG = draw(self.head(self.head_nm.modulate(h_i, mod)).view(nB, G, V), pq[i:i + 1])[:, 0]
+                            win = win.repeat(2, 1)[:, None] if use_cfg else win[:, None]
+                            h_i = head.finish(h_all[:, i:i + 1], a_all[:, i:i + 1], win)
+                            logits = self.head(self.head_nm.modulate(h_i, mod)) + head.code_logits(win, book_GVd, si)
+                            tok_BG = draw(logits.view(nB, G, V), pq[i:i + 1])[:, 0]
                             idx_BlG[:, i] = tok_BG
                             codes_BlCv[:, i] = quant.embed_idx(si, tok_BG)[:, :, 0].float()
                     prev_pos = pos_q
@@ -451,6 +454,10 @@ class VAR(nn.Module):
             win = torch.cat([left_window(h_BLCv[:, b:e], self.intra_ar) for b, e in self.begin_ends[:n_sc]], dim=1)
             h_BLC = self.intra_ar_head(h_BLC, win)
         logits = self.get_logits(h_BLC, cond_BD)
+        if self.intra_ar_head is not None:
+            quant = self.vae_quant_proxy[0]
+            logits = logits + torch.cat([self.intra_ar_head.code_logits(win[:, b:e], quant.codebook_GVd(si).detach().float(), si)
+                                         for si, (b, e) in enumerate(self.begin_ends[:n_sc])], dim=1)
         if self.prog_si == 0:
             # keep word_embed in the graph (DDP runs with find_unused_parameters=False)
             logits[0, 0, 0] += self.word_embed.weight[0, 0] * 0 + self.word_embed.bias[0] * 0
