@@ -169,14 +169,62 @@ def summarise(per: dict) -> dict:
 
 
 @torch.no_grad()
-def generate(var, labels: Sequence[int], uv: float, cfg: float, steps: int, batch: int = 48, seed: int = 0) -> np.ndarray:
-    out = []
+def generate(var, labels: Sequence[int], uv: float, cfg: float, steps: int, batch: int = 48, seed: int = 0,
+             contributions: bool = False):
+    """Samples (N, C, T) µV; with ``contributions``, also each scale's part of them (see :func:`scale_parts`)."""
+    out, parts = [], []
     lab = torch.as_tensor(list(labels))
+    vae = var.vae_proxy[0]
     for b, i in enumerate(range(0, len(lab), batch)):
-        x = var.autoregressive_infer_cfg(B=len(lab[i:i + batch]), label_B=lab[i:i + batch], g_seed=seed + b, cfg=cfg,
-                                         intra_steps=steps)
+        x, _, fhats = var.autoregressive_infer_cfg(B=len(lab[i:i + batch]), label_B=lab[i:i + batch], g_seed=seed + b,
+                                                   cfg=cfg, intra_steps=steps, ret_stages=True)
         out.append(x.float().numpy() * uv)
-    return np.concatenate(out).astype(np.float64)
+        if contributions:
+            parts.append(scale_parts([vae.fhat_to_eeg(f).float().numpy() * uv for f in fhats]))
+    x = np.concatenate(out).astype(np.float64)
+    if not contributions:
+        return x
+    return x, [np.concatenate(p) for p in zip(*parts)]
+
+
+def scale_parts(stage_decodes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """What each scale adds to the decode: stage 0, then stage k minus stage k-1 (the decoder is linear in the
+    accumulated latent, so these add up to the window)."""
+    return [stage_decodes[0]] + [stage_decodes[k] - stage_decodes[k - 1] for k in range(1, len(stage_decodes))]
+
+
+@torch.no_grad()
+def reconstructed_parts(vae, x_NCT: np.ndarray, uv: float, bs: int = 64) -> list[np.ndarray]:
+    """:func:`scale_parts` of the tokenizer's reconstructions of ``x_NCT`` (µV)."""
+    per = [scale_parts([s.float().numpy() * uv for s in vae.eeg_to_reconstructed_eeg(
+        torch.from_numpy(x_NCT[i:i + bs] / uv).float())]) for i in range(0, len(x_NCT), bs)]
+    return [np.concatenate(p).astype(np.float64) for p in zip(*per)]
+
+
+def plot_parts(path: str, curves: dict, patch_nums: Sequence[int], sfreq: float) -> None:
+    """Mean PSD of each scale's part of the decode; ``curves`` maps a label to (list of parts, style)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from utils.eeg_metrics import mean_psd_db
+    n = len(patch_nums)
+    window_s = next(iter(curves.values()))[0][0].shape[-1] / sfreq
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False)
+    for si, ax in enumerate(axes[0]):
+        nyq = patch_nums[si] / (2 * window_s)  # a scale of pn tokens holds frequencies up to pn / (2 * window)
+        for label, (parts, style) in curves.items():
+            f, db = mean_psd_db(parts[si], sfreq)
+            sel = (f >= 0.5) & (f <= min(45.0, nyq + 3))
+            ax.plot(f[sel], db[sel], style, lw=1.2, label=label)
+        ax.set_title(f"scale {si} ({patch_nums[si]} tokens)", fontsize=9)
+        ax.set_xlabel("Hz")
+    axes[0][0].set_ylabel("dB (10 log10 µV²/Hz)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("What each scale adds to the decoded window: mean PSD, validation reconstructions vs samples",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def sampling_speed(model, B: int, cfg: float, repeats: int, **kw) -> float:
@@ -278,11 +326,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     counts = count_model_bits(scale_tokens(vae, x_tr, uv), scale_tokens(vae, x_va, uv), vae.vocab_size,
                               vae.tokens_per_pos)
     rows = {}
+    parts_curves = {"reconstructed val": (reconstructed_parts(vae, x_va, uv), "k-")}
     for name, (var, log, S, R) in models.items():
         nll = {"var": var_bits(var, vae, x_va, lab_va, uv), **counts}
         for s in sorted({1, S} | ({2} if S >= 2 else set())):
             t0 = time.time()
-            gen = generate(var, labels, uv, args.cfg, s)
+            gen, parts = generate(var, labels, uv, args.cfg, s, contributions=True)
+            if s == S:
+                parts_curves[f"VAR {model_label(S, R)}"] = (parts, "-")
             q = quality(gen, gen_lab, rec_va, lab_va, sfreq, edges, groups_va)
             q["sample_seconds"] = time.time() - t0
             q["windows_per_s"] = {B: sampling_speed(var, B, args.cfg, args.speed_repeats, intra_steps=s)
@@ -301,11 +352,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ar_speed = {B: sampling_speed(ar, B, args.cfg, 1) for B in (1, 32)}
     png = figure_path(args.results_dir, "intra_steps_psd.png")
     plot_psd(png, curves, class_names, edges)
+    png_parts = figure_path(args.results_dir, "intra_steps_scale_parts.png")
+    plot_parts(png_parts, parts_curves, var0.patch_nums, sfreq)
     res = {"name": NAME, "machine": machine_info(), "data": os.path.basename(args.data_root.rstrip("/")),
            "n_train": len(x_tr), "n_val": len(x_va), "depth": args.depth, "ep": args.ep, "cfg": args.cfg,
            "intra_nbr": args.intra_nbr,
            "floor": floor, "real_vs_reconstructed": real_vs_rec, "rows": rows,
-           "ar_windows_per_s": ar_speed, "patch_nums": list(var0.patch_nums), "figure": os.path.basename(png)}
+           "ar_windows_per_s": ar_speed, "patch_nums": list(var0.patch_nums), "figure": os.path.basename(png),
+           "figure_parts": os.path.basename(png_parts)}
     res["report"] = build_report(res)
     save_result(NAME, res, args.results_dir)
     return res
@@ -359,7 +413,9 @@ def build_report(res: dict) -> dict:
                              "models fitted on the training tokens below",
                     "columns": ["model"] + [f"scale {i}" for i in range(len(res["patch_nums"]))] + ["total"],
                     "rows": nll_rows}],
-        "figures": [{"title": "Mean PSD per class", "path": res["figure"]}],
+        "figures": [{"title": "Mean PSD per class", "path": res["figure"]}]
+        + ([{"title": "What each scale adds (mean PSD of stage k minus stage k-1)", "path": res["figure_parts"]}]
+           if res.get("figure_parts") else []),
     }
 
 
