@@ -547,8 +547,8 @@ class VAR(nn.Module):
             elif hasattr(sab, "ada_gss"):
                 sab.ada_gss.data[:, :, 2:].mul_(init_adaln)
                 sab.ada_gss.data[:, :, :2].mul_(init_adaln_gamma)
-        if self.intra_ar_head is not None:  # an untrained head leaves the transformer's logits alone
-            self.intra_ar_head.zero_last()
+        if getattr(self, "intra_ar_head", None) is not None:  # (ARBaseline reuses this init and has no head)
+            self.intra_ar_head.zero_last()  # an untrained head leaves the transformer's logits alone
 
     def get_config(self) -> dict:
         """Constructor arguments as plain types (the tokenizer is stored separately)."""
