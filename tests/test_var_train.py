@@ -161,7 +161,7 @@ def test_intra_steps_train_resume_guard_and_sampling(repo_root, ds_root, tok_ckp
     """VAR/train.py with steps inside a scale: the run records its steps, a resume with other steps is one
     line naming both, and sample.py samples it with fewer steps than it was trained with."""
     out = str(tmp_path / "intra")
-    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--ep=1", "--intra_steps=2"]))
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--ep=1", "--intra_steps=2", "--intra_ar=0"]))
     assert r.returncode == 0, r.stderr[-3000:]
     state, _ = load_checkpoint(os.path.join(out, "ar-ckpt-last.pth"))
     assert state["trainer"]["config"]["intra_steps"] == 2
@@ -172,7 +172,7 @@ def test_intra_steps_train_resume_guard_and_sampling(repo_root, ds_root, tok_ckp
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("train.py: error:") and "intra_steps=2" in last and "intra_steps=1" in last
-    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--ep=2", "--intra_steps=2", "--intra_nbr=1"]))
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--ep=2", "--intra_steps=2", "--intra_nbr=1", "--intra_ar=0"]))
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("train.py: error:") and "intra_nbr=4" in last and "intra_nbr=1" in last
