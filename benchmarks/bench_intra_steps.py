@@ -397,7 +397,7 @@ def build_report(res: dict) -> dict:
     budget = "; ".join(f"{model_label(r['train_steps'], r.get('intra_ar', 0))}: {r['train']['wall_seconds'] / 60:.0f} min"
                        for r in res["rows"].values() if r.get("train", {}).get("wall_seconds"))
     return {
-        "title": "Steps inside a scale",
+        "title": "Tokens inside a scale: steps and the left-to-right head",
         "text": [f"VAR depth {res['depth']}, {res['ep']} epochs (lowest validation NLL kept), on {res['n_train']} "
                  f"training / {res['n_val']} validation windows of {res['data']} (26 eegmat subjects, 4 held out); "
                  f"samples with guidance {res['cfg']}. Generated windows are compared with the tokenizer's "

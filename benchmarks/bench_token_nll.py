@@ -15,7 +15,8 @@ cross-entropy (nats per token) of:
   windows and shrunk towards the unigram (a Dirichlet prior whose weight is chosen by cross-validation on
   the training windows), the simplest model that uses the coarse-to-fine context VAR conditions on;
 - **left-neighbour bigram**: the token given the previous position's token of the same scale, counted the
-  same way: context a next-token model can use but VAR, which predicts a scale's tokens in parallel, cannot;
+  same way: context that plain VAR, which predicts a scale's tokens in parallel, cannot use (``--intra_ar``
+  and ``--intra_steps`` models can);
 - **uniform**: ln V.
 
 It also reports VAR's NLL on the training windows (fit against generalisation) and the information VAR
@@ -214,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "bits_per_window": bits, "var_gain_over_unigram_bits_per_window": gain_bits,
         "var_gain_over_unigram_pct": 100 * gain_bits / bits["unigram"],
         "parent_bigram_beats_var": bool(bits["parent bigram"] < bits["VAR (val)"]),
+        "intra_ar": int(getattr(var, "intra_ar", 0)), "intra_steps": int(getattr(var, "intra_steps", 1)),
+        "sees_same_scale": bool(getattr(var, "needs_gt_tokens", False)),
     }
     png = figure_path(args.results_dir, "token_nll.png")
     _plot(png, names, {"unigram": uni, "parent bigram": big, "left-neighbour bigram": left, "VAR (val)": val_var,
@@ -228,8 +231,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
                  f"{gain_bits:.0f} bits ({res['var_gain_over_unigram_pct']:.1f} %) of context over the frequencies; "
                  f"the parent-bigram count model {'beats' if res['parent_bigram_beats_var'] else 'does not beat'} it "
                  f"({bits['parent bigram']:.0f} bits). Knowing the previous token of the same scale gives "
-                 f"{bits['left-neighbour bigram']:.0f} bits: context a next-token model can use but VAR's parallel "
-                 "prediction within a scale cannot."],
+                 f"{bits['left-neighbour bigram']:.0f} bits" + (
+                     ": context VAR's parallel prediction within a scale cannot use." if not res["sees_same_scale"]
+                     else f"; this model sees its own scale (--intra_ar={res['intra_ar']}, --intra_steps="
+                          f"{res['intra_steps']}) and {'beats' if bits['VAR (val)'] < bits['left-neighbour bigram'] else 'does not beat'} "
+                          "that count model.")],
         "tables": [{"title": "Validation NLL per scale (nats/token); last column: VAR on its training windows",
                     "columns": ["scale", "uniform", "unigram", "parent bigram", "left-neighbour bigram", "VAR (val)",
                                 "VAR (train)"],
