@@ -1,6 +1,8 @@
-"""Steps inside a scale: VAR with --intra_steps=S against plain next-scale prediction (S = 1), same run.
+"""Tokens inside a scale: VAR with --intra_steps=S and with --intra_ar=R (left to right) against plain
+next-scale prediction (S = 1), same run.
 
-Trains (or resumes) one VAR per S on the same tokenizer and dataset, then reports, each beside its floor:
+Trains (or resumes) one VAR per S, and one with the left-to-right head, on the same tokenizer and dataset, then
+reports, each beside its floor:
 
 1. token NLL per scale on validation windows (exact under each model's own order), against token frequencies
    (unigram) and the same-scale left-neighbour bigram;
@@ -42,8 +44,9 @@ def build_parser():
     p.add_argument("--steps", default="1,4", help="--intra_steps of the VARs to train and compare")
     p.add_argument("--intra-nbr", type=int, default=4, help="VAR/train.py --intra_nbr of the models with S > 1 "
                    "(placed neighbours handed to each query; 0 = attention only)")
-    p.add_argument("--intra-ar", type=int, default=0, help="also train VAR --intra_ar=R (one pass per scale, then "
-                   "its tokens drawn left to right, each seeing the R before it) and compare it; 0 = not")
+    p.add_argument("--intra-ar", type=int, default=16, help="also train VAR --intra_ar=R (one pass per scale, then "
+                   "its tokens drawn left to right, each seeing the R before it; VAR/train.py's default) and compare "
+                   "it; 0 = not")
     p.add_argument("--depth", type=int, default=2, help="VAR depth (2: a 2-core CPU trains both models in under an "
                    "hour; a depth-4 step at batch 32 takes ~10x longer)")
     p.add_argument("--ep", type=int, default=3, help="VAR epochs")
