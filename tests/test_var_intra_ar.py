@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models import VQVAE, build_var
-from models.intra_ar import left_window, left_window_at
+from models.intra_ar import ScaleARHead, left_window
 
 PNS = (4, 6, 8, 12)
 
@@ -41,17 +41,28 @@ def test_left_window_written_out():
             if i - d >= 0:
                 want[:, i, (d - 1) * Cv:d * Cv] = h[:, i - d]
     torch.testing.assert_close(got, want, atol=0, rtol=0)
-    for i in range(l):
-        torch.testing.assert_close(left_window_at(h, i, R), want[:, i], atol=0, rtol=0)
-    # the sampler's window never reads position i or later
-    spoiled = h.clone()
-    spoiled[:, 4:] = 99.0
-    torch.testing.assert_close(left_window_at(spoiled, 4, R), want[:, 4], atol=0, rtol=0)
+
+
+def test_oldest_first_weight_reads_the_same_window():
+    """The sampler's layout (positions i-R..i-1 in order, both window projections stacked) gives what the
+    teacher-forced layout (nearest first) gives."""
+    torch.manual_seed(0)
+    B, l, Cv, R = 2, 6, 4, 3
+    head = ScaleARHead(C=5, Cvae=Cv, R=R, n_scales=2)
+    torch.nn.init.normal_(head.fc_code.weight)
+    h = torch.randn(B, l, Cv)
+    win = left_window(h, R)
+    buf = torch.cat((torch.zeros(B, R, Cv), h), dim=1)
+    W = head.oldest_first_weight()
+    with torch.no_grad():
+        for i in range(l):
+            got = buf[:, i:i + R].reshape(B, -1) @ W.T
+            want = torch.cat((head.fc1_w(win[:, i]), head.fc_code(win[:, i])), dim=1)
+            torch.testing.assert_close(got, want)
 
 
 def test_code_logits_written_out():
     """<c_v, mu> - w_s |c_v|^2 / 2 per group, with mu = fc_code(window) split into the groups."""
-    from models.intra_ar import ScaleARHead
     torch.manual_seed(0)
     B, l, G, V, d, R = 2, 3, 2, 5, 3, 2
     head = ScaleARHead(C=4, Cvae=G * d, R=R, n_scales=3)

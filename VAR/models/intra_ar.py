@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ScaleARHead", "left_window", "left_window_at"]
+__all__ = ["ScaleARHead", "left_window"]
 
 
 def left_window(h_BlCv: torch.Tensor, R: int) -> torch.Tensor:
@@ -31,17 +31,6 @@ def left_window(h_BlCv: torch.Tensor, R: int) -> torch.Tensor:
     padded = F.pad(h_BlCv, (0, 0, R, 0))  # (B, R + l, Cv): padded[:, R + j] = h[:, j]
     # offset d = 1..R: position i reads padded[:, R + i - d]
     return torch.cat([padded[:, R - d:R - d + l] for d in range(1, R + 1)], dim=2)
-
-
-def left_window_at(h_BlCv: torch.Tensor, i: int, R: int) -> torch.Tensor:
-    """``left_window(h_BlCv, R)[:, i]`` without building the whole window: (B, R * Cv). Positions >= i
-    are never read, so they may hold anything (the sampler fills them as it goes)."""
-    B, _, Cv = h_BlCv.shape
-    lo = max(0, i - R)
-    past = h_BlCv[:, lo:i].flip(1)  # (B, i - lo, Cv), nearest first
-    if i - lo < R:
-        past = torch.cat((past, past.new_zeros(B, R - (i - lo), Cv)), dim=1)
-    return past.reshape(B, R * Cv)
 
 
 class ScaleARHead(nn.Module):
@@ -71,20 +60,29 @@ class ScaleARHead(nn.Module):
     def code_logits(self, win_BlX: torch.Tensor, book_GVd: torch.Tensor, si: int) -> torch.Tensor:
         """``<c_v, mu> - w_si |c_v|^2 / 2`` for every code of scale ``si``'s codebooks (G, V, d):
         (B, l, G * V); ``mu`` = ``fc_code(window)`` split into the G groups' d = Cv / G channels."""
-        G, V, d = book_GVd.shape
         B, l = win_BlX.shape[:2]
-        mu_BlGd = self.fc_code(win_BlX).view(B, l, G, d)
-        book = book_GVd.to(mu_BlGd.dtype)
-        out = torch.einsum("blgd,gvd->blgv", mu_BlGd, book) - 0.5 * self.norm_w[si] * book.square().sum(-1)
-        return out.reshape(B, l, G * V)
+        return self.code_logits_from_mu(self.fc_code(win_BlX), book_GVd, si).reshape(B, l, -1)
+
+    def code_logits_from_mu(self, mu_XCv: torch.Tensor, book_GVd: torch.Tensor, si: int) -> torch.Tensor:
+        """:meth:`code_logits` given ``mu`` (..., Cv): (..., G, V)."""
+        G, V, d = book_GVd.shape
+        book = book_GVd.to(mu_XCv.dtype)
+        mu_XGd = mu_XCv.reshape(*mu_XCv.shape[:-1], G, d)
+        return torch.einsum("...gd,gvd->...gv", mu_XGd, book) - 0.5 * self.norm_w[si] * book.square().sum(-1)
+
+    def oldest_first_weight(self) -> torch.Tensor:
+        """``fc1_w`` and ``fc_code`` stacked, (hidden + Cv, R * Cv), for a window laid out oldest first
+        (positions i-R..i-1): the sampler then reads it as one contiguous slice of a left-padded buffer."""
+        W = torch.cat((self.fc1_w.weight, self.fc_code.weight), dim=0)
+        return W.view(W.shape[0], self.R, self.Cvae).flip(1).reshape(W.shape[0], self.R * self.Cvae)
 
     def project_h(self, h_BlC: torch.Tensor) -> torch.Tensor:
         """The window-free part of the first layer: (B, l, hidden)."""
         return self.fc1_h(F.layer_norm(h_BlC, (self.C,)))
 
-    def finish(self, h_BlC: torch.Tensor, a_BlH: torch.Tensor, win_BlX: torch.Tensor) -> torch.Tensor:
-        """``forward`` given ``a_BlH = project_h(h_BlC)``."""
-        return h_BlC + self.fc2(F.gelu(a_BlH + self.fc1_w(win_BlX.to(h_BlC.dtype))))
+    def finish(self, h_BlC: torch.Tensor, a_BlH: torch.Tensor, w_BlH: torch.Tensor) -> torch.Tensor:
+        """``forward`` given ``a_BlH = project_h(h_BlC)`` and ``w_BlH = fc1_w(window)``."""
+        return h_BlC + self.fc2(F.gelu(a_BlH + w_BlH))
 
     def forward(self, h_BlC: torch.Tensor, win_BlX: torch.Tensor) -> torch.Tensor:
-        return self.finish(h_BlC, self.project_h(h_BlC), win_BlX)
+        return self.finish(h_BlC, self.project_h(h_BlC), self.fc1_w(win_BlX.to(h_BlC.dtype)))

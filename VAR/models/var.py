@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from models.basic_var import AdaLNBeforeHead, AdaLNSelfAttn
 from models.helpers import gumbel_softmax_with_rng, sample_with_top_k_top_p_, sampling_rng_and_labels
-from models.intra_ar import ScaleARHead, left_window, left_window_at
+from models.intra_ar import ScaleARHead, left_window
 from models.intra_scale import CONTENT, QUERY, TokenAttrs, attend_bias, check_steps, chunk_bounds as _chunks, \
     chunk_of_groups, groups_of_positions, neighbour_features
 
@@ -322,12 +322,15 @@ class VAR(nn.Module):
                         x = b(x=x, cond_BD=cond_BD_or_gss, attn_bias=bias)
                     n = pos_q.numel()
 
-                    def draw(logits_BlV: torch.Tensor, pq: torch.Tensor) -> torch.Tensor:
-                        """Tokens (B, n, G) of positions ``pq`` from their logits (nB, n * G, V)."""
+                    def draw(logits_BlV: torch.Tensor, pq: torch.Tensor, same_BlV: Optional[torch.Tensor] = None):
+                        """Tokens (B, n, G) of positions ``pq`` from their logits (nB, n * G, V); ``same_BlV``
+                        (B, n * G, V): a term both guidance branches share, added after guidance."""
                         n_ = pq.numel()
                         if use_cfg:
                             t = cfg * ratio
                             logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
+                        if same_BlV is not None:
+                            logits_BlV = logits_BlV + same_BlV
                         if teacher:
                             out = given_BlG[:, pq]
                         elif not more_smooth:
@@ -346,21 +349,26 @@ class VAR(nn.Module):
                     pq = pos_q.to(dev)
                     if self.intra_ar_head is None or teacher:
                         idx_BlG[:, pq] = draw(self.get_logits(x[:, -n:], cond_BD).view(nB, n * G, V), pq)
-                    else:  # left to right after the scale's one pass (models/intra_ar.py), = forward's head
-                        head = self.intra_ar_head
-                        codes_BlCv = sos.new_zeros(B, pn, self.Cvae)
+                    else:  # left to right after the scale's one pass: forward's head, re-laid for one step
+                        head, R = self.intra_ar_head, self.intra_ar
+                        # buf[:, R + j] = codebook vector of position j; the window of i is buf[:, i:i + R]
+                        buf = sos.new_zeros(B, R + pn, self.Cvae)
                         h_all = x[:, -n:].float()
                         a_all = head.project_h(h_all)
                         mod = self.head_nm.modulation(cond_BD)
                         book_GVd = quant.codebook_GVd(si).detach().float()
+                        W = head.oldest_first_weight()
+                        Hd = head.fc2.in_features
+                        g_G = torch.arange(G, device=dev)
                         for i in range(pn):
-                            win = left_window_at(codes_BlCv, i, self.intra_ar)
-                            win = win.repeat(2, 1)[:, None] if use_cfg else win[:, None]
-                            h_i = head.finish(h_all[:, i:i + 1], a_all[:, i:i + 1], win)
-                            logits = self.head(self.head_nm.modulate(h_i, mod)) + head.code_logits(win, book_GVd, si)
-                            tok_BG = draw(logits.view(nB, G, V), pq[i:i + 1])[:, 0]
+                            proj = buf[:, i:i + R].reshape(B, -1) @ W.T  # (B, hidden + Cv)
+                            w_h = proj[:, None, :Hd]
+                            h_i = head.finish(h_all[:, i:i + 1], a_all[:, i:i + 1], w_h.repeat(2, 1, 1) if use_cfg else w_h)
+                            logits = self.head(self.head_nm.modulate(h_i, mod)).view(nB, G, V)
+                            same = head.code_logits_from_mu(proj[:, Hd:], book_GVd, si)  # (B, G, V), guidance-free
+                            tok_BG = draw(logits, pq[i:i + 1], same)[:, 0]
                             idx_BlG[:, i] = tok_BG
-                            codes_BlCv[:, i] = quant.embed_idx(si, tok_BG)[:, :, 0].float()
+                            buf[:, R + i] = book_GVd[g_G, tok_BG].reshape(B, self.Cvae)
                     prev_pos = pos_q
                 idx_Bl = idx_BlG.view(B, pn * G)
                 if soft_BlGV is not None and keep_src is None:
