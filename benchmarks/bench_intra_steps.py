@@ -179,8 +179,9 @@ def generate(var, labels: Sequence[int], uv: float, cfg: float, steps: int, batc
     lab = torch.as_tensor(list(labels))
     vae = var.vae_proxy[0]
     for b, i in enumerate(range(0, len(lab), batch)):
-        x, _, fhats = var.autoregressive_infer_cfg(B=len(lab[i:i + batch]), label_B=lab[i:i + batch], g_seed=seed + b,
-                                                   cfg=cfg, intra_steps=steps, ret_stages=True)
+        got = var.autoregressive_infer_cfg(B=len(lab[i:i + batch]), label_B=lab[i:i + batch], g_seed=seed + b,
+                                           cfg=cfg, intra_steps=steps, ret_stages=contributions)
+        x, fhats = (got[0], got[2]) if contributions else (got, None)
         out.append(x.float().numpy() * uv)
         if contributions:
             parts.append(scale_parts([vae.fhat_to_eeg(f).float().numpy() * uv for f in fhats]))

@@ -195,6 +195,10 @@ class VAR(nn.Module):
         """Whether ``forward`` reads the ground-truth tokens of a scale (steps or a left-to-right head)."""
         return self.intra_steps > 1 or self.intra_ar > 0
 
+    def _n_scales_to(self, ed: int) -> int:
+        """Number of scales in positions ``[0, ed)`` (``ed`` is the end of a scale)."""
+        return next(si for si, (_, e) in enumerate(self.begin_ends) if e == ed) + 1
+
     def _code_vectors(self, gt_BL: torch.Tensor, n_sc: int, dev) -> torch.Tensor:
         """Codebook vectors of the ground-truth tokens of the first ``n_sc`` scales: (B, L', Cvae)."""
         quant = self.vae_quant_proxy[0]
@@ -359,7 +363,6 @@ class VAR(nn.Module):
                         book_GVd = quant.codebook_GVd(si).detach().float()
                         W = head.oldest_first_weight()
                         Hd = head.fc2.in_features
-                        g_G = torch.arange(G, device=dev)
                         for i in range(pn):
                             proj = buf[:, i:i + R].reshape(B, -1) @ W.T  # (B, hidden + Cv)
                             w_h = proj[:, None, :Hd]
@@ -368,7 +371,7 @@ class VAR(nn.Module):
                             same = head.code_logits_from_mu(proj[:, Hd:], book_GVd, si)  # (B, G, V), guidance-free
                             tok_BG = draw(logits, pq[i:i + 1], same)[:, 0]
                             idx_BlG[:, i] = tok_BG
-                            buf[:, R + i] = book_GVd[g_G, tok_BG].reshape(B, self.Cvae)
+                            buf[:, R + i] = quant.embed_idx(si, tok_BG)[:, :, 0].float()
                     prev_pos = pos_q
                 idx_Bl = idx_BlG.view(B, pn * G)
                 if soft_BlGV is not None and keep_src is None:
@@ -457,7 +460,7 @@ class VAR(nn.Module):
             x_BLC = b(x=x_BLC, cond_BD=cond_BD_or_gss, attn_bias=attn_bias)
         h_BLC = x_BLC[:, :ed].float()
         if self.intra_ar_head is not None:  # each position also sees the R tokens before it in its scale
-            n_sc = next(si for si, (_, e) in enumerate(self.begin_ends) if e == ed) + 1
+            n_sc = self._n_scales_to(ed)
             h_BLCv = self._code_vectors(gt_BL, n_sc, dev).float()
             win = torch.cat([left_window(h_BLCv[:, b:e], self.intra_ar) for b, e in self.begin_ends[:n_sc]], dim=1)
             h_BLC = self.intra_ar_head(h_BLC, win)
@@ -488,7 +491,7 @@ class VAR(nn.Module):
             n_chunks = S
         check_steps(n_chunks, S, self.patch_nums)
         B, dev = x_BLC.shape[0], x_BLC.device
-        n_sc = next(si for si, (_, e) in enumerate(self.begin_ends) if e == ed) + 1
+        n_sc = self._n_scales_to(ed)
         h_BLCv = self._code_vectors(gt_BL, n_sc, dev)
         q_attrs, c_attrs = self._train_attrs
         n_c = int((c_attrs.scale < n_sc).sum())  # contents are laid out scale by scale
