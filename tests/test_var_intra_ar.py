@@ -106,6 +106,32 @@ def test_greedy_guided_sampler_follows_the_guidance_formula():
     assert torch.equal(torch.cat(want, dim=1), torch.cat(idx_Bl, dim=1))
 
 
+@pytest.mark.parametrize("top_k", [0, 3])
+def test_sampled_tokens_follow_the_softmax_of_the_guided_uncached_forward(top_k):
+    """Sampling (Gumbel-max on the stepper's logits) against the distribution written out: for every position,
+    the frequency of each code over many windows equals the mean of softmax(guided teacher-forced logits, cut
+    to the top k) given each window's own earlier tokens (E[onehot(token) | context] = p)."""
+    cfg, N = 1.5, 2000
+    vae, var = make_pair(2)
+    label_B = torch.arange(N) % var.num_classes
+    _, idx_Bl, _ = var.autoregressive_infer_cfg(N, label_B, g_seed=0, cfg=cfg, top_k=top_k, ret_stages=True)
+    cond = teacher_forced_logits(var, vae, label_B, idx_Bl)
+    uncond = teacher_forced_logits(var, vae, torch.full_like(label_B, var.num_classes), idx_Bl)
+    tokens = torch.cat(idx_Bl, dim=1)
+    for si in range(len(PNS)):
+        t = cfg * si / (len(PNS) - 1)
+        b, e = var.begin_ends[si]
+        logits = (1 + t) * cond[:, b:e] - t * uncond[:, b:e]  # (N, pn, V)
+        if top_k:
+            kth = logits.sort(-1, descending=True)[0][..., top_k - 1:top_k]
+            logits = logits.masked_fill(logits < kth, -float("inf"))
+            assert bool((logits.gather(-1, tokens[:, b:e, None]) > -float("inf")).all()), "a token outside the top k"
+        p = logits.softmax(-1)
+        seen = torch.nn.functional.one_hot(tokens[:, b:e], p.shape[-1]).double()
+        z = (seen - p).sum(0) / (p * (1 - p)).sum(0).clamp_min(1e-9).sqrt()
+        assert z.abs().max() < 5, f"scale {si}: largest z {float(z.abs().max()):.1f}"
+
+
 def test_each_position_sees_exactly_the_R_positions_before_it():
     R = 3
     vae, var = make_pair(R)

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ScaleARHead", "left_window"]
+__all__ = ["ScaleARHead", "ScaleStepper", "left_window"]
 
 
 def left_window(h_BlCv: torch.Tensor, R: int) -> torch.Tensor:
@@ -87,3 +87,79 @@ class ScaleARHead(nn.Module):
 
     def forward(self, h_BlC: torch.Tensor, win_BlX: torch.Tensor) -> torch.Tensor:
         return self.finish(h_BlC, self.project_h(h_BlC), self.fc1_w(win_BlX.to(h_BlC.dtype)))
+
+
+class ScaleStepper:
+    """The head's left-to-right draw of one scale, re-laid so that each step costs a few small ops.
+
+    Gives the logits of ``VAR.forward`` for position i given the tokens placed before it (after guidance),
+    with everything that does not depend on the window computed once per scale:
+
+    - the window is a contiguous slice of a left-padded buffer of codebook vectors (oldest first), read by one
+      matmul that yields both ``fc1_w(window)`` and the code term ``<c_v, mu>`` (``fc_code`` folded into the
+      codebook);
+    - guidance is applied before VAR's output head, which is linear:
+      ``(1 + t) head(y_c) - t head(y_u) = head((1 + t) y_c - t y_u)``;
+    - the guidance-free constants (head bias, ``-w_s |c_v|^2 / 2``) are added once.
+
+    Parameters
+    ----------
+    head : ScaleARHead
+    h_nBlC : Tensor (nB, l, C)
+        The scale's last hidden states; nB = 2B with guidance (conditional rows first), B without.
+    head_nm : AdaLNBeforeHead
+        VAR's norm before the output head; ``scale_shift`` its modulation (each (nB, 1, C)).
+    out : nn.Linear
+        VAR's output head, C -> G * V.
+    book_GVd : Tensor (G, V, d)
+        The scale's codebooks.
+    si : int
+        Scale index (selects the head's ``norm_w``).
+    B : int
+    t : float | None
+        Guidance strength at this scale (None: no guidance, nB = B).
+    """
+
+    def __init__(self, head: ScaleARHead, h_nBlC: torch.Tensor, head_nm: nn.Module,
+                 scale_shift: tuple[torch.Tensor, torch.Tensor], out: nn.Linear, book_GVd: torch.Tensor, si: int,
+                 B: int, t: float | None) -> None:
+        nB, l, C = h_nBlC.shape
+        G, V, d = book_GVd.shape
+        R, Cv = head.R, head.Cvae
+        self.B, self.R, self.t, self.G, self.V = B, R, t, G, V
+        self.H = head.fc2.in_features
+        book = book_GVd.float()
+        W_of = head.oldest_first_weight().float()  # (H + Cv, R * Cv)
+        code_W = torch.einsum("gdx,gvd->xgv", W_of[self.H:].view(G, d, R * Cv), book).reshape(R * Cv, G * V)
+        self.win_W = torch.cat((W_of[:self.H].T, code_W), dim=1).contiguous()  # (R * Cv, H + G * V)
+        # position-major, unbound once: step i reads contiguous blocks from Python lists (cheaper than tensor indexing)
+        a_lnH = head.project_h(h_nBlC).transpose(0, 1).contiguous()
+        self.a_l = a_lnH.view(l, 2, B, self.H).unbind(0) if t is not None else a_lnH.unbind(0)
+        self.res_l = (h_nBlC + head.fc2.bias).transpose(0, 1).contiguous().unbind(0)
+        self.fc2_T = head.fc2.weight.T.contiguous()
+        self.ln = head_nm.ln_wo_grad
+        scale, shift = scale_shift
+        self.mul_nC, self.shift_nC = scale[:, 0].add(1), shift[:, 0].contiguous()
+        self.out_T = out.weight.T.contiguous()
+        self.const_X = out.bias - 0.5 * head.norm_w[si] * book.square().sum(-1).reshape(G * V)
+        self.book_X = book.reshape(G * V, d)
+        self.offs_G = torch.arange(G, device=book.device) * V
+        self.buf = h_nBlC.new_zeros(B, R + l, Cv)  # buf[:, R + j]: codebook vector of position j
+        self.win_l = [self.buf[:, i:i + R].view(B, R * Cv) for i in range(l)] if B == 1 else None
+        self.slot_l = self.buf[:, R:].unbind(1)
+
+    def logits(self, i: int) -> torch.Tensor:
+        """Logits of position i after guidance, given the tokens placed at positions < i: (B, G, V)."""
+        B, H = self.B, self.H
+        win = self.win_l[i] if self.win_l is not None else self.buf[:, i:i + self.R].reshape(B, -1)
+        proj = win @ self.win_W  # (B, H + G * V)
+        pre = (self.a_l[i] + proj[:, :H]).view(-1, H)  # (nB, H): both guidance branches share the window
+        h = torch.addmm(self.res_l[i], F.gelu(pre), self.fc2_T)
+        y = torch.addcmul(self.shift_nC, self.ln(h), self.mul_nC)
+        if self.t is not None:
+            y = torch.lerp(y[B:], y[:B], 1 + self.t)
+        return torch.addmm(self.const_X + proj[:, H:], y, self.out_T).view(B, self.G, self.V)
+
+    def place(self, i: int, tok_BG: torch.Tensor) -> None:
+        """Record position i's tokens (B, G) for the windows of the positions after it."""
+        self.slot_l[i].copy_(self.book_X[(tok_BG + self.offs_G).view(-1)].view(self.B, -1))

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from models.basic_var import AdaLNBeforeHead, AdaLNSelfAttn
 from models.helpers import gumbel_softmax_with_rng, sample_with_top_k_top_p_, sampling_rng_and_labels
-from models.intra_ar import ScaleARHead, left_window
+from models.intra_ar import ScaleARHead, ScaleStepper, left_window
 from models.intra_scale import CONTENT, QUERY, TokenAttrs, attend_bias, check_steps, chunk_bounds as _chunks, \
     chunk_of_groups, groups_of_positions, neighbour_features
 
@@ -326,17 +326,22 @@ class VAR(nn.Module):
                         x = b(x=x, cond_BD=cond_BD_or_gss, attn_bias=bias)
                     n = pos_q.numel()
 
-                    def draw(logits_BlV: torch.Tensor, pq: torch.Tensor, same_BlV: Optional[torch.Tensor] = None):
-                        """Tokens (B, n, G) of positions ``pq`` from their logits (nB, n * G, V); ``same_BlV``
-                        (B, n * G, V): a term both guidance branches share, added after guidance."""
+                    def draw(logits_BlV: torch.Tensor, pq: torch.Tensor, guided: bool = False,
+                             noised: Optional[torch.Tensor] = None):
+                        """Tokens (B, n, G) of positions ``pq`` from their logits (nB, n * G, V); ``guided``: the
+                        logits are (B, n * G, V) with guidance applied; ``noised``: Gumbel noise of that shape
+                        (draw by argmax)."""
                         n_ = pq.numel()
-                        if use_cfg:
+                        if use_cfg and not guided:
                             t = cfg * ratio
                             logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
-                        if same_BlV is not None:
-                            logits_BlV = logits_BlV + same_BlV
                         if teacher:
                             out = given_BlG[:, pq]
+                        elif noised is not None:  # Gumbel-max: argmax(logits + Gumbel noise) ~ softmax(logits)
+                            if top_k > 0:  # the same draw restricted to the k most likely codes
+                                kth = logits_BlV.topk(min(top_k, V), dim=-1, sorted=False)[0].amin(-1, keepdim=True)
+                                logits_BlV = logits_BlV.masked_fill(logits_BlV < kth, -torch.inf)
+                            out = (logits_BlV + noised).argmax(dim=-1).view(B, n_, G)
                         elif not more_smooth:
                             out = sample_with_top_k_top_p_(logits_BlV, rng=rng, top_k=top_k, top_p=top_p,
                                                            num_samples=1)[:, :, 0].view(B, n_, G)
@@ -354,24 +359,18 @@ class VAR(nn.Module):
                     if self.intra_ar_head is None or teacher:
                         idx_BlG[:, pq] = draw(self.get_logits(x[:, -n:], cond_BD).view(nB, n * G, V), pq)
                     else:  # left to right after the scale's one pass: forward's head, re-laid for one step
-                        head, R = self.intra_ar_head, self.intra_ar
-                        # buf[:, R + j] = codebook vector of position j; the window of i is buf[:, i:i + R]
-                        buf = sos.new_zeros(B, R + pn, self.Cvae)
-                        h_all = x[:, -n:].float()
-                        a_all = head.project_h(h_all)
-                        mod = self.head_nm.modulation(cond_BD)
-                        book_GVd = quant.codebook_GVd(si).detach().float()
-                        W = head.oldest_first_weight()
-                        Hd = head.fc2.in_features
+                        # without top-p or soft mixing: Gumbel-max, the scale's noise drawn up front (one RNG call)
+                        gumbel = not (top_p > 0 or more_smooth)
+                        noise = -torch.empty(B, pn, G, V, device=dev).exponential_(generator=rng).log() \
+                            if gumbel else None
+                        step = ScaleStepper(self.intra_ar_head, x[:, -n:].float(), self.head_nm,
+                                            self.head_nm.modulation(cond_BD), self.head,
+                                            quant.codebook_GVd(si).detach(), si, B, cfg * ratio if use_cfg else None)
+                        noise_l = [None] * pn if noise is None else noise.unbind(1)
                         for i in range(pn):
-                            proj = buf[:, i:i + R].reshape(B, -1) @ W.T  # (B, hidden + Cv)
-                            w_h = proj[:, None, :Hd]
-                            h_i = head.finish(h_all[:, i:i + 1], a_all[:, i:i + 1], w_h.repeat(2, 1, 1) if use_cfg else w_h)
-                            logits = self.head(self.head_nm.modulate(h_i, mod)).view(nB, G, V)
-                            same = head.code_logits_from_mu(proj[:, Hd:], book_GVd, si)  # (B, G, V), guidance-free
-                            tok_BG = draw(logits, pq[i:i + 1], same)[:, 0]
+                            tok_BG = draw(step.logits(i), pq[i:i + 1], guided=True, noised=noise_l[i])[:, 0]
                             idx_BlG[:, i] = tok_BG
-                            buf[:, R + i] = quant.embed_idx(si, tok_BG)[:, :, 0].float()
+                            step.place(i, tok_BG)
                     prev_pos = pos_q
                 idx_Bl = idx_BlG.view(B, pn * G)
                 if soft_BlGV is not None and keep_src is None:
