@@ -47,6 +47,8 @@ def build_parser():
     p.add_argument("--intra-ar", type=int, default=16, help="also train VAR --intra_ar=R (one pass per scale, then "
                    "its tokens drawn left to right, each seeing the R before it; VAR/train.py's default) and compare "
                    "it; 0 = not")
+    p.add_argument("--intra-ar-prefix", action="store_true", help="also train the --intra-ar model with "
+                   "--intra_ar_prefix (each position also sees the mean of all earlier positions of its scale)")
     p.add_argument("--depth", type=int, default=2, help="VAR depth (2: a 2-core CPU trains both models in under an "
                    "hour; a depth-4 step at batch 32 takes ~10x longer)")
     p.add_argument("--ep", type=int, default=3, help="VAR epochs")
@@ -54,6 +56,8 @@ def build_parser():
     p.add_argument("--tblr", type=float, default=8e-3, help="VAR base learning rate per 256 windows")
     p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance of the samples")
     p.add_argument("--n-per-class", type=int, default=96, help="generated windows per class and schedule")
+    p.add_argument("--ar-top-k", default="100", help="comma-separated top-k values to sample the --intra-ar model "
+                   "with as extra rows (sampling knob; empty: none)")
     p.add_argument("--speed-repeats", type=int, default=3, help="timed repeats per speed point")
     p.add_argument("--train-only", action="store_true", help="train the VARs and stop (no evaluation)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -62,7 +66,7 @@ def build_parser():
 
 
 def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
-              y_va: torch.Tensor, out: str, R: int = 0):
+              y_va: torch.Tensor, out: str, R: int = 0, prefix: bool = False):
     """Train VAR --intra_steps=S (or --intra_ar=R) in this process on pre-tokenised windows (bench_generation's loop: AdamW,
     warm-up then linear decay, lowest validation NLL kept), or load the saved result of the same settings."""
     from benchmarks.bench_generation import train_model
@@ -74,9 +78,11 @@ def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: tor
         settings["intra_nbr"] = nbr
     if R > 0:
         settings["intra_ar"] = R
+    if prefix:
+        settings["intra_ar_prefix"] = True
     torch.manual_seed(0)
     var = build_var(vae, "cpu", num_classes=num_classes, depth=args.depth, init_adaln_gamma=1e-3, intra_steps=S, intra_nbr=nbr,
-                    intra_ar=R, cond_drop_rate=0.1 if num_classes > 1 else 0.0)
+                    intra_ar=R, intra_ar_prefix=prefix, cond_drop_rate=0.1 if num_classes > 1 else 0.0)
     if os.path.exists(out):
         saved, _ = load_checkpoint(out)
         if saved.get("settings") == settings:
@@ -173,14 +179,14 @@ def summarise(per: dict) -> dict:
 
 @torch.no_grad()
 def generate(var, labels: Sequence[int], uv: float, cfg: float, steps: int, batch: int = 48, seed: int = 0,
-             contributions: bool = False):
+             contributions: bool = False, top_k: int = 0):
     """Samples (N, C, T) µV; with ``contributions``, also each scale's part of them (see :func:`scale_parts`)."""
     out, parts = [], []
     lab = torch.as_tensor(list(labels))
     vae = var.vae_proxy[0]
     for b, i in enumerate(range(0, len(lab), batch)):
         got = var.autoregressive_infer_cfg(B=len(lab[i:i + batch]), label_B=lab[i:i + batch], g_seed=seed + b,
-                                           cfg=cfg, intra_steps=steps, ret_stages=contributions)
+                                           cfg=cfg, intra_steps=steps, ret_stages=contributions, top_k=top_k)
         x, fhats = (got[0], got[2]) if contributions else (got, None)
         out.append(x.float().numpy() * uv)
         if contributions:
@@ -265,6 +271,7 @@ def plot_psd(path: str, curves: dict, class_names: Sequence[str], edges) -> None
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     steps = parse_ints(args.steps, "--steps")
+    args.ar_top_k = ",".join(str(k) for k in parse_ints(args.ar_top_k, "--ar-top-k")) if args.ar_top_k.strip() else ""
     raw = os.path.join(args.results_dir, "raw")
     if args.data_root is None:  # bench_tokenizer's: all 26 eegmat subjects, four held out, 5-s windows every 2.5 s
         from benchmarks.bench_tokenizer import ensure_bench_dataset
@@ -297,11 +304,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     uv = float(tok["uv_scale"])
     to_t = lambda x: torch.from_numpy(x / uv).float()  # noqa: E731
     models = {}  # name -> (var, log, S, R)
-    specs = [(f"S{S}", S, 0) for S in steps] + ([(f"AR{args.intra_ar}", 1, args.intra_ar)] if args.intra_ar > 0 else [])
-    for name, S, R in specs:
-        logger.info("VAR --intra_steps=%d --intra_ar=%d", S, R)
+    specs = [(f"S{S}", S, 0, False) for S in steps]
+    if args.intra_ar > 0:
+        specs += [(f"AR{args.intra_ar}", 1, args.intra_ar, False)]
+        specs += [(f"AR{args.intra_ar}P", 1, args.intra_ar, True)] if args.intra_ar_prefix else []
+    for name, S, R, P in specs:
+        logger.info("VAR --intra_steps=%d --intra_ar=%d --intra_ar_prefix=%s", S, R, P)
         models[name] = (*train_var(args, S, vae, len(class_names), to_t(x_tr), torch.as_tensor(lab_tr), to_t(x_va),
-                                   torch.as_tensor(lab_va), os.path.join(args.runs_dir, f"var_{name}.pt"), R=R), S, R)
+                                   torch.as_tensor(lab_va), os.path.join(args.runs_dir, f"var_{name}.pt"), R=R,
+                                   prefix=P), S, R)
         export_ar_ckpt(models[name][0], vae, tok, class_names, os.path.join(args.runs_dir, f"var_{name}-ar-ckpt.pth"))
     if args.train_only:
         return {}
@@ -333,24 +344,28 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parts_curves = {"reconstructed val": (reconstructed_parts(vae, x_va, uv), "k-")}
     for name, (var, log, S, R) in models.items():
         nll = {"var": var_bits(var, vae, x_va, lab_va, uv), **counts}
-        for s in sorted({1, S} | ({2} if S >= 2 else set())):
+        top_ks = [int(k) for k in args.ar_top_k.split(",") if k.strip()] if R else []
+        for s, k in [(s, 0) for s in sorted({1, S} | ({2} if S >= 2 else set()))] + [(1, k) for k in top_ks]:
             t0 = time.time()
-            gen, parts = generate(var, labels, uv, args.cfg, s, contributions=True)
-            if s == S:
-                parts_curves[f"VAR {model_label(S, R)}"] = (parts, "-")
+            gen, parts = generate(var, labels, uv, args.cfg, s, contributions=True, top_k=k)
+            if s == S and not k:
+                parts_curves[f"VAR {model_label(S, R, var.intra_ar_prefix)}"] = (parts, "-")
             q = quality(gen, gen_lab, rec_va, lab_va, sfreq, edges, groups_va)
             # the same samples against what the model was fitted to: separates learning from subject shift
             q_tr = quality(gen, gen_lab, rec_tr, lab_tr, sfreq, edges, groups_tr)
-            q["vs_train"] = {k: q_tr[k] for k in ("mean_abs_db", "alpha_hz_err", "alpha_prom_err_db",
-                                                  "max_edge_step_db", "c2st_auc")}
+            q["vs_train"] = {k_: q_tr[k_] for k_ in ("mean_abs_db", "alpha_hz_err", "alpha_prom_err_db",
+                                                     "max_edge_step_db", "c2st_auc")}
             q["sample_seconds"] = time.time() - t0
-            q["windows_per_s"] = {B: sampling_speed(var, B, args.cfg, args.speed_repeats, intra_steps=s)
+            q["windows_per_s"] = {B: sampling_speed(var, B, args.cfg, args.speed_repeats, intra_steps=s, top_k=k)
                                   for B in (1, 32)}
-            rows[f"{name}/steps{s}"] = {"train_steps": S, "sample_steps": s, "intra_ar": R, **q}
-            logger.info("%s steps=%d: %s", name, s, {k: q[k] for k in ("mean_abs_db", "alpha_hz_err", "c2st_auc")})
-            if s == S:
+            rows[f"{name}/steps{s}" + (f"/topk{k}" if k else "")] = {"train_steps": S, "sample_steps": s,
+                                                                    "intra_ar": R, "top_k": k,
+                                                                    "intra_ar_prefix": var.intra_ar_prefix, **q}
+            logger.info("%s steps=%d top-k=%d: %s", name, s, k,
+                        {k_: q[k_] for k_ in ("mean_abs_db", "alpha_hz_err", "c2st_auc")})
+            if s == S and not k:
                 for c in classes:
-                    curves[c][f"VAR {model_label(S, R)}"] = (*mean_psd_db(gen[gen_lab == c], sfreq), "-")
+                    curves[c][f"VAR {model_label(S, R, var.intra_ar_prefix)}"] = (*mean_psd_db(gen[gen_lab == c], sfreq), "-")
         rows[f"{name}/steps{S}"]["nll_bits"] = nll
         rows[f"{name}/steps{S}"]["train"] = {k: log.get(k) for k in ("wall_seconds", "selected_epoch",
                                                                        "selected_val_nll", "val_curve")}
@@ -373,8 +388,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return res
 
 
-def model_label(S: int, R: int = 0) -> str:
-    return f"S=1, left to right R={R}" if R else f"S={S}"
+def model_label(S: int, R: int = 0, prefix: bool = False) -> str:
+    return (f"S=1, left to right R={R}" + (" + prefix" if prefix else "")) if R else f"S={S}"
+
+
+def row_label(r: dict) -> str:
+    """A sampling row's name: model, steps, and top-k when set."""
+    k = r.get("top_k", 0)
+    return f"{model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_prefix', False))}, {r['sample_steps']} step(s)" + (f", top-k {k}" if k else "")
 
 
 def build_report(res: dict) -> dict:
@@ -382,12 +403,12 @@ def build_report(res: dict) -> dict:
     fl = res["floor"]
     rows = []
     for key, r in res["rows"].items():
-        rows.append([f"{model_label(r['train_steps'], r.get('intra_ar', 0))}, {r['sample_steps']} step(s)", round(r["mean_abs_db"], 2),
+        rows.append([row_label(r), round(r["mean_abs_db"], 2),
                      round(r["alpha_hz_err"], 2), round(r["alpha_prom_err_db"], 2), round(r["max_edge_step_db"], 2),
                      round(r["c2st_auc"], 3), round(r["windows_per_s"]["1"] if "1" in r["windows_per_s"]
                                                     else r["windows_per_s"][1], 2),
                      round(r["windows_per_s"]["32"] if "32" in r["windows_per_s"] else r["windows_per_s"][32], 2)])
-    train_rows = [[f"{model_label(r['train_steps'], r.get('intra_ar', 0))}, {r['sample_steps']} step(s)"]
+    train_rows = [[row_label(r)]
                   + [round(r["vs_train"][k], 3 if k == "c2st_auc" else 2) for k in
                      ("mean_abs_db", "alpha_hz_err", "alpha_prom_err_db", "max_edge_step_db", "c2st_auc")]
                   for r in res["rows"].values() if "vs_train" in r]
@@ -402,11 +423,11 @@ def build_report(res: dict) -> dict:
         if "nll_bits" not in r:
             continue
         n = r["nll_bits"]
-        nll_rows.append([model_label(r['train_steps'], r.get('intra_ar', 0))] + [round(v, 0) for v in n["var"]] + [round(sum(n["var"]), 0)])
+        nll_rows.append([model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_prefix', False))] + [round(v, 0) for v in n["var"]] + [round(sum(n["var"]), 0)])
         counts = n
     for name, key in (("unigram", "unigram"), ("same-scale left-neighbour bigram", "left_bigram")):
         nll_rows.append([name] + [round(v, 0) for v in counts[key]] + [round(sum(counts[key]), 0)])
-    budget = "; ".join(f"{model_label(r['train_steps'], r.get('intra_ar', 0))}: {r['train']['wall_seconds'] / 60:.0f} min"
+    budget = "; ".join(f"{model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_prefix', False))}: {r['train']['wall_seconds'] / 60:.0f} min"
                        for r in res["rows"].values() if r.get("train", {}).get("wall_seconds"))
     rep = {
         "title": "Tokens inside a scale: steps and the left-to-right head",

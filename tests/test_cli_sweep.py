@@ -322,6 +322,8 @@ CASES = [
     ("report", "results-dir missing", "--results-dir {base}/nothing_here --out {base}/R.md", "nothing_here"),
     ("bench_intra_steps", "steps not ints", "--steps one --vae-ckpt {tok} --data-root {ds} --results-dir {base}/b11",
      "--steps"),
+    ("bench_intra_steps", "ar-top-k not ints", "--ar-top-k=many --vae-ckpt {tok} --data-root {ds} "
+     "--results-dir {base}/b11", "--ar-top-k"),
     ("bench_intra_steps", "vae-ckpt malicious", "--quick --vae-ckpt {evil} --data-root {ds} --runs-dir {base}/b11 "
      "--results-dir {base}/b11", "refused to load"),
     ("main_report", "run dir missing", "{missing}", ("does_not_exist", "--out folder")),
