@@ -6,17 +6,17 @@ import pytest
 import torch
 
 from models import VQVAE, build_var
-from models.intra_ar import ScaleARHead, left_window, prefix_summary
+from models.intra_ar import ScaleARHead, left_window
 
 PNS = (4, 6, 8, 12)
 
 
-def make_pair(R: int, G: int = 1, num_classes: int = 3, prefix: bool = False):
+def make_pair(R: int, G: int = 1, num_classes: int = 3):
     torch.manual_seed(0)
     vae = VQVAE(in_channels=3, vocab_size=16, z_channels=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
                 v_patch_nums=PNS, tokens_per_pos=G, test_mode=True)
     torch.manual_seed(1)
-    var = build_var(vae, "cpu", num_classes=num_classes, depth=2, intra_ar=R, intra_ar_prefix=prefix)
+    var = build_var(vae, "cpu", num_classes=num_classes, depth=2, intra_ar=R)
     var.init_weights(init_adaln=0.5, init_adaln_gamma=0.5, init_head=1.0, init_std=0.05)
     head = var.intra_ar_head  # its last layers start at zero: make both of its terms matter here
     torch.nn.init.normal_(head.fc2.weight, std=0.3)
@@ -41,21 +41,6 @@ def test_left_window_written_out():
             if i - d >= 0:
                 want[:, i, (d - 1) * Cv:d * Cv] = h[:, i - d]
     torch.testing.assert_close(got, want, atol=0, rtol=0)
-
-
-def test_prefix_summary_written_out():
-    torch.manual_seed(0)
-    B, l, G, d = 2, 5, 2, 3
-    h = torch.randn(B, l, G * d)
-    got = prefix_summary(h, G)
-    for b in range(B):
-        for i in range(l):
-            for g in range(G):
-                c = h[b, :i, g * d:(g + 1) * d]  # positions before i, group g
-                want_mean = c.sum(0) / max(i, 1)
-                want_sq = (c * c).sum(0) / max(i, 1)
-                torch.testing.assert_close(got[b, i, g * 2 * d:g * 2 * d + d], want_mean)
-                torch.testing.assert_close(got[b, i, g * 2 * d + d:(g + 1) * 2 * d], want_sq)
 
 
 def test_oldest_first_weight_reads_the_same_window():
@@ -97,9 +82,9 @@ def test_code_logits_written_out():
                     assert abs(float(got[b, i, g, v]) - want) < 1e-4
 
 
-@pytest.mark.parametrize("R,G,prefix", [(1, 1, False), (3, 1, False), (2, 2, False), (2, 1, True), (3, 2, True)])
-def test_greedy_sampler_equals_argmax_of_uncached_forward(R, G, prefix):
-    vae, var = make_pair(R, G, prefix=prefix)
+@pytest.mark.parametrize("R,G", [(1, 1), (3, 1), (2, 2)])
+def test_greedy_sampler_equals_argmax_of_uncached_forward(R, G):
+    vae, var = make_pair(R, G)
     label_B = torch.tensor([0, 2, 1])
     _, idx_Bl, _ = var.autoregressive_infer_cfg(3, label_B, g_seed=0, cfg=0.0, top_k=1, ret_stages=True)
     logits = teacher_forced_logits(var, vae, label_B, idx_Bl)
@@ -121,13 +106,13 @@ def test_greedy_guided_sampler_follows_the_guidance_formula():
     assert torch.equal(torch.cat(want, dim=1), torch.cat(idx_Bl, dim=1))
 
 
-@pytest.mark.parametrize("R,G,prefix,cfg", [(3, 1, False, 2.0), (2, 1, True, 2.0), (3, 2, True, 0.0)])
-def test_stepper_logits_equal_the_guided_uncached_forward(R, G, prefix, cfg, monkeypatch):
+@pytest.mark.parametrize("R,G,cfg", [(3, 1, 2.0), (1, 1, 2.0), (3, 2, 0.0)])
+def test_stepper_logits_equal_the_guided_uncached_forward(R, G, cfg, monkeypatch):
     """Every logit the sampler's stepper computes, not just its argmax: sampling with every token kept
     (zero-shot keep of a given pyramid) places exactly those tokens, so the stepper's logits at each position
     must equal the guided teacher-forced logits of that pyramid, written out."""
     from models import intra_ar
-    vae, var = make_pair(R, G, prefix=prefix)
+    vae, var = make_pair(R, G)
     B = 2
     torch.manual_seed(5)
     idx_Bl = [torch.randint(0, 16, (B, pn * G)) for pn in PNS]

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ScaleARHead", "ScaleStepper", "left_window", "prefix_summary"]
+__all__ = ["ScaleARHead", "ScaleStepper", "left_window"]
 
 
 def left_window(h_BlCv: torch.Tensor, R: int) -> torch.Tensor:
@@ -34,51 +34,29 @@ def left_window(h_BlCv: torch.Tensor, R: int) -> torch.Tensor:
     return torch.cat([padded[:, R - d:R - d + l] for d in range(1, R + 1)], dim=2)
 
 
-def prefix_summary(h_BlCv: torch.Tensor, G: int) -> torch.Tensor:
-    """For every position i, the mean over positions 0..i-1 of the codebook vectors and of their squares
-    (zeros at i = 0), per token group: (B, l, 2 * Cv), laid out ``[c_g, c_g ** 2]`` for g = 0..G-1. A summary
-    of everything placed so far in the scale (e.g. how loud this window's band is), beyond the R-window."""
-    B, l, Cv = h_BlCv.shape
-    c = h_BlCv.view(B, l, G, Cv // G)
-    ext = torch.cat((c, c.square()), dim=-1).reshape(B, l, 2 * Cv)
-    before = F.pad(ext.cumsum(dim=1)[:, :-1], (0, 0, 1, 0))  # sum over j < i
-    count = torch.arange(l, device=h_BlCv.device, dtype=h_BlCv.dtype).clamp_min(1).view(1, l, 1)
-    return before / count
-
-
 class ScaleARHead(nn.Module):
     """h_BlC (B, l, C) and the left window (B, l, R * Cv) -> h'_BlC (B, l, C), fed to VAR's output head, and
     the codebook-space logits added to that head's output (:meth:`code_logits`).
 
-    With ``prefix`` the context of position i is the window followed by :func:`prefix_summary` (2 * Cv more
-    inputs to both terms). The last layers start at zero, so an untrained head leaves the transformer's logits
-    as they are.
+    The last layers start at zero, so an untrained head leaves the transformer's logits as they are.
     """
 
-    def __init__(self, C: int, Cvae: int, R: int, n_scales: int, hidden: int | None = None, G: int = 1,
-                 prefix: bool = False) -> None:
+    def __init__(self, C: int, Cvae: int, R: int, n_scales: int, hidden: int | None = None) -> None:
         super().__init__()
         if R < 1:
             raise ValueError(f"ScaleARHead needs a receptive field R >= 1, got {R}")
-        self.C, self.Cvae, self.R, self.G, self.prefix = int(C), int(Cvae), int(R), int(G), bool(prefix)
+        self.C, self.Cvae, self.R = int(C), int(Cvae), int(R)
         hidden = int(hidden or 2 * C)
-        n_in = (R + 2 * self.prefix) * Cvae
-        # fc1 acts on (LayerNorm(h), context) concatenated; split in two so the sampler projects h once per scale
+        # fc1 acts on (LayerNorm(h), window) concatenated; split in two so the sampler projects h once per scale
         self.fc1_h = nn.Linear(C, hidden)
-        self.fc1_w = nn.Linear(n_in, hidden, bias=False)
+        self.fc1_w = nn.Linear(R * Cvae, hidden, bias=False)
         self.fc2 = nn.Linear(hidden, C)
-        self.fc_code = nn.Linear(n_in, Cvae, bias=False)  # mu: the predicted codebook vector
+        self.fc_code = nn.Linear(R * Cvae, Cvae, bias=False)  # mu: the predicted codebook vector
         self.norm_w = nn.Parameter(torch.zeros(n_scales))  # per scale: weight of -|c_v|^2 / 2
 
     def zero_last(self) -> None:
         for p in (self.fc2.weight, self.fc2.bias, self.fc_code.weight, self.norm_w):
             nn.init.zeros_(p)
-
-    def context(self, h_BlCv: torch.Tensor) -> torch.Tensor:
-        """What position i of one scale sees of the scale's codebook vectors (B, l, Cv): the R-window and, with
-        ``prefix``, the prefix summary: (B, l, (R [+ 2]) * Cv)."""
-        win = left_window(h_BlCv, self.R)
-        return torch.cat((win, prefix_summary(h_BlCv, self.G)), dim=-1) if self.prefix else win
 
     def code_logits(self, win_BlX: torch.Tensor, book_GVd: torch.Tensor, si: int) -> torch.Tensor:
         """``<c_v, mu> - w_si |c_v|^2 / 2`` for every code of scale ``si``'s codebooks (G, V, d):
@@ -94,13 +72,10 @@ class ScaleARHead(nn.Module):
         return torch.einsum("...gd,gvd->...gv", mu_XGd, book) - 0.5 * self.norm_w[si] * book.square().sum(-1)
 
     def oldest_first_weight(self) -> torch.Tensor:
-        """``fc1_w`` and ``fc_code`` stacked, (hidden + Cv, n_in), with the window's columns laid out oldest first
-        (positions i-R..i-1; prefix columns after them unchanged): the sampler then reads the window as one
-        contiguous slice of a left-padded buffer."""
+        """``fc1_w`` and ``fc_code`` stacked, (hidden + Cv, R * Cv), for a window laid out oldest first
+        (positions i-R..i-1): the sampler then reads it as one contiguous slice of a left-padded buffer."""
         W = torch.cat((self.fc1_w.weight, self.fc_code.weight), dim=0)
-        RC = self.R * self.Cvae
-        win = W[:, :RC].reshape(W.shape[0], self.R, self.Cvae).flip(1).reshape(W.shape[0], RC)
-        return torch.cat((win, W[:, RC:]), dim=1)
+        return W.view(W.shape[0], self.R, self.Cvae).flip(1).reshape(W.shape[0], self.R * self.Cvae)
 
     def project_h(self, h_BlC: torch.Tensor) -> torch.Tensor:
         """The window-free part of the first layer: (B, l, hidden)."""
@@ -154,12 +129,9 @@ class ScaleStepper:
         self.B, self.R, self.t, self.G, self.V = B, R, t, G, V
         self.H = head.fc2.in_features
         book = book_GVd.float()
-        W_of = head.oldest_first_weight().float()  # (H + Cv, n_in)
-        n_in = W_of.shape[1]
-        code_W = torch.einsum("gdx,gvd->xgv", W_of[self.H:].view(G, d, n_in), book).reshape(n_in, G * V)
-        W_all = torch.cat((W_of[:self.H].T, code_W), dim=1)  # (n_in, H + G * V)
-        self.win_W = W_all[:R * Cv].contiguous()
-        self.prefix_W = W_all[R * Cv:].contiguous() if head.prefix else None  # (2 * Cv, H + G * V)
+        W_of = head.oldest_first_weight().float()  # (H + Cv, R * Cv)
+        code_W = torch.einsum("gdx,gvd->xgv", W_of[self.H:].view(G, d, R * Cv), book).reshape(R * Cv, G * V)
+        self.win_W = torch.cat((W_of[:self.H].T, code_W), dim=1).contiguous()  # (R * Cv, H + G * V)
         # position-major, unbound once: step i reads contiguous blocks from Python lists (cheaper than tensor indexing)
         a_lnH = head.project_h(h_nBlC).transpose(0, 1).contiguous()
         self.a_l = a_lnH.view(l, 2, B, self.H).unbind(0) if t is not None else a_lnH.unbind(0)
@@ -170,10 +142,9 @@ class ScaleStepper:
         self.mul_nC, self.shift_nC = scale[:, 0].add(1), shift[:, 0].contiguous()
         self.out_T = out.weight.T.contiguous()
         self.const_X = out.bias - 0.5 * head.norm_w[si] * book.square().sum(-1).reshape(G * V)
-        self.book_X = torch.cat((book, book.square()), dim=-1).reshape(G * V, 2 * d)  # [c, c ** 2] per code
+        self.book_X = book.reshape(G * V, d)
         self.offs_G = torch.arange(G, device=book.device) * V
         self.buf = h_nBlC.new_zeros(B, R + l, Cv)  # buf[:, R + j]: codebook vector of position j
-        self.sums = h_nBlC.new_zeros(B, 2 * Cv)  # sums over placed positions of [c_g, c_g ** 2] (prefix summary)
         self.win_l = [self.buf[:, i:i + R].view(B, R * Cv) for i in range(l)] if B == 1 else None
         self.slot_l = self.buf[:, R:].unbind(1)
 
@@ -182,8 +153,6 @@ class ScaleStepper:
         B, H = self.B, self.H
         win = self.win_l[i] if self.win_l is not None else self.buf[:, i:i + self.R].reshape(B, -1)
         proj = win @ self.win_W  # (B, H + G * V)
-        if self.prefix_W is not None:
-            proj = torch.addmm(proj, self.sums, self.prefix_W, alpha=1.0 / max(i, 1))
         pre = (self.a_l[i] + proj[:, :H]).view(-1, H)  # (nB, H): both guidance branches share the window
         h = torch.addmm(self.res_l[i], F.gelu(pre), self.fc2_T)
         y = torch.addcmul(self.shift_nC, self.ln(h), self.mul_nC)
@@ -193,7 +162,4 @@ class ScaleStepper:
 
     def place(self, i: int, tok_BG: torch.Tensor) -> None:
         """Record position i's tokens (B, G) for the windows of the positions after it."""
-        ext = self.book_X[(tok_BG + self.offs_G).view(-1)].view(self.B, self.G, -1)  # (B, G, 2d)
-        self.slot_l[i].view(self.B, self.G, -1).copy_(ext[..., :ext.shape[-1] // 2])
-        if self.prefix_W is not None:
-            self.sums += ext.view(self.B, -1)
+        self.slot_l[i].copy_(self.book_X[(tok_BG + self.offs_G).view(-1)].view(self.B, -1))

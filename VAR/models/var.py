@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from models.basic_var import AdaLNBeforeHead, AdaLNSelfAttn
 from models.helpers import gumbel_softmax_with_rng, sample_with_top_k_top_p_, sampling_rng_and_labels
-from models.intra_ar import ScaleARHead, ScaleStepper
+from models.intra_ar import ScaleARHead, ScaleStepper, left_window
 from models.intra_scale import CONTENT, QUERY, TokenAttrs, attend_bias, check_steps, chunk_bounds as _chunks, \
     chunk_of_groups, groups_of_positions, neighbour_features
 
@@ -73,9 +73,6 @@ class VAR(nn.Module):
         With ``intra_steps == 1``: draw the tokens of a scale left to right after its one transformer pass,
         each seeing the codebook vectors of the ``intra_ar`` positions before it (``models/intra_ar.py``);
         0 = upstream VAR, every token of a scale at once.
-    intra_ar_prefix : bool
-        With ``intra_ar``: each position also sees the mean of the codebook vectors (and of their squares) of
-        all positions before it in its scale (``intra_ar.prefix_summary``).
     """
 
     def __init__(self, vae_local, num_classes: int = 1000, depth: int = 16, embed_dim: int = 1024,
@@ -84,7 +81,7 @@ class VAR(nn.Module):
                  cond_drop_rate: float = 0.1, attn_l2_norm: bool = False,
                  patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
                  flash_if_available: bool = True, fused_if_available: bool = True, intra_steps: int = 1,
-                 intra_mix: float = 0.25, intra_nbr: int = 0, intra_ar: int = 0, intra_ar_prefix: bool = False) -> None:
+                 intra_mix: float = 0.25, intra_nbr: int = 0, intra_ar: int = 0) -> None:
         super().__init__()
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
@@ -176,11 +173,8 @@ class VAR(nn.Module):
         if self.intra_ar > 0 and self.intra_steps > 1:
             raise ValueError(f"intra_ar={intra_ar} and intra_steps={intra_steps}: choose one way of drawing the tokens "
                              "inside a scale (left to right, or in steps)")
-        self.intra_ar_prefix = bool(intra_ar_prefix)
-        if self.intra_ar_prefix and self.intra_ar == 0:
-            raise ValueError("intra_ar_prefix needs intra_ar > 0")
-        self.intra_ar_head = ScaleARHead(self.C, self.Cvae, self.intra_ar, len(self.patch_nums), G=self.G,
-                                         prefix=self.intra_ar_prefix) if self.intra_ar > 0 else None
+        self.intra_ar_head = ScaleARHead(self.C, self.Cvae, self.intra_ar, len(self.patch_nums)) \
+            if self.intra_ar > 0 else None
         self.groups_per_scale = [groups_of_positions(pn, self.intra_steps) for pn in self.patch_nums]
         if self.intra_steps > 1:
             self.content_embed = nn.Linear(self.Cvae, self.C)
@@ -467,7 +461,7 @@ class VAR(nn.Module):
         if self.intra_ar_head is not None:  # each position also sees the R tokens before it in its scale
             n_sc = self._n_scales_to(ed)
             h_BLCv = self._code_vectors(gt_BL, n_sc, dev).float()
-            win = torch.cat([self.intra_ar_head.context(h_BLCv[:, b:e]) for b, e in self.begin_ends[:n_sc]], dim=1)
+            win = torch.cat([left_window(h_BLCv[:, b:e], self.intra_ar) for b, e in self.begin_ends[:n_sc]], dim=1)
             h_BLC = self.intra_ar_head(h_BLC, win)
         logits = self.get_logits(h_BLC, cond_BD)
         if self.intra_ar_head is not None:
@@ -574,7 +568,7 @@ class VAR(nn.Module):
                     shared_aln=not isinstance(self.shared_ada_lin, nn.Identity), cond_drop_rate=self.cond_drop_rate,
                     attn_l2_norm=self.blocks[0].attn.attn_l2_norm if len(self.blocks) else False,
                     patch_nums=list(self.patch_nums), intra_steps=self.intra_steps, intra_mix=self.intra_mix,
-                    intra_nbr=self.intra_nbr, intra_ar=self.intra_ar, intra_ar_prefix=self.intra_ar_prefix)
+                    intra_nbr=self.intra_nbr, intra_ar=self.intra_ar)
 
     def extra_repr(self) -> str:
         return f"drop_path_rate={self.drop_path_rate:g}, G={self.G}, V={self.V}, L={self.L}"

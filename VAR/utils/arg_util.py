@@ -335,10 +335,6 @@ class Args(BaseArgs):
                         "2, benchmarks/bench_intra_steps.py) it beat a same-scale bigram at every scale and put the "
                         "alpha peak back (within 0.25 Hz), at about a tenth of the CPU sampling speed. "
                         "With --intra_steps > 1 it must be 0")
-    intra_ar_prefix: bool = arg(False, "EEG port: with --intra_ar > 0, each position also sees the mean codebook "
-                                "vector (and mean square) of all positions before it in its scale, a summary of "
-                                "the band so far beyond the --intra_ar window (models/intra_ar.py); ignored "
-                                "with --intra_ar=0")
     intra_mix: float = arg(0.25, "fraction of training steps that use a random coarser step schedule, so that "
                            "sampling with fewer steps than --intra_steps stays in distribution")
     # ---- data geometry
