@@ -333,7 +333,8 @@ class Args(BaseArgs):
                         "(models/intra_ar.py; exact likelihood). 0 = upstream VAR, a scale's tokens drawn "
                         "independently, which decodes to spectra flat inside each band. Default 16: on eegmat (depth "
                         "2, benchmarks/bench_intra_steps.py) it beat a same-scale bigram at every scale and put the "
-                        "alpha peak back (within 0.25 Hz), at about a tenth of the CPU sampling speed. "
+                        "alpha peak back (within 0.12 Hz), at about a quarter of plain VAR's CPU sampling speed "
+                        "at batch 1. "
                         "With --intra_steps > 1 it must be 0")
     intra_mix: float = arg(0.25, "fraction of training steps that use a random coarser step schedule, so that "
                            "sampling with fewer steps than --intra_steps stays in distribution")
