@@ -47,6 +47,8 @@ def build_parser():
     p.add_argument("--intra-ar", type=int, default=16, help="also train VAR --intra_ar=R (one pass per scale, then "
                    "its tokens drawn left to right, each seeing the R before it; VAR/train.py's default) and compare "
                    "it; 0 = not")
+    p.add_argument("--intra-ar-fhat", type=int, default=0, help="probe: the --intra-ar model's code term also sees "
+                   "the coarser reconstruction at positions i-r..i+r (model AR<R>F<r>)")
     p.add_argument("--depth", type=int, default=2, help="VAR depth (2: a 2-core CPU trains both models in under an "
                    "hour; a depth-4 step at batch 32 takes ~10x longer)")
     p.add_argument("--ep", type=int, default=3, help="VAR epochs")
@@ -64,7 +66,7 @@ def build_parser():
 
 
 def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
-              y_va: torch.Tensor, out: str, R: int = 0):
+              y_va: torch.Tensor, out: str, R: int = 0, fhat: int = 0):
     """Train VAR --intra_steps=S (or --intra_ar=R) in this process on pre-tokenised windows (bench_generation's loop: AdamW,
     warm-up then linear decay, lowest validation NLL kept), or load the saved result of the same settings."""
     from benchmarks.bench_generation import train_model
@@ -76,9 +78,11 @@ def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: tor
         settings["intra_nbr"] = nbr
     if R > 0:
         settings["intra_ar"] = R
+    if fhat:
+        settings["intra_ar_fhat"] = fhat
     torch.manual_seed(0)
     var = build_var(vae, "cpu", num_classes=num_classes, depth=args.depth, init_adaln_gamma=1e-3, intra_steps=S, intra_nbr=nbr,
-                    intra_ar=R, cond_drop_rate=0.1 if num_classes > 1 else 0.0)
+                    intra_ar=R, intra_ar_fhat=fhat, cond_drop_rate=0.1 if num_classes > 1 else 0.0)
     if os.path.exists(out):
         saved, _ = load_checkpoint(out)
         if saved.get("settings") == settings:
@@ -300,11 +304,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     uv = float(tok["uv_scale"])
     to_t = lambda x: torch.from_numpy(x / uv).float()  # noqa: E731
     models = {}  # name -> (var, log, S, R)
-    specs = [(f"S{S}", S, 0) for S in steps] + ([(f"AR{args.intra_ar}", 1, args.intra_ar)] if args.intra_ar > 0 else [])
-    for name, S, R in specs:
-        logger.info("VAR --intra_steps=%d --intra_ar=%d", S, R)
+    specs = [(f"S{S}", S, 0, 0) for S in steps] + ([(f"AR{args.intra_ar}", 1, args.intra_ar, 0)] if args.intra_ar > 0 else [])
+    if args.intra_ar > 0 and args.intra_ar_fhat > 0:
+        specs.append((f"AR{args.intra_ar}F{args.intra_ar_fhat}", 1, args.intra_ar, args.intra_ar_fhat))
+    for name, S, R, Fr in specs:
+        logger.info("VAR --intra_steps=%d --intra_ar=%d fhat=%d", S, R, Fr)
         models[name] = (*train_var(args, S, vae, len(class_names), to_t(x_tr), torch.as_tensor(lab_tr), to_t(x_va),
-                                   torch.as_tensor(lab_va), os.path.join(args.runs_dir, f"var_{name}.pt"), R=R), S, R)
+                                   torch.as_tensor(lab_va), os.path.join(args.runs_dir, f"var_{name}.pt"), R=R,
+                                   fhat=Fr), S, R)
         export_ar_ckpt(models[name][0], vae, tok, class_names, os.path.join(args.runs_dir, f"var_{name}-ar-ckpt.pth"))
     if args.train_only:
         return {}
@@ -341,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             t0 = time.time()
             gen, parts = generate(var, labels, uv, args.cfg, s, contributions=True, top_k=k)
             if s == S and not k:
-                parts_curves[f"VAR {model_label(S, R)}"] = (parts, "-")
+                parts_curves[f"VAR {model_label(S, R, var.intra_ar_fhat)}"] = (parts, "-")
             q = quality(gen, gen_lab, rec_va, lab_va, sfreq, edges, groups_va)
             # the same samples against what the model was fitted to: separates learning from subject shift
             q_tr = quality(gen, gen_lab, rec_tr, lab_tr, sfreq, edges, groups_tr)
@@ -351,12 +358,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
             q["windows_per_s"] = {B: sampling_speed(var, B, args.cfg, args.speed_repeats, intra_steps=s, top_k=k)
                                   for B in (1, 32)}
             rows[f"{name}/steps{s}" + (f"/topk{k}" if k else "")] = {"train_steps": S, "sample_steps": s,
-                                                                    "intra_ar": R, "top_k": k, **q}
+                                                                    "intra_ar": R, "top_k": k,
+                                                                    "intra_ar_fhat": var.intra_ar_fhat, **q}
             logger.info("%s steps=%d top-k=%d: %s", name, s, k,
                         {k_: q[k_] for k_ in ("mean_abs_db", "alpha_hz_err", "c2st_auc")})
             if s == S and not k:
                 for c in classes:
-                    curves[c][f"VAR {model_label(S, R)}"] = (*mean_psd_db(gen[gen_lab == c], sfreq), "-")
+                    curves[c][f"VAR {model_label(S, R, var.intra_ar_fhat)}"] = (*mean_psd_db(gen[gen_lab == c], sfreq), "-")
         rows[f"{name}/steps{S}"]["nll_bits"] = nll
         rows[f"{name}/steps{S}"]["train"] = {k: log.get(k) for k in ("wall_seconds", "selected_epoch",
                                                                        "selected_val_nll", "val_curve")}
@@ -379,14 +387,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return res
 
 
-def model_label(S: int, R: int = 0) -> str:
-    return f"S=1, left to right R={R}" if R else f"S={S}"
+def model_label(S: int, R: int = 0, fhat: int = 0) -> str:
+    return (f"S=1, left to right R={R}" + (f" + coarse {fhat}" if fhat else "")) if R else f"S={S}"
 
 
 def row_label(r: dict) -> str:
     """A sampling row's name: model, steps, and top-k when set."""
     k = r.get("top_k", 0)
-    return f"{model_label(r['train_steps'], r.get('intra_ar', 0))}, {r['sample_steps']} step(s)" + (f", top-k {k}" if k else "")
+    return f"{model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_fhat', 0))}, {r['sample_steps']} step(s)" + (f", top-k {k}" if k else "")
 
 
 def build_report(res: dict) -> dict:
@@ -414,11 +422,11 @@ def build_report(res: dict) -> dict:
         if "nll_bits" not in r:
             continue
         n = r["nll_bits"]
-        nll_rows.append([model_label(r['train_steps'], r.get('intra_ar', 0))] + [round(v, 0) for v in n["var"]] + [round(sum(n["var"]), 0)])
+        nll_rows.append([model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_fhat', 0))] + [round(v, 0) for v in n["var"]] + [round(sum(n["var"]), 0)])
         counts = n
     for name, key in (("unigram", "unigram"), ("same-scale left-neighbour bigram", "left_bigram")):
         nll_rows.append([name] + [round(v, 0) for v in counts[key]] + [round(sum(counts[key]), 0)])
-    budget = "; ".join(f"{model_label(r['train_steps'], r.get('intra_ar', 0))}: {r['train']['wall_seconds'] / 60:.0f} min"
+    budget = "; ".join(f"{model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_fhat', 0))}: {r['train']['wall_seconds'] / 60:.0f} min"
                        for r in res["rows"].values() if r.get("train", {}).get("wall_seconds"))
     rep = {
         "title": "Tokens inside a scale: steps and the left-to-right head",

@@ -11,17 +11,19 @@ from models.intra_ar import ScaleARHead, left_window
 PNS = (4, 6, 8, 12)
 
 
-def make_pair(R: int, G: int = 1, num_classes: int = 3):
+def make_pair(R: int, G: int = 1, num_classes: int = 3, fhat: int = 0):
     torch.manual_seed(0)
     vae = VQVAE(in_channels=3, vocab_size=16, z_channels=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
                 v_patch_nums=PNS, tokens_per_pos=G, test_mode=True)
     torch.manual_seed(1)
-    var = build_var(vae, "cpu", num_classes=num_classes, depth=2, intra_ar=R)
+    var = build_var(vae, "cpu", num_classes=num_classes, depth=2, intra_ar=R, intra_ar_fhat=fhat)
     var.init_weights(init_adaln=0.5, init_adaln_gamma=0.5, init_head=1.0, init_std=0.05)
     head = var.intra_ar_head  # its last layers start at zero: make both of its terms matter here
     torch.nn.init.normal_(head.fc2.weight, std=0.3)
     torch.nn.init.normal_(head.fc_code.weight, std=3.0)
     torch.nn.init.normal_(head.norm_w, std=3.0)
+    if head.fc_fhat is not None:
+        torch.nn.init.normal_(head.fc_fhat.weight, std=3.0)
     return vae, var.eval()
 
 
@@ -106,13 +108,13 @@ def test_greedy_guided_sampler_follows_the_guidance_formula():
     assert torch.equal(torch.cat(want, dim=1), torch.cat(idx_Bl, dim=1))
 
 
-@pytest.mark.parametrize("R,G,cfg", [(3, 1, 2.0), (1, 1, 2.0), (3, 2, 0.0)])
-def test_stepper_logits_equal_the_guided_uncached_forward(R, G, cfg, monkeypatch):
+@pytest.mark.parametrize("R,G,cfg,fhat", [(3, 1, 2.0, 0), (1, 1, 2.0, 0), (3, 2, 0.0, 0), (2, 1, 2.0, 1), (2, 2, 0.0, 2)])
+def test_stepper_logits_equal_the_guided_uncached_forward(R, G, cfg, fhat, monkeypatch):
     """Every logit the sampler's stepper computes, not just its argmax: sampling with every token kept
     (zero-shot keep of a given pyramid) places exactly those tokens, so the stepper's logits at each position
     must equal the guided teacher-forced logits of that pyramid, written out."""
     from models import intra_ar
-    vae, var = make_pair(R, G)
+    vae, var = make_pair(R, G, fhat=fhat)
     B = 2
     torch.manual_seed(5)
     idx_Bl = [torch.randint(0, 16, (B, pn * G)) for pn in PNS]

@@ -41,8 +41,11 @@ class ScaleARHead(nn.Module):
     The last layers start at zero, so an untrained head leaves the transformer's logits as they are.
     """
 
-    def __init__(self, C: int, Cvae: int, R: int, n_scales: int, hidden: int | None = None) -> None:
+    def __init__(self, C: int, Cvae: int, R: int, n_scales: int, hidden: int | None = None, fhat_r: int = 0) -> None:
         super().__init__()
+        self.fhat_r = int(fhat_r)
+        # coarser reconstruction at positions i-r..i+r -> a second part of mu (residual scales cancel the coarser ones)
+        self.fc_fhat = nn.Linear((2 * self.fhat_r + 1) * Cvae, Cvae, bias=False) if self.fhat_r > 0 else None
         if R < 1:
             raise ValueError(f"ScaleARHead needs a receptive field R >= 1, got {R}")
         self.C, self.Cvae, self.R = int(C), int(Cvae), int(R)
@@ -57,6 +60,21 @@ class ScaleARHead(nn.Module):
     def zero_last(self) -> None:
         for p in (self.fc2.weight, self.fc2.bias, self.fc_code.weight, self.norm_w):
             nn.init.zeros_(p)
+        if self.fc_fhat is not None:
+            nn.init.zeros_(self.fc_fhat.weight)
+
+    def fhat_mu(self, f_BlCv: torch.Tensor) -> torch.Tensor:
+        """The coarser reconstruction's part of mu: fc_fhat of positions i-r..i+r (zeros outside): (B, l, Cv)."""
+        r, l = self.fhat_r, f_BlCv.shape[1]
+        padded = F.pad(f_BlCv, (0, 0, r, r))
+        return self.fc_fhat(torch.cat([padded[:, o:o + l] for o in range(2 * r + 1)], dim=2))
+
+    def fhat_logits(self, f_BlCv: torch.Tensor, book_GVd: torch.Tensor) -> torch.Tensor:
+        """``<c_v, fhat_mu>`` for every code: (B, l, G * V)."""
+        G, V, d = book_GVd.shape
+        B, l = f_BlCv.shape[:2]
+        mu = self.fhat_mu(f_BlCv).view(B, l, G, d)
+        return torch.einsum("blgd,gvd->blgv", mu, book_GVd.to(mu.dtype)).reshape(B, l, G * V)
 
     def code_logits(self, win_BlX: torch.Tensor, book_GVd: torch.Tensor, si: int) -> torch.Tensor:
         """``<c_v, mu> - w_si |c_v|^2 / 2`` for every code of scale ``si``'s codebooks (G, V, d):
@@ -122,7 +140,7 @@ class ScaleStepper:
 
     def __init__(self, head: ScaleARHead, h_nBlC: torch.Tensor, head_nm: nn.Module,
                  scale_shift: tuple[torch.Tensor, torch.Tensor], out: nn.Linear, book_GVd: torch.Tensor, si: int,
-                 B: int, t: float | None) -> None:
+                 B: int, t: float | None, extra_BlX: torch.Tensor | None = None) -> None:
         nB, l, C = h_nBlC.shape
         G, V, d = book_GVd.shape
         R, Cv = head.R, head.Cvae
@@ -142,6 +160,8 @@ class ScaleStepper:
         self.mul_nC, self.shift_nC = scale[:, 0].add(1), shift[:, 0].contiguous()
         self.out_T = out.weight.T.contiguous()
         self.const_X = out.bias - 0.5 * head.norm_w[si] * book.square().sum(-1).reshape(G * V)
+        self.const_l = (self.const_X + extra_BlX).transpose(0, 1).contiguous().unbind(0) if extra_BlX is not None \
+            else [self.const_X] * l
         self.book_X = book.reshape(G * V, d)
         self.offs_G = torch.arange(G, device=book.device) * V
         self.buf = h_nBlC.new_zeros(B, R + l, Cv)  # buf[:, R + j]: codebook vector of position j
@@ -158,7 +178,7 @@ class ScaleStepper:
         y = torch.addcmul(self.shift_nC, self.ln(h), self.mul_nC)
         if self.t is not None:
             y = torch.lerp(y[B:], y[:B], 1 + self.t)
-        return torch.addmm(self.const_X + proj[:, H:], y, self.out_T).view(B, self.G, self.V)
+        return torch.addmm(self.const_l[i] + proj[:, H:], y, self.out_T).view(B, self.G, self.V)
 
     def place(self, i: int, tok_BG: torch.Tensor) -> None:
         """Record position i's tokens (B, G) for the windows of the positions after it."""

@@ -81,7 +81,7 @@ class VAR(nn.Module):
                  cond_drop_rate: float = 0.1, attn_l2_norm: bool = False,
                  patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
                  flash_if_available: bool = True, fused_if_available: bool = True, intra_steps: int = 1,
-                 intra_mix: float = 0.25, intra_nbr: int = 0, intra_ar: int = 0) -> None:
+                 intra_mix: float = 0.25, intra_nbr: int = 0, intra_ar: int = 0, intra_ar_fhat: int = 0) -> None:
         super().__init__()
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
@@ -173,8 +173,9 @@ class VAR(nn.Module):
         if self.intra_ar > 0 and self.intra_steps > 1:
             raise ValueError(f"intra_ar={intra_ar} and intra_steps={intra_steps}: choose one way of drawing the tokens "
                              "inside a scale (left to right, or in steps)")
-        self.intra_ar_head = ScaleARHead(self.C, self.Cvae, self.intra_ar, len(self.patch_nums)) \
-            if self.intra_ar > 0 else None
+        self.intra_ar_fhat = int(intra_ar_fhat)
+        self.intra_ar_head = ScaleARHead(self.C, self.Cvae, self.intra_ar, len(self.patch_nums),
+                                         fhat_r=self.intra_ar_fhat) if self.intra_ar > 0 else None
         self.groups_per_scale = [groups_of_positions(pn, self.intra_steps) for pn in self.patch_nums]
         if self.intra_steps > 1:
             self.content_embed = nn.Linear(self.Cvae, self.C)
@@ -284,6 +285,7 @@ class VAR(nn.Module):
         cache_attrs: list[TokenAttrs] = []
         for b in self.blocks:
             b.attn.kv_caching(True)
+        coarse_BlCv = sos.new_zeros(B, self.patch_nums[0], self.Cvae)  # the coarser reconstruction (none at scale 0)
         try:
             for si, pn in enumerate(self.patch_nums):
                 ratio = si / self.num_stages_minus_1 if self.num_stages_minus_1 > 0 else 1.0
@@ -363,9 +365,13 @@ class VAR(nn.Module):
                         gumbel = not (top_p > 0 or more_smooth)
                         noise = -torch.empty(B, pn, G, V, device=dev).exponential_(generator=rng).log() \
                             if gumbel else None
+                        extra = None
+                        if self.intra_ar_fhat > 0:
+                            extra = self.intra_ar_head.fhat_logits(coarse_BlCv, quant.codebook_GVd(si).detach().float())
                         step = ScaleStepper(self.intra_ar_head, x[:, -n:].float(), self.head_nm,
                                             self.head_nm.modulation(cond_BD), self.head,
-                                            quant.codebook_GVd(si).detach(), si, B, cfg * ratio if use_cfg else None)
+                                            quant.codebook_GVd(si).detach(), si, B, cfg * ratio if use_cfg else None,
+                                            extra)
                         noise_l = [None] * pn if noise is None else noise.unbind(1)
                         for i in range(pn):
                             tok_BG = draw(step.logits(i), pq[i:i + 1], guided=True, noised=noise_l[i])[:, 0]
@@ -383,6 +389,7 @@ class VAR(nn.Module):
                     ms_idx_Bl.append(idx_Bl)
                     ms_fhat.append(f_hat.clone())
                 if si != self.num_stages_minus_1:
+                    coarse_BlCv = next_BCl.transpose(1, 2).float()
                     ed = self.begin_ends[si + 1]
                     next_token_map = self.word_embed(next_BCl.transpose(1, 2).float()) + lvl_pos[:, ed[0]:ed[1]]
                     if use_cfg:
@@ -468,6 +475,13 @@ class VAR(nn.Module):
             quant = self.vae_quant_proxy[0]
             logits = logits + torch.cat([self.intra_ar_head.code_logits(win[:, b:e], quant.codebook_GVd(si).detach().float(), si)
                                          for si, (b, e) in enumerate(self.begin_ends[:n_sc])], dim=1)
+            if self.intra_ar_fhat > 0:  # the coarser reconstruction at each position, as fed to the transformer
+                coarse = x_BLCv_wo_first_l.float() if (self.prog_si != 0 and x_BLCv_wo_first_l is not None) \
+                    else h_BLC.new_zeros(B, ed - self.first_l, self.Cvae)
+                f_BLCv = torch.cat((h_BLC.new_zeros(B, self.first_l, self.Cvae), coarse[:, :ed - self.first_l]), dim=1)
+                logits = logits + torch.cat([self.intra_ar_head.fhat_logits(
+                    f_BLCv[:, b:e], quant.codebook_GVd(si).detach().float()) for si, (b, e) in
+                    enumerate(self.begin_ends[:n_sc])], dim=1)
         if self.prog_si == 0:
             # keep word_embed in the graph (DDP runs with find_unused_parameters=False)
             logits[0, 0, 0] += self.word_embed.weight[0, 0] * 0 + self.word_embed.bias[0] * 0
@@ -568,7 +582,7 @@ class VAR(nn.Module):
                     shared_aln=not isinstance(self.shared_ada_lin, nn.Identity), cond_drop_rate=self.cond_drop_rate,
                     attn_l2_norm=self.blocks[0].attn.attn_l2_norm if len(self.blocks) else False,
                     patch_nums=list(self.patch_nums), intra_steps=self.intra_steps, intra_mix=self.intra_mix,
-                    intra_nbr=self.intra_nbr, intra_ar=self.intra_ar)
+                    intra_nbr=self.intra_nbr, intra_ar=self.intra_ar, intra_ar_fhat=self.intra_ar_fhat)
 
     def extra_repr(self) -> str:
         return f"drop_path_rate={self.drop_path_rate:g}, G={self.G}, V={self.V}, L={self.L}"
