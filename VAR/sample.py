@@ -77,7 +77,8 @@ def load_var_checkpoint(path: str, device: str | torch.device = "cpu"):
               shared_aln=bool(cfg["shared_aln"]), cond_drop_rate=float(cfg["cond_drop_rate"]),
               attn_l2_norm=bool(cfg["attn_l2_norm"]), patch_nums=tuple(cfg["patch_nums"]),
               intra_steps=int(cfg["intra_steps"]), intra_mix=float(cfg["intra_mix"]),
-              intra_nbr=int(cfg["intra_nbr"]), intra_ar=int(cfg["intra_ar"]))
+              intra_nbr=int(cfg["intra_nbr"]), intra_ar=int(cfg["intra_ar"]),
+              intra_ar_fhat=int(cfg["intra_ar_fhat"]))
     var.load_state_dict(trainer["var_wo_ddp"], strict=True)
     var = var.to(device).eval()
     for p in var.parameters():

@@ -105,6 +105,7 @@ def build_everything(args: arg_util.Args):
             current["intra_steps"] = args.intra_steps
             current["intra_nbr"] = args.intra_nbr if args.intra_steps > 1 else 0
             current["intra_ar"] = args.intra_ar
+            current["intra_ar_fhat"] = args.intra_ar_fhat if args.intra_ar > 0 else 0
             if saved_cfg is not None:
                 from trainer import with_legacy_defaults
                 saved_cfg = with_legacy_defaults(saved_cfg)
@@ -180,7 +181,8 @@ def build_everything(args: arg_util.Args):
                                fused_if_available=args.fuse, init_adaln=args.aln, init_adaln_gamma=args.alng,
                                init_head=args.hd, init_std=args.ini, cond_drop_rate=cond_drop,
                                intra_steps=args.intra_steps, intra_mix=args.intra_mix,
-                               intra_nbr=args.intra_nbr, intra_ar=args.intra_ar)
+                               intra_nbr=args.intra_nbr, intra_ar=args.intra_ar,
+                               intra_ar_fhat=args.intra_ar_fhat if args.intra_ar > 0 else 0)
     vae_local = args.compile_model(vae_local, args.vfast)
     var_compiled = args.compile_model(var_wo_ddp, args.tfast)
     if dist.initialized():

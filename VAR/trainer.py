@@ -28,9 +28,9 @@ logger = logging.getLogger(__name__)
 # VAR config keys that define the architecture: a checkpoint that differs in one of them cannot be resumed
 ARCH_KEYS = ("depth", "embed_dim", "num_heads", "num_classes", "shared_aln", "attn_l2_norm", "patch_nums",
              "tokens_per_pos", "vocab_size", "Cvae", "mlp_ratio", "intra_steps",
-             "intra_nbr", "intra_ar")
+             "intra_nbr", "intra_ar", "intra_ar_fhat")
 # values of config keys added after a checkpoint was written: what such a checkpoint's model did
-LEGACY_CONFIG = {"intra_steps": 1, "intra_mix": 0.0, "intra_nbr": 0, "intra_ar": 0}
+LEGACY_CONFIG = {"intra_steps": 1, "intra_mix": 0.0, "intra_nbr": 0, "intra_ar": 0, "intra_ar_fhat": 0}
 
 
 def with_legacy_defaults(config: dict[str, Any]) -> dict[str, Any]:

@@ -47,8 +47,9 @@ def build_parser():
     p.add_argument("--intra-ar", type=int, default=16, help="also train VAR --intra_ar=R (one pass per scale, then "
                    "its tokens drawn left to right, each seeing the R before it; VAR/train.py's default) and compare "
                    "it; 0 = not")
-    p.add_argument("--intra-ar-fhat", type=int, default=0, help="probe: the --intra-ar model's code term also sees "
-                   "the coarser reconstruction at positions i-r..i+r (model AR<R>F<r>)")
+    p.add_argument("--intra-ar-fhat", type=int, default=2, help="also train the --intra-ar model whose code term sees "
+                   "the coarser reconstruction at positions i-r..i+r (model AR<R>F<r>; VAR/train.py "
+                   "--intra_ar_fhat; 0 = not)")
     p.add_argument("--depth", type=int, default=2, help="VAR depth (2: a 2-core CPU trains both models in under an "
                    "hour; a depth-4 step at batch 32 takes ~10x longer)")
     p.add_argument("--ep", type=int, default=3, help="VAR epochs")

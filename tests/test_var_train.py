@@ -192,7 +192,9 @@ def test_intra_ar_train_resume_guard_and_sampling(repo_root, ds_root, tok_ckpt, 
     r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--ep=1", "--intra_ar=3"]))
     assert r.returncode == 0, r.stderr[-3000:]
     state, _ = load_checkpoint(os.path.join(out, "ar-ckpt-last.pth"))
-    assert state["trainer"]["config"]["intra_ar"] == 3
+    assert state["trainer"]["config"]["intra_ar"] == 3 and state["trainer"]["config"]["intra_ar_fhat"] == 2  # default
+    # the coarser reconstruction at i-2..i+2 (5 latent vectors) -> mu
+    assert state["trainer"]["var_wo_ddp"]["intra_ar_head.fc_fhat.weight"].shape[1] == 5 * state["tokenizer"]["vae_config"]["z_channels"]
     z_channels = state["tokenizer"]["vae_config"]["z_channels"]
     assert state["trainer"]["var_wo_ddp"]["intra_ar_head.fc1_w.weight"].shape[1] == 3 * z_channels  # 3 codebook vectors
     assert state["trainer"]["var_wo_ddp"]["intra_ar_head.fc2.weight"].abs().sum() > 0  # trained away from its zero init
@@ -201,6 +203,8 @@ def test_intra_ar_train_resume_guard_and_sampling(repo_root, ds_root, tok_ckpt, 
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("train.py: error:") and "intra_ar=3" in last and "intra_ar=2" in last
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--ep=2", "--intra_ar=3", "--intra_ar_fhat=0"]))
+    assert r.returncode == 2 and "intra_ar_fhat" in r.stderr.strip().splitlines()[-1]
     r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, str(tmp_path / "both"), ["--intra_ar=2", "--intra_steps=2"]))
     assert r.returncode == 2 and "--intra_ar=2 with --intra_steps=2" in r.stderr.strip().splitlines()[-1]
     assert not os.path.exists(str(tmp_path / "both" / "ar-ckpt-last.pth"))

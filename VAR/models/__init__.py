@@ -43,7 +43,7 @@ def build_vae_var(device: str | torch.device, vae_config: dict[str, Any], num_cl
                   fused_if_available: bool = True, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5,
                   init_head: float = 0.02, init_std: float = -1,
                   cond_drop_rate: float = 0.1, intra_steps: int = 1, intra_mix: float = 0.25,
-                  intra_nbr: int = 0, intra_ar: int = 0) -> tuple[VQVAE, VAR]:
+                  intra_nbr: int = 0, intra_ar: int = 0, intra_ar_fhat: int = 0) -> tuple[VQVAE, VAR]:
     """Build a frozen tokenizer from ``vae_config`` (port: upstream hard-coded its config) and VAR on it."""
     vae_local = VQVAE.from_config(vae_config, test_mode=True).to(device)
     var_wo_ddp = build_var(vae_local, device, num_classes=num_classes, depth=depth, shared_aln=shared_aln,
@@ -51,5 +51,5 @@ def build_vae_var(device: str | torch.device, vae_config: dict[str, Any], num_cl
                            fused_if_available=fused_if_available, init_adaln=init_adaln,
                            init_adaln_gamma=init_adaln_gamma, init_head=init_head, init_std=init_std,
                            cond_drop_rate=cond_drop_rate, intra_steps=intra_steps, intra_mix=intra_mix, intra_nbr=intra_nbr,
-                           intra_ar=intra_ar)
+                           intra_ar=intra_ar, intra_ar_fhat=intra_ar_fhat)
     return vae_local, var_wo_ddp

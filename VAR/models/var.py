@@ -73,6 +73,9 @@ class VAR(nn.Module):
         With ``intra_steps == 1``: draw the tokens of a scale left to right after its one transformer pass,
         each seeing the codebook vectors of the ``intra_ar`` positions before it (``models/intra_ar.py``);
         0 = upstream VAR, every token of a scale at once.
+    intra_ar_fhat : int
+        With ``intra_ar``: the head's codebook-space term also sees the coarser scales' reconstruction (the
+        upsampled f_hat fed as the scale's input) at positions i-r..i+r, r = this value; 0 = off.
     """
 
     def __init__(self, vae_local, num_classes: int = 1000, depth: int = 16, embed_dim: int = 1024,
@@ -173,7 +176,9 @@ class VAR(nn.Module):
         if self.intra_ar > 0 and self.intra_steps > 1:
             raise ValueError(f"intra_ar={intra_ar} and intra_steps={intra_steps}: choose one way of drawing the tokens "
                              "inside a scale (left to right, or in steps)")
-        self.intra_ar_fhat = int(intra_ar_fhat)
+        self.intra_ar_fhat = int(intra_ar_fhat) if self.intra_ar > 0 else 0
+        if self.intra_ar_fhat < 0:
+            raise ValueError(f"intra_ar_fhat={intra_ar_fhat} must be >= 0")
         self.intra_ar_head = ScaleARHead(self.C, self.Cvae, self.intra_ar, len(self.patch_nums),
                                          fhat_r=self.intra_ar_fhat) if self.intra_ar > 0 else None
         self.groups_per_scale = [groups_of_positions(pn, self.intra_steps) for pn in self.patch_nums]

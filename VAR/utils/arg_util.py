@@ -336,6 +336,10 @@ class Args(BaseArgs):
                         "alpha peak back (within 0.12 Hz), at about a quarter of plain VAR's CPU sampling speed "
                         "at batch 1. "
                         "With --intra_steps > 1 it must be 0")
+    intra_ar_fhat: int = arg(2, "EEG port: with --intra_ar > 0, the head's codebook-space term also sees the coarser "
+                             "bands' reconstruction at positions i-r..i+r (r = this value; 0 = off). Residual scales "
+                             "cancel part of the coarser ones; without this path samples add them up incoherently "
+                             "and come out too loud in delta/theta (benchmarks/bench_intra_steps.py)")
     intra_mix: float = arg(0.25, "fraction of training steps that use a random coarser step schedule, so that "
                            "sampling with fewer steps than --intra_steps stays in distribution")
     # ---- data geometry
@@ -378,6 +382,8 @@ class Args(BaseArgs):
             raise UserError(f"--intra_steps={self.intra_steps}: expected an integer >= 1 (1 = upstream VAR)")
         if self.intra_nbr < 0:
             raise UserError(f"--intra_nbr={self.intra_nbr}: expected a neighbour radius >= 0")
+        if self.intra_ar_fhat < 0:
+            raise UserError(f"--intra_ar_fhat={self.intra_ar_fhat}: expected a half-width >= 0 (0 = off)")
         if self.intra_ar < 0:
             raise UserError(f"--intra_ar={self.intra_ar}: expected a number of positions >= 0 (0 = off)")
         if self.intra_ar > 0 and self.intra_steps > 1:
