@@ -9,7 +9,9 @@ unchanged) and makes the draw inside a scale sequential: the logits of position 
 transformer's hidden state at i plus the codebook vectors of the ``R`` positions before it in the same
 scale, mixed by a small MLP, plus a term in codebook space: a linear prediction ``mu`` of position i's
 codebook vector from the window scores every code v by ``<c_v, mu> - w_s |c_v|^2 / 2`` (a Gaussian
-autoregression on the code vectors, shared by all codes, so it needs little data). The likelihood is exact
+autoregression on the code vectors, shared by all codes, so it needs little data); with ``fhat_r`` > 0, ``mu``
+also gets a linear function of the coarser scales' reconstruction at positions i-r..i+r, which a residual scale
+partly cancels. The likelihood is exact
 under left-to-right order; sampling costs ``sum(patch_nums)`` small steps per window on top of the
 transformer passes. Measured on eegmat: ``benchmarks/bench_intra_steps.py``; design: ``docs/design.md`` §3.
 
