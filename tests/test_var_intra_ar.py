@@ -32,6 +32,19 @@ def teacher_forced_logits(var, vae, label_B, idx_Bl):
         return var(label_B, vae.quantize.idxBl_to_var_input(idx_Bl), torch.cat(idx_Bl, dim=1))
 
 
+def guided_teacher_forced_logits(var, vae, label_B, idx_Bl, cfg):
+    """Classifier-free guidance written out on the uncached forward: per scale si, (1 + t) cond - t uncond with
+    t = cfg * si / (number of scales - 1): (B, L * G, V)."""
+    cond = teacher_forced_logits(var, vae, label_B, idx_Bl)
+    uncond = teacher_forced_logits(var, vae, torch.full_like(label_B, var.num_classes), idx_Bl)
+    out = []
+    for si in range(len(PNS)):
+        t = cfg * si / (len(PNS) - 1)
+        b, e = var.begin_ends[si]
+        out.append((1 + t) * cond[:, b * var.G:e * var.G] - t * uncond[:, b * var.G:e * var.G])
+    return torch.cat(out, dim=1)
+
+
 def test_left_window_written_out():
     torch.manual_seed(0)
     B, l, Cv, R = 2, 7, 3, 3
@@ -98,17 +111,12 @@ def test_greedy_guided_sampler_follows_the_guidance_formula():
     vae, var = make_pair(2)
     label_B = torch.tensor([1, 0])
     _, idx_Bl, _ = var.autoregressive_infer_cfg(2, label_B, g_seed=0, cfg=cfg, top_k=1, ret_stages=True)
-    cond = teacher_forced_logits(var, vae, label_B, idx_Bl)
-    uncond = teacher_forced_logits(var, vae, torch.full_like(label_B, var.num_classes), idx_Bl)
-    want = []
-    for si in range(len(PNS)):
-        t = cfg * si / (len(PNS) - 1)
-        b, e = var.begin_ends[si]
-        want.append(((1 + t) * cond[:, b:e] - t * uncond[:, b:e]).argmax(-1))
-    assert torch.equal(torch.cat(want, dim=1), torch.cat(idx_Bl, dim=1))
+    want = guided_teacher_forced_logits(var, vae, label_B, idx_Bl, cfg).argmax(-1)
+    assert torch.equal(want, torch.cat(idx_Bl, dim=1))
 
 
-@pytest.mark.parametrize("R,G,cfg,fhat", [(3, 1, 2.0, 0), (1, 1, 2.0, 0), (3, 2, 0.0, 0), (2, 1, 2.0, 1), (2, 2, 0.0, 2)])
+@pytest.mark.parametrize("R,G,cfg,fhat", [(3, 1, 2.0, 0), (1, 1, 2.0, 0), (3, 2, 0.0, 0), (2, 1, 2.0, 1),
+                                          (2, 2, 0.0, 2)])
 def test_stepper_logits_equal_the_guided_uncached_forward(R, G, cfg, fhat, monkeypatch):
     """Every logit the sampler's stepper computes, not just its argmax: sampling with every token kept
     (zero-shot keep of a given pyramid) places exactly those tokens, so the stepper's logits at each position
@@ -125,15 +133,9 @@ def test_stepper_logits_equal_the_guided_uncached_forward(R, G, cfg, fhat, monke
     keep = [torch.ones(B, pn, dtype=torch.bool) for pn in PNS]
     _, got_Bl, _ = var.autoregressive_infer_cfg(B, label_B, g_seed=0, cfg=cfg, ret_stages=True, keep_src=(idx_Bl, keep))
     assert all(torch.equal(a, b) for a, b in zip(got_Bl, idx_Bl))
-    cond = teacher_forced_logits(var, vae, label_B, idx_Bl)
-    uncond = teacher_forced_logits(var, vae, torch.full_like(label_B, var.num_classes), idx_Bl)
-    want = []
-    for si in range(len(PNS)):
-        t = cfg * si / (len(PNS) - 1)
-        b, e = var.begin_ends[si]
-        want.append((1 + t) * cond[:, b * G:e * G] - t * uncond[:, b * G:e * G] if cfg else cond[:, b * G:e * G])
-    got = torch.cat([l_BGV for l_BGV in seen], dim=1)  # positions in order, G tokens each
-    torch.testing.assert_close(got, torch.cat(want, dim=1), atol=1e-4, rtol=1e-4)
+    want = guided_teacher_forced_logits(var, vae, label_B, idx_Bl, cfg)
+    got = torch.cat(seen, dim=1)  # positions in order, G tokens each
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("top_k", [0, 3])
@@ -145,13 +147,11 @@ def test_sampled_tokens_follow_the_softmax_of_the_guided_uncached_forward(top_k)
     vae, var = make_pair(2)
     label_B = torch.arange(N) % var.num_classes
     _, idx_Bl, _ = var.autoregressive_infer_cfg(N, label_B, g_seed=0, cfg=cfg, top_k=top_k, ret_stages=True)
-    cond = teacher_forced_logits(var, vae, label_B, idx_Bl)
-    uncond = teacher_forced_logits(var, vae, torch.full_like(label_B, var.num_classes), idx_Bl)
+    guided = guided_teacher_forced_logits(var, vae, label_B, idx_Bl, cfg)
     tokens = torch.cat(idx_Bl, dim=1)
     for si in range(len(PNS)):
-        t = cfg * si / (len(PNS) - 1)
         b, e = var.begin_ends[si]
-        logits = (1 + t) * cond[:, b:e] - t * uncond[:, b:e]  # (N, pn, V)
+        logits = guided[:, b:e]  # (N, pn, V)
         if top_k:
             kth = logits.sort(-1, descending=True)[0][..., top_k - 1:top_k]
             logits = logits.masked_fill(logits < kth, -float("inf"))

@@ -38,6 +38,13 @@ def sampling_rng_and_labels(model: nn.Module, B: int, label_B: torch.Tensor | in
         label_B = torch.full((B,), fill_value=model.num_classes if label_B < 0 else label_B, device=dev)
     return rng, label_B.to(dev).long()
 
+def mask_to_top_k_(logits_BlV: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Set every logit below the row's k-th largest to -inf, in place (k >= V keeps all); returns the tensor."""
+    k = min(top_k, logits_BlV.shape[-1])
+    kth = logits_BlV.topk(k, largest=True, sorted=False, dim=-1)[0].amin(dim=-1, keepdim=True)
+    return logits_BlV.masked_fill_(logits_BlV < kth, -torch.inf)
+
+
 def sample_with_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
                              rng: torch.Generator | None = None, num_samples: int = 1) -> torch.Tensor:
     """Sample token indices after top-k / top-p filtering; ``logits_BlV`` is modified in place.
@@ -61,8 +68,7 @@ def sample_with_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int = 0, top_p: fl
     """
     B, l, V = logits_BlV.shape
     if top_k > 0:
-        kth = logits_BlV.topk(min(top_k, V), largest=True, sorted=False, dim=-1)[0].amin(dim=-1, keepdim=True)
-        logits_BlV.masked_fill_(logits_BlV < kth, -torch.inf)
+        mask_to_top_k_(logits_BlV, top_k)
     if top_p > 0:
         sorted_logits, sorted_idx = logits_BlV.sort(dim=-1, descending=False)
         sorted_idx_to_remove = sorted_logits.softmax(dim=-1).cumsum_(dim=-1) <= (1 - top_p)

@@ -36,6 +36,12 @@ def left_window(h_BlCv: torch.Tensor, R: int) -> torch.Tensor:
     return torch.cat([padded[:, R - d:R - d + l] for d in range(1, R + 1)], dim=2)
 
 
+def _book_scores(mu_XCv: torch.Tensor, book_GVd: torch.Tensor) -> torch.Tensor:
+    """``<c_v, mu>`` per group for every code, ``mu`` (..., Cv) split into the G groups' d channels: (..., G, V)."""
+    G, V, d = book_GVd.shape
+    return torch.einsum("...gd,gvd->...gv", mu_XCv.reshape(*mu_XCv.shape[:-1], G, d), book_GVd.to(mu_XCv.dtype))
+
+
 class ScaleARHead(nn.Module):
     """h_BlC (B, l, C) and the left window (B, l, R * Cv) -> h'_BlC (B, l, C), fed to VAR's output head, and
     the codebook-space logits added to that head's output (:meth:`code_logits`).
@@ -72,24 +78,21 @@ class ScaleARHead(nn.Module):
         return self.fc_fhat(torch.cat([padded[:, o:o + l] for o in range(2 * r + 1)], dim=2))
 
     def fhat_logits(self, f_BlCv: torch.Tensor, book_GVd: torch.Tensor) -> torch.Tensor:
-        """``<c_v, fhat_mu>`` for every code: (B, l, G * V)."""
-        G, V, d = book_GVd.shape
+        """``<c_v, fhat_mu>`` for every code: (B, l, G * V) (the sampler's per-position constant)."""
         B, l = f_BlCv.shape[:2]
-        mu = self.fhat_mu(f_BlCv).view(B, l, G, d)
-        return torch.einsum("blgd,gvd->blgv", mu, book_GVd.to(mu.dtype)).reshape(B, l, G * V)
+        return _book_scores(self.fhat_mu(f_BlCv), book_GVd).reshape(B, l, -1)
 
-    def code_logits(self, win_BlX: torch.Tensor, book_GVd: torch.Tensor, si: int) -> torch.Tensor:
+    def code_logits(self, win_BlX: torch.Tensor, book_GVd: torch.Tensor, si: int,
+                    f_BlCv: torch.Tensor | None = None) -> torch.Tensor:
         """``<c_v, mu> - w_si |c_v|^2 / 2`` for every code of scale ``si``'s codebooks (G, V, d):
-        (B, l, G * V); ``mu`` = ``fc_code(window)`` split into the G groups' d = Cv / G channels."""
+        (B, l, G * V); ``mu`` = ``fc_code(window)`` (plus :meth:`fhat_mu` of the coarser reconstruction
+        ``f_BlCv`` when given) split into the G groups' d = Cv / G channels."""
         B, l = win_BlX.shape[:2]
-        return self.code_logits_from_mu(self.fc_code(win_BlX), book_GVd, si).reshape(B, l, -1)
-
-    def code_logits_from_mu(self, mu_XCv: torch.Tensor, book_GVd: torch.Tensor, si: int) -> torch.Tensor:
-        """:meth:`code_logits` given ``mu`` (..., Cv): (..., G, V)."""
-        G, V, d = book_GVd.shape
-        book = book_GVd.to(mu_XCv.dtype)
-        mu_XGd = mu_XCv.reshape(*mu_XCv.shape[:-1], G, d)
-        return torch.einsum("...gd,gvd->...gv", mu_XGd, book) - 0.5 * self.norm_w[si] * book.square().sum(-1)
+        mu = self.fc_code(win_BlX)
+        if f_BlCv is not None:
+            mu = mu + self.fhat_mu(f_BlCv)
+        book = book_GVd.to(mu.dtype)
+        return (_book_scores(mu, book) - 0.5 * self.norm_w[si] * book.square().sum(-1)).reshape(B, l, -1)
 
     def oldest_first_weight(self) -> torch.Tensor:
         """``fc1_w`` and ``fc_code`` stacked, (hidden + Cv, R * Cv), for a window laid out oldest first
@@ -101,12 +104,8 @@ class ScaleARHead(nn.Module):
         """The window-free part of the first layer: (B, l, hidden)."""
         return self.fc1_h(F.layer_norm(h_BlC, (self.C,)))
 
-    def finish(self, h_BlC: torch.Tensor, a_BlH: torch.Tensor, w_BlH: torch.Tensor) -> torch.Tensor:
-        """``forward`` given ``a_BlH = project_h(h_BlC)`` and ``w_BlH = fc1_w(window)``."""
-        return h_BlC + self.fc2(F.gelu(a_BlH + w_BlH))
-
     def forward(self, h_BlC: torch.Tensor, win_BlX: torch.Tensor) -> torch.Tensor:
-        return self.finish(h_BlC, self.project_h(h_BlC), self.fc1_w(win_BlX.to(h_BlC.dtype)))
+        return h_BlC + self.fc2(F.gelu(self.project_h(h_BlC) + self.fc1_w(win_BlX.to(h_BlC.dtype))))
 
 
 class ScaleStepper:

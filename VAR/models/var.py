@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from models.basic_var import AdaLNBeforeHead, AdaLNSelfAttn
-from models.helpers import gumbel_softmax_with_rng, sample_with_top_k_top_p_, sampling_rng_and_labels
+from models.helpers import gumbel_softmax_with_rng, mask_to_top_k_, sample_with_top_k_top_p_, sampling_rng_and_labels
 from models.intra_ar import ScaleARHead, ScaleStepper, left_window
 from models.intra_scale import CONTENT, QUERY, TokenAttrs, attend_bias, check_steps, chunk_bounds as _chunks, \
     chunk_of_groups, groups_of_positions, neighbour_features
@@ -346,8 +346,7 @@ class VAR(nn.Module):
                             out = given_BlG[:, pq]
                         elif noised is not None:  # Gumbel-max: argmax(logits + Gumbel noise) ~ softmax(logits)
                             if top_k > 0:  # the same draw restricted to the k most likely codes
-                                kth = logits_BlV.topk(min(top_k, V), dim=-1, sorted=False)[0].amin(-1, keepdim=True)
-                                logits_BlV = logits_BlV.masked_fill(logits_BlV < kth, -torch.inf)
+                                logits_BlV = mask_to_top_k_(logits_BlV, top_k)
                             out = (logits_BlV + noised).argmax(dim=-1).view(B, n_, G)
                         elif not more_smooth:
                             out = sample_with_top_k_top_p_(logits_BlV, rng=rng, top_k=top_k, top_p=top_p,
@@ -370,13 +369,11 @@ class VAR(nn.Module):
                         gumbel = not (top_p > 0 or more_smooth)
                         noise = -torch.empty(B, pn, G, V, device=dev).exponential_(generator=rng).log() \
                             if gumbel else None
-                        extra = None
-                        if self.intra_ar_fhat > 0:
-                            extra = self.intra_ar_head.fhat_logits(coarse_BlCv, quant.codebook_GVd(si).detach().float())
+                        book_GVd = quant.codebook_GVd(si).detach().float()
+                        extra = self.intra_ar_head.fhat_logits(coarse_BlCv, book_GVd) if self.intra_ar_fhat > 0 else None
                         step = ScaleStepper(self.intra_ar_head, x[:, -n:].float(), self.head_nm,
-                                            self.head_nm.modulation(cond_BD), self.head,
-                                            quant.codebook_GVd(si).detach(), si, B, cfg * ratio if use_cfg else None,
-                                            extra)
+                                            self.head_nm.modulation(cond_BD), self.head, book_GVd, si, B,
+                                            cfg * ratio if use_cfg else None, extra)
                         noise_l = [None] * pn if noise is None else noise.unbind(1)
                         for i in range(pn):
                             tok_BG = draw(step.logits(i), pq[i:i + 1], guided=True, noised=noise_l[i])[:, 0]
@@ -396,7 +393,7 @@ class VAR(nn.Module):
                 if si != self.num_stages_minus_1:
                     coarse_BlCv = next_BCl.transpose(1, 2).float()
                     ed = self.begin_ends[si + 1]
-                    next_token_map = self.word_embed(next_BCl.transpose(1, 2).float()) + lvl_pos[:, ed[0]:ed[1]]
+                    next_token_map = self.word_embed(coarse_BlCv) + lvl_pos[:, ed[0]:ed[1]]
                     if use_cfg:
                         next_token_map = next_token_map.repeat(2, 1, 1)
         finally:
@@ -478,15 +475,14 @@ class VAR(nn.Module):
         logits = self.get_logits(h_BLC, cond_BD)
         if self.intra_ar_head is not None:
             quant = self.vae_quant_proxy[0]
-            logits = logits + torch.cat([self.intra_ar_head.code_logits(win[:, b:e], quant.codebook_GVd(si).detach().float(), si)
-                                         for si, (b, e) in enumerate(self.begin_ends[:n_sc])], dim=1)
+            f_BLCv = None
             if self.intra_ar_fhat > 0:  # the coarser reconstruction at each position, as fed to the transformer
                 coarse = x_BLCv_wo_first_l.float() if (self.prog_si != 0 and x_BLCv_wo_first_l is not None) \
                     else h_BLC.new_zeros(B, ed - self.first_l, self.Cvae)
                 f_BLCv = torch.cat((h_BLC.new_zeros(B, self.first_l, self.Cvae), coarse[:, :ed - self.first_l]), dim=1)
-                logits = logits + torch.cat([self.intra_ar_head.fhat_logits(
-                    f_BLCv[:, b:e], quant.codebook_GVd(si).detach().float()) for si, (b, e) in
-                    enumerate(self.begin_ends[:n_sc])], dim=1)
+            logits = logits + torch.cat([self.intra_ar_head.code_logits(
+                win[:, b:e], quant.codebook_GVd(si).detach().float(), si, None if f_BLCv is None else f_BLCv[:, b:e])
+                for si, (b, e) in enumerate(self.begin_ends[:n_sc])], dim=1)
         if self.prog_si == 0:
             # keep word_embed in the graph (DDP runs with find_unused_parameters=False)
             logits[0, 0, 0] += self.word_embed.weight[0, 0] * 0 + self.word_embed.bias[0] * 0
