@@ -115,27 +115,75 @@ def test_greedy_guided_sampler_follows_the_guidance_formula():
     assert torch.equal(want, torch.cat(idx_Bl, dim=1))
 
 
+@pytest.mark.parametrize("B", [2, 1])
+@pytest.mark.parametrize("table", [True, False])
 @pytest.mark.parametrize("R,G,cfg,fhat", [(3, 1, 2.0, 0), (1, 1, 2.0, 0), (3, 2, 0.0, 0), (2, 1, 2.0, 1),
-                                          (2, 2, 0.0, 2)])
-def test_stepper_logits_equal_the_guided_uncached_forward(R, G, cfg, fhat, monkeypatch):
+                                          (2, 2, 0.0, 2), (2, 1, 0.0, 1)])
+def test_stepper_logits_equal_the_guided_uncached_forward(R, G, cfg, fhat, table, B, monkeypatch):
     """Every logit the sampler's stepper computes, not just its argmax: sampling with every token kept
-    (zero-shot keep of a given pyramid) places exactly those tokens, so the stepper's logits at each position
-    must equal the guided teacher-forced logits of that pyramid, written out."""
-    from models import intra_ar
+    (zero-shot keep of a given pyramid) places exactly those tokens, so the stepper's logits at each position,
+    less the Gumbel noise it was given, must equal the guided teacher-forced logits of that pyramid, written
+    out. Both ways of reading the window (the push table and the window matmul), and one sample, where AdaLN
+    and the guidance mix are folded into the output head."""
     vae, var = make_pair(R, G, fhat=fhat)
-    B = 2
+    if not table:
+        monkeypatch.setattr(var.intra_ar_head, "TABLE_MAX_BYTES", 0)
     torch.manual_seed(5)
     idx_Bl = [torch.randint(0, 16, (B, pn * G)) for pn in PNS]
+    label_B = torch.tensor([2, 0])[:B]
+    got = stepper_logits(var, idx_Bl, label_B, cfg, table, monkeypatch)
+    want = guided_teacher_forced_logits(var, vae, label_B, idx_Bl, cfg)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_stepper_follows_weights_changed_after_sampling(monkeypatch):
+    """The sampler caches its push tables; changing the head's window weights or the codebook in place (an
+    optimizer step, a ``.data`` write) must change what it computes."""
+    vae, var = make_pair(2, fhat=1)
+    B, cfg = 2, 1.5
+    torch.manual_seed(5)
+    idx_Bl = [torch.randint(0, 16, (B, pn)) for pn in PNS]
     label_B = torch.tensor([2, 0])
+    head = var.intra_ar_head
+
+    def in_place_step():
+        with torch.no_grad():
+            head.fc1_w.weight.mul_(-1.5)
+
+    def data_writes():
+        head.fc_code.weight.data.add_(0.3)
+        vae.quantize.embedding.weight.data.mul_(1.2)
+
+    for change in (in_place_step, data_writes):
+        stepper_logits(var, idx_Bl, label_B, cfg, True, monkeypatch)
+        change()
+        got = stepper_logits(var, idx_Bl, label_B, cfg, True, monkeypatch)
+        want = guided_teacher_forced_logits(var, vae, label_B, idx_Bl, cfg)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4, msg=lambda m: f"after {change.__name__}: {m}")
+
+
+def stepper_logits(var, idx_Bl, label_B, cfg, table, monkeypatch):
+    """The stepper's logits, less the Gumbel noise folded into them, while sampling keeps the pyramid ``idx_Bl``
+    (every token given): (B, L * G, V)."""
+    from models import intra_ar
+    B, G = label_B.shape[0], var.G
     seen = []
-    original = intra_ar.ScaleStepper.logits
-    monkeypatch.setattr(intra_ar.ScaleStepper, "logits", lambda self, i: seen.append(original(self, i)) or seen[-1])
+    init, logits = intra_ar.ScaleStepper.__init__, intra_ar.ScaleStepper.logits
+
+    def init_keeping_noise(self, *a, **kw):
+        init(self, *a, **kw)
+        assert (self.table is not None) == table
+        noise = a[10] if len(a) > 10 else kw.get("noise_BlX")
+        self.test_noise = noise.view(B, -1, G, var.V).unbind(1)
+
+    monkeypatch.setattr(intra_ar.ScaleStepper, "__init__", init_keeping_noise)
+    monkeypatch.setattr(intra_ar.ScaleStepper, "logits",
+                        lambda self, i: seen.append(logits(self, i) - self.test_noise[i]) or seen[-1])
     keep = [torch.ones(B, pn, dtype=torch.bool) for pn in PNS]
     _, got_Bl, _ = var.autoregressive_infer_cfg(B, label_B, g_seed=0, cfg=cfg, ret_stages=True, keep_src=(idx_Bl, keep))
     assert all(torch.equal(a, b) for a, b in zip(got_Bl, idx_Bl))
-    want = guided_teacher_forced_logits(var, vae, label_B, idx_Bl, cfg)
-    got = torch.cat(seen, dim=1)  # positions in order, G tokens each
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    monkeypatch.undo()
+    return torch.cat(seen, dim=1).view(B, -1, var.V)  # positions in order, G tokens each
 
 
 @pytest.mark.parametrize("top_k", [0, 3])

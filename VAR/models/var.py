@@ -369,16 +369,26 @@ class VAR(nn.Module):
                         gumbel = not (top_p > 0 or more_smooth)
                         noise = -torch.empty(B, pn, G, V, device=dev).exponential_(generator=rng).log() \
                             if gumbel else None
+                        folded = gumbel and top_k <= 0  # the noise joins the stepper's constants: argmax is the draw
                         book_GVd = quant.codebook_GVd(si).detach().float()
                         extra = self.intra_ar_head.fhat_logits(coarse_BlCv, book_GVd) if self.intra_ar_fhat > 0 else None
                         step = ScaleStepper(self.intra_ar_head, x[:, -n:].float(), self.head_nm,
                                             self.head_nm.modulation(cond_BD), self.head, book_GVd, si, B,
-                                            cfg * ratio if use_cfg else None, extra)
-                        noise_l = [None] * pn if noise is None else noise.unbind(1)
+                                            cfg * ratio if use_cfg else None, extra,
+                                            noise.view(B, pn, G * V) if folded else None)
+                        noise_l = [None] * pn if noise is None or folded else noise.unbind(1)
+                        keep_l = keep_Bl.unbind(1) if keep_src is not None else None
+                        toks = []
                         for i in range(pn):
-                            tok_BG = draw(step.logits(i), pq[i:i + 1], guided=True, noised=noise_l[i])[:, 0]
-                            idx_BlG[:, i] = tok_BG
+                            if folded:
+                                tok_BG = step.logits(i).argmax(dim=-1)
+                                if keep_l is not None:
+                                    tok_BG = torch.where(keep_l[i][:, None], src_BlG[:, i], tok_BG)
+                            else:
+                                tok_BG = draw(step.logits(i), pq[i:i + 1], guided=True, noised=noise_l[i])[:, 0]
+                            toks.append(tok_BG)
                             step.place(i, tok_BG)
+                        idx_BlG[:] = torch.stack(toks, dim=1)
                     prev_pos = pos_q
                 idx_Bl = idx_BlG.view(B, pn * G)
                 if soft_BlGV is not None and keep_src is None:
