@@ -221,6 +221,7 @@ class ScaleStepper:
         self.rowH_l = [r[:, :H] for r in self.row_l]
         self.rowV_l = [r[:, H:] for r in self.row_l]
         self.offs_G = torch.arange(G, device=book.device) * V
+        self.one_row = B * G == 1 and book.device.type == "cpu"  # place by a view of one table row (int() syncs a GPU)
         use_table = head.table_fits(V * G) if tables is None else tables
         if use_table:
             self.table = head.push_table(book_GVd, si)  # (G * V, R, X)
@@ -259,7 +260,7 @@ class ScaleStepper:
         flat = (tok_BG + self.offs_G).view(-1) if self.G > 1 else tok_BG.view(-1)
         if self.table is None:
             self.slot_l[i].copy_(self.book_X.index_select(0, flat).view(self.B, -1))
-        elif self.B * self.G == 1:  # a view of the row, no gather
+        elif self.one_row:
             self.next_l[i].add_(self.table[int(flat)])
         else:
             rows = self.table.index_select(0, flat)  # (B * G, R, X)
