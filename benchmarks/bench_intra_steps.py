@@ -12,7 +12,9 @@ reports, each beside its floor:
 3. C2ST AUC (utils/eeg_c2st.py) of generated vs reconstructed validation windows, beside the floor and beside
    phase-randomised reconstructed training windows;
 4. sampling speed at batch 1 and 32 for every step schedule, against the next-token baseline (random
-   weights, same depth) in the same run.
+   weights, same depth) in the same run;
+5. window-to-window spread of band power of the samples, beside real and reconstructed windows (across
+   recordings, and inside one recording).
 """
 from __future__ import annotations
 
@@ -293,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     os.makedirs(args.runs_dir, exist_ok=True)
     from utils.eeg_baselines import phase_randomize
     from utils.eeg_c2st import c2st_auc
-    from utils.eeg_metrics import mean_psd_db, spectral_shape
+    from utils.eeg_bands import DEFAULT_BANDS, band_names
+    from utils.eeg_metrics import band_power_spread, mean_psd_db, spectral_shape
     from models.ar_baseline import build_ar_baseline
     from vae_checkpoint import load_vae
 
@@ -331,6 +334,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     real_vs_rec = {"per_class": {int(c): spectral_shape(x_va[lab_va == c], rec_va[lab_va == c], sfreq, edges)
                                  for c in classes}}
     real_vs_rec.update(summarise(real_vs_rec["per_class"]))
+    # window-to-window spread of band power: the references a sample's spread is read against
+    spread = {"real val": band_power_spread(x_va, sfreq, lab_va, f_max=45.0),
+              "reconstructed val": band_power_spread(rec_va, sfreq, lab_va, f_max=45.0),
+              "reconstructed train": band_power_spread(rec_tr, sfreq, lab_tr, f_max=45.0),
+              "reconstructed train, inside one recording": band_power_spread(rec_tr, sfreq, lab_tr, groups_tr,
+                                                                             f_max=45.0)}
 
     labels = [c for c in classes for _ in range(args.n_per_class)]
     gen_lab = np.asarray(labels)
@@ -355,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             q_tr = quality(gen, gen_lab, rec_tr, lab_tr, sfreq, edges, groups_tr)
             q["vs_train"] = {k_: q_tr[k_] for k_ in ("mean_abs_db", "alpha_hz_err", "alpha_prom_err_db",
                                                      "max_edge_step_db", "c2st_auc")}
+            q["band_power_spread"] = band_power_spread(gen, sfreq, gen_lab, f_max=45.0).tolist()
             q["sample_seconds"] = time.time() - t0
             q["windows_per_s"] = {B: sampling_speed(var, B, args.cfg, args.speed_repeats, intra_steps=s, top_k=k)
                                   for B in (1, 32)}
@@ -381,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
            "n_train": len(x_tr), "n_val": len(x_va), "depth": args.depth, "ep": args.ep, "cfg": args.cfg,
            "intra_nbr": args.intra_nbr,
            "floor": floor, "real_vs_reconstructed": real_vs_rec, "rows": rows,
+           "band_power_spread": {k: v.tolist() for k, v in spread.items()},
+           "spread_bands": list(band_names(DEFAULT_BANDS)),
            "ar_windows_per_s": ar_speed, "patch_nums": list(var0.patch_nums), "figure": os.path.basename(png),
            "figure_parts": os.path.basename(png_parts)}
     res["report"] = build_report(res)
@@ -427,6 +439,9 @@ def build_report(res: dict) -> dict:
         counts = n
     for name, key in (("unigram", "unigram"), ("same-scale left-neighbour bigram", "left_bigram")):
         nll_rows.append([name] + [round(v, 0) for v in counts[key]] + [round(sum(counts[key]), 0)])
+    spread_rows = [[row_label(r)] + [round(v, 3) for v in r["band_power_spread"]]
+                   for r in res["rows"].values() if "band_power_spread" in r]
+    spread_rows += [[name] + [round(v, 3) for v in vals] for name, vals in res.get("band_power_spread", {}).items()]
     budget = "; ".join(f"{model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_fhat', 0))}: {r['train']['wall_seconds'] / 60:.0f} min"
                        for r in res["rows"].values() if r.get("train", {}).get("wall_seconds"))
     rep = {
@@ -450,7 +465,11 @@ def build_report(res: dict) -> dict:
                    {"title": "Validation NLL per scale (bits/window), exact under each model's order; count "
                              "models fitted on the training tokens below",
                     "columns": ["model"] + [f"scale {i}" for i in range(len(res["patch_nums"]))] + ["total"],
-                    "rows": nll_rows}],
+                    "rows": nll_rows},
+                   {"title": "Window-to-window spread of band power: standard deviation of log10 band power over "
+                             "the windows of one class, mean over channels and classes (samples that vary less than "
+                             "real windows are too alike)",
+                    "columns": ["windows"] + list(res.get("spread_bands", [])), "rows": spread_rows}],
         "figures": [{"title": "Mean PSD per class", "path": res["figure"]}]
         + ([{"title": "What each scale adds (mean PSD of stage k minus stage k-1)", "path": res["figure_parts"]}]
            if res.get("figure_parts") else []),

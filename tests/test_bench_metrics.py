@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from utils.eeg_c2st import c2st_auc, group_folds, roc_auc
-from utils.eeg_metrics import (band_powers, channel_corr_distance, clip_bands, log_spectral_distance, mse,
+from utils.eeg_metrics import (band_power_spread, band_powers, channel_corr_distance, clip_bands, log_spectral_distance, mse,
                                psd_band_error_db, snr_db, welch_psd)
 from utils.errors import UserError
 
@@ -125,3 +125,24 @@ def test_spectral_shape_known_answers(rng):
     assert shape["alpha_hz_ref"] == shape["alpha_hz_est"] == 10.0
     assert all(abs(v) < 1e-9 for v in shape["edge_step_db"].values())
     assert set(shape["edge_step_db"]) == {"4", "8", "13", "30"}
+
+
+def test_band_power_spread_recovers_known_window_gains(rng):
+    """White noise scaled per window by 10^(s z / 2), z ~ N(0, 1): log10 band power varies by s from window to
+    window (written out: log10(g^2 P) = s z + log10 P), plus a little Welch estimation noise. Inside groups that
+    share one gain the spread is the estimation noise alone; two classes with different gain spreads average."""
+    N, C, T, sf, s = 400, 3, 500, 100.0, 0.3
+    z = rng.standard_normal(N)
+    groups = np.repeat(np.arange(N // 20), 20)
+    z_group = rng.standard_normal(N // 20)[groups]
+    noise = rng.standard_normal((N, C, T))
+    spread = band_power_spread(noise * 10 ** (s * z / 2)[:, None, None], sf, f_max=45.0)
+    est_noise = band_power_spread(noise, sf, f_max=45.0)  # estimation noise alone (~0.06 for 1-s segments)
+    np.testing.assert_allclose(spread, np.sqrt(s ** 2 + est_noise ** 2), rtol=0.12)
+    within = band_power_spread(noise * 10 ** (s * z_group / 2)[:, None, None], sf, groups_N=groups, f_max=45.0)
+    np.testing.assert_allclose(within, est_noise * np.sqrt(19 / 20), rtol=0.12)
+    labels = np.arange(N) % 2
+    two = band_power_spread(noise * 10 ** (np.where(labels == 0, s, 2 * s) * z / 2)[:, None, None], sf, labels, f_max=45.0)
+    np.testing.assert_allclose(two, (np.sqrt(s ** 2 + est_noise ** 2) + np.sqrt(4 * s ** 2 + est_noise ** 2)) / 2, rtol=0.12)
+    with pytest.raises(UserError, match="400 windows but 3 labels"):
+        band_power_spread(noise, sf, labels_N=np.zeros(3))

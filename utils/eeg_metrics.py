@@ -8,6 +8,7 @@ Every input is in µV; arrays are ``x_NCT`` (windows, channels, time) unless a d
 - Spectra: :func:`welch_psd` (the full PSD curve for plots), :func:`band_powers`,
   :func:`psd_band_error_db` (per-band ``|10 log10(P_gen / P_real)|``).
 - Spatial structure: :func:`channel_correlation`, :func:`channel_corr_distance`.
+- Variety: :func:`band_power_spread` (how much band power varies from window to window).
 
 The classifier two-sample test lives in :mod:`utils.eeg_c2st`.
 """
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["snr_db", "mse", "welch_psd", "band_powers", "psd_band_error_db", "channel_correlation",
            "channel_corr_distance", "log_spectral_distance", "clip_bands", "mean_psd_db", "alpha_peak", "edge_drop_db",
-           "spectral_shape"]
+           "spectral_shape", "band_power_spread"]
 
 
 def _as_float(x: np.ndarray, name: str) -> np.ndarray:
@@ -323,3 +324,36 @@ def spectral_shape(ref_NCT: np.ndarray, est_NCT: np.ndarray, sfreq: float, edges
     return {"mean_abs_db": float(np.mean(np.abs(e1[sel] - r1[sel]))),
             "alpha_hz_ref": a_r, "alpha_hz_est": a_e, "alpha_prom_db_ref": p_r, "alpha_prom_db_est": p_e,
             "edge_step_db": {f"{e:g}": edge_drop_db(f1, e1, e) - edge_drop_db(f1, r1, e) for e in edges}}
+
+
+def band_power_spread(x_NCT: np.ndarray, sfreq: float, labels_N: np.ndarray | None = None,
+                      groups_N: np.ndarray | None = None, bands: Iterable[Sequence[float]] = DEFAULT_BANDS,
+                      f_max: float | None = None) -> np.ndarray:
+    """How much band power varies from window to window: per band, the standard deviation over windows of
+    log10 band power (1-s Welch segments), per channel, then averaged over channels (and over classes: windows
+    of different ``labels_N`` are not compared). With ``groups_N`` (e.g. the recording of each window) each
+    group's mean is removed first: the spread inside a recording. Returns (K,) in log10 units (x10 for dB).
+
+    Generated windows whose spread is below the real windows' are too alike; a spread that matches the real
+    windows inside one recording but not across recordings is what a model that draws "an average subject" gives.
+    """
+    x = _as_NCT(x_NCT, "x_NCT")
+    N = x.shape[0]
+    labels = np.zeros(N, dtype=int) if labels_N is None else np.asarray(labels_N)
+    if len(labels) != N or (groups_N is not None and len(groups_N) != N):
+        raise UserError(f"band_power_spread: {N} windows but {len(labels)} labels"
+                        + ("" if groups_N is None else f" and {len(groups_N)} groups"))
+    bands_K2 = validate_bands(bands, sfreq)
+    if f_max is not None:
+        bands_K2 = clip_bands(bands_K2, f_max)
+    f, p_NCF = welch_psd(x, sfreq, nperseg=int(min(x.shape[-1], round(float(sfreq)))), average=False)
+    lp_NCK = np.log10(np.maximum(band_powers(f, p_NCF, bands_K2), 1e-30))
+    if groups_N is not None:
+        groups = np.asarray(groups_N)
+        lp_NCK = lp_NCK.copy()
+        for g in np.unique(groups):
+            lp_NCK[groups == g] -= lp_NCK[groups == g].mean(0)
+    per_class = [lp_NCK[labels == c].std(0).mean(0) for c in np.unique(labels) if (labels == c).sum() > 1]
+    if not per_class:
+        raise UserError("band_power_spread needs at least two windows of one class")
+    return np.mean(per_class, axis=0)
