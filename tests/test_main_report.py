@@ -125,3 +125,28 @@ def test_missing_run_folder_is_a_one_line_error(tmp_path):
         report_main([str(tmp_path / "nope")])
     with pytest.raises(UserError, match="no dataset"):
         report_main([str(tmp_path)])
+
+
+def _spread_scipy(x_NCT, lo, hi):
+    """log10 band power per window and channel from scipy's Welch (1-s Hann segments, half overlap), its standard
+    deviation over windows, mean over channels."""
+    f, p = welch(x_NCT, fs=100.0, nperseg=100, axis=-1)
+    sel = (f >= lo) & (f < hi)
+    return np.log10(p[..., sel].sum(-1) * (f[1] - f[0])).std(0).mean()
+
+
+def test_band_power_spread_matches_scipy_and_ignores_amplitude(run_dir):
+    """The samples are the training windows at twice the amplitude: their spread equals the training windows'
+    (a gain shifts every log power by the same amount); both, and the validation windows', match scipy."""
+    s = run_dir["nums"]["samples"]
+    for c, cname in enumerate(["low", "high"]):
+        row = s["per_class"][cname]
+        val = run_dir["val"][run_dir["val_lab"] == c, -1]
+        train = run_dir["train"][run_dir["train_lab"] == c, -1]
+        for name, (lo, hi) in zip(["delta", "theta", "alpha", "beta", "gamma"], BANDS):
+            assert row["generated"]["band_power_spread"][name] == pytest.approx(
+                row["real train (floor)"]["band_power_spread"][name], rel=1e-9)
+            assert row["real train (floor)"]["band_power_spread"][name] == pytest.approx(_spread_scipy(train, lo, hi), rel=1e-6)
+            assert s["val_band_power_spread"][cname][name] == pytest.approx(_spread_scipy(val, lo, hi), rel=1e-6)
+    assert "band-power spread" in format_terminal(run_dir["nums"])
+    assert "spread" in open(run_dir["path"]).read()

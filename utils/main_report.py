@@ -42,7 +42,7 @@ from .eeg_baselines import fill_gap_linear, phase_randomize
 from .eeg_c2st import c2st_auc
 from .eeg_codec import stage_codec_snr
 from .eeg_dataset import EEGWindowDataset
-from .eeg_metrics import psd_band_error_db, snr_db, welch_psd
+from .eeg_metrics import band_power_spread, psd_band_error_db, snr_db, welch_psd
 from .errors import UserError
 
 PROG = "python -m utils.main_report"
@@ -129,9 +129,10 @@ def sample_numbers(gen_NCT: np.ndarray, gen_labels: np.ndarray, val_NCT: np.ndar
                    val_groups: np.ndarray, train_NCT: np.ndarray, train_labels: np.ndarray,
                    train_groups: np.ndarray, sfreq: float, bands, class_names: Sequence[str]) -> dict:
     """Per class: per-band PSD error (dB) and C2ST AUC of generated, real-training (floor) and phase-randomised
-    windows, each against the real validation windows of that class."""
+    windows, each against the real validation windows of that class, and each set's window-to-window spread of
+    band power beside the validation windows' own."""
     f_max = min(PSD_F_MAX, sfreq / 2)
-    per_class = {}
+    per_class, spread_val = {}, {}
     for c, name in enumerate(class_names):
         val, gen, tr = val_NCT[val_labels == c], gen_NCT[gen_labels == c], train_NCT[train_labels == c]
         if len(val) < 2 or len(gen) < 2 or len(tr) < 2:
@@ -145,9 +146,16 @@ def sample_numbers(gen_NCT: np.ndarray, gen_labels: np.ndarray, val_NCT: np.ndar
             err = psd_band_error_db(val, x, sfreq, bands, f_max=f_max)
             auc = c2st_auc(val, x, sfreq, groups_a=g_val, groups_b=groups, bands=bands, f_max=f_max).auc
             row[kind] = {"psd_error_db": err, "max_psd_error_db": max(err.values()), "c2st_auc": auc,
-                         "n": int(len(x))}
+                         "band_power_spread": _spread(x, sfreq, bands, f_max, list(err)), "n": int(len(x))}
         per_class[name] = row
-    return {"per_class": per_class, "f_max_hz": f_max, "n_val": int(len(val_NCT)), "n_generated": int(len(gen_NCT))}
+        spread_val[name] = _spread(val, sfreq, bands, f_max, list(err))
+    return {"per_class": per_class, "val_band_power_spread": spread_val, "f_max_hz": f_max,
+            "n_val": int(len(val_NCT)), "n_generated": int(len(gen_NCT))}
+
+
+def _spread(x_NCT: np.ndarray, sfreq: float, bands, f_max: float, names: Sequence[str]) -> dict:
+    """Window-to-window spread of log10 band power per band (see ``band_power_spread``)."""
+    return dict(zip(names, band_power_spread(x_NCT, sfreq, bands=bands, f_max=f_max).tolist()))
 
 
 def gap_numbers(gap: dict | None) -> dict | None:
@@ -225,6 +233,12 @@ def headline(nums: dict) -> list[tuple[str, str, str, str]]:
             rows.append((f"samples ({cname}): C2ST AUC", f"{g['c2st_auc']:.2f}",
                          f"{f['c2st_auc']:.2f} (floor), {ph['c2st_auc']:.2f} (phase-randomised)",
                          "0.5 = indistinguishable"))
+            ref = s.get("val_band_power_spread", {}).get(cname)
+            if ref and "band_power_spread" in g:
+                ratio = lambda q: float(np.mean([q[b] / ref[b] for b in ref]))  # noqa: E731
+                rows.append((f"samples ({cname}): band-power spread", f"{ratio(g['band_power_spread']):.2f} x val",
+                             f"{ratio(f['band_power_spread']):.2f} x val (real train)",
+                             "1 = varies as much from window to window as real validation windows"))
     z = nums.get("zero_shot")
     if z:
         rows.append((f"zero-shot: SNR in a {z['gap_sec']:g}-s gap", f"{z['var_snr_db']:.2f} dB",
@@ -491,6 +505,18 @@ def write_html(path: str, nums: dict, figs: dict[str, str | None]) -> None:
                             + [round(q["c2st_auc"], 3)])
         first = next(iter(smp["per_class"].values()))["generated"]["psd_error_db"]
         parts.append(_table(["class", "windows", "n"] + [f"{b} dB" for b in first] + ["C2ST AUC"], rows))
+        spread_rows = []
+        for cname, row in smp["per_class"].items():
+            ref = smp.get("val_band_power_spread", {}).get(cname)
+            if ref:
+                spread_rows.append([cname, "real val"] + [round(v, 3) for v in ref.values()])
+            spread_rows += [[cname, kind] + [round(v, 3) for v in q["band_power_spread"].values()]
+                            for kind, q in row.items() if "band_power_spread" in q]
+        if spread_rows:
+            parts.append(_table(["class", "windows"] + [f"{b} spread" for b in first], spread_rows))
+            parts.append("<p>Spread = standard deviation over windows of log10 band power, mean over channels: how "
+                         "much band power varies from window to window. Samples below the real windows' spread are "
+                         "too alike.</p>")
         parts.append(f"<p>PSD error = |10 log10(P / P_real val)| per band (Welch, mean over windows and channels, "
                      f"bands clipped at {smp['f_max_hz']:g} Hz). The real training windows of the same class give the "
                      "floor: how far two sets of real EEG from different people already differ.</p>")
