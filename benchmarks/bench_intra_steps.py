@@ -15,6 +15,11 @@ reports, each beside its floor:
    weights, same depth) in the same run;
 5. window-to-window spread of band power of the samples, beside real and reconstructed windows (across
    recordings, and inside one recording).
+
+``--level-clusters K`` adds a probe: the coarse-path model conditioned on class x one of K clusters of the
+window's band levels (its classes are the level clusters of each task class; samples draw the cluster from its
+training frequency), to see what a global per-window level latent would give. Its NLL is conditional on the
+validation windows' clusters, so it stays out of the NLL table.
 """
 from __future__ import annotations
 
@@ -52,6 +57,10 @@ def build_parser():
     p.add_argument("--intra-ar-fhat", type=int, default=2, help="also train the --intra-ar model whose code term sees "
                    "the coarser reconstruction at positions i-r..i+r (model AR<R>F<r>; VAR/train.py "
                    "--intra_ar_fhat; 0 = not)")
+    p.add_argument("--level-clusters", type=int, default=0, help="also train the coarse-path model conditioned on "
+                   "a per-window level: class x one of K clusters of the window's channel-mean log band powers "
+                   "(k-means on the training reconstructions); samples draw the cluster from its training frequency "
+                   "(a probe of a global level latent; 0 = not)")
     p.add_argument("--depth", type=int, default=2, help="VAR depth (2: a 2-core CPU trains both models in under an "
                    "hour; a depth-4 step at batch 32 takes ~10x longer)")
     p.add_argument("--ep", type=int, default=3, help="VAR epochs")
@@ -69,7 +78,7 @@ def build_parser():
 
 
 def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
-              y_va: torch.Tensor, out: str, R: int = 0, fhat: int = 0):
+              y_va: torch.Tensor, out: str, R: int = 0, fhat: int = 0, extra_settings: dict | None = None):
     """Train VAR --intra_steps=S (or --intra_ar=R) in this process on pre-tokenised windows (bench_generation's loop: AdamW,
     warm-up then linear decay, lowest validation NLL kept), or load the saved result of the same settings."""
     from benchmarks.bench_generation import train_model
@@ -83,6 +92,7 @@ def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: tor
         settings["intra_ar"] = R
     if fhat:
         settings["intra_ar_fhat"] = fhat
+    settings.update(extra_settings or {})
     torch.manual_seed(0)
     var = build_var(vae, "cpu", num_classes=num_classes, depth=args.depth, init_adaln_gamma=1e-3, intra_steps=S, intra_nbr=nbr,
                     intra_ar=R, intra_ar_fhat=fhat, cond_drop_rate=0.1 if num_classes > 1 else 0.0)
@@ -146,6 +156,31 @@ def count_model_bits(toks_tr: list[np.ndarray], toks_va: list[np.ndarray], V: in
         nll_left = parent_bigram_nll(tr_c, tr_p, va_c, va_p, V, choose_parent_prior(tr_c, tr_p, V))
         left.append(((pn - 1) * nll_left + uni[-1]) / pn)
     return {"unigram": _bits(uni, toks_va), "left_bigram": _bits(left, toks_va)}
+
+
+def level_clusters(rec_tr: np.ndarray, lab_tr: np.ndarray, rec_va: np.ndarray, lab_va: np.ndarray, sfreq: float,
+                   K: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Per window, class x level cluster (label c * K + k): k-means (K clusters per class) on the standardised
+    channel-mean log10 band powers of the training reconstructions; validation windows take their class's
+    nearest centre. Returns the training labels, validation labels and per class the clusters' frequencies."""
+    from scipy.cluster.vq import kmeans2
+    from utils.eeg_c2st import DEFAULT_BANDS, c2st_features
+    C = rec_tr.shape[1]
+    level = lambda x: np.stack([c2st_features(x, sfreq, [b], f_max=45.0)[:, :C].mean(1) for b in DEFAULT_BANDS], 1)  # noqa: E731
+    lv_tr = level(rec_tr)
+    mu, sd = lv_tr.mean(0), lv_tr.std(0)
+    z_tr, z_va = (lv_tr - mu) / sd, (level(rec_va) - mu) / sd
+    out_tr, out_va, freq = np.zeros(len(z_tr), int), np.zeros(len(z_va), int), {}
+    for c in np.unique(lab_tr):
+        m = lab_tr == c
+        k_tr = kmeans2(z_tr[m], K, seed=0, minit="++")[1]
+        centres = np.stack([z_tr[m][k_tr == k].mean(0) for k in range(K)])
+        out_tr[m] = c * K + k_tr
+        freq[int(c)] = np.bincount(k_tr, minlength=K) / m.sum()
+        mv = lab_va == c
+        if mv.any():
+            out_va[mv] = c * K + ((z_va[mv, None] - centres[None]) ** 2).sum(-1).argmin(1)
+    return out_tr, out_va, freq
 
 
 def var_bits(var, vae, x_va: np.ndarray, lab_va: np.ndarray, uv: float) -> list[float]:
@@ -307,21 +342,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
     class_names = _class_names(args.data_root)
     uv = float(tok["uv_scale"])
     to_t = lambda x: torch.from_numpy(x / uv).float()  # noqa: E731
-    models = {}  # name -> (var, log, S, R)
-    specs = [(f"S{S}", S, 0, 0) for S in steps] + ([(f"AR{args.intra_ar}", 1, args.intra_ar, 0)] if args.intra_ar > 0 else [])
+    sfreq = float(tok["sfreq"])
+    rec_tr, rec_va = reconstruct(vae, x_tr, uv), reconstruct(vae, x_va, uv)
+    models = {}  # name -> (var, log, S, R, level clusters)
+    specs = [(f"S{S}", S, 0, 0, 0) for S in steps] + ([(f"AR{args.intra_ar}", 1, args.intra_ar, 0, 0)] if args.intra_ar > 0 else [])
     if args.intra_ar > 0 and args.intra_ar_fhat > 0:
-        specs.append((f"AR{args.intra_ar}F{args.intra_ar_fhat}", 1, args.intra_ar, args.intra_ar_fhat))
-    for name, S, R, Fr in specs:
-        logger.info("VAR --intra_steps=%d --intra_ar=%d fhat=%d", S, R, Fr)
-        models[name] = (*train_var(args, S, vae, len(class_names), to_t(x_tr), torch.as_tensor(lab_tr), to_t(x_va),
-                                   torch.as_tensor(lab_va), os.path.join(args.runs_dir, f"var_{name}.pt"), R=R,
-                                   fhat=Fr), S, R)
-        export_ar_ckpt(models[name][0], vae, tok, class_names, os.path.join(args.runs_dir, f"var_{name}-ar-ckpt.pth"))
+        specs.append((f"AR{args.intra_ar}F{args.intra_ar_fhat}", 1, args.intra_ar, args.intra_ar_fhat, 0))
+        if args.level_clusters > 0:
+            specs.append((f"AR{args.intra_ar}F{args.intra_ar_fhat}L{args.level_clusters}", 1, args.intra_ar,
+                          args.intra_ar_fhat, args.level_clusters))
+            lvl_tr, lvl_va, lvl_freq = level_clusters(rec_tr, lab_tr, rec_va, lab_va, sfreq, args.level_clusters)
+    for name, S, R, Fr, L in specs:
+        logger.info("VAR --intra_steps=%d --intra_ar=%d fhat=%d level clusters=%d", S, R, Fr, L)
+        y_tr, y_va = (lvl_tr, lvl_va) if L else (lab_tr, lab_va)
+        models[name] = (*train_var(args, S, vae, len(class_names) * max(L, 1), to_t(x_tr), torch.as_tensor(y_tr),
+                                   to_t(x_va), torch.as_tensor(y_va), os.path.join(args.runs_dir, f"var_{name}.pt"),
+                                   R=R, fhat=Fr, extra_settings={"level_clusters": L} if L else None), S, R, L)
+        if not L:  # (sample.py cannot draw a level cluster)
+            export_ar_ckpt(models[name][0], vae, tok, class_names, os.path.join(args.runs_dir, f"var_{name}-ar-ckpt.pth"))
     if args.train_only:
         return {}
-    sfreq = float(tok["sfreq"])
     edges = sorted({float(hi) for _, hi in tok["bands"]})[:-1]
-    rec_tr, rec_va = reconstruct(vae, x_tr, uv), reconstruct(vae, x_va, uv)
     classes = [c for c in range(len(class_names)) if (lab_tr == c).any() and (lab_va == c).any()]
     rng = np.random.default_rng(0)
     sub = rng.choice(len(rec_tr), size=min(len(rec_tr), len(rec_va)), replace=False)
@@ -351,14 +392,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
                               vae.tokens_per_pos)
     rows = {}
     parts_curves = {"reconstructed val": (reconstructed_parts(vae, x_va, uv), "k-")}
-    for name, (var, log, S, R) in models.items():
-        nll = {"var": var_bits(var, vae, x_va, lab_va, uv), **counts}
-        top_ks = [int(k) for k in args.ar_top_k.split(",") if k.strip()] if R else []
+    for name, (var, log, S, R, L) in models.items():
+        if L:  # conditioned on the validation windows' own level clusters: not comparable with the other rows
+            nll = {"var_given_level": var_bits(var, vae, x_va, lvl_va, uv)}
+            rng_l = np.random.default_rng(0)
+            draw_labels = [c * L + int(rng_l.choice(L, p=lvl_freq[c])) for c in labels]
+        else:
+            nll = {"var": var_bits(var, vae, x_va, lab_va, uv), **counts}
+            draw_labels = labels
+        top_ks = [int(k) for k in args.ar_top_k.split(",") if k.strip()] if R and not L else []
+        label = model_label(S, R, var.intra_ar_fhat, L)
         for s, k in [(s, 0) for s in sorted({1, S} | ({2} if S >= 2 else set()))] + [(1, k) for k in top_ks]:
             t0 = time.time()
-            gen, parts = generate(var, labels, uv, args.cfg, s, contributions=True, top_k=k)
+            gen, parts = generate(var, draw_labels, uv, args.cfg, s, contributions=True, top_k=k)
             if s == S and not k:
-                parts_curves[f"VAR {model_label(S, R, var.intra_ar_fhat)}"] = (parts, "-")
+                parts_curves[f"VAR {label}"] = (parts, "-")
             q = quality(gen, gen_lab, rec_va, lab_va, sfreq, edges, groups_va)
             # the same samples against what the model was fitted to: separates learning from subject shift
             q_tr = quality(gen, gen_lab, rec_tr, lab_tr, sfreq, edges, groups_tr)
@@ -370,12 +418,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                   for B in (1, 32)}
             rows[f"{name}/steps{s}" + (f"/topk{k}" if k else "")] = {"train_steps": S, "sample_steps": s,
                                                                     "intra_ar": R, "top_k": k,
-                                                                    "intra_ar_fhat": var.intra_ar_fhat, **q}
+                                                                    "intra_ar_fhat": var.intra_ar_fhat,
+                                                                    "level_clusters": L, **q}
             logger.info("%s steps=%d top-k=%d: %s", name, s, k,
                         {k_: q[k_] for k_ in ("mean_abs_db", "alpha_hz_err", "c2st_auc")})
             if s == S and not k:
                 for c in classes:
-                    curves[c][f"VAR {model_label(S, R, var.intra_ar_fhat)}"] = (*mean_psd_db(gen[gen_lab == c], sfreq), "-")
+                    curves[c][f"VAR {label}"] = (*mean_psd_db(gen[gen_lab == c], sfreq), "-")
         rows[f"{name}/steps{S}"]["nll_bits"] = nll
         rows[f"{name}/steps{S}"]["train"] = {k: log.get(k) for k in ("wall_seconds", "selected_epoch",
                                                                        "selected_val_nll", "val_curve")}
@@ -400,14 +449,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return res
 
 
-def model_label(S: int, R: int = 0, fhat: int = 0) -> str:
-    return (f"S=1, left to right R={R}" + (f" + coarse {fhat}" if fhat else "")) if R else f"S={S}"
+def model_label(S: int, R: int = 0, fhat: int = 0, levels: int = 0) -> str:
+    return ((f"S=1, left to right R={R}" + (f" + coarse {fhat}" if fhat else "")
+             + (f" + {levels} level clusters" if levels else "")) if R else f"S={S}")
 
 
 def row_label(r: dict) -> str:
     """A sampling row's name: model, steps, and top-k when set."""
     k = r.get("top_k", 0)
-    return f"{model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_fhat', 0))}, {r['sample_steps']} step(s)" + (f", top-k {k}" if k else "")
+    return (f"{model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_fhat', 0), r.get('level_clusters', 0))}, "
+            f"{r['sample_steps']} step(s)" + (f", top-k {k}" if k else ""))
 
 
 def build_report(res: dict) -> dict:
@@ -432,7 +483,7 @@ def build_report(res: dict) -> dict:
     rows.append(["next-token AR (random weights)", "", "", "", "", "", round(ar["1"], 3), round(ar["32"], 3)])
     nll_rows = []
     for key, r in res["rows"].items():
-        if "nll_bits" not in r:
+        if "nll_bits" not in r or "var" not in r["nll_bits"]:
             continue
         n = r["nll_bits"]
         nll_rows.append([model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_fhat', 0))] + [round(v, 0) for v in n["var"]] + [round(sum(n["var"]), 0)])
@@ -442,7 +493,7 @@ def build_report(res: dict) -> dict:
     spread_rows = [[row_label(r)] + [round(v, 3) for v in r["band_power_spread"]]
                    for r in res["rows"].values() if "band_power_spread" in r]
     spread_rows += [[name] + [round(v, 3) for v in vals] for name, vals in res.get("band_power_spread", {}).items()]
-    budget = "; ".join(f"{model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_fhat', 0))}: {r['train']['wall_seconds'] / 60:.0f} min"
+    budget = "; ".join(f"{model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_fhat', 0), r.get('level_clusters', 0))}: {r['train']['wall_seconds'] / 60:.0f} min"
                        for r in res["rows"].values() if r.get("train", {}).get("wall_seconds"))
     rep = {
         "title": "Tokens inside a scale: steps and the left-to-right head",
