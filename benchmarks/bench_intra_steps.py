@@ -431,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     torch.manual_seed(0)
     var0 = next(iter(models.values()))[0]  # (the AR baseline below has random weights: speed only)
     ar = build_ar_baseline(vae, "cpu", num_classes=var0.num_classes, depth=args.depth).eval()
-    ar_speed = {B: sampling_speed(ar, B, args.cfg, 1) for B in (1, 32)}
+    ar_speed = {B: sampling_speed(ar, B, args.cfg, args.speed_repeats) for B in (1, 32)}
     png = figure_path(args.results_dir, "intra_steps_psd.png")
     plot_psd(png, curves, class_names, edges)
     png_parts = figure_path(args.results_dir, "intra_steps_scale_parts.png")
