@@ -164,9 +164,8 @@ def level_clusters(rec_tr: np.ndarray, lab_tr: np.ndarray, rec_va: np.ndarray, l
     channel-mean log10 band powers of the training reconstructions; validation windows take their class's
     nearest centre. Returns the training labels, validation labels and per class the clusters' frequencies."""
     from scipy.cluster.vq import kmeans2
-    from utils.eeg_c2st import DEFAULT_BANDS, c2st_features
-    C = rec_tr.shape[1]
-    level = lambda x: np.stack([c2st_features(x, sfreq, [b], f_max=45.0)[:, :C].mean(1) for b in DEFAULT_BANDS], 1)  # noqa: E731
+    from utils.eeg_metrics import window_band_powers
+    level = lambda x: np.log10(np.maximum(window_band_powers(x, sfreq, f_max=45.0), 1e-12)).mean(1)  # noqa: E731
     lv_tr = level(rec_tr)
     mu, sd = lv_tr.mean(0), lv_tr.std(0)
     z_tr, z_va = (lv_tr - mu) / sd, (level(rec_va) - mu) / sd

@@ -19,8 +19,8 @@ import numpy as np
 from scipy import optimize
 from scipy.stats import rankdata
 
-from .eeg_bands import DEFAULT_BANDS, validate_bands
-from .eeg_metrics import band_powers, clip_bands, welch_psd
+from .eeg_bands import DEFAULT_BANDS
+from .eeg_metrics import window_band_powers
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -71,12 +71,7 @@ def c2st_features(x_NCT: np.ndarray, sfreq: float, bands: Iterable[Sequence[floa
     x = np.asarray(x_NCT, dtype=np.float64)
     if x.ndim != 3:
         raise UserError(f"x_NCT: got shape {x.shape}; expected (N, C, T) windows")
-    bands_K2 = validate_bands(bands, sfreq)
-    if f_max is not None:
-        bands_K2 = clip_bands(bands_K2, f_max)
-    n_seg = int(min(x.shape[-1], round(sfreq)))  # 1-s Welch segments: more averaging per window
-    freqs_F, psd_NCF = welch_psd(x, sfreq, nperseg=n_seg, average=False)
-    bp_NCK = band_powers(freqs_F, psd_NCF, bands_K2)
+    bp_NCK = window_band_powers(x, sfreq, bands, f_max)
     logbp_ND = np.log10(np.maximum(bp_NCK, 1e-12)).reshape(x.shape[0], -1)
     xc = x - x.mean(axis=-1, keepdims=True)
     norm_NC = np.sqrt(np.sum(xc ** 2, axis=-1))

@@ -5,7 +5,7 @@ Shape letters: N windows, C channels, T time samples, K bands, F frequency bins.
 Every input is in µV; arrays are ``x_NCT`` (windows, channels, time) unless a docstring says otherwise.
 
 - Reconstruction / completion error: :func:`snr_db`, :func:`mse`, :func:`log_spectral_distance`.
-- Spectra: :func:`welch_psd` (the full PSD curve for plots), :func:`band_powers`,
+- Spectra: :func:`welch_psd` (the full PSD curve for plots), :func:`band_powers`, :func:`window_band_powers`,
   :func:`psd_band_error_db` (per-band ``|10 log10(P_gen / P_real)|``).
 - Spatial structure: :func:`channel_correlation`, :func:`channel_corr_distance`.
 - Variety: :func:`band_power_spread` (how much band power varies from window to window).
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["snr_db", "mse", "welch_psd", "band_powers", "psd_band_error_db", "channel_correlation",
            "channel_corr_distance", "log_spectral_distance", "clip_bands", "mean_psd_db", "alpha_peak", "edge_drop_db",
-           "spectral_shape", "band_power_spread"]
+           "spectral_shape", "window_band_powers", "band_power_spread"]
 
 
 def _as_float(x: np.ndarray, name: str) -> np.ndarray:
@@ -326,6 +326,18 @@ def spectral_shape(ref_NCT: np.ndarray, est_NCT: np.ndarray, sfreq: float, edges
             "edge_step_db": {f"{e:g}": edge_drop_db(f1, e1, e) - edge_drop_db(f1, r1, e) for e in edges}}
 
 
+def window_band_powers(x_NCT: np.ndarray, sfreq: float, bands: Iterable[Sequence[float]] = DEFAULT_BANDS,
+                       f_max: float | None = None) -> np.ndarray:
+    """Band power (µV²) of every window and channel from 1-s Welch segments (more averaging per window than one
+    segment): (N, C, K); bands are clipped to ``f_max`` when given."""
+    x = np.asarray(x_NCT, dtype=np.float64)
+    bands_K2 = validate_bands(bands, sfreq)
+    if f_max is not None:
+        bands_K2 = clip_bands(bands_K2, f_max)
+    f, p_NCF = welch_psd(x, sfreq, nperseg=int(min(x.shape[-1], round(float(sfreq)))), average=False)
+    return band_powers(f, p_NCF, bands_K2)
+
+
 def band_power_spread(x_NCT: np.ndarray, sfreq: float, labels_N: np.ndarray | None = None,
                       groups_N: np.ndarray | None = None, bands: Iterable[Sequence[float]] = DEFAULT_BANDS,
                       f_max: float | None = None) -> np.ndarray:
@@ -343,11 +355,7 @@ def band_power_spread(x_NCT: np.ndarray, sfreq: float, labels_N: np.ndarray | No
     if len(labels) != N or (groups_N is not None and len(groups_N) != N):
         raise UserError(f"band_power_spread: {N} windows but {len(labels)} labels"
                         + ("" if groups_N is None else f" and {len(groups_N)} groups"))
-    bands_K2 = validate_bands(bands, sfreq)
-    if f_max is not None:
-        bands_K2 = clip_bands(bands_K2, f_max)
-    f, p_NCF = welch_psd(x, sfreq, nperseg=int(min(x.shape[-1], round(float(sfreq)))), average=False)
-    lp_NCK = np.log10(np.maximum(band_powers(f, p_NCF, bands_K2), 1e-30))
+    lp_NCK = np.log10(np.maximum(window_band_powers(x, sfreq, bands, f_max), 1e-30))
     if groups_N is not None:
         groups = np.asarray(groups_N)
         lp_NCK = lp_NCK.copy()
