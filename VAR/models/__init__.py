@@ -26,14 +26,14 @@ def build_var(vae_local: VQVAE, device: str | torch.device, num_classes: int, de
               fused_if_available: bool = True, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5,
               init_head: float = 0.02, init_std: float = -1, cond_drop_rate: float = 0.1,
               patch_nums: Sequence[int] | None = None, intra_steps: int = 1, intra_mix: float = 0.25,
-              intra_nbr: int = 0, intra_ar: int = 0, intra_ar_fhat: int = 0) -> VAR:
+              intra_nbr: int = 0, intra_ar: int = 0, intra_ar_fhat: int = 0, num_levels: int = 0) -> VAR:
     """Build and initialise VAR for ``vae_local`` following the depth rule."""
     var = VAR(vae_local=vae_local, num_classes=num_classes, depth=depth, mlp_ratio=4.0, drop_rate=0.0,
               attn_drop_rate=0.0, norm_eps=1e-6, shared_aln=shared_aln, cond_drop_rate=cond_drop_rate,
               attn_l2_norm=attn_l2_norm, patch_nums=tuple(patch_nums or vae_local.v_patch_nums),
               flash_if_available=flash_if_available, fused_if_available=fused_if_available,
               intra_steps=intra_steps, intra_mix=intra_mix, intra_nbr=intra_nbr, intra_ar=intra_ar,
-              intra_ar_fhat=intra_ar_fhat, **depth_rule(depth)).to(device)
+              intra_ar_fhat=intra_ar_fhat, num_levels=num_levels, **depth_rule(depth)).to(device)
     var.init_weights(init_adaln=init_adaln, init_adaln_gamma=init_adaln_gamma, init_head=init_head, init_std=init_std)
     return var
 

@@ -76,6 +76,11 @@ class VAR(nn.Module):
     intra_ar_fhat : int
         With ``intra_ar``: the head's codebook-space term also sees the coarser scales' reconstruction (the
         upsampled f_hat fed as the scale's input) at positions i-r..i+r, r = this value; 0 = off.
+    num_levels : int
+        Per-window power levels (``utils/eeg_levels.py``): the condition is ``class_emb(class) +
+        level_emb(level)``, and sampling draws the level from ``level_prior`` (its training frequency in the
+        class) before the first scale; row ``num_levels`` of ``level_emb`` is the unknown level (the null class
+        always has it: training drops the level with the class). 0 = class only.
     """
 
     def __init__(self, vae_local, num_classes: int = 1000, depth: int = 16, embed_dim: int = 1024,
@@ -84,7 +89,8 @@ class VAR(nn.Module):
                  cond_drop_rate: float = 0.1, attn_l2_norm: bool = False,
                  patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
                  flash_if_available: bool = True, fused_if_available: bool = True, intra_steps: int = 1,
-                 intra_mix: float = 0.25, intra_nbr: int = 0, intra_ar: int = 0, intra_ar_fhat: int = 0) -> None:
+                 intra_mix: float = 0.25, intra_nbr: int = 0, intra_ar: int = 0, intra_ar_fhat: int = 0,
+                 num_levels: int = 0) -> None:
         super().__init__()
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
@@ -121,6 +127,12 @@ class VAR(nn.Module):
                                                         dtype=torch.float32), persistent=False)
         self.class_emb = nn.Embedding(self.num_classes + 1, self.C)
         nn.init.trunc_normal_(self.class_emb.weight.data, mean=0, std=init_std)
+        self.num_levels = int(num_levels)
+        if self.num_levels > 0:
+            self.level_emb = nn.Embedding(self.num_levels + 1, self.C)
+            nn.init.trunc_normal_(self.level_emb.weight.data, mean=0, std=init_std)
+            # row c: level frequencies in class c (set from the training windows by set_level_prior)
+            self.register_buffer("level_prior", torch.full((self.num_classes, self.num_levels), 1.0 / self.num_levels))
         self.pos_start = nn.Parameter(torch.empty(1, self.first_l, self.C))
         nn.init.trunc_normal_(self.pos_start.data, mean=0, std=init_std)
 
@@ -212,6 +224,44 @@ class VAR(nn.Module):
                           for si, (b, e) in enumerate(self.begin_ends[:n_sc])], dim=2).transpose(1, 2)
 
     # ------------------------------------------------------------------------------------------
+    def condition(self, label_B: torch.Tensor, level_B: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The condition vector (B, C): class embedding, plus the level's with ``num_levels``."""
+        cond_BD = self.class_emb(label_B)
+        if self.num_levels > 0:
+            if level_B is None:
+                level_B = torch.full_like(label_B, self.num_levels)
+            cond_BD = cond_BD + self.level_emb(level_B)
+        return cond_BD
+
+    def resolve_levels(self, label_B: torch.Tensor, level_B: Optional[torch.Tensor | int],
+                       rng: Optional[torch.Generator]) -> Optional[torch.Tensor]:
+        """Levels of a sampling call (None when the model has none): a tensor as is, an int for all (negative =
+        unknown), None drawn from ``level_prior[label]`` with ``rng`` (unknown for the null class)."""
+        if self.num_levels == 0:
+            if level_B is not None and not (isinstance(level_B, int) and level_B < 0):
+                raise ValueError("this VAR has no levels (num_levels=0); drop level_B")
+            return None
+        dev = label_B.device
+        if level_B is None:
+            null = label_B >= self.num_classes
+            probs = self.level_prior.to(dev)[label_B.clamp(max=self.num_classes - 1)]
+            drawn = torch.multinomial(probs, num_samples=1, generator=rng).reshape(-1)
+            return torch.where(null, self.num_levels, drawn)
+        if isinstance(level_B, int):
+            level_B = torch.full_like(label_B, self.num_levels if level_B < 0 else level_B)
+        level_B = level_B.to(dev).long()
+        if level_B.shape != label_B.shape or bool(((level_B < 0) | (level_B > self.num_levels)).any()):
+            raise ValueError(f"level_B {tuple(level_B.shape)} must hold one level in 0..{self.num_levels} "
+                             f"({self.num_levels} = unknown) per sample")
+        return level_B
+
+    def set_level_prior(self, prior_KL: torch.Tensor) -> None:
+        """Store the level frequencies per class (K, L)."""
+        prior = torch.as_tensor(prior_KL, dtype=torch.float32)
+        if prior.shape != (self.num_classes, self.num_levels):
+            raise ValueError(f"level prior of shape {tuple(prior.shape)}; expected ({self.num_classes}, {self.num_levels})")
+        self.level_prior.copy_(prior.to(self.level_prior.device))
+
     def get_logits(self, h_or_h_and_residual, cond_BD: Optional[torch.Tensor]) -> torch.Tensor:
         """Head on the last hidden states: (B, l, C) -> (B, l, G * V), in float32."""
         if not isinstance(h_or_h_and_residual, torch.Tensor):
@@ -229,7 +279,8 @@ class VAR(nn.Module):
                                  cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
                                  gt_prefix_idx_Bl: Optional[Sequence[torch.Tensor]] = None, ret_stages: bool = False,
                                  intra_steps: Optional[int] = None,
-                                 keep_src: Optional[tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]] = None):
+                                 keep_src: Optional[tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]] = None,
+                                 level_B: Optional[torch.Tensor | int] = None):
         """Sample B token pyramids scale by scale (and group by group inside a scale) with a KV cache and
         classifier-free guidance.
 
@@ -260,6 +311,9 @@ class VAR(nn.Module):
             Zero-shot editing: per scale, source tokens (B, pn * G) and a keep mask (B, pn); after each pass the
             kept positions take the source tokens, so later groups and scales see them. Random draws do not
             depend on the mask.
+        level_B : LongTensor (B,) | int | None
+            With ``num_levels``: the level per sample; an int is used for all (negative = unknown); None draws
+            each from ``level_prior`` of its class (with ``g_seed``'s generator, before any token).
 
         Returns
         -------
@@ -274,12 +328,15 @@ class VAR(nn.Module):
         check_steps(n_chunks, S, self.patch_nums)
         dev = self.lvl_1L.device
         rng, label_B = sampling_rng_and_labels(self, B, label_B, g_seed, dev)
+        level_B = self.resolve_levels(label_B, level_B, rng)
         use_cfg = cfg != 0
         nB = 2 * B if use_cfg else B
         G, V = self.G, self.V
         with self._autocast_off(dev):
             labels = torch.cat((label_B, torch.full_like(label_B, fill_value=self.num_classes))) if use_cfg else label_B
-            sos = cond_BD = self.class_emb(labels)
+            if level_B is not None:  # the unguided half knows neither class nor level
+                level_B = torch.cat((level_B, torch.full_like(level_B, self.num_levels))) if use_cfg else level_B
+            sos = cond_BD = self.condition(labels, level_B)
             lvl_pos = self.lvl_embed(self.lvl_1L) + self.pos_1LC
             next_token_map = sos.unsqueeze(1).expand(nB, self.first_l, -1) + self.pos_start.expand(nB, self.first_l, -1) \
                 + lvl_pos[:, :self.first_l]
@@ -424,7 +481,8 @@ class VAR(nn.Module):
         return self._bias_cache[key]
 
     def forward(self, label_B: torch.LongTensor, x_BLCv_wo_first_l: Optional[torch.Tensor],
-                gt_BL: Optional[torch.Tensor] = None, intra_steps: Optional[int] = None) -> torch.Tensor:
+                gt_BL: Optional[torch.Tensor] = None, intra_steps: Optional[int] = None,
+                level_B: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Teacher-forced logits for every token.
 
         Parameters
@@ -438,6 +496,9 @@ class VAR(nn.Module):
         intra_steps : int | None
             Chunk schedule of the attention mask; None = every group its own chunk (exact likelihood under
             the group order) in eval mode, and a random schedule with probability ``intra_mix`` in training.
+        level_B : LongTensor, shape (B,) | None
+            With ``num_levels``: each window's level (None = unknown). Training drops it to unknown with
+            probability ``cond_drop_rate``, and always with the class.
 
         Returns
         -------
@@ -452,10 +513,15 @@ class VAR(nn.Module):
         dev = label_B.device
         with self._autocast_off(dev):
             # fix(upstream) §18.1: condition dropout only in training (upstream also dropped labels in eval_ep)
+            if self.num_levels > 0 and level_B is None:
+                level_B = torch.full_like(label_B, self.num_levels)
             if self.training and self.cond_drop_rate > 0:
                 drop_B = torch.rand(B, generator=self.train_rng) < self.cond_drop_rate
                 label_B = torch.where(drop_B.to(dev), self.num_classes, label_B)
-            sos = cond_BD = self.class_emb(label_B)
+                if self.num_levels > 0:  # unknown level: with the class, and on its own at the same rate
+                    drop_B = drop_B | (torch.rand(B, generator=self.train_rng) < self.cond_drop_rate)
+                    level_B = torch.where(drop_B.to(dev), self.num_levels, level_B)
+            sos = cond_BD = self.condition(label_B, level_B)
             sos = sos.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
             if self.prog_si == 0 or x_BLCv_wo_first_l is None:
                 x_BLC = sos
@@ -593,7 +659,8 @@ class VAR(nn.Module):
                     shared_aln=not isinstance(self.shared_ada_lin, nn.Identity), cond_drop_rate=self.cond_drop_rate,
                     attn_l2_norm=self.blocks[0].attn.attn_l2_norm if len(self.blocks) else False,
                     patch_nums=list(self.patch_nums), intra_steps=self.intra_steps, intra_mix=self.intra_mix,
-                    intra_nbr=self.intra_nbr, intra_ar=self.intra_ar, intra_ar_fhat=self.intra_ar_fhat)
+                    intra_nbr=self.intra_nbr, intra_ar=self.intra_ar, intra_ar_fhat=self.intra_ar_fhat,
+                    num_levels=self.num_levels)
 
     def extra_repr(self) -> str:
         return f"drop_path_rate={self.drop_path_rate:g}, G={self.G}, V={self.V}, L={self.L}"
