@@ -55,6 +55,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="draw s uses seed + s")
     p.add_argument("--class_label", default="null", help="'null' (unconditional, upstream's in-painting choice), "
                    "'own' (each window's label) or a class name / index")
+    p.add_argument("--level", default="auto", help="for a model trained with --level_clusters: 'auto' (each window's "
+                   "power level estimated from what is observed of it; unknown with --class_label=null), 'unknown', "
+                   "or a level index 0..L-1")
     p.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance (0 = off)")
     p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
     p.add_argument("--top_p", type=float, default=0.0, help="nucleus sampling mass (0 = off)")
@@ -86,6 +89,33 @@ def _label(text: str, class_names: Sequence[str], own_N: np.ndarray) -> torch.Te
         raise UserError(f"--class_label={t!r}; expected 'null', 'own', one of {list(class_names)} or an index") from None
     if not 0 <= idx < len(class_names):
         raise UserError(f"--class_label={idx}: this model has classes 0..{len(class_names) - 1} ({list(class_names)})")
+    return idx
+
+
+def _level(text: str, var, meta: dict, label: torch.Tensor | int, n: int) -> torch.Tensor | int | str | None:
+    """Parse ``--level``: None (model without levels), -1 (unknown), an index, or 'auto' (estimated later)."""
+    text = str(text).strip().lower()
+    if var.num_levels == 0:
+        if text not in ("auto", "unknown"):
+            raise UserError(f"--level={text}: {meta['path']} was trained without levels (--level_clusters=0); drop --level")
+        return None
+    null = isinstance(label, int) and label < 0
+    if text == "unknown" or (text == "auto" and null):
+        return -1
+    if text == "auto":
+        if not meta.get("levels"):
+            raise UserError(f"--level=auto: {meta['path']} holds no level clusters to estimate levels with; pass "
+                            "--level=unknown or an index")
+        return "auto"
+    try:
+        idx = int(text)
+    except ValueError:
+        raise UserError(f"--level={text!r}: expected 'auto', 'unknown' or an index 0..{var.num_levels - 1}") from None
+    if not 0 <= idx < var.num_levels:
+        raise UserError(f"--level={idx}: {meta['path']} has levels 0..{var.num_levels - 1}")
+    if null:
+        raise UserError(f"--level={idx} with --class_label=null: a level needs a class (training drops both together); "
+                        "pass --class_label=own or a class name")
     return idx
 
 
@@ -197,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     uv = float(tok["uv_scale"])
     target = stages_NKCT[:, -1]
     label = _label(args.class_label, meta["class_names"], labels_N)
+    level = _level(args.level, var, meta, label, args.n)
     kw = dict(n_samples=args.n_samples, seed=args.seed, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p)
     if args.mode == "complete_bands":
         if args.k is None or not 1 <= args.k <= K - 1:
@@ -208,10 +239,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         mask = _masks(args, args.n, sfreq, T)
         observed = np.where(mask[:, None, :], np.nan, target).astype(np.float32)
+    if isinstance(level, str):  # 'auto': from the observed part of each window
+        from utils.eeg_levels import LevelClusters, observed_levels
+        clusters = LevelClusters.from_dict(meta["levels"])
+        lab_N = label.cpu().numpy() if isinstance(label, torch.Tensor) else np.full(args.n, label)
+        level = torch.as_tensor(observed_levels(clusters, np.nan_to_num(observed), lab_N, sfreq,
+                                                mask_NT=None if args.mode == "complete_bands" else mask,
+                                                n_bands_observed=args.k if args.mode == "complete_bands" else None))
+        logger.info("levels from the observed signal: %s", np.bincount(level.numpy(), minlength=var.num_levels).tolist())
     draws, means = [], []
     for b0 in range(0, args.n, args.batch):
         sl = slice(b0, b0 + args.batch)
         lab = label[sl] if isinstance(label, torch.Tensor) else label
+        kw["level_B"] = level[sl] if isinstance(level, torch.Tensor) else level
         if args.mode == "complete_bands":
             out = complete_windows(var, vae, torch.as_tensor(observed[sl]), uv, n_keep_scales=n_keep, label_B=lab, **kw)
         else:
@@ -230,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              mode=np.asarray(args.mode), n_samples=np.int64(args.n_samples), seed=np.int64(args.seed),
              cfg=np.float32(args.cfg), top_k=np.int64(args.top_k), top_p=np.float32(args.top_p),
              rule=np.asarray(args.rule), class_label=np.asarray(args.class_label),
+             levels=(level.numpy() if isinstance(level, torch.Tensor) else np.full(args.n, -1)).astype(np.int64),
              ckpt=np.asarray(os.path.abspath(meta["path"])))
     os.replace(tmp, args.out)
     from utils.eeg_metrics import snr_db

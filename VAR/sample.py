@@ -4,13 +4,14 @@ stages, for chosen classes; optionally plot them beside real windows (docs/desig
 Usage (from the repository root)::
 
     python VAR/sample.py --ckpt=local_output/ar-ckpt-best.pth --n=8 --out=samples.npz \\
-        [--class_label=rest,arithmetic] [--cfg=1.5] [--top_k=0] [--top_p=0] [--seed=0] \\
+        [--class_label=rest,arithmetic] [--level=draw] [--cfg=1.5] [--top_k=0] [--top_p=0] [--seed=0] \\
         [--plot=samples.png --data_path=DIR]
 
 ``--n`` windows are generated for every class in ``--class_label`` (default: every class), so the file
 holds N = n x classes windows. The output npz has ``signal`` (N, C, T) float32 µV, ``cumulative_bands``
 (N, K, C, T) float32 µV (stage k = the tokenizer's decode of the partial sum f_hat after band k),
-``labels`` (N,), ``class_names``, ``sfreq``, ``ch_names``, ``bands`` (K, 2) Hz, and the sampling settings.
+``labels`` (N,), ``levels`` (N,) (each window's power level, -1 = none), ``class_names``, ``sfreq``,
+``ch_names``, ``bands`` (K, 2) Hz, and the sampling settings.
 The same checkpoint, settings, seed and ``--batch`` give the same windows.
 
 Shape letters: N windows, K stages, C channels, T samples.
@@ -78,13 +79,14 @@ def load_var_checkpoint(path: str, device: str | torch.device = "cpu"):
               attn_l2_norm=bool(cfg["attn_l2_norm"]), patch_nums=tuple(cfg["patch_nums"]),
               intra_steps=int(cfg["intra_steps"]), intra_mix=float(cfg["intra_mix"]),
               intra_nbr=int(cfg["intra_nbr"]), intra_ar=int(cfg["intra_ar"]),
-              intra_ar_fhat=int(cfg["intra_ar_fhat"]))
+              intra_ar_fhat=int(cfg["intra_ar_fhat"]), num_levels=int(cfg["num_levels"]))
     var.load_state_dict(trainer["var_wo_ddp"], strict=True)
     var = var.to(device).eval()
     for p in var.parameters():
         p.requires_grad_(False)
     meta = dict(tokenizer=tok, class_names=list(state.get("class_names") or [f"class{i}" for i in range(var.num_classes)]),
-                num_classes=var.num_classes, epoch=int(state.get("epoch", 0)), iter=int(state.get("iter", 0)), path=used)
+                num_classes=var.num_classes, epoch=int(state.get("epoch", 0)), iter=int(state.get("iter", 0)), path=used,
+                levels=state.get("levels"))
     return var, vae, meta
 
 
@@ -110,10 +112,29 @@ def resolve_classes(text: str | None, class_names: Sequence[str]) -> list[int]:
     return out
 
 
+def resolve_level(text: str, num_levels: int, ckpt: str) -> int | None:
+    """Parse ``--level``: 'draw' -> None, 'unknown' -> -1, or an index 0..num_levels-1."""
+    text = str(text).strip().lower()
+    if text == "draw":
+        return None
+    if num_levels == 0:
+        raise UserError(f"--level={text}: {ckpt} was trained without levels (--level_clusters=0); drop --level")
+    if text == "unknown":
+        return -1
+    try:
+        idx = int(text)
+    except ValueError:
+        raise UserError(f"--level={text!r}: expected 'draw', 'unknown' or an index 0..{num_levels - 1}") from None
+    if not 0 <= idx < num_levels:
+        raise UserError(f"--level={idx}: {ckpt} has levels 0..{num_levels - 1}")
+    return idx
+
+
 @torch.no_grad()
 def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
              seed: int | None = 0, batch: int = 64, more_smooth: bool = False,
-             stages: bool = True, intra_steps: int | None = None) -> dict[str, np.ndarray]:
+             stages: bool = True, intra_steps: int | None = None,
+             level: int | None = None) -> dict[str, np.ndarray]:
     """Sample windows for the given labels.
 
     Parameters
@@ -126,12 +147,15 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
         Also decode every cumulative stage.
     intra_steps : int | None
         Forward passes per scale (None = the model's own ``intra_steps``, exact ancestral sampling).
+    level : int | None
+        For a model with levels: None draws each window's level from its training frequency in the class
+        (batch b's generator seeded ``seed + b``); an int fixes it (negative = unknown).
 
     Returns
     -------
     dict
         ``signal`` (N, C, T) float32 µV, ``cumulative_bands`` (N, K, C, T) float32 µV (if ``stages``),
-        ``labels`` (N,) int64.
+        ``labels`` (N,) int64, ``levels`` (N,) int64 (-1 = none or unknown).
     """
     tok = meta["tokenizer"]
     uv_scale = float(tok["uv_scale"])
@@ -139,17 +163,25 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
     stage_si = [n_extra + k for k in range(len(tok["bands"]))]
     dev = next(var.parameters()).device
     labels = torch.as_tensor(list(labels_N), dtype=torch.long)
-    sig, cum = [], []
+    sig, cum, lvl = [], [], []
     for b, start in enumerate(range(0, len(labels), batch)):
         lab_B = labels[start:start + batch].to(dev)
+        level_B = None
+        if var.num_levels > 0:  # drawn here (not inside the model) so the file records them
+            gen = torch.Generator().manual_seed(seed + b) if seed is not None else None
+            level_B = var.resolve_levels(lab_B.cpu(), level, gen).to(dev)
+            lvl.append(torch.where(level_B == var.num_levels, -1, level_B).cpu())
+        else:
+            lvl.append(torch.full((lab_B.shape[0],), -1, dtype=torch.long))
         x_BCT, _, ms_fhat = var.autoregressive_infer_cfg(B=lab_B.shape[0], label_B=lab_B,
                                                          g_seed=None if seed is None else seed + b, cfg=cfg, top_k=top_k,
                                                          top_p=top_p, more_smooth=more_smooth, ret_stages=True,
-                                                         intra_steps=intra_steps)
+                                                         intra_steps=intra_steps, level_B=level_B)
         sig.append((x_BCT.float() * uv_scale).cpu())  # port: model units -> µV
         if stages:
             cum.append(torch.stack([vae.fhat_to_eeg(ms_fhat[si]).float() * uv_scale for si in stage_si], dim=1).cpu())
-    out = {"signal": torch.cat(sig).numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64)}
+    out = {"signal": torch.cat(sig).numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64),
+           "levels": torch.cat(lvl).numpy().astype(np.int64)}
     if stages:
         out["cumulative_bands"] = torch.cat(cum).numpy().astype(np.float32)
     return out
@@ -210,6 +242,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--class_label", default=None, help="comma-separated class names or indices (default: every class)")
     p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance at the last scale (0 = off)")
+    p.add_argument("--level", default="draw", help="for a model trained with --level_clusters: 'draw' (each window's "
+                   "power level from its training frequency in the class), 'unknown', or a level index 0..L-1 (0 = the "
+                   "quietest cluster)")
     p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
     p.add_argument("--top_p", type=float, default=0.0, help="nucleus sampling mass (0 = off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (batch b uses seed + b)")
@@ -260,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as e:
             raise UserError(f"--intra_steps: {e} ({meta['path']})") from None
     classes = resolve_classes(args.class_label, meta["class_names"])
+    level = resolve_level(args.level, var.num_levels, meta["path"])
     tok = meta["tokenizer"]
     real, real_labels = None, None
     if args.plot and args.data_path:  # read and check the real windows before anything is written
@@ -273,10 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         real_labels = labs[keep] if keep else None
     labels = [c for c in classes for _ in range(args.n)]
     gen = generate(var, vae, meta, labels, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                   batch=args.batch, more_smooth=bool(args.more_smooth), intra_steps=args.intra_steps)
+                   batch=args.batch, more_smooth=bool(args.more_smooth), intra_steps=args.intra_steps, level=level)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out[:-4] + ".tmp.npz"
     np.savez(tmp, signal=gen["signal"], cumulative_bands=gen["cumulative_bands"], labels=gen["labels"],
+             levels=gen["levels"],
              class_names=np.asarray(meta["class_names"]), sfreq=np.float32(tok["sfreq"]),
              ch_names=np.asarray(tok.get("ch_names") or []), bands=np.asarray(tok["bands"], dtype=np.float32),
              cfg=np.float32(args.cfg), top_k=np.int64(args.top_k), top_p=np.float32(args.top_p),

@@ -25,6 +25,7 @@ import sys
 import time
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 from torch.utils.data import DataLoader
@@ -34,7 +35,7 @@ from utils import arg_util, misc
 from utils.amp_sc import AmpOptimizer
 from utils.checkpoint import check_config, save_checkpoint
 from utils.cli import run_cli, setup_logging, user_error_exit
-from utils.data import build_dataset
+from utils.data import build_dataset, dataset_level_features
 from utils.data_sampler import DistInfiniteBatchSampler, EvalDistributedSampler
 from utils.eeg_bands import band_names
 from utils.errors import CheckpointError, UserError
@@ -96,6 +97,7 @@ def build_everything(args: arg_util.Args):
         raise UserError(f"--pg0={args.pg0}: expected a scale index in [0, {len(args.patch_nums) - 1}] for the "
                         f"tokenizer's {len(args.patch_nums)} scales")
     cond_drop = args.cond_drop if num_classes > 1 else 0.0  # one class = unconditional: nothing to drop
+    num_levels = 0 if args.ar_baseline else args.level_clusters
     if resume_state:
         saved_cfg = resume_state.get("trainer", {}).get("config")
         current = dict(depth=args.depth, num_classes=num_classes, shared_aln=args.saln, attn_l2_norm=args.anorm,
@@ -106,6 +108,7 @@ def build_everything(args: arg_util.Args):
             current["intra_nbr"] = args.intra_nbr if args.intra_steps > 1 else 0
             current["intra_ar"] = args.intra_ar
             current["intra_ar_fhat"] = args.intra_ar_fhat if args.intra_ar > 0 else 0
+            current["num_levels"] = num_levels
             if saved_cfg is not None:
                 from trainer import with_legacy_defaults
                 saved_cfg = with_legacy_defaults(saved_cfg)
@@ -129,6 +132,12 @@ def build_everything(args: arg_util.Args):
                 raise CheckpointError(f"{resume_path} was trained with other tokenizer weights than --vae_ckpt="
                                       f"{args.vae_ckpt} (same config, {len(differ)} tensors differ, e.g. {differ[0]}); "
                                       "pass the tokenizer this run started with or choose a new --local_out_dir_path")
+
+    # --- per-window levels: fitted once on the training windows, then kept with the run (a resumed run reuses them)
+    levels = None
+    if num_levels > 0:
+        levels = attach_levels(args, num_levels, num_classes, tok_info, train_set, val_set, raw_train, raw_val,
+                               resume_state, resume_path)
 
     # --- TensorBoard (rank 0 only)
     if dist.is_master():
@@ -182,7 +191,9 @@ def build_everything(args: arg_util.Args):
                                init_head=args.hd, init_std=args.ini, cond_drop_rate=cond_drop,
                                intra_steps=args.intra_steps, intra_mix=args.intra_mix,
                                intra_nbr=args.intra_nbr, intra_ar=args.intra_ar,
-                               intra_ar_fhat=args.intra_ar_fhat if args.intra_ar > 0 else 0)
+                               intra_ar_fhat=args.intra_ar_fhat if args.intra_ar > 0 else 0, num_levels=num_levels)
+        if levels is not None:
+            var_wo_ddp.set_level_prior(torch.from_numpy(levels.prior))
     vae_local = args.compile_model(vae_local, args.vfast)
     var_compiled = args.compile_model(var_wo_ddp, args.tfast)
     if dist.initialized():
@@ -220,9 +231,34 @@ def build_everything(args: arg_util.Args):
             raise CheckpointError(f"ranks loaded different checkpoints ({all_pos.tolist()}); use one shared "
                                   "--local_out_dir_path")
     meta = dict(class_names=list(class_names), num_classes=num_classes, tokenizer=_plain(tok_info))
+    if levels is not None:
+        meta["levels"] = levels.to_dict()
     del resume_state
     dist.barrier()
     return tb_lg, trainer, start_ep, start_it, iters_train, ld_train, ld_val, run_state, meta
+
+
+def attach_levels(args: arg_util.Args, num_levels: int, num_classes: int, tok_info: dict, train_set, val_set,
+                  raw_train, raw_val, resume_state: dict | None, resume_path: str | None):
+    """Fit (or, resuming, reload) the level clusters and give every training and validation window its level."""
+    from utils.eeg_levels import LevelClusters, fit_level_clusters
+    bands = [list(map(float, b)) for b in tok_info["bands"]]
+    feats_tr = dataset_level_features(raw_train, bands)
+    saved = (resume_state or {}).get("levels")
+    if saved is not None:
+        levels = LevelClusters.from_dict(saved)
+        if levels.num_levels != num_levels or levels.num_classes != num_classes:
+            raise CheckpointError(f"{resume_path} has {levels.num_levels} level clusters for {levels.num_classes} "
+                                  f"classes, this run {num_levels} for {num_classes}; pass --level_clusters="
+                                  f"{levels.num_levels} or choose a new --local_out_dir_path")
+    else:
+        levels = fit_level_clusters(feats_tr, train_set.labels, num_classes, num_levels, bands)
+    train_set.levels = levels.assign(feats_tr, train_set.labels)
+    val_set.levels = levels.assign(dataset_level_features(raw_val, bands), val_set.labels) if len(val_set) else \
+        np.zeros(0, dtype=np.int64)
+    print0(f"[levels] {num_levels} per class; training windows per level "
+           f"{[np.bincount(train_set.levels[train_set.labels == c], minlength=num_levels).tolist() for c in range(num_classes)]}")
+    return levels
 
 
 def save_state(args: arg_util.Args, trainer, ep_next: int, it_next: int, run_state: dict, meta: dict,
@@ -316,7 +352,8 @@ def train_one_ep(ep: int, is_first_ep: bool, start_it: int, args: arg_util.Args,
     g_it, max_it = ep * iters_train, args.ep * iters_train
     SN = len(args.patch_nums)
     world, rank = dist.get_world_size(), dist.get_rank()
-    for it, (inp, label) in me.log_every(start_it, iters_train, ld_or_itrt, 30 if iters_train > 8000 else 5, header):
+    for it, (inp, label, *level) in me.log_every(start_it, iters_train, ld_or_itrt, 30 if iters_train > 8000 else 5,
+                                                 header):
         g_it = ep * iters_train + it
         inp = inp.to(args.device, non_blocking=True)
         label = label.to(args.device, non_blocking=True)
@@ -338,7 +375,7 @@ def train_one_ep(ep: int, is_first_ep: bool, start_it: int, args: arg_util.Args,
         trainer.var_wo_ddp.train_rng.manual_seed(step_seed(int(run_state["seed_base"]), g_it, rank, world))
         grad_norm, scale_log2, skipped = trainer.train_step(
             it=it, g_it=g_it, stepping=stepping, metric_lg=me, tb_lg=tb_lg, inp_BCT=inp, label_B=label,
-            prog_si=prog_si, prog_wp_it=args.pgwp * iters_train)
+            prog_si=prog_si, prog_wp_it=args.pgwp * iters_train, level_B=level[0] if level else None)
         if skipped:
             nonfinite_run += 1
             run_state["nonfinite_total"] = int(run_state["nonfinite_total"]) + 1

@@ -28,9 +28,10 @@ logger = logging.getLogger(__name__)
 # VAR config keys that define the architecture: a checkpoint that differs in one of them cannot be resumed
 ARCH_KEYS = ("depth", "embed_dim", "num_heads", "num_classes", "shared_aln", "attn_l2_norm", "patch_nums",
              "tokens_per_pos", "vocab_size", "Cvae", "mlp_ratio", "intra_steps",
-             "intra_nbr", "intra_ar", "intra_ar_fhat")
+             "intra_nbr", "intra_ar", "intra_ar_fhat", "num_levels")
 # values of config keys added after a checkpoint was written: what such a checkpoint's model did
-LEGACY_CONFIG = {"intra_steps": 1, "intra_mix": 0.0, "intra_nbr": 0, "intra_ar": 0, "intra_ar_fhat": 0}
+LEGACY_CONFIG = {"intra_steps": 1, "intra_mix": 0.0, "intra_nbr": 0, "intra_ar": 0, "intra_ar_fhat": 0,
+                 "num_levels": 0}
 
 
 def with_legacy_defaults(config: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +116,12 @@ class VARTrainer:
         """A VAR with steps or a left-to-right head inside a scale also reads the ground-truth tokens."""
         return (gt_BL,) if getattr(self.var_wo_ddp, "needs_gt_tokens", False) else ()
 
+    def _level_kwargs(self, level_B: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``level_B`` for the forward pass of a VAR with levels (none for the others)."""
+        if level_B is None or getattr(self.var_wo_ddp, "num_levels", 0) == 0:
+            return {}
+        return {"level_B": level_B.to(self.device, non_blocking=True)}
+
     @torch.no_grad()
     def eval_ep(self, ld_val) -> dict[str, float]:
         """Mean cross-entropy (nats per token) and top-1 accuracy (%) over the val loader, in fp32.
@@ -131,12 +138,13 @@ class VARTrainer:
         stt = time.time()
         training = self.var_wo_ddp.training
         self.var_wo_ddp.eval()  # fix(upstream) §18.1: no condition dropout while validating (see VAR.forward)
-        for inp_BCT, label_B in ld_val:
+        for inp_BCT, label_B, *level in ld_val:  # (windows, labels[, levels]) as FullSpectrumWindows yields
             B = label_B.shape[0]
             inp_BCT = inp_BCT.to(self.device, non_blocking=True)
             label_B = label_B.to(self.device, non_blocking=True)
             _, gt_BL, x_in = self._targets(inp_BCT)
-            logits_BLV = self.var_wo_ddp(label_B, x_in, *self._content_args(gt_BL))
+            logits_BLV = self.var_wo_ddp(label_B, x_in, *self._content_args(gt_BL),
+                                         **self._level_kwargs(level[0] if level else None))
             ce_BL = F.cross_entropy(logits_BLV.float().transpose(1, 2), gt_BL, reduction="none")
             acc_BL = (logits_BLV.argmax(dim=-1) == gt_BL).float()
             sums[0] += ce_BL.mean().item() * B
@@ -163,7 +171,8 @@ class VARTrainer:
 
     def train_step(self, it: int, g_it: int, stepping: bool, metric_lg: MetricLogger, tb_lg: TensorboardLogger,
                    inp_BCT: torch.Tensor, label_B: torch.LongTensor, prog_si: int,
-                   prog_wp_it: float) -> tuple[torch.Tensor | None, float | None, bool]:
+                   prog_wp_it: float, level_B: torch.LongTensor | None = None
+                   ) -> tuple[torch.Tensor | None, float | None, bool]:
         """One (micro-)step of teacher-forced next-scale prediction.
 
         Parameters
@@ -178,6 +187,8 @@ class VARTrainer:
             Progressive-training scale limit (-1 = all scales).
         prog_wp_it : float
             Warm-up iterations of a new progressive stage.
+        level_B : LongTensor, shape (B,) | None
+            Per-window levels, for a VAR with ``num_levels``.
 
         Returns
         -------
@@ -207,7 +218,8 @@ class VARTrainer:
         gt_idx_Bl, gt_BL, x_BLCv_wo_first_l = self._targets(inp_BCT)
 
         with self.var_opt.amp_ctx:
-            logits_BLV = self.var(label_B, x_BLCv_wo_first_l, *self._content_args(gt_BL))
+            logits_BLV = self.var(label_B, x_BLCv_wo_first_l, *self._content_args(gt_BL),
+                                  **self._level_kwargs(level_B))
             ce_BL = self.train_loss(logits_BLV.float().transpose(1, 2), gt_BL[:, :logits_BLV.shape[1]])
             if prog_si >= 0:
                 bg, ed = self.begin_ends[prog_si]

@@ -152,7 +152,8 @@ def band_keep_masks(B: int, patch_nums: Sequence[int], n_keep_scales: int,
 @torch.no_grad()
 def complete_tokens(var, src_idx: Sequence[torch.Tensor], keep: Sequence[torch.Tensor],
                     label_B: Optional[torch.Tensor | int] = -1, g_seed: Optional[int] = None, cfg: float = 0.0,
-                    top_k: int = 0, top_p: float = 0.0, intra_steps: Optional[int] = None):
+                    top_k: int = 0, top_p: float = 0.0, intra_steps: Optional[int] = None,
+                    level_B: Optional[torch.Tensor | int] = None):
     """Sample a token pyramid scale by scale, keeping the source tokens where ``keep`` is set.
 
     This is :meth:`VAR.autoregressive_infer_cfg` with upstream's zero-shot edit step: after each forward
@@ -171,8 +172,9 @@ def complete_tokens(var, src_idx: Sequence[torch.Tensor], keep: Sequence[torch.T
         Class; negative int = the null class (upstream's choice for in/out-painting).
     g_seed : int | None
         Seed of ``var.rng``.
-    cfg, top_k, top_p, intra_steps : float, int, float, int | None
-        As in ``autoregressive_infer_cfg`` (cfg 0 = no guidance).
+    cfg, top_k, top_p, intra_steps, level_B : float, int, float, int | None, LongTensor | int | None
+        As in ``autoregressive_infer_cfg`` (cfg 0 = no guidance; level_B None draws the level for a class and
+        leaves it unknown for the null class).
 
     Returns
     -------
@@ -187,7 +189,8 @@ def complete_tokens(var, src_idx: Sequence[torch.Tensor], keep: Sequence[torch.T
                          f"{len(src_idx)} and {len(keep)}")
     B = src_idx[0].shape[0]
     return var.autoregressive_infer_cfg(B, label_B, g_seed=g_seed, cfg=cfg, top_k=top_k, top_p=top_p,
-                                        ret_stages=True, intra_steps=intra_steps, keep_src=(src_idx, keep))
+                                        ret_stages=True, intra_steps=intra_steps, keep_src=(src_idx, keep),
+                                        level_B=level_B)
 
 
 # ------------------------------------------------------------------------------------------ splicing
@@ -231,7 +234,8 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
                      n_keep_scales: Optional[int] = None, observed_BCT_uv: Optional[torch.Tensor] = None,
                      n_samples: int = 1, seed: Optional[int] = 0, label_B: Optional[torch.Tensor | int] = -1,
                      cfg: float = 0.0, top_k: int = 0, top_p: float = 0.0, rule: str = "inside", fade: int = 5,
-                     prefill: str = "linear", relative: bool = True) -> dict[str, torch.Tensor]:
+                     prefill: str = "linear", relative: bool = True,
+                     level_B: Optional[torch.Tensor | int] = None) -> dict[str, torch.Tensor]:
     """Complete µV windows: S draws and their mean (the point estimate).
 
     Exactly one of ``mask_BT`` (gap filling / forecasting) and ``n_keep_scales`` (band completion) is given.
@@ -264,6 +268,9 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
         the model's change to the prefilled window, free of the tokenizer's reconstruction error (with every
         token kept it returns the prefill exactly; a window with nothing kept gets the plain decode, i.e. an
         unconditional sample). False: the plain decode of the mixed tokens.
+    level_B : LongTensor (B,) | int | None
+        A VAR with levels: each window's level (e.g. ``utils.eeg_levels.observed_levels``; negative int =
+        unknown); None = drawn from the class's training frequency (unknown for the null class).
 
     Returns
     -------
@@ -295,7 +302,8 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
     draws = []
     for s in range(int(n_samples)):
         x_gen, _, ms_fhat = complete_tokens(var, src_idx, keep, label_B=label_B,
-                                            g_seed=None if seed is None else int(seed) + s, cfg=cfg, top_k=top_k, top_p=top_p)
+                                            g_seed=None if seed is None else int(seed) + s, cfg=cfg, top_k=top_k,
+                                            top_p=top_p, level_B=level_B)
         gen_uv = x_gen.float() * uv_scale
         if mask_BT is not None:
             if src_dec_uv is not None:

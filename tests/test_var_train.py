@@ -313,8 +313,12 @@ def test_sampling_units_shapes_and_determinism(run_a, ds_root, tmp_path, repo_ro
     assert os.path.getsize(png) > 10_000
     # units: the file holds µV = the model's output (model units) times the tokenizer's uv_scale
     var, vae, meta = sample.load_var_checkpoint(ckpt)
+    # the run has power levels (the default --level_clusters): the file records each window's, drawn with the seed
+    assert var.num_levels == 4 and d["levels"].shape == (N,) and 0 <= d["levels"].min() and d["levels"].max() < 4
+    gen = torch.Generator().manual_seed(5)
+    assert d["levels"].tolist() == var.resolve_levels(torch.tensor([0, 0, 0, 1, 1, 1]), None, gen).tolist()
     x_BCT = var.autoregressive_infer_cfg(B=N, label_B=torch.tensor([0, 0, 0, 1, 1, 1]), g_seed=5, cfg=2, top_k=8,
-                                         top_p=0.9)  # one batch of N with seed + 0, as sample.py draws it
+                                         top_p=0.9, level_B=torch.as_tensor(d["levels"]))  # one batch, seed + 0
     np.testing.assert_allclose(d["signal"], x_BCT.numpy() * meta["tokenizer"]["uv_scale"], rtol=1e-5, atol=1e-4)
     assert 0.1 * meta["tokenizer"]["uv_scale"] < d["signal"].std() < 10 * meta["tokenizer"]["uv_scale"]
     # the last cumulative stage is the full-spectrum signal
@@ -363,3 +367,54 @@ def test_benchmark_harness_quick(ds_root, tmp_path):
     tp = res["sampling_throughput_cpu"]["2"]
     assert tp["windows_per_s"] == pytest.approx(tp["batch"] / tp["seconds_per_batch"])
     assert [d["ep"] for d in res["train"]["val_curve"]] == [1]
+
+
+def test_run_keeps_its_level_clusters_and_refuses_another_count(repo_root, ds_root, tok_ckpt, run_a, tmp_path):
+    """The default run has 4 power levels per class: the checkpoint holds the clusters, the model's prior is
+    the share of each level among the training windows (recomputed here from the windows), and a resume with
+    another --level_clusters is a one-line error."""
+    from utils.eeg_levels import LevelClusters, window_levels
+    state, _ = load_checkpoint(os.path.join(run_a, "ar-ckpt-best.pth"))
+    clusters = LevelClusters.from_dict(state["levels"])
+    assert (clusters.num_classes, clusters.num_levels) == (2, 4)
+    ds = EEGWindowDataset(ds_root, "train")
+    x = np.stack([ds.window(i).stages_KCT[-1] for i in range(len(ds))])
+    lv = clusters.assign(window_levels(x, ds.sfreq, ds.bands), ds.labels)
+    share = np.stack([np.bincount(lv[ds.labels == c], minlength=4) / (ds.labels == c).sum() for c in (0, 1)])
+    np.testing.assert_allclose(state["trainer"]["var_wo_ddp"]["level_prior"].numpy(), share, atol=1e-6)
+    assert (share > 0).all()
+    out = str(tmp_path / "c")
+    os.makedirs(out)
+    shutil.copy(os.path.join(run_a, "ar-ckpt-last.pth"), out)
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--level_clusters=2"]))
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error:") and "num_levels=4" in last and "num_levels=2" in last
+
+
+def test_sample_and_complete_level_flags(run_a, ds_root, tmp_path):
+    import complete
+    import sample
+    from utils.eeg_levels import LevelClusters, observed_levels
+    from utils.errors import UserError
+    out = str(tmp_path / "s.npz")
+    assert sample.main([f"--ckpt={run_a}", "--n=3", f"--out={out}", "--level=2"]) == 0
+    assert np.load(out)["levels"].tolist() == [2] * 6
+    for bad, msg in (("4", r"has levels 0..3"), ("loud", r"expected 'draw', 'unknown' or an index 0..3")):
+        with pytest.raises(UserError, match=msg):
+            sample.main([f"--ckpt={run_a}", "--n=1", f"--out={tmp_path}/x.npz", f"--level={bad}"])
+    # completion: the level of each window is estimated from what is observed of it
+    out = str(tmp_path / "c.npz")
+    assert complete.main(["--mode=fill_gap", f"--ckpt={run_a}", f"--data_path={ds_root}", "--n=4", "--n_samples=1",
+                          "--gap=0.5:1.5", "--class_label=own", f"--out={out}"]) == 0
+    d = np.load(out)
+    state, _ = load_checkpoint(os.path.join(run_a, "ar-ckpt-best.pth"))
+    want = observed_levels(LevelClusters.from_dict(state["levels"]), np.nan_to_num(d["observed"]), d["labels"],
+                           float(d["sfreq"]), mask_NT=d["mask"])
+    assert d["levels"].tolist() == want.tolist()
+    assert complete.main(["--mode=complete_bands", f"--ckpt={run_a}", f"--data_path={ds_root}", "--n=2", "--k=2",
+                          "--n_samples=1", f"--out={tmp_path}/b.npz"]) == 0  # null class: level unknown
+    assert np.load(f"{tmp_path}/b.npz")["levels"].tolist() == [-1, -1]
+    with pytest.raises(UserError, match="a level needs a class"):
+        complete.main(["--mode=complete_bands", f"--ckpt={run_a}", f"--data_path={ds_root}", "--n=2", "--k=2",
+                       "--level=1", f"--out={tmp_path}/e.npz"])

@@ -340,6 +340,10 @@ class Args(BaseArgs):
                              "bands' reconstruction at positions i-r..i+r (r = this value; 0 = off). Residual scales "
                              "cancel part of the coarser ones; without this path samples add them up incoherently "
                              "and come out too loud in delta/theta (benchmarks/bench_intra_steps.py)")
+    level_clusters: int = arg(4, "EEG port: per-window power levels, k-means clusters per class of the window's "
+                              "channel-mean log band powers (utils/eeg_levels.py); VAR is conditioned on the level and "
+                              "sampling draws it first from its training frequency, so samples vary like windows of "
+                              "different subjects, not of one (benchmarks/bench_intra_steps.py). 0 = class only")
     intra_mix: float = arg(0.25, "fraction of training steps that use a random coarser step schedule, so that "
                            "sampling with fewer steps than --intra_steps stays in distribution")
     # ---- data geometry
@@ -384,6 +388,8 @@ class Args(BaseArgs):
             raise UserError(f"--intra_nbr={self.intra_nbr}: expected a neighbour radius >= 0")
         if self.intra_ar_fhat < 0:
             raise UserError(f"--intra_ar_fhat={self.intra_ar_fhat}: expected a half-width >= 0 (0 = off)")
+        if self.level_clusters < 0:
+            raise UserError(f"--level_clusters={self.level_clusters}: expected a number of clusters >= 0 (0 = off)")
         if self.intra_ar < 0:
             raise UserError(f"--intra_ar={self.intra_ar}: expected a number of positions >= 0 (0 = off)")
         if self.intra_ar > 0 and self.intra_steps > 1:

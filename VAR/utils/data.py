@@ -23,18 +23,36 @@ logger = logging.getLogger(__name__)
 
 
 class FullSpectrumWindows(Dataset):
-    """Wraps :class:`EEGWindowDataset`; item ``i`` = (x_CT float32 model units, label int >= 0)."""
+    """Wraps :class:`EEGWindowDataset`; item ``i`` = (x_CT float32 model units, label int >= 0), plus the
+    window's level (int) once :attr:`levels` is set (``VAR/train.py --level_clusters``)."""
 
     def __init__(self, base: EEGWindowDataset, uv_scale: float, unlabelled_as: int = 0) -> None:
         self.base, self.uv_scale = base, float(uv_scale)
         self.labels = np.where(base.labels < 0, unlabelled_as, base.labels).astype(np.int64)
+        self.levels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple:
         stages_KCT, _ = self.base[index]
-        return stages_KCT[-1] / self.uv_scale, int(self.labels[index])
+        if self.levels is None:
+            return stages_KCT[-1] / self.uv_scale, int(self.labels[index])
+        return stages_KCT[-1] / self.uv_scale, int(self.labels[index]), int(self.levels[index])
+
+
+def dataset_level_features(ds: EEGWindowDataset, bands: Sequence[Sequence[float]], chunk: int = 256) -> np.ndarray:
+    """:func:`utils.eeg_levels.window_levels` of every full-spectrum window of ``ds``: (N, B), read in chunks
+    (a progress bar on large sets)."""
+    from tqdm import tqdm
+
+    from utils.eeg_levels import window_levels
+    out = []
+    starts = range(0, len(ds), chunk)
+    for s in tqdm(starts, desc=f"levels of {ds.split}", unit="chunk", disable=len(starts) < 8):
+        x_NCT = np.stack([ds[i][0][-1].numpy() for i in range(s, min(s + chunk, len(ds)))])
+        out.append(window_levels(x_NCT, ds.sfreq, bands))
+    return np.concatenate(out) if out else np.zeros((0, len(bands)))
 
 
 def build_dataset(data_path: str, uv_scale: float, limits: Sequence[int | None] = (None, None),
