@@ -94,6 +94,9 @@ def _targets(model, kind: str, vae, x_NCT: torch.Tensor, chunk: int = 64) -> dic
 
 
 def _logits(model, kind: str, label_B: torch.Tensor, tg: dict, b: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced logits; ``label_B`` (B,) classes, or (B, 2) class and level for a VAR with levels."""
+    if label_B.ndim == 2:
+        return model(label_B[:, 0], tg["inp"][b], tg["gt"][b], level_B=label_B[:, 1])
     return model(label_B, tg["inp"][b], tg["gt"][b]) if kind == "var" else model(label_B, tg["gt"][b])
 
 
@@ -119,8 +122,8 @@ def train_model(model, kind: str, vae, x_NCT: torch.Tensor, y_N: torch.Tensor, e
     ----------
     x_NCT : Tensor, shape (N, C, T)
         Training windows in model units (µV / ``uv_scale``).
-    y_N : LongTensor, shape (N,)
-        Class per window.
+    y_N : LongTensor, shape (N,) or (N, 2)
+        Class per window (and its level, for a VAR with ``num_levels``).
     ep, bs, lr, wp_ep : int, int, float, float
         Epochs, batch size, peak learning rate, warm-up epochs (from 0.005 * lr).
     val : (x_NCT, y_N) | None

@@ -16,10 +16,11 @@ reports, each beside its floor:
 5. window-to-window spread of band power of the samples, beside real and reconstructed windows (across
    recordings, and inside one recording).
 
-``--level-clusters K`` adds a probe: the coarse-path model conditioned on class x one of K clusters of the
-window's band levels (its classes are the level clusters of each task class; samples draw the cluster from its
-training frequency), to see what a global per-window level latent would give. Its NLL is conditional on the
-validation windows' clusters, so it stays out of the NLL table.
+``--level-clusters K`` also trains the coarse-path model with per-window power levels (VAR/train.py
+--level_clusters=K, utils/eeg_levels.py: K k-means clusters per class of the window's channel-mean log band
+powers; VAR is conditioned on class and level and draws the level first from its training frequency). Its NLL
+row is the NLL given each validation window's level plus the level's own cost (-log2 of its training
+frequency): an upper bound on the exact NLL.
 """
 from __future__ import annotations
 
@@ -57,10 +58,8 @@ def build_parser():
     p.add_argument("--intra-ar-fhat", type=int, default=2, help="also train the --intra-ar model whose code term sees "
                    "the coarser reconstruction at positions i-r..i+r (model AR<R>F<r>; VAR/train.py "
                    "--intra_ar_fhat; 0 = not)")
-    p.add_argument("--level-clusters", type=int, default=0, help="also train the coarse-path model conditioned on "
-                   "a per-window level: class x one of K clusters of the window's channel-mean log band powers "
-                   "(k-means on the training reconstructions); samples draw the cluster from its training frequency "
-                   "(a probe of a global level latent; 0 = not)")
+    p.add_argument("--level-clusters", type=int, default=0, help="also train the coarse-path model with K per-window "
+                   "power levels per class (VAR/train.py --level_clusters; 0 = not)")
     p.add_argument("--depth", type=int, default=2, help="VAR depth (2: a 2-core CPU trains both models in under an "
                    "hour; a depth-4 step at batch 32 takes ~10x longer)")
     p.add_argument("--ep", type=int, default=3, help="VAR epochs")
@@ -78,9 +77,11 @@ def build_parser():
 
 
 def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
-              y_va: torch.Tensor, out: str, R: int = 0, fhat: int = 0, extra_settings: dict | None = None):
+              y_va: torch.Tensor, out: str, R: int = 0, fhat: int = 0, extra_settings: dict | None = None,
+              levels=None):
     """Train VAR --intra_steps=S (or --intra_ar=R) in this process on pre-tokenised windows (bench_generation's loop: AdamW,
-    warm-up then linear decay, lowest validation NLL kept), or load the saved result of the same settings."""
+    warm-up then linear decay, lowest validation NLL kept), or load the saved result of the same settings.
+    With ``levels`` (:class:`utils.eeg_levels.LevelClusters`) the labels are (N, 2): class and level."""
     from benchmarks.bench_generation import train_model
     from models import build_var
     from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -95,7 +96,10 @@ def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: tor
     settings.update(extra_settings or {})
     torch.manual_seed(0)
     var = build_var(vae, "cpu", num_classes=num_classes, depth=args.depth, init_adaln_gamma=1e-3, intra_steps=S, intra_nbr=nbr,
-                    intra_ar=R, intra_ar_fhat=fhat, cond_drop_rate=0.1 if num_classes > 1 else 0.0)
+                    intra_ar=R, intra_ar_fhat=fhat, cond_drop_rate=0.1 if num_classes > 1 else 0.0,
+                    num_levels=levels.num_levels if levels is not None else 0)
+    if levels is not None:
+        var.set_level_prior(torch.from_numpy(levels.prior))
     if os.path.exists(out):
         saved, _ = load_checkpoint(out)
         if saved.get("settings") == settings:
@@ -108,13 +112,14 @@ def train_var(args, S: int, vae, num_classes: int, x_tr: torch.Tensor, y_tr: tor
     return var.eval(), log
 
 
-def export_ar_ckpt(var, vae, tok: dict, class_names: Sequence[str], path: str) -> str:
+def export_ar_ckpt(var, vae, tok: dict, class_names: Sequence[str], path: str, levels=None) -> str:
     """Write ``var`` as VAR/train.py writes ``ar-ckpt-best.pth`` (so sample.py, complete.py and
     bench_zeroshot --ckpt take it); returns ``path``."""
     from utils.checkpoint import save_checkpoint
+    extra = {"levels": levels.to_dict()} if levels is not None else {}
     save_checkpoint(path, {"trainer": {"var_wo_ddp": var.state_dict(), "vae_local": vae.state_dict(),
                                        "config": var.get_config()},
-                           "tokenizer": tok, "class_names": list(class_names), "epoch": 0, "iter": 0})
+                           "tokenizer": tok, "class_names": list(class_names), "epoch": 0, "iter": 0, **extra})
     return path
 
 
@@ -156,30 +161,6 @@ def count_model_bits(toks_tr: list[np.ndarray], toks_va: list[np.ndarray], V: in
         nll_left = parent_bigram_nll(tr_c, tr_p, va_c, va_p, V, choose_parent_prior(tr_c, tr_p, V))
         left.append(((pn - 1) * nll_left + uni[-1]) / pn)
     return {"unigram": _bits(uni, toks_va), "left_bigram": _bits(left, toks_va)}
-
-
-def level_clusters(rec_tr: np.ndarray, lab_tr: np.ndarray, rec_va: np.ndarray, lab_va: np.ndarray, sfreq: float,
-                   K: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Per window, class x level cluster (label c * K + k): k-means (K clusters per class) on the standardised
-    channel-mean log10 band powers of the training reconstructions; validation windows take their class's
-    nearest centre. Returns the training labels, validation labels and per class the clusters' frequencies."""
-    from scipy.cluster.vq import kmeans2
-    from utils.eeg_metrics import window_band_powers
-    level = lambda x: np.log10(np.maximum(window_band_powers(x, sfreq, f_max=45.0), 1e-12)).mean(1)  # noqa: E731
-    lv_tr = level(rec_tr)
-    mu, sd = lv_tr.mean(0), lv_tr.std(0)
-    z_tr, z_va = (lv_tr - mu) / sd, (level(rec_va) - mu) / sd
-    out_tr, out_va, freq = np.zeros(len(z_tr), int), np.zeros(len(z_va), int), {}
-    for c in np.unique(lab_tr):
-        m = lab_tr == c
-        k_tr = kmeans2(z_tr[m], K, seed=0, minit="++")[1]
-        centres = np.stack([z_tr[m][k_tr == k].mean(0) for k in range(K)])
-        out_tr[m] = c * K + k_tr
-        freq[int(c)] = np.bincount(k_tr, minlength=K) / m.sum()
-        mv = lab_va == c
-        if mv.any():
-            out_va[mv] = c * K + ((z_va[mv, None] - centres[None]) ** 2).sum(-1).argmin(1)
-    return out_tr, out_va, freq
 
 
 def var_bits(var, vae, x_va: np.ndarray, lab_va: np.ndarray, uv: float) -> list[float]:
@@ -347,18 +328,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
     specs = [(f"S{S}", S, 0, 0, 0) for S in steps] + ([(f"AR{args.intra_ar}", 1, args.intra_ar, 0, 0)] if args.intra_ar > 0 else [])
     if args.intra_ar > 0 and args.intra_ar_fhat > 0:
         specs.append((f"AR{args.intra_ar}F{args.intra_ar_fhat}", 1, args.intra_ar, args.intra_ar_fhat, 0))
-        if args.level_clusters > 0:
+        if args.level_clusters > 0:  # as VAR/train.py --level_clusters: clusters of the input windows' levels
+            from utils.eeg_levels import fit_level_clusters, window_levels
             specs.append((f"AR{args.intra_ar}F{args.intra_ar_fhat}L{args.level_clusters}", 1, args.intra_ar,
                           args.intra_ar_fhat, args.level_clusters))
-            lvl_tr, lvl_va, lvl_freq = level_clusters(rec_tr, lab_tr, rec_va, lab_va, sfreq, args.level_clusters)
+            clusters = fit_level_clusters(window_levels(x_tr, sfreq, tok["bands"]), lab_tr, len(class_names),
+                                          args.level_clusters, tok["bands"])
+            lvl_tr = clusters.assign(window_levels(x_tr, sfreq, tok["bands"]), lab_tr)
+            lvl_va = clusters.assign(window_levels(x_va, sfreq, tok["bands"]), lab_va)
     for name, S, R, Fr, L in specs:
         logger.info("VAR --intra_steps=%d --intra_ar=%d fhat=%d level clusters=%d", S, R, Fr, L)
-        y_tr, y_va = (lvl_tr, lvl_va) if L else (lab_tr, lab_va)
-        models[name] = (*train_var(args, S, vae, len(class_names) * max(L, 1), to_t(x_tr), torch.as_tensor(y_tr),
+        y_tr, y_va = (np.stack([lab_tr, lvl_tr], 1), np.stack([lab_va, lvl_va], 1)) if L else (lab_tr, lab_va)
+        models[name] = (*train_var(args, S, vae, len(class_names), to_t(x_tr), torch.as_tensor(y_tr),
                                    to_t(x_va), torch.as_tensor(y_va), os.path.join(args.runs_dir, f"var_{name}.pt"),
-                                   R=R, fhat=Fr, extra_settings={"level_clusters": L} if L else None), S, R, L)
-        if not L:  # (sample.py cannot draw a level cluster)
-            export_ar_ckpt(models[name][0], vae, tok, class_names, os.path.join(args.runs_dir, f"var_{name}-ar-ckpt.pth"))
+                                   R=R, fhat=Fr, extra_settings={"level_clusters": L, "levels_of": "input windows"}
+                                   if L else None, levels=clusters if L else None), S, R, L)
+        export_ar_ckpt(models[name][0], vae, tok, class_names, os.path.join(args.runs_dir, f"var_{name}-ar-ckpt.pth"),
+                       levels=clusters if L else None)
     if args.train_only:
         return {}
     edges = sorted({float(hi) for _, hi in tok["bands"]})[:-1]
@@ -392,13 +378,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     rows = {}
     parts_curves = {"reconstructed val": (reconstructed_parts(vae, x_va, uv), "k-")}
     for name, (var, log, S, R, L) in models.items():
-        if L:  # conditioned on the validation windows' own level clusters: not comparable with the other rows
-            nll = {"var_given_level": var_bits(var, vae, x_va, lvl_va, uv)}
-            rng_l = np.random.default_rng(0)
-            draw_labels = [c * L + int(rng_l.choice(L, p=lvl_freq[c])) for c in labels]
+        if L:  # given each validation window's level, plus the level's cost: an upper bound on the exact NLL
+            nll = {"var": var_bits(var, vae, x_va, np.stack([lab_va, lvl_va], 1), uv),
+                   "level_bits": float(-np.log2(np.maximum(clusters.prior[lab_va, lvl_va], 1e-12)).mean())}
         else:
             nll = {"var": var_bits(var, vae, x_va, lab_va, uv), **counts}
-            draw_labels = labels
+        draw_labels = labels  # (a model with levels draws each window's level from its training frequency)
         top_ks = [int(k) for k in args.ar_top_k.split(",") if k.strip()] if R and not L else []
         label = model_label(S, R, var.intra_ar_fhat, L)
         for s, k in [(s, 0) for s in sorted({1, S} | ({2} if S >= 2 else set()))] + [(1, k) for k in top_ks]:
@@ -485,8 +470,13 @@ def build_report(res: dict) -> dict:
         if "nll_bits" not in r or "var" not in r["nll_bits"]:
             continue
         n = r["nll_bits"]
-        nll_rows.append([model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_fhat', 0))] + [round(v, 0) for v in n["var"]] + [round(sum(n["var"]), 0)])
-        counts = n
+        lvl = n.get("level_bits")
+        label = model_label(r['train_steps'], r.get('intra_ar', 0), r.get('intra_ar_fhat', 0), r.get('level_clusters', 0))
+        if lvl is not None:
+            label += f" (given the level; total adds its {lvl:.1f} bits)"
+        nll_rows.append([label] + [round(v, 0) for v in n["var"]] + [round(sum(n["var"]) + (lvl or 0.0), 0)])
+        if "unigram" in n:
+            counts = n
     for name, key in (("unigram", "unigram"), ("same-scale left-neighbour bigram", "left_bigram")):
         nll_rows.append([name] + [round(v, 0) for v in counts[key]] + [round(sum(counts[key]), 0)])
     spread_rows = [[row_label(r)] + [round(v, 3) for v in r["band_power_spread"]]

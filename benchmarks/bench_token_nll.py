@@ -101,13 +101,18 @@ def choose_parent_prior(child_NL: np.ndarray, parent_NL: np.ndarray, V: int,
 # ------------------------------------------------------------------------------------------ VAR
 @torch.no_grad()
 def var_nll(var, vae, x_NCT: torch.Tensor, label_N: torch.Tensor, bs: int = 32) -> tuple[list[float], list[np.ndarray]]:
-    """Teacher-forced cross-entropy per scale (nats/token) and the tokens per scale (each (N, pn * G))."""
+    """Teacher-forced cross-entropy per scale (nats/token) and the tokens per scale (each (N, pn * G)).
+
+    ``label_N`` (N,) classes, or (N, 2) class and level for a VAR with levels (the NLL given the level)."""
     sums = torch.zeros(len(var.patch_nums), dtype=torch.float64)
     toks: list[list[np.ndarray]] = [[] for _ in var.patch_nums]
     for i in range(0, len(x_NCT), bs):
         idx_S = vae.eeg_to_idxBl(x_NCT[i:i + bs])
         x_in = vae.quantize.idxBl_to_var_input(idx_S)
-        logits_BLV = var(label_N[i:i + bs], x_in, torch.cat(idx_S, dim=1)).float()  # exact under the group order
+        lab = label_N[i:i + bs]
+        kw = {"level_B": lab[:, 1]} if lab.ndim == 2 else {}
+        lab = lab[:, 0] if lab.ndim == 2 else lab
+        logits_BLV = var(lab, x_in, torch.cat(idx_S, dim=1), **kw).float()  # exact under the group order
         ce_BL = F.cross_entropy(logits_BLV.transpose(1, 2), torch.cat(idx_S, dim=1), reduction="none")
         cur = 0
         for si, t in enumerate(idx_S):

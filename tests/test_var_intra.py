@@ -236,27 +236,3 @@ def test_sample_cli_refuses_steps_the_model_lacks(old_and_new_ckpt):
     with pytest.raises(UserError, match=r"--intra_steps: intra_steps=2 but the model was trained with --intra_steps=1"):
         sample.main(["--ckpt", old_and_new_ckpt["old"], "--out", out, "--n=1", "--intra_steps=2"])
     assert not os.path.exists(out)
-
-
-def test_bench_level_clusters_find_window_levels():
-    """bench_intra_steps' level probe: windows of white noise at four known levels (two per class, 100x apart in
-    power) fall into one cluster per level, labelled inside their class (c * K + k), and each validation window
-    joins the cluster of its own level; cluster frequencies are the level shares."""
-    from benchmarks.bench_intra_steps import level_clusters
-    rng = np.random.default_rng(0)
-    n, C, T, sf = 60, 3, 200, 100.0
-    gain = np.array([1.0, 10.0, 3.0, 30.0])  # (class 0: levels 0, 1; class 1: levels 2, 3)
-    level_tr = np.repeat([0, 1, 2, 3], [n, 2 * n, n, n])
-    level_va = np.array([0, 1, 2, 3, 1, 3])
-    x_tr = rng.standard_normal((len(level_tr), C, T)) * gain[level_tr, None, None]
-    x_va = rng.standard_normal((len(level_va), C, T)) * gain[level_va, None, None]
-    lab_tr, lab_va = level_tr // 2, level_va // 2
-    out_tr, out_va, freq = level_clusters(x_tr, lab_tr, x_va, lab_va, sf, 2)
-    assert set(out_tr[lab_tr == 0]) <= {0, 1} and set(out_tr[lab_tr == 1]) <= {2, 3}
-    for lv in range(4):  # one cluster per level, and a different one for the other level of the class
-        assert len(set(out_tr[level_tr == lv])) == 1
-    assert out_tr[level_tr == 0][0] != out_tr[level_tr == 1][0] and out_tr[level_tr == 2][0] != out_tr[level_tr == 3][0]
-    want_va = {lv: out_tr[level_tr == lv][0] for lv in range(4)}
-    assert [want_va[lv] for lv in level_va] == out_va.tolist()
-    np.testing.assert_allclose(freq[0], [(out_tr[lab_tr == 0] == k).mean() for k in (0, 1)])
-    np.testing.assert_allclose(sorted(freq[0]), [1 / 3, 2 / 3])
