@@ -167,7 +167,7 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
     for b, start in enumerate(range(0, len(labels), batch)):
         lab_B = labels[start:start + batch].to(dev)
         level_B = None
-        if var.num_levels > 0:  # drawn here (not inside the model) so the file records them
+        if var.num_levels > 0:  # drawn here as the model would draw them, so the file records them
             gen = torch.Generator().manual_seed(seed + b) if seed is not None else None
             level_B = var.resolve_levels(lab_B.cpu(), level, gen).to(dev)
             lvl.append(torch.where(level_B == var.num_levels, -1, level_B).cpu())

@@ -318,7 +318,7 @@ def test_sampling_units_shapes_and_determinism(run_a, ds_root, tmp_path, repo_ro
     gen = torch.Generator().manual_seed(5)
     assert d["levels"].tolist() == var.resolve_levels(torch.tensor([0, 0, 0, 1, 1, 1]), None, gen).tolist()
     x_BCT = var.autoregressive_infer_cfg(B=N, label_B=torch.tensor([0, 0, 0, 1, 1, 1]), g_seed=5, cfg=2, top_k=8,
-                                         top_p=0.9, level_B=torch.as_tensor(d["levels"]))  # one batch, seed + 0
+                                         top_p=0.9)  # one batch of N with seed + 0, as sample.py draws it
     np.testing.assert_allclose(d["signal"], x_BCT.numpy() * meta["tokenizer"]["uv_scale"], rtol=1e-5, atol=1e-4)
     assert 0.1 * meta["tokenizer"]["uv_scale"] < d["signal"].std() < 10 * meta["tokenizer"]["uv_scale"]
     # the last cumulative stage is the full-spectrum signal

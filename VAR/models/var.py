@@ -244,7 +244,7 @@ class VAR(nn.Module):
         dev = label_B.device
         if level_B is None:
             null = label_B >= self.num_classes
-            probs = self.level_prior.to(dev)[label_B.clamp(max=self.num_classes - 1)]
+            probs = self.level_prior.to(dev)[label_B.clamp(max=self.num_classes - 1)].float()
             drawn = torch.multinomial(probs, num_samples=1, generator=rng).reshape(-1)
             return torch.where(null, self.num_levels, drawn)
         if isinstance(level_B, int):
@@ -313,7 +313,8 @@ class VAR(nn.Module):
             depend on the mask.
         level_B : LongTensor (B,) | int | None
             With ``num_levels``: the level per sample; an int is used for all (negative = unknown); None draws
-            each from ``level_prior`` of its class (with ``g_seed``'s generator, before any token).
+            each from ``level_prior`` of its class with a CPU generator seeded ``g_seed`` (apart from the
+            token draws, so passing those levels explicitly gives the same tokens).
 
         Returns
         -------
@@ -328,7 +329,11 @@ class VAR(nn.Module):
         check_steps(n_chunks, S, self.patch_nums)
         dev = self.lvl_1L.device
         rng, label_B = sampling_rng_and_labels(self, B, label_B, g_seed, dev)
-        level_B = self.resolve_levels(label_B, level_B, rng)
+        # levels come from their own CPU generator seeded g_seed, not from the token draws: a caller that draws
+        # them the same way and passes them (sample.py records them) gets the same tokens
+        level_gen = torch.Generator().manual_seed(int(g_seed)) if g_seed is not None else None
+        level_B = self.resolve_levels(label_B.cpu(), level_B, level_gen)
+        level_B = level_B.to(dev) if level_B is not None else None
         use_cfg = cfg != 0
         nB = 2 * B if use_cfg else B
         G, V = self.G, self.V
