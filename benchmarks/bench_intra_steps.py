@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         y_tr, y_va = (np.stack([lab_tr, lvl_tr], 1), np.stack([lab_va, lvl_va], 1)) if L else (lab_tr, lab_va)
         models[name] = (*train_var(args, S, vae, len(class_names), to_t(x_tr), torch.as_tensor(y_tr),
                                    to_t(x_va), torch.as_tensor(y_va), os.path.join(args.runs_dir, f"var_{name}.pt"),
-                                   R=R, fhat=Fr, extra_settings={"level_clusters": L, "levels_of": "input windows"}
+                                   R=R, fhat=Fr, extra_settings={"level_clusters": L, "levels_of": "input windows, outliers out of the fit"}
                                    if L else None, levels=clusters if L else None), S, R, L)
         export_ar_ckpt(models[name][0], vae, tok, class_names, os.path.join(args.runs_dir, f"var_{name}-ar-ckpt.pth"),
                        levels=clusters if L else None)

@@ -200,3 +200,18 @@ def test_training_drops_the_level_with_the_class_and_on_its_own():
     assert torch.equal(seen["label"], torch.where(drop_cls, 2, lab))
     assert torch.equal(seen["level"], torch.where(drop_lvl, 3, lvl))
     assert 0 < int((drop_lvl & ~drop_cls).sum()) < B  # both kinds of drop happened
+
+
+def test_outlier_windows_do_not_take_a_level_of_their_own():
+    """Two real gain groups plus 3 % flat windows (1000x quieter) and 2 % bursts: with 2 levels the groups are
+    split (the outliers would otherwise take a level), the outliers join the nearest level, and the prior counts
+    them."""
+    rng = np.random.default_rng(3)
+    gain = np.array([1.0, 3.0, 1e-3, 300.0])
+    which = np.repeat([0, 1, 2, 3], [50, 45, 3, 2])
+    x = _noise_windows(gain[which], rng)
+    cl = fit_level_clusters(window_levels(x, SF, BANDS), np.zeros(100, int), 1, 2, BANDS)
+    lv = cl.assign(window_levels(x, SF, BANDS), np.zeros(100, int))
+    assert lv[which == 0].tolist() == [0] * 50 and lv[which == 1].tolist() == [1] * 45
+    assert lv[which == 2].tolist() == [0] * 3 and lv[which == 3].tolist() == [1] * 2
+    np.testing.assert_allclose(cl.prior, [[0.53, 0.47]])

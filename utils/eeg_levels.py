@@ -25,6 +25,9 @@ from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
+#: Robust z-score beyond which a window is an outlier of the level fit (flat or artifact windows).
+OUTLIER_Z = 6.0
+
 __all__ = ["LevelClusters", "window_levels", "fit_level_clusters", "level_f_max", "observed_levels"]
 
 
@@ -111,8 +114,12 @@ class LevelClusters:
 
 
 def fit_level_clusters(feats_NB: np.ndarray, labels_N: np.ndarray, num_classes: int, num_levels: int,
-                       bands: Iterable[Sequence[float]], seed: int = 0) -> LevelClusters:
+                       bands: Iterable[Sequence[float]], seed: int = 0, outlier_z: float = OUTLIER_Z) -> LevelClusters:
     """k-means (``num_levels`` clusters per class) on the standardised features of the training windows.
+
+    Windows more than ``outlier_z`` robust standard deviations (1.4826 x median absolute deviation) from the
+    median in any band (flat or artifact windows) are left out of the fit, so they do not take a level of their
+    own; they join their nearest level afterwards, and ``prior`` counts every window.
 
     Raises :class:`~utils.errors.UserError` when a class has fewer windows than ``num_levels``.
     """
@@ -121,7 +128,10 @@ def fit_level_clusters(feats_NB: np.ndarray, labels_N: np.ndarray, num_classes: 
     labels = np.asarray(labels_N, dtype=np.int64)
     if not np.isfinite(feats).all():
         raise UserError("level features contain NaN or inf; check the dataset for flat or broken windows")
-    mean, std = feats.mean(0), np.maximum(feats.std(0), 1e-6)
+    med = np.median(feats, axis=0)
+    mad = np.maximum(1.4826 * np.median(np.abs(feats - med), axis=0), 1e-6)
+    inlier = (np.abs(feats - med) / mad <= outlier_z).all(axis=1)
+    mean, std = feats[inlier].mean(0), np.maximum(feats[inlier].std(0), 1e-6)
     z = (feats - mean) / std
     nb = feats.shape[1]
     centres = np.zeros((num_classes, num_levels, nb))
@@ -131,13 +141,17 @@ def fit_level_clusters(feats_NB: np.ndarray, labels_N: np.ndarray, num_classes: 
         if m.sum() < num_levels:
             raise UserError(f"class {c} has {int(m.sum())} training windows, fewer than --level_clusters="
                             f"{num_levels}; use a smaller --level_clusters (0 = off)")
-        cent, k_N = kmeans2(z[m], num_levels, seed=seed, minit="++")
-        counts = np.bincount(k_N, minlength=num_levels)
+        fit = m & inlier if (m & inlier).sum() >= num_levels else m
+        cent, k_N = kmeans2(z[fit], num_levels, seed=seed, minit="++")
+        used = np.bincount(k_N, minlength=num_levels) > 0
         order = np.argsort(cent.mean(1), kind="stable")  # level 0 = the quietest
-        centres[c], prior[c] = cent[order], counts[order] / m.sum()
+        centres[c], used = cent[order], used[order]
+        d_NL = ((z[m][:, None] - centres[c][None]) ** 2).sum(-1)
+        d_NL[:, ~used] = np.inf  # an empty cluster is nobody's level
+        prior[c] = np.bincount(d_NL.argmin(1), minlength=num_levels) / m.sum()
     out = LevelClusters(bands=[list(map(float, b)) for b in bands], mean=mean, std=std, centres=centres, prior=prior)
-    logger.info("level clusters: %d per class, training frequencies %s", num_levels,
-                np.round(prior, 3).tolist())
+    logger.info("level clusters: %d per class (%d outlier windows left out of the fit), training frequencies %s",
+                num_levels, int((~inlier).sum()), np.round(prior, 3).tolist())
     return out
 
 
