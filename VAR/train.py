@@ -112,6 +112,10 @@ def build_everything(args: arg_util.Args):
             if saved_cfg is not None:
                 from trainer import with_legacy_defaults
                 saved_cfg = with_legacy_defaults(saved_cfg)
+                if int(saved_cfg["num_levels"]) != num_levels:  # e.g. a run started before levels were the default
+                    raise CheckpointError(f"{resume_path} was trained with --level_clusters={saved_cfg['num_levels']}, "
+                                          f"this run asks for {num_levels}; pass --level_clusters="
+                                          f"{saved_cfg['num_levels']} to resume it or choose a new --local_out_dir_path")
         check_config(saved_cfg, current, list(current), resume_path,
                      fix="pass the same flags (or the same dataset) or choose a new --local_out_dir_path")
         saved_tok = resume_state.get("tokenizer")

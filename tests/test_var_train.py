@@ -389,7 +389,7 @@ def test_run_keeps_its_level_clusters_and_refuses_another_count(repo_root, ds_ro
     r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--level_clusters=2"]))
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("train.py: error:") and "num_levels=4" in last and "num_levels=2" in last
+    assert last.startswith("train.py: error:") and "--level_clusters=4" in last and "asks for 2" in last
 
 
 def test_sample_and_complete_level_flags(run_a, ds_root, tmp_path):
