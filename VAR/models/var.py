@@ -331,9 +331,11 @@ class VAR(nn.Module):
         rng, label_B = sampling_rng_and_labels(self, B, label_B, g_seed, dev)
         # levels come from their own CPU generator seeded g_seed, not from the token draws: a caller that draws
         # them the same way and passes them (sample.py records them) gets the same tokens
-        level_gen = torch.Generator().manual_seed(int(g_seed)) if g_seed is not None else None
-        level_B = self.resolve_levels(label_B.cpu(), level_B, level_gen)
-        level_B = level_B.to(dev) if level_B is not None else None
+        if self.num_levels == 0:
+            level_B = self.resolve_levels(label_B, level_B, None)  # (checks that none was asked for)
+        else:
+            level_gen = torch.Generator().manual_seed(int(g_seed)) if g_seed is not None else None
+            level_B = self.resolve_levels(label_B.cpu(), level_B, level_gen).to(dev)
         use_cfg = cfg != 0
         nB = 2 * B if use_cfg else B
         G, V = self.G, self.V
