@@ -344,8 +344,8 @@ class Args(BaseArgs):
                               "channel-mean log band powers (utils/eeg_levels.py); VAR is conditioned on the level and "
                               "sampling draws it first from its training frequency, so samples vary like windows of "
                               "different subjects, not of one: on eegmat (depth 2, benchmarks/bench_intra_steps.py) the "
-                              "samples' alpha-gamma spread came near the real one, the alpha peak's prominence error fell "
-                              "from 3.6 to 2.7 dB and the NLL fell at every scale. 0 = class only")
+                              "samples' beta and gamma spread came near the real one, the alpha peak's prominence error "
+                              "fell from 3.6 to 3.0 dB and the NLL fell at every scale. 0 = class only")
     intra_mix: float = arg(0.25, "fraction of training steps that use a random coarser step schedule, so that "
                            "sampling with fewer steps than --intra_steps stays in distribution")
     # ---- data geometry
