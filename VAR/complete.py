@@ -92,7 +92,7 @@ def _label(text: str, class_names: Sequence[str], own_N: np.ndarray) -> torch.Te
     return idx
 
 
-def _level(text: str, var, meta: dict, label: torch.Tensor | int, n: int) -> torch.Tensor | int | str | None:
+def _level(text: str, var, meta: dict, label: torch.Tensor | int) -> torch.Tensor | int | str | None:
     """Parse ``--level``: None (model without levels), -1 (unknown), an index, or 'auto' (estimated later)."""
     text = str(text).strip().lower()
     if var.num_levels == 0:
@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     uv = float(tok["uv_scale"])
     target = stages_NKCT[:, -1]
     label = _label(args.class_label, meta["class_names"], labels_N)
-    level = _level(args.level, var, meta, label, args.n)
+    level = _level(args.level, var, meta, label)
     kw = dict(n_samples=args.n_samples, seed=args.seed, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p)
     if args.mode == "complete_bands":
         if args.k is None or not 1 <= args.k <= K - 1:

@@ -166,15 +166,12 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
     sig, cum, lvl = [], [], []
     for b, start in enumerate(range(0, len(labels), batch)):
         lab_B = labels[start:start + batch].to(dev)
-        level_B = None
-        if var.num_levels > 0:  # drawn here as the model would draw them, so the file records them
-            gen = torch.Generator().manual_seed(seed + b) if seed is not None else None
-            level_B = var.resolve_levels(lab_B.cpu(), level, gen).to(dev)
-            lvl.append(torch.where(level_B == var.num_levels, -1, level_B).cpu())
-        else:
-            lvl.append(torch.full((lab_B.shape[0],), -1, dtype=torch.long))
+        g_seed = None if seed is None else seed + b
+        level_B = var.sampling_levels(lab_B, level, g_seed)  # drawn here, as the model would, so the file records them
+        lvl.append(torch.full_like(lab_B, -1).cpu() if level_B is None
+                   else torch.where(level_B == var.num_levels, -1, level_B).cpu())
         x_BCT, _, ms_fhat = var.autoregressive_infer_cfg(B=lab_B.shape[0], label_B=lab_B,
-                                                         g_seed=None if seed is None else seed + b, cfg=cfg, top_k=top_k,
+                                                         g_seed=g_seed, cfg=cfg, top_k=top_k,
                                                          top_p=top_p, more_smooth=more_smooth, ret_stages=True,
                                                          intra_steps=intra_steps, level_B=level_B)
         sig.append((x_BCT.float() * uv_scale).cpu())  # port: model units -> µV

@@ -332,9 +332,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
             from utils.eeg_levels import fit_level_clusters, window_levels
             specs.append((f"AR{args.intra_ar}F{args.intra_ar_fhat}L{args.level_clusters}", 1, args.intra_ar,
                           args.intra_ar_fhat, args.level_clusters))
-            clusters = fit_level_clusters(window_levels(x_tr, sfreq, tok["bands"]), lab_tr, len(class_names),
-                                          args.level_clusters, tok["bands"])
-            lvl_tr = clusters.assign(window_levels(x_tr, sfreq, tok["bands"]), lab_tr)
+            feats_tr = window_levels(x_tr, sfreq, tok["bands"])
+            clusters = fit_level_clusters(feats_tr, lab_tr, len(class_names), args.level_clusters, tok["bands"])
+            lvl_tr = clusters.assign(feats_tr, lab_tr)
             lvl_va = clusters.assign(window_levels(x_va, sfreq, tok["bands"]), lab_va)
     for name, S, R, Fr, L in specs:
         logger.info("VAR --intra_steps=%d --intra_ar=%d fhat=%d level clusters=%d", S, R, Fr, L)

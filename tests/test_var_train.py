@@ -144,15 +144,22 @@ def test_killed_run_resumes_bit_identical(repo_root, ds_root, tok_ckpt, run_a, t
         [d["vL_mean"] for d in _log_lines(out) if "vL_mean" in d][-1]
 
 
-def test_resume_with_other_architecture_is_one_line_error(repo_root, ds_root, tok_ckpt, run_a, tmp_path):
-    out = str(tmp_path / "c")
+def resume_refused(repo_root, ds_root, tok_ckpt, run_a, out: str, flags: list[str]) -> str:
+    """Resume a copy of ``run_a``'s last checkpoint with other ``flags``; it must exit 2 with one error line
+    (returned) and no traceback."""
     os.makedirs(out)
     shutil.copy(os.path.join(run_a, "ar-ckpt-last.pth"), out)
-    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--depth=3"]))
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, flags))
     assert r.returncode == 2
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("train.py: error:") and "depth=2" in last and "depth=3" in last
     assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error:")
+    return last
+
+
+def test_resume_with_other_architecture_is_one_line_error(repo_root, ds_root, tok_ckpt, run_a, tmp_path):
+    last = resume_refused(repo_root, ds_root, tok_ckpt, run_a, str(tmp_path / "c"), ["--depth=3"])
+    assert "depth=2" in last and "depth=3" in last
 
 
 
@@ -383,13 +390,8 @@ def test_run_keeps_its_level_clusters_and_refuses_another_count(repo_root, ds_ro
     share = np.stack([np.bincount(lv[ds.labels == c], minlength=4) / (ds.labels == c).sum() for c in (0, 1)])
     np.testing.assert_allclose(state["trainer"]["var_wo_ddp"]["level_prior"].numpy(), share, atol=1e-6)
     assert (share > 0).all()
-    out = str(tmp_path / "c")
-    os.makedirs(out)
-    shutil.copy(os.path.join(run_a, "ar-ckpt-last.pth"), out)
-    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--level_clusters=2"]))
-    assert r.returncode == 2
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("train.py: error:") and "--level_clusters=4" in last and "asks for 2" in last
+    last = resume_refused(repo_root, ds_root, tok_ckpt, run_a, str(tmp_path / "c"), ["--level_clusters=2"])
+    assert "--level_clusters=4" in last and "asks for 2" in last
 
 
 def test_sample_and_complete_level_flags(run_a, ds_root, tmp_path):

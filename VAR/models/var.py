@@ -255,6 +255,18 @@ class VAR(nn.Module):
                              f"({self.num_levels} = unknown) per sample")
         return level_B
 
+    def sampling_levels(self, label_B: torch.Tensor, level_B: Optional[torch.Tensor | int],
+                        g_seed: Optional[int]) -> Optional[torch.Tensor]:
+        """The levels ``autoregressive_infer_cfg`` uses (see :meth:`resolve_levels`), on ``label_B``'s device.
+
+        Drawn levels come from their own CPU generator seeded ``g_seed``, not from the token draws, so a caller
+        that gets them here first and passes them in (sample.py records them) samples the same tokens.
+        """
+        if self.num_levels == 0:
+            return self.resolve_levels(label_B, level_B, None)  # (checks that none was asked for)
+        level_gen = torch.Generator().manual_seed(int(g_seed)) if g_seed is not None else None
+        return self.resolve_levels(label_B.cpu(), level_B, level_gen).to(label_B.device)
+
     def set_level_prior(self, prior_KL: torch.Tensor) -> None:
         """Store the level frequencies per class (K, L)."""
         prior = torch.as_tensor(prior_KL, dtype=torch.float32)
@@ -329,13 +341,7 @@ class VAR(nn.Module):
         check_steps(n_chunks, S, self.patch_nums)
         dev = self.lvl_1L.device
         rng, label_B = sampling_rng_and_labels(self, B, label_B, g_seed, dev)
-        # levels come from their own CPU generator seeded g_seed, not from the token draws: a caller that draws
-        # them the same way and passes them (sample.py records them) gets the same tokens
-        if self.num_levels == 0:
-            level_B = self.resolve_levels(label_B, level_B, None)  # (checks that none was asked for)
-        else:
-            level_gen = torch.Generator().manual_seed(int(g_seed)) if g_seed is not None else None
-            level_B = self.resolve_levels(label_B.cpu(), level_B, level_gen).to(dev)
+        level_B = self.sampling_levels(label_B, level_B, g_seed)
         use_cfg = cfg != 0
         nB = 2 * B if use_cfg else B
         G, V = self.G, self.V
