@@ -7,8 +7,9 @@ Launch (from the repository root)::
 
 The defaults are the recipe measured best by ``benchmarks/bench_tokenizer.py`` on eegmat (5-s windows at
 100 Hz every 2.5 s): 40 epochs, scales 50/90/130/220/250, the sub-band power loss on every partial decode
-(``--psd_w``) and residual noise calibrated at every checkpoint (``--residual_noise``; decoding adds it only
-when given a noise seed).
+(``--psd_w``), residual noise calibrated at every checkpoint (``--residual_noise``; decoding adds it only
+when given a noise seed) and band-gain side codes of 2-dB steps (``--gain_step_db``; measured by the
+encoder at use, nothing to train).
 
 Writes into ``--local_out_dir_path`` (default ``<repo>/local_output``): ``vae-ckpt-last.pth``,
 ``vae-ckpt-best.pth`` (best validation full-spectrum SNR), ``log.txt`` (one JSON line per epoch),
@@ -47,7 +48,7 @@ from utils.eeg_dataset import EEGWindowDataset, open_dataset
 from utils.errors import DatasetError, UserError
 from utils.lr_control import filter_params, lr_wd_annealing
 from utils.vae_arg_util import DEFAULT_V_PATCH_NUMS, VAEArgs, parse_int_list
-from vae_checkpoint import ARCH_KEYS, TOKENIZER_KEY, bits_per_second, stage_scale_indices, tokenizer_info
+from vae_checkpoint import ARCH_KEYS, TOKENIZER_KEY, bits_per_second, gain_bits_per_second, stage_scale_indices, tokenizer_info
 from vae_trainer import VAETrainer
 
 logger = logging.getLogger(__name__)
@@ -152,14 +153,15 @@ def build_everything(args: VAEArgs):
         _init_from_data(args, vae_wo_ddp, ds_train, uv_scale)
     info = tokenizer_info(vae_wo_ddp, sfreq=ds_train.sfreq, bands=ds_train.bands.tolist(), ch_names=ds_train.ch_names,
                           uv_scale=uv_scale, n_extra_coarse=n_extra,
-                          tokens_per_nyquist=args.tokens_per_nyquist or downsample)
+                          tokens_per_nyquist=args.tokens_per_nyquist or downsample,
+                          gain_step_db=args.gain_step_db, gain_max_steps=args.gain_max_steps)
     if state:
         check_config(state[TOKENIZER_KEY], info, ARCH_KEYS, used,
                      fix='pass the flags it was trained with, or choose a new --local_out_dir_path')
     n_params = sum(p.numel() for p in vae_wo_ddp.parameters())
     misc.print0(f"[tokenizer] v_patch_nums={list(v_patch_nums)} (stages {stage_names(ds_train.bands)}), "
                 f"G={args.tokens_per_pos}, V={args.vocab_size}, {sum(v_patch_nums) * args.tokens_per_pos} tokens/window, "
-                f"{bits_per_second(info):.1f} bits/s/channel, uv_scale={uv_scale:.3f} µV, {n_params / 1e6:.3f} M params")
+                f"{bits_per_second(info):.1f} bits/s/channel (+{gain_bits_per_second(info):.1f} of band-gain codes), uv_scale={uv_scale:.3f} µV, {n_params / 1e6:.3f} M params")
 
     names, paras, para_groups = filter_params(vae_wo_ddp, nowd_keys={'embedding', 'norm', 'bias', 'quant_resi'})
     opt = torch.optim.AdamW(para_groups, lr=args.tlr, weight_decay=0, betas=(0.9, 0.95),

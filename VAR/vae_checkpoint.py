@@ -4,7 +4,8 @@ A tokenizer checkpoint (``vae-ckpt-last.pth`` / ``vae-ckpt-best.pth``, written b
 through :func:`utils.checkpoint.save_checkpoint`) holds, besides the weights, a plain dict
 ``state['tokenizer']`` (also stored as ``meta['config']``) with everything needed to rebuild the
 model and go back to µV: the VQVAE constructor config, the scale layout, tokens per position, V,
-sfreq, bands, channels, window length and ``uv_scale`` (µV per model unit).
+sfreq, bands, channels, window length, ``uv_scale`` (µV per model unit) and the band-gain side codes'
+step and range (``gain_step_db``, 0 or absent = none; ``gain_max_steps``; see ``models/band_gain.py``).
 
 Shape letters: B batch, C electrodes, T samples, K stages.
 """
@@ -16,6 +17,7 @@ from typing import Any, Dict, Sequence, Tuple
 import numpy as np
 import torch
 
+from models.band_gain import BandGain
 from models.vqvae import VQVAE
 from utils.checkpoint import load_checkpoint
 from utils.eeg_bands import bands_equal, validate_bands, validate_scale_layout
@@ -24,7 +26,7 @@ from utils.errors import CheckpointError
 logger = logging.getLogger(__name__)
 
 __all__ = ['TOKENIZER_KEY', 'ARCH_KEYS', 'tokenizer_info', 'load_vae', 'check_dataset_matches',
-           'stage_scale_indices', 'bits_per_second']
+           'stage_scale_indices', 'bits_per_second', 'band_gain', 'gain_bits_per_second']
 
 TOKENIZER_KEY = 'tokenizer'
 # Keys of the tokenizer info that must agree between a checkpoint and the run resuming from it.
@@ -33,14 +35,33 @@ ARCH_KEYS = ('vae_config', 'v_patch_nums', 'tokens_per_pos', 'vocab_size', 'sfre
 
 
 def tokenizer_info(vae: VQVAE, *, sfreq: float, bands: Sequence[Sequence[float]], ch_names: Sequence[str] | None,
-                   uv_scale: float, n_extra_coarse: int, tokens_per_nyquist: float) -> Dict[str, Any]:
+                   uv_scale: float, n_extra_coarse: int, tokens_per_nyquist: float, gain_step_db: float = 0.0,
+                   gain_max_steps: int = 2) -> Dict[str, Any]:
     """The plain-typed description stored with a tokenizer (see the module docstring)."""
     return dict(
         vae_config=vae.get_config(), v_patch_nums=list(vae.v_patch_nums), tokens_per_pos=int(vae.tokens_per_pos),
         vocab_size=int(vae.vocab_size), sfreq=float(sfreq), bands=[[float(a), float(b)] for a, b in bands],
         n_channels=int(vae.in_channels), n_times=int(vae.n_times), downsample=int(vae.downsample),
         ch_names=None if ch_names is None else [str(c) for c in ch_names], uv_scale=float(uv_scale),
-        n_extra_coarse=int(n_extra_coarse), tokens_per_nyquist=float(tokens_per_nyquist))
+        n_extra_coarse=int(n_extra_coarse), tokens_per_nyquist=float(tokens_per_nyquist),
+        gain_step_db=float(gain_step_db), gain_max_steps=int(gain_max_steps))
+
+
+def band_gain(info: Dict[str, Any]) -> BandGain | None:
+    """The tokenizer's band-gain side codes, or None when it has none (``gain_step_db`` 0 or absent)."""
+    step = float(info.get('gain_step_db', 0.0) or 0.0)
+    if step <= 0:
+        return None
+    return BandGain(info['bands'], info['sfreq'], info['n_times'], step, int(info.get('gain_max_steps', 2)))
+
+
+def gain_bits_per_second(info: Dict[str, Any], n_bands: int | None = None) -> float:
+    """Fixed-length bits per second per channel of the gain codes of the first ``n_bands`` bands (0 without)."""
+    gain = band_gain(info)
+    if gain is None:
+        return 0.0
+    K = gain.n_bands if n_bands is None else int(n_bands)
+    return gain.bits_per_second(info['sfreq']) * K / gain.n_bands
 
 
 def stage_scale_indices(info: Dict[str, Any]) -> list[int]:

@@ -52,8 +52,9 @@ from utils.var_path import ensure_var_importable
 
 ensure_var_importable()
 import reconstruct  # noqa: E402
+from models.band_gain import apply_gain_codes, encode_gain_codes  # noqa: E402
 from models.band_noise import ResidualNoise, calibrate_vae_noise_  # noqa: E402
-from vae_checkpoint import check_dataset_matches, load_vae, stage_scale_indices  # noqa: E402
+from vae_checkpoint import band_gain, check_dataset_matches, gain_bits_per_second, load_vae, stage_scale_indices  # noqa: E402
 
 logger = logging.getLogger('benchmarks.bench_tokenizer')
 
@@ -168,7 +169,7 @@ def evaluate_ckpt(path: str, val: EEGWindowDataset, limit: int | None) -> tuple[
     vae, info = load_vae(path)
     check_dataset_matches(info, val, path)
     ds = val if limit is None else torch.utils.data.Subset(val, range(min(limit, len(val))))
-    tgt, rec, toks = reconstruct.reconstruct(vae, info, ds)
+    tgt, rec, toks, _ = reconstruct.reconstruct(vae, info, ds, gains=False)
     return reconstruct.score(tgt, rec, info, toks, f_max=45.0), info, tgt, rec
 
 
@@ -243,20 +244,26 @@ def in_sample_codebooks_snr_db(vae, x_BCT: torch.Tensor, n_iter: int = 25) -> fl
 # ------------------------------------------------------------------------------- realism of the decodes
 @torch.no_grad()
 def decode_stages(vae, info: dict, stages_NKCT: np.ndarray, noise_seed: int | None = None, noise=None,
-                  bs: int = 64) -> np.ndarray:
-    """Every stage's partial decode through the tokens, (N, K, C, T) µV; with ``noise_seed`` plus residual noise.
+                  bs: int = 64, gains: bool = False) -> np.ndarray:
+    """Every stage's partial decode through the tokens, (N, K, C, T) µV; with ``noise_seed`` plus residual noise,
+    with ``gains`` scaled by the tokenizer's band-gain codes.
 
     ``noise``: a calibrated :class:`ResidualNoise` to use instead of the tokenizer's own (older checkpoints hold
     none). Batch b draws with seed ``noise_seed + b``, so a decode is reproducible.
     """
     uv, scale_idx = float(info['uv_scale']), stage_scale_indices(info)
     noise = noise if noise is not None else vae.noise
+    gain = band_gain(info) if gains else None
     out = []
     for b, i in enumerate(range(0, len(stages_NKCT), bs)):
         x_BCT = torch.from_numpy(stages_NKCT[i:i + bs, -1]).float() / uv
-        recs_S = vae.idxBl_to_eeg(vae.eeg_to_idxBl(x_BCT), last_one=False)
+        idx_S = vae.eeg_to_idxBl(x_BCT)
+        recs_S = vae.idxBl_to_eeg(idx_S, last_one=False)
         if noise_seed is not None:
             recs_S = [noise.add_(r, si, noise_seed + b) for si, r in enumerate(recs_S)]
+        if gain is not None:
+            recs_S = apply_gain_codes(gain, recs_S, encode_gain_codes(vae, gain, x_BCT, idx_S),
+                                      int(info.get('n_extra_coarse', 0)))
         out.append(torch.stack([recs_S[s] for s in scale_idx], dim=1).numpy() * uv)
     return np.concatenate(out).astype(np.float64)
 
@@ -324,7 +331,8 @@ def window_features(x_NCT: np.ndarray, sfreq: float, bands, f_max: float) -> dic
 
 def realism(vae, info: dict, val, train_NKCT: np.ndarray, f_max: float, noise_seed: int = 0,
             real_feats: dict | None = None) -> dict:
-    """Per variant (plain decode, decode + residual noise): per-stage SNR, per-band PSD error, C2ST AUCs.
+    """Per variant (plain decode, decode + band-gain codes when the tokenizer has them, decode + residual noise):
+    per-stage SNR, per-band PSD error, C2ST AUCs, and for the gains their fixed and entropy-coded bits/s/channel.
 
     ``val``: a ``bench_baselines.Split`` (windows, recording ids, starts); ``real_feats``: the real windows'
     features when already computed.
@@ -336,14 +344,24 @@ def realism(vae, info: dict, val, train_NKCT: np.ndarray, f_max: float, noise_se
     real_feats = real_feats or window_features(x_NKCT[:, -1], sfreq, bands, f_max)
     noise = calibrated_noise(vae, info, train_NKCT)
     out = {}
-    for variant, seed in (('decode', None), ('decode+noise', noise_seed)):
-        rec = decode_stages(vae, info, x_NKCT, noise_seed=seed, noise=noise)
+    gain = band_gain(info)
+    variants = [('decode', None, False)] + ([('decode+gains', None, True)] if gain else []) + \
+        [('decode+noise', noise_seed, False)]
+    for variant, seed, gains in variants:
+        rec = decode_stages(vae, info, x_NKCT, noise_seed=seed, noise=noise, gains=gains)
         res = dict(snr_db={n: float(snr_db(x_NKCT[:, k], rec[:, k])) for k, n in enumerate(names)},
                    psd_error_db=psd_band_error_db(x_NKCT[:, -1], rec[:, -1], sfreq, bands, f_max=f_max),
                    stage_psd_error_db={n: psd_band_error_db(x_NKCT[:, k], rec[:, k], sfreq, bands[:k + 1], f_max=f_max)
                                        for k, n in enumerate(names)})
         res.update(c2st_scores(real_feats, window_features(rec[:, -1], sfreq, bands, f_max),
                                c2st_groups(val.source, val.start), half_a))
+        if gains:
+            uv = float(info['uv_scale'])
+            x_BCT = torch.from_numpy(x_NKCT[:, -1]).float() / uv
+            codes = encode_gain_codes(vae, gain, x_BCT, vae.eeg_to_idxBl(x_BCT))
+            res.update(gain_bits_per_second_per_channel=gain_bits_per_second(info),
+                       gain_entropy_bits_per_second_per_channel=gain.entropy_bits_per_second(codes, sfreq),
+                       gain_code_counts=np.bincount(codes.numpy().ravel() + gain.max_steps, minlength=gain.levels).tolist())
         out[variant] = res
     return out
 
@@ -355,13 +373,16 @@ def realism_floor(val, info: dict, f_max: float) -> tuple[dict, dict]:
     return c2st_scores(feats, feats, c2st_groups(val.source, val.start), half_a), feats
 
 
-def stage_table(res: dict, info: dict, tgt: np.ndarray, train_NKCT: np.ndarray) -> list[dict]:
-    """Per stage: tokenizer SNR, transform codec and Gaussian bound at the tokenizer's cumulative bits."""
+def stage_table(res: dict, info: dict, tgt: np.ndarray, train_NKCT: np.ndarray, gains: bool = False) -> list[dict]:
+    """Per stage: tokenizer SNR, transform codec and Gaussian bound at the tokenizer's cumulative bits (with
+    ``gains``, those of the band-gain codes of the stage's bands included)."""
     names = stage_names(info['bands'])
     n_ch, window_sec, n_extra = info['n_channels'], info['n_times'] / info['sfreq'], int(info.get('n_extra_coarse', 0))
     stages = []
     for k, name in enumerate(names):
         bits = sum(info['v_patch_nums'][:n_extra + k + 1]) * info['tokens_per_pos'] * np.log2(info['vocab_size'])
+        if gains:
+            bits += gain_bits_per_second(info, k + 1) * window_sec * n_ch
         codec = TransformCodec(info['sfreq']).fit(train_NKCT[:, k])
         x_NCT = tgt[:, k].astype(np.float64)
         rate = bits / window_sec / n_ch
@@ -412,7 +433,7 @@ def _plot_psd(path: str, real_NCT: np.ndarray, decodes: dict, sfreq: float) -> N
     ax.semilogy(f, p, 'k', lw=2, label='real')
     for lab, x in decodes.items():
         f, p = welch_psd(x, sfreq)
-        ax.semilogy(f, p, lw=1, ls='--' if 'noise' in lab else '-', label=lab)
+        ax.semilogy(f, p, lw=1, ls='--' if 'noise' in lab else (':' if 'gains' in lab else '-'), label=lab)
     ax.set_xlim(0, F_MAX); ax.set_xlabel('Hz'); ax.set_ylabel('PSD (µV²/Hz)'); ax.grid(alpha=.3); ax.legend(fontsize=8)
     ax.set_title('held-out subjects: real vs decoded')
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
@@ -450,12 +471,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
         vae_t, info_t = load_vae(path)
         check_dataset_matches(info_t, val, path)
         r = realism(vae_t, info_t, val_split, train_NKCT, f_max, args.noise_seed, real_feats)
-        r_stages = stage_table(dict(snr_db=r['decode']['snr_db']), info_t, val_split.stages_NKCT, train_NKCT)
         for variant, v in r.items():
-            real_rows[f'{tag}: {variant}'] = dict(v, path=os.path.abspath(path), stages=r_stages if variant == 'decode'
-                                                  else None, beats_codec_every_stage=all(
+            # each variant against the codec at its own bits (the gain codes' bits counted for decode+gains)
+            r_stages = stage_table(dict(snr_db=v['snr_db']), info_t, val_split.stages_NKCT, train_NKCT,
+                                   gains=variant == 'decode+gains')
+            real_rows[f'{tag}: {variant}'] = dict(v, path=os.path.abspath(path), stages=r_stages
+                                                  if variant in ('decode', 'decode+gains') else None,
+                                                  beats_codec_every_stage=all(
                                                       v['snr_db'][s['stage']] > s['codec_snr_db'] for s in r_stages))
         decodes[f'{tag}: decode'] = decode_stages(vae_t, info_t, val_split.stages_NKCT)[:, -1]
+        if 'decode+gains' in r:
+            decodes[f'{tag}: decode+gains'] = decode_stages(vae_t, info_t, val_split.stages_NKCT, gains=True)[:, -1]
         decodes[f'{tag}: decode+noise'] = decode_stages(vae_t, info_t, val_split.stages_NKCT, args.noise_seed,
                                                         calibrated_noise(vae_t, info_t, train_NKCT))[:, -1]
     # full-spectrum RD curve
@@ -493,6 +519,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
         finally:
             torch.set_num_threads(prev)
         speed_noise = dict(decode_s=t_dec, encode_decode_x_realtime=x_BCT.shape[0] * window_sec / (speed['encode_s'] + t_dec))
+    speed_gains = None
+    gain = band_gain(info)
+    if gain is not None:  # encode = tokens + one full decode to measure the codes; decode = decode + one rFFT pair
+        prev = torch.get_num_threads()
+        torch.set_num_threads(args.threads)
+        try:
+            with torch.no_grad():
+                def enc():
+                    idx_S = vae.eeg_to_idxBl(x_BCT)
+                    return idx_S, encode_gain_codes(vae, gain, x_BCT, idx_S)
+                idx, codes = enc()
+                t_enc = median_time(enc, repeats=3 if args.quick else 7)
+                t_dec = median_time(lambda: gain.apply(vae.idxBl_to_eeg(idx, last_one=True), codes),
+                                    repeats=3 if args.quick else 7)
+        finally:
+            torch.set_num_threads(prev)
+        speed_gains = dict(encode_s=t_enc, decode_s=t_dec,
+                           encode_decode_x_realtime=x_BCT.shape[0] * window_sec / (t_enc + t_dec))
     ceiling_db = in_sample_codebooks_snr_db(vae, x_BCT, n_iter=5 if args.quick else 25)
     layouts = args.kmeans_layouts
     if layouts is None:
@@ -510,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     _plot_psd(figure_path(args.results_dir, fig_psd), val_split.stages_NKCT[:, -1], decodes, sfreq)
     full = stages[-1]
     new_noise = real_rows['new: decode+noise']
+    new_gains = real_rows.get('new: decode+gains')
     result: dict[str, Any] = dict(
         machine=machine_info(), quick=bool(args.quick), vae_ckpt=os.path.abspath(ckpt), data_root=os.path.abspath(data),
         before_ckpt=os.path.abspath(before) if before else None, val_subjects=sorted(set(val_split.subject.tolist())),
@@ -518,14 +563,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
         stages=stages, psd_error_db=res['psd_error_db'], codebook_usage_pct=res['codebook_usage_pct'],
         realism=dict(floor=floor, f_max=f_max, noise_seed=args.noise_seed, tokenizers=real_rows),
         rd_curve=dict(rates=rates.tolist(), codec_snr_db=codec_db, gaussian_bound_snr_db=bound_db),
-        extra_tokenizers=extra, speed=speed, speed_with_noise=speed_noise, in_sample_codebooks_snr_db=ceiling_db,
+        extra_tokenizers=extra, speed=speed, speed_with_noise=speed_noise, speed_with_gains=speed_gains,
+        in_sample_codebooks_snr_db=ceiling_db,
         kmeans_tokenizers=kmeans,
         targets=dict(must_full_beats_codec=full['beats_codec'], must_every_stage_beats_codec=all(s['beats_codec'] for s in stages),
                      goal_12db_at_64bps=bool(full['tokenizer_snr_db'] >= 12 and res['bits_per_second_per_channel'] <= 64),
                      usage_80pct_every_scale=bool(min(res['codebook_usage_pct']) >= 80),
                      speed_1000x=bool(speed['encode_decode_x_realtime'] >= 1000),
                      psd_error_025db_every_band_with_noise=bool(max(new_noise['psd_error_db'].values()) <= 0.25),
-                     c2st_mlp_within_005_of_floor_with_noise=bool(new_noise['c2st_auc_mlp'] <= floor['c2st_auc_mlp'] + 0.05)))
+                     c2st_mlp_within_005_of_floor_with_noise=bool(new_noise['c2st_auc_mlp'] <= floor['c2st_auc_mlp'] + 0.05),
+                     **({} if new_gains is None else dict(
+                         every_stage_beats_codec_with_gains=new_gains['beats_codec_every_stage'],
+                         psd_error_025db_every_band_with_gains=bool(max(new_gains['psd_error_db'].values()) <= 0.25),
+                         c2st_mlp_within_005_of_floor_with_gains=bool(new_gains['c2st_auc_mlp'] <= floor['c2st_auc_mlp'] + 0.05),
+                         speed_1000x_with_gains=bool(speed_gains['encode_decode_x_realtime'] >= 1000)))))
     band_cols = list(res['psd_error_db'])
     result['report'] = dict(
         title='Band tokenizer',
@@ -533,12 +584,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
               f"V={info['vocab_size']}, {res['bits_per_second_per_channel']:.1f} bits/s/channel; {tgt.shape[0]} validation "
               f"windows of {', '.join(result['val_subjects'])}. Encode+decode {speed['encode_decode_x_realtime']:.0f}x "
               f"real time on {args.threads} thread(s)" + (f" ({speed_noise['encode_decode_x_realtime']:.0f}x with the "
-                                                          "residual noise)." if speed_noise else '.'),
+                                                          "residual noise" if speed_noise else '')
+              + (f", {speed_gains['encode_decode_x_realtime']:.0f}x with the band-gain codes" if speed_gains else '')
+              + (')' if speed_noise else '') + '.',
               'Targets: ' + ', '.join(f'{k}={v}' for k, v in result['targets'].items()),
               f"Ceiling of this transform and layout: with every codebook refitted by k-means on the validation windows "
               f"themselves, the full band reaches {ceiling_db:.2f} dB (trained codebooks: {full['tokenizer_snr_db']:.2f} dB).",
-              "Realism: 'decode' is the deterministic decode of the tokens; 'decode+noise' adds the residual noise "
-              "calibrated on the training windows (seeded; it restores band power at a cost in SNR). C2ST AUC: input "
+              "Realism: 'decode' is the deterministic decode of the tokens; 'decode+gains' scales each band of it by "
+              "the window's band-gain codes (measured by the encoder, sent beside the tokens" + (
+                  f": {new_gains['gain_bits_per_second_per_channel']:.2f} bits/s/channel fixed-length, "
+                  f"{new_gains['gain_entropy_bits_per_second_per_channel']:.2f} entropy-coded; 'beats codec' compares "
+                  "with the codec at the tokens' plus the codes' bits" if new_gains else '') + "); 'decode+noise' adds "
+              "the residual noise calibrated on the training windows (seeded; it restores band power at a cost in "
+              "SNR). C2ST AUC: input "
               "windows of one half vs decodes of the other half (alternate 2-window blocks of every recording), "
               "folds grouped by recording, both ways averaged; the floor is the same test on the real halves."],
         tables=[dict(title='Per-stage SNR at equal cumulative bits (dB)',

@@ -248,6 +248,7 @@ CASES = [
     ("train_vae", "ep not int", "--data_path={ds} --ep=x", "--ep"),
     ("train_vae", "unknown flag", "--data_path={ds} --epochs=3", "--epochs"),
     ("train_vae", "reseed margin above 1", "--data_path={ds} --reseed_margin=1.5", "--reseed_margin"),
+    ("train_vae", "negative gain step", "--data_path={ds} --gain_step_db=-2", "--gain_step_db"),
     ("train_vae", "bad patch nums", "--data_path={ds} --local_out_dir_path={base}/v1 --v_patch_nums=9_3",
      "--v_patch_nums"),
     ("train_vae", "resume malicious", "--data_path={ds} --local_out_dir_path={out_evil_vae}", "refused to load"),

@@ -97,14 +97,15 @@ def test_checkpoint_round_trip_and_reconstruct_cli(trained, tiny_real, tmp_path,
     assert info['sfreq'] == 100.0 and len(info['bands']) == 5 and len(info['ch_names']) == 19
     assert info['uv_scale'] > 0 and not any(p.requires_grad for p in vae.parameters())
     out = str(tmp_path / 'rec.npz')
-    assert reconstruct.main([f'--vae_ckpt={path}', f'--data_path={tiny_real}', '--split=val', f'--out={out}']) == 0
+    assert reconstruct.main([f'--vae_ckpt={path}', f'--data_path={tiny_real}', '--split=val', f'--out={out}',
+                             '--no_gains']) == 0
     printed = json.loads(capsys.readouterr().out)
     z = np.load(out)
     n = z['target_cumulative'].shape[0]
     assert z['target_cumulative'].shape == z['recon_cumulative'].shape == (n, 5, 19, 500)
     assert z['sfreq'] == 100.0 and z['bands'].shape == (5, 2) and len(z['ch_names']) == 19
-    assert np.isclose(z['bits_per_second_per_channel'], bits_per_second(info))
-    # the CLI (decoding from tokens) reproduces the trainer's validation SNR of the same checkpoint
+    assert np.isclose(z['bits_per_second_per_channel'], bits_per_second(info)) and 'gain_codes' not in z
+    # the CLI (decoding from tokens alone) reproduces the trainer's validation SNR of the same checkpoint
     best_ep = load_checkpoint(path)[0]['best']['ep']
     logged = _log_lines(trained)[best_ep]['val_snr_db']
     for stage, snr in printed['snr_db'].items():
@@ -114,6 +115,48 @@ def test_checkpoint_round_trip_and_reconstruct_cli(trained, tiny_real, tmp_path,
     # refuses to overwrite without --overwrite
     with pytest.raises(Exception, match='already exists'):
         reconstruct.main([f'--vae_ckpt={path}', f'--data_path={tiny_real}', f'--out={out}'])
+
+
+@pytest.mark.realdata
+def test_reconstruct_applies_the_band_gain_codes(trained, tiny_real, tmp_path, capsys):
+    """By default the CLI sends 2-dB band-gain codes beside the tokens: every band of every decoded window and channel
+    is within 1 dB of its input's power (numpy FFT here) unless its code is at the end of the range, the bits count
+    5 log2(5) per 5-s window and channel more, and each partial decode is scaled only in its own bands."""
+    path = os.path.join(trained, 'vae-ckpt-best.pth')
+    _, info = load_vae(path)
+    assert info['gain_step_db'] == 2.0 and info['gain_max_steps'] == 2
+    plain, gained = str(tmp_path / 'plain.npz'), str(tmp_path / 'gains.npz')
+    assert reconstruct.main([f'--vae_ckpt={path}', f'--data_path={tiny_real}', f'--out={plain}', '--no_gains']) == 0
+    assert reconstruct.main([f'--vae_ckpt={path}', f'--data_path={tiny_real}', f'--out={gained}']) == 0
+    printed = json.loads(capsys.readouterr().out.split('\n}\n')[1] + '\n}')
+    zp, zg = np.load(plain), np.load(gained)
+    codes = zg['gain_codes']
+    n = zg['target_cumulative'].shape[0]
+    assert codes.shape == (n, 19, 5) and codes.dtype == np.int8 and np.abs(codes).max() <= 2
+    extra = 5 * np.log2(5) / 5.0
+    assert printed['gain_bits_per_second_per_channel'] == pytest.approx(extra)
+    assert float(zg['bits_per_second_per_channel']) == pytest.approx(bits_per_second(info) + extra, rel=1e-6)
+    freqs = np.fft.rfftfreq(500, 1 / 100.0)
+    bands = zg['bands']
+    masks = [(freqs >= lo) & ((freqs <= hi) if k == 4 else (freqs < hi)) for k, (lo, hi) in enumerate(bands)]
+
+    def band_db(x):
+        P = np.abs(np.fft.rfft(x.astype(np.float64), axis=-1)) ** 2
+        return 10 * np.log10(np.stack([P[..., m].sum(-1) for m in masks], -1))
+    full = zg['target_cumulative'][:, -1]
+    left = band_db(full) - band_db(zg['recon_cumulative'][:, -1])
+    inner = np.abs(codes) < 2  # (this 5-epoch tokenizer is off by more than 4 dB in many bands)
+    assert inner.mean() > 0.1 and np.all(np.abs(left[inner]) <= 1.0 + 1e-3)
+    # a code at the end of the range: the band was off by at least 3 dB that way, so at most 1 dB back is left
+    assert np.all(left[~inner] * np.sign(codes[~inner]) >= -1.0 - 1e-3)
+    before = band_db(full) - band_db(zp['recon_cumulative'][:, -1])
+    assert np.abs(left).mean() < np.abs(before).mean()
+    # stage 1 (delta + theta): bands 0-1 scaled by their codes, everything above left as the plain decode
+    Pp = np.fft.rfft(zp['recon_cumulative'][:, 1].astype(np.float64), axis=-1)
+    Pg = np.fft.rfft(zg['recon_cumulative'][:, 1].astype(np.float64), axis=-1)
+    for k, m in enumerate(masks):
+        want = 10 ** (codes[..., k:k + 1] * 2.0 / 20) if k < 2 else 1.0
+        np.testing.assert_allclose(np.abs(Pg[..., m]), np.abs(Pp[..., m]) * want, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.realdata

@@ -93,6 +93,11 @@ class VAEArgs(BaseArgs):
     residual_noise: bool = arg(True, 'store calibrated residual noise with the tokenizer (fitted on training windows '
                                'at every checkpoint); decoding with a noise seed restores the band power the '
                                'decoder loses, at a cost in SNR. Not in upstream')
+    gain_step_db: float = arg(2.0, 'band-gain side codes: per window, channel and band, the input/decode power ratio '
+                              'rounded to this step (dB) and sent beside the tokens, so decodes keep their band power '
+                              '(K x log2(2 gain_max_steps + 1) bits per window and channel; not trained, measured by '
+                              'the encoder); 0 = none. Not in upstream')
+    gain_max_steps: int = arg(2, 'band-gain codes run from -N to +N steps (default: +-4 dB at 2-dB steps)')
     vq_w: float = arg(1.0, 'weight of the quantizer loss (codebook + beta * commitment)')
     reseed_every: int = arg(25, 're-seed dead codes from the batch every N iterations (0 = never)')
     # port: upstream counts a code as used above 0.08x the uniform rate; re-seeding everything below 0.5x keeps the
@@ -134,6 +139,9 @@ class VAEArgs(BaseArgs):
             raise UserError(f"--reseed_margin={self.reseed_margin}: expected a fraction of the uniform usage rate in [0, 1)")
         if self.psd_w < 0 or self.psd_bin_hz <= 0:
             raise UserError(f"--psd_w={self.psd_w} / --psd_bin_hz={self.psd_bin_hz}: expected psd_w >= 0 and psd_bin_hz > 0")
+        if self.gain_step_db < 0 or self.gain_max_steps < 1:
+            raise UserError(f"--gain_step_db={self.gain_step_db} / --gain_max_steps={self.gain_max_steps}: expected "
+                            "gain_step_db >= 0 (0 = no gain codes) and gain_max_steps >= 1")
         if self.uv_scale < 0:
             raise UserError(f"--uv_scale={self.uv_scale}: expected > 0 (or 0 = from the training data)")
 

@@ -1,0 +1,137 @@
+"""``BandGain``: a few side bits per window that give each decoded band its input's power back.
+
+A decoder trained for squared error regresses band power towards the training mean: a quiet subject's
+decode has too much beta and gamma, a loud one's too little, and no fixed gain undoes that on subjects the
+tokenizer never saw (docs/design.md §2). The encoder, which holds both the input and its own decode, can
+measure the error: per window, channel and band, the ratio of input to decode power, in dB, rounded to a
+step of ``step_db`` and clipped to ``±max_steps`` steps. These integer codes travel beside the token maps
+(``K x log2(2 max_steps + 1)`` bits per window and channel) and the decoder scales each band's rFFT bins by
+its code's gain.
+
+Band k's code belongs to stage k: a partial decode up to stage k applies the codes of bands 0..k only, so
+every prefix of the tokens and codes still decodes to its band-limited stage. A decode without codes (a VAR
+sample, an old checkpoint) is the plain decode. The codes are measured on the full decode and applied to every
+partial decode.
+
+Shape letters: B batch, C electrodes, T samples, F = T // 2 + 1 rFFT bins, K bands.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ['BandGain']
+
+
+class BandGain:
+    """Quantised per-band gains of a decode against its input.
+
+    Parameters
+    ----------
+    bands : sequence of (f_lo, f_hi)
+        The tokenizer's bands (Hz). Band k owns the rFFT bins with ``f_lo <= f < f_hi``; the top band
+        also owns its upper edge (the Nyquist bin when it reaches Nyquist). Bins outside every band keep
+        gain 1.
+    sfreq : float
+        Sampling frequency (Hz).
+    n_times : int
+        Window length T (samples).
+    step_db : float
+        Quantisation step of the gain in dB (> 0).
+    max_steps : int
+        Codes run from ``-max_steps`` to ``+max_steps`` (>= 1).
+    """
+
+    def __init__(self, bands: Sequence[Sequence[float]], sfreq: float, n_times: int, step_db: float = 2.0,
+                 max_steps: int = 2):
+        if not step_db > 0:
+            raise ValueError(f'step_db={step_db}; expected a positive step in dB')
+        if int(max_steps) < 1:
+            raise ValueError(f'max_steps={max_steps}; expected at least 1')
+        self.step_db, self.max_steps = float(step_db), int(max_steps)
+        self.n_times = int(n_times)
+        freqs_F = np.fft.rfftfreq(self.n_times, 1.0 / float(sfreq))
+        band_F = np.full(freqs_F.shape, -1, dtype=np.int64)
+        for k, (lo, hi) in enumerate(bands):
+            last = k == len(bands) - 1
+            band_F[(freqs_F >= lo) & ((freqs_F <= hi) if last else (freqs_F < hi))] = k
+        self.n_bands = len(bands)
+        #: rFFT bin -> band index, -1 for bins outside every band
+        self.band_F = torch.from_numpy(band_F)
+
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def levels(self) -> int:
+        """Number of distinct codes, ``2 max_steps + 1``."""
+        return 2 * self.max_steps + 1
+
+    def bits_per_second(self, sfreq: float) -> float:
+        """Fixed-length cost of the codes, bits per second per channel."""
+        return self.n_bands * math.log2(self.levels) / (self.n_times / float(sfreq))
+
+    def band_power(self, x_BCT: torch.Tensor) -> torch.Tensor:
+        """Σ |rfft(x)|² over each band's bins: (B, C, K)."""
+        P_BCF = torch.fft.rfft(x_BCT.double(), dim=-1).abs().square()
+        onehot_FK = (self.band_F.unsqueeze(-1) == torch.arange(self.n_bands)).to(P_BCF)
+        return P_BCF @ onehot_FK.to(P_BCF.device)
+
+    @torch.no_grad()
+    def measure(self, x_BCT: torch.Tensor, rec_BCT: torch.Tensor) -> torch.Tensor:
+        """Codes (B, C, K) int8: ``round(10 log10(P_x / P_rec) / step_db)`` per band, clipped to ±max_steps.
+
+        A band with no power in the decode or the input gets code 0.
+        """
+        Px, Pr = self.band_power(x_BCT), self.band_power(rec_BCT)
+        ok = (Px > 0) & (Pr > 0)
+        ratio_db = 10 * torch.log10(torch.where(ok, Px, 1.0) / torch.where(ok, Pr, 1.0))
+        codes = torch.round(ratio_db / self.step_db).clamp(-self.max_steps, self.max_steps)
+        return codes.to(torch.int8)
+
+    @torch.no_grad()
+    def apply(self, rec_BCT: torch.Tensor, codes_BCK: torch.Tensor, n_bands: int | None = None) -> torch.Tensor:
+        """``rec_BCT`` with band k's bins scaled by ``10 ** (codes[..., k] step_db / 20)`` for k < ``n_bands``.
+
+        ``n_bands`` (default all): the bands the decode holds, so a partial decode of stage k passes k + 1.
+        """
+        K = self.n_bands if n_bands is None else int(n_bands)
+        if codes_BCK.shape[-1] != self.n_bands or codes_BCK.shape[:2] != rec_BCT.shape[:2]:
+            raise ValueError(f'gain codes of shape {tuple(codes_BCK.shape)} do not fit a decode of shape '
+                             f'{tuple(rec_BCT.shape)} with {self.n_bands} bands')
+        amp_BCK = torch.pow(10.0, codes_BCK.double() * (self.step_db / 20.0))
+        amp_BCK[..., K:] = 1.0
+        band_F = self.band_F.to(rec_BCT.device)
+        # one extra column of gain 1 for the bins outside every band (index -1)
+        amp_BCF = torch.cat([amp_BCK, torch.ones_like(amp_BCK[..., :1])], dim=-1)[..., band_F]
+        X_BCF = torch.fft.rfft(rec_BCT.double(), dim=-1) * amp_BCF
+        return torch.fft.irfft(X_BCF, n=self.n_times, dim=-1).to(rec_BCT.dtype)
+
+    def entropy_bits_per_second(self, codes_NCK: np.ndarray | torch.Tensor, sfreq: float) -> float:
+        """Empirical entropy of the codes (one distribution per band), bits per second per channel.
+
+        What an entropy coder fitted to these codes would spend; :meth:`bits_per_second` is the fixed cost.
+        """
+        c = np.asarray(codes_NCK).reshape(-1, self.n_bands)
+        bits = 0.0
+        for k in range(self.n_bands):
+            _, counts = np.unique(c[:, k], return_counts=True)
+            p = counts / counts.sum()
+            bits += float(-(p * np.log2(p)).sum())
+        return bits / (self.n_times / float(sfreq))
+
+
+@torch.no_grad()
+def encode_gain_codes(vae, gain: BandGain, x_BCT: torch.Tensor, idx_S: list[torch.Tensor]) -> torch.Tensor:
+    """The codes (B, C, K) of windows ``x_BCT`` (model units) against the full decode of their tokens ``idx_S``."""
+    return gain.measure(x_BCT, vae.idxBl_to_eeg(idx_S, last_one=True))
+
+
+def apply_gain_codes(gain: BandGain, recs_S: list[torch.Tensor], codes_BCK: torch.Tensor,
+                     n_extra_coarse: int = 0) -> list[torch.Tensor]:
+    """Partial decodes of every scale (list of (B, C, T)) with the codes of the bands each one holds.
+
+    Scale ``n_extra_coarse + k`` is stage k and gets bands 0..k; extra coarse scales (below the first band) none.
+    """
+    return [gain.apply(r, codes_BCK, max(0, si - n_extra_coarse + 1)) for si, r in enumerate(recs_S)]
