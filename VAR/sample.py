@@ -11,7 +11,12 @@ Usage (from the repository root)::
 holds N = n x classes windows. The output npz has ``signal`` (N, C, T) float32 µV, ``cumulative_bands``
 (N, K, C, T) float32 µV (stage k = the tokenizer's decode of the partial sum f_hat after band k),
 ``labels`` (N,), ``levels`` (N,) (each window's power level, -1 = none), ``class_names``, ``sfreq``,
-``ch_names``, ``bands`` (K, 2) Hz, and the sampling settings.
+``ch_names``, ``bands`` (K, 2) Hz, ``band_gains`` (whether the decodes got their class and level's band gain), and
+the sampling settings.
+
+A run whose tokenizer sends band-gain codes (``train_vae.py --gain_step_db``, the default) stores, per class and
+level, the band gain that gives the training windows' decodes their inputs' band power back; samples get the gain
+of their class and level (``--no_gains``: the plain decode).
 The same checkpoint, settings, seed and ``--batch`` give the same windows.
 
 Shape letters: N windows, K stages, C channels, T samples.
@@ -86,7 +91,7 @@ def load_var_checkpoint(path: str, device: str | torch.device = "cpu"):
         p.requires_grad_(False)
     meta = dict(tokenizer=tok, class_names=list(state.get("class_names") or [f"class{i}" for i in range(var.num_classes)]),
                 num_classes=var.num_classes, epoch=int(state.get("epoch", 0)), iter=int(state.get("iter", 0)), path=used,
-                levels=state.get("levels"))
+                levels=state.get("levels"), level_gain_db=state.get("level_gain_db"))
     return var, vae, meta
 
 
@@ -134,7 +139,7 @@ def resolve_level(text: str, num_levels: int, ckpt: str) -> int | None:
 def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
              seed: int | None = 0, batch: int = 64, more_smooth: bool = False,
              stages: bool = True, intra_steps: int | None = None,
-             level: int | None = None) -> dict[str, np.ndarray]:
+             level: int | None = None, gains: bool = True) -> dict[str, np.ndarray]:
     """Sample windows for the given labels.
 
     Parameters
@@ -150,6 +155,9 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
     level : int | None
         For a model with levels: None draws each window's level from its training frequency in the class
         (batch b's generator seeded ``seed + b``); an int fixes it (negative = unknown).
+    gains : bool
+        Give the decodes their class and level's band gain when the checkpoint holds one
+        (``meta['level_gain_db']``, (classes + 1, levels + 1, C, K) dB).
 
     Returns
     -------
@@ -163,6 +171,9 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
     stage_si = [n_extra + k for k in range(len(tok["bands"]))]
     dev = next(var.parameters()).device
     labels = torch.as_tensor(list(labels_N), dtype=torch.long)
+    from vae_checkpoint import band_gain
+    gain = band_gain(tok) if gains and meta.get("level_gain_db") is not None else None
+    table = torch.as_tensor(meta["level_gain_db"], dtype=torch.float64) if gain is not None else None
     sig, cum, lvl = [], [], []
     for b, start in enumerate(range(0, len(labels), batch)):
         lab_B = labels[start:start + batch].to(dev)
@@ -174,11 +185,13 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
                                                          g_seed=g_seed, cfg=cfg, top_k=top_k,
                                                          top_p=top_p, more_smooth=more_smooth, ret_stages=True,
                                                          intra_steps=intra_steps, level_B=level_B)
-        sig.append((x_BCT.float() * uv_scale).cpu())  # port: model units -> µV
+        dec = (lambda x, n: x) if gain is None else _level_gain(gain, table, lab_B, level_B, var.num_levels)
+        sig.append((dec(x_BCT, None).float() * uv_scale).cpu())  # port: model units -> µV
         if stages:
-            cum.append(torch.stack([vae.fhat_to_eeg(ms_fhat[si]).float() * uv_scale for si in stage_si], dim=1).cpu())
+            cum.append(torch.stack([dec(vae.fhat_to_eeg(ms_fhat[si]), k + 1).float() * uv_scale
+                                    for k, si in enumerate(stage_si)], dim=1).cpu())
     out = {"signal": torch.cat(sig).numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64),
-           "levels": torch.cat(lvl).numpy().astype(np.int64)}
+           "levels": torch.cat(lvl).numpy().astype(np.int64), "band_gains": gain is not None}
     if stages:
         out["cumulative_bands"] = torch.cat(cum).numpy().astype(np.float32)
     return out
@@ -230,6 +243,14 @@ def plot_samples(path: str, gen: dict, real_NCT: np.ndarray | None, real_labels:
     plt.close(fig)
 
 
+def _level_gain(gain, table_GLCK: torch.Tensor, lab_B: torch.Tensor, level_B: torch.Tensor | None, num_levels: int):
+    """A decode -> decode with each window's class-and-level band gain (``n`` bands: a partial decode's)."""
+    cls = lab_B.cpu().clamp(max=table_GLCK.shape[0] - 1)  # the null class is the pooled row
+    lvl = torch.full_like(cls, num_levels) if level_B is None else level_B.cpu()
+    gain_db_BCK = table_GLCK[cls, lvl]
+    return lambda x_BCT, n: gain.apply_db(x_BCT, gain_db_BCK, n)
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="sample.py", description="Generate EEG windows (µV) and their cumulative band stages with a "
                        "trained VAR checkpoint.")
@@ -242,6 +263,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--level", default="draw", help="for a model trained with --level_clusters: 'draw' (each window's "
                    "power level from its training frequency in the class), 'unknown', or a level index 0..L-1 (0 = the "
                    "quietest cluster)")
+    p.add_argument("--no_gains", action="store_true", help="plain decodes: without the band gain of each window's class "
+                   "and level (stored by runs whose tokenizer has band-gain codes)")
     p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
     p.add_argument("--top_p", type=float, default=0.0, help="nucleus sampling mass (0 = off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (batch b uses seed + b)")
@@ -306,11 +329,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         real_labels = labs[keep] if keep else None
     labels = [c for c in classes for _ in range(args.n)]
     gen = generate(var, vae, meta, labels, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                   batch=args.batch, more_smooth=bool(args.more_smooth), intra_steps=args.intra_steps, level=level)
+                   batch=args.batch, more_smooth=bool(args.more_smooth), intra_steps=args.intra_steps, level=level,
+                   gains=not args.no_gains)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out[:-4] + ".tmp.npz"
     np.savez(tmp, signal=gen["signal"], cumulative_bands=gen["cumulative_bands"], labels=gen["labels"],
-             levels=gen["levels"],
+             levels=gen["levels"], band_gains=np.bool_(gen["band_gains"]),
              class_names=np.asarray(meta["class_names"]), sfreq=np.float32(tok["sfreq"]),
              ch_names=np.asarray(tok.get("ch_names") or []), bands=np.asarray(tok["bands"], dtype=np.float32),
              cfg=np.float32(args.cfg), top_k=np.int64(args.top_k), top_p=np.float32(args.top_p),

@@ -143,6 +143,19 @@ def build_everything(args: arg_util.Args):
         levels = attach_levels(args, num_levels, num_classes, tok_info, train_set, val_set, raw_train, raw_val,
                                resume_state, resume_path)
 
+    # --- the band gain a sample of each class and level gets (tokenizers with band-gain codes), kept with the run
+    level_gain_db = (resume_state or {}).get("level_gain_db")
+    from vae_checkpoint import band_gain
+    gain = band_gain(tok_info)
+    if gain is not None and level_gain_db is None:
+        from models.band_gain import group_gain_db
+        from utils.data import dataset_band_powers
+        Px, Prec = dataset_band_powers(raw_train, vae_local, gain, tok_info["uv_scale"])
+        level_gain_db = group_gain_db(Px, Prec, train_set.labels, train_set.levels, num_classes, num_levels).tolist()
+        pooled = np.asarray(level_gain_db)[-1, -1].mean(0)
+        print0(f"[band gains] samples' decodes get their class and level's band gain; pooled over channels "
+               f"{[round(float(g), 2) for g in pooled]} dB")
+
     # --- TensorBoard (rank 0 only)
     if dist.is_master():
         os.makedirs(args.tb_log_dir_path, exist_ok=True)
@@ -237,6 +250,8 @@ def build_everything(args: arg_util.Args):
     meta = dict(class_names=list(class_names), num_classes=num_classes, tokenizer=_plain(tok_info))
     if levels is not None:
         meta["levels"] = levels.to_dict()
+    if level_gain_db is not None:
+        meta["level_gain_db"] = level_gain_db
     del resume_state
     dist.barrier()
     return tb_lg, trainer, start_ep, start_it, iters_train, ld_train, ld_val, run_state, meta

@@ -420,3 +420,59 @@ def test_sample_and_complete_level_flags(run_a, ds_root, tmp_path):
     with pytest.raises(UserError, match="a level needs a class"):
         complete.main(["--mode=complete_bands", f"--ckpt={run_a}", f"--data_path={ds_root}", "--n=2", "--k=2",
                        "--level=1", f"--out={tmp_path}/e.npz"])
+
+
+def test_samples_get_the_band_gain_of_their_class_and_level(repo_root, ds_root, tok_ckpt, tmp_path):
+    """With a tokenizer that sends band-gain codes, the run stores per class and level the gain (dB) that gives the
+    training windows' decodes their inputs' band power back (recomputed here with numpy), and sample.py scales each
+    band of every sample's decode by its class and level's gain (a partial decode only in its own bands)."""
+    import sample
+    from utils.eeg_levels import LevelClusters, window_levels
+    from vae_checkpoint import load_vae
+    state, _ = load_checkpoint(tok_ckpt)
+    state["tokenizer"] = dict(state["tokenizer"], gain_step_db=2.0, gain_max_steps=2)
+    tok = str(tmp_path / "tok" / "vae-ckpt-best.pth")
+    save_checkpoint(tok, state, config=state["tokenizer"])
+    out = str(tmp_path / "run")
+    r = run_py(repo_root, train_cmd(ds_root, tok, out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    ck, _ = load_checkpoint(os.path.join(out, "ar-ckpt-best.pth"))
+    table = np.asarray(ck["level_gain_db"])
+    # recomputed: groups by class and level, sums of band power from numpy FFTs of the inputs and their decodes
+    ds = EEGWindowDataset(ds_root, "train")
+    vae, info = load_vae(tok)
+    x_uv = np.stack([ds.window(i).stages_KCT[-1] for i in range(len(ds))])
+    x = x_uv / info["uv_scale"]
+    with torch.no_grad():
+        rec = vae.idxBl_to_eeg(vae.eeg_to_idxBl(torch.from_numpy(x).float()), last_one=True).double().numpy()
+    lv = LevelClusters.from_dict(ck["levels"]).assign(window_levels(x_uv, ds.sfreq, ds.bands), ds.labels)
+    freqs = np.fft.rfftfreq(ds.n_times, 1 / ds.sfreq)
+    masks = [(freqs >= lo) & ((freqs <= hi) if k == len(ds.bands) - 1 else (freqs < hi))
+             for k, (lo, hi) in enumerate(ds.bands)]
+
+    def band_power(z):
+        P = np.abs(np.fft.rfft(z, axis=-1)) ** 2
+        return np.stack([P[..., m].sum(-1) for m in masks], -1)
+    Px, Pr = band_power(x), band_power(rec)
+    assert table.shape == (3, 5, ds.n_channels, len(ds.bands))
+    for c, lvl in ((0, 0), (1, 3), (0, 4), (2, 4)):
+        m = (ds.labels == c if c < 2 else np.ones(len(ds), bool)) & (lv == lvl if lvl < 4 else True)
+        want = 10 * np.log10(Px[m].sum(0) / Pr[m].sum(0))
+        np.testing.assert_allclose(table[c, lvl], want, atol=2e-3)
+    assert np.abs(table).max() > 0.5  # the random-weight tokenizer is far off: the gains are not all ~0
+    # sampling: the same draws with and without the gains
+    a, b = str(tmp_path / "a.npz"), str(tmp_path / "b.npz")
+    assert sample.main([f"--ckpt={out}", "--n=2", f"--out={a}", "--seed=3"]) == 0
+    assert sample.main([f"--ckpt={out}", "--n=2", f"--out={b}", "--seed=3", "--no_gains"]) == 0
+    da, db = np.load(a), np.load(b)
+    assert bool(da["band_gains"]) and not bool(db["band_gains"])
+    np.testing.assert_array_equal(da["levels"], db["levels"])
+    Fa, Fb = np.fft.rfft(da["signal"].astype(np.float64), axis=-1), np.fft.rfft(db["signal"].astype(np.float64), axis=-1)
+    Sa = np.fft.rfft(da["cumulative_bands"][:, 1].astype(np.float64), axis=-1)
+    Sb = np.fft.rfft(db["cumulative_bands"][:, 1].astype(np.float64), axis=-1)
+    for i, (c, lvl) in enumerate(zip(da["labels"], da["levels"])):
+        for k, m in enumerate(masks):
+            amp = 10 ** (table[c, lvl, :, k:k + 1] / 20)
+            np.testing.assert_allclose(Fa[i][:, m], Fb[i][:, m] * amp, rtol=1e-3, atol=1e-3 * np.abs(Fb[i]).max())
+            np.testing.assert_allclose(Sa[i][:, m], Sb[i][:, m] * (amp if k < 2 else 1.0), rtol=1e-3,
+                                       atol=1e-3 * np.abs(Sb[i]).max())

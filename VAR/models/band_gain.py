@@ -96,11 +96,16 @@ class BandGain:
 
         ``n_bands`` (default all): the bands the decode holds, so a partial decode of stage k passes k + 1.
         """
+        return self.apply_db(rec_BCT, codes_BCK.double() * self.step_db, n_bands)
+
+    @torch.no_grad()
+    def apply_db(self, rec_BCT: torch.Tensor, gain_db_BCK: torch.Tensor, n_bands: int | None = None) -> torch.Tensor:
+        """``rec_BCT`` with band k's power raised by ``gain_db_BCK[..., k]`` dB (any real gain) for k < ``n_bands``."""
         K = self.n_bands if n_bands is None else int(n_bands)
-        if codes_BCK.shape[-1] != self.n_bands or codes_BCK.shape[:2] != rec_BCT.shape[:2]:
-            raise ValueError(f'gain codes of shape {tuple(codes_BCK.shape)} do not fit a decode of shape '
+        if gain_db_BCK.shape[-1] != self.n_bands or gain_db_BCK.shape[:2] != rec_BCT.shape[:2]:
+            raise ValueError(f'gain codes of shape {tuple(gain_db_BCK.shape)} do not fit a decode of shape '
                              f'{tuple(rec_BCT.shape)} with {self.n_bands} bands')
-        amp_BCK = torch.pow(10.0, codes_BCK.double() * (self.step_db / 20.0))
+        amp_BCK = torch.pow(10.0, gain_db_BCK.double().to(rec_BCT.device) / 20.0)
         amp_BCK[..., K:] = 1.0
         band_F = self.band_F.to(rec_BCT.device)
         # one extra column of gain 1 for the bins outside every band (index -1)
@@ -135,3 +140,37 @@ def apply_gain_codes(gain: BandGain, recs_S: list[torch.Tensor], codes_BCK: torc
     Scale ``n_extra_coarse + k`` is stage k and gets bands 0..k; extra coarse scales (below the first band) none.
     """
     return [gain.apply(r, codes_BCK, max(0, si - n_extra_coarse + 1)) for si, r in enumerate(recs_S)]
+
+
+def group_gain_db(Px_NCK: np.ndarray, Prec_NCK: np.ndarray, labels_N: np.ndarray, levels_N: np.ndarray | None,
+                  num_classes: int, num_levels: int) -> np.ndarray:
+    """The band gain (dB) that gives each group of windows its inputs' mean band power back.
+
+    For a VAR sample there are no codes to send: the decoder can only apply what its class and power level
+    predict. Per class c and level l (``levels_N``; None = no levels), per channel and band:
+    ``10 log10(Σ P_x / Σ P_rec)`` over the group's windows (arithmetic means, so the group's mean power is
+    matched, not its mean log power). Row ``num_classes`` pools all classes, column ``num_levels`` all levels
+    (the null class, an unknown level). An empty group gets 0 dB.
+
+    Parameters
+    ----------
+    Px_NCK, Prec_NCK : (N, C, K)
+        Band powers of the input windows and of their plain decodes (:meth:`BandGain.band_power`).
+    labels_N, levels_N : (N,) int
+        Each window's class and level.
+
+    Returns
+    -------
+    ndarray, shape (num_classes + 1, num_levels + 1, C, K), float64
+    """
+    _, C, K = Px_NCK.shape
+    levels_N = np.zeros(len(labels_N), dtype=np.int64) if levels_N is None or num_levels == 0 else np.asarray(levels_N)
+    out = np.zeros((num_classes + 1, num_levels + 1, C, K))
+    for c in range(num_classes + 1):
+        in_c = np.ones(len(labels_N), bool) if c == num_classes else np.asarray(labels_N) == c
+        for lv in range(num_levels + 1):
+            m = in_c if lv == num_levels else in_c & (levels_N == lv)
+            sx, sr = Px_NCK[m].sum(0), Prec_NCK[m].sum(0)
+            if m.any():
+                out[c, lv] = 10 * np.log10(np.where((sx > 0) & (sr > 0), sx, 1.0) / np.where((sx > 0) & (sr > 0), sr, 1.0))
+    return out

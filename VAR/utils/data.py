@@ -85,3 +85,18 @@ def build_dataset(data_path: str, uv_scale: float, limits: Sequence[int | None] 
                 num_classes, names)
     return (num_classes, names, FullSpectrumWindows(raw_train, uv_scale), FullSpectrumWindows(raw_val, uv_scale),
             raw_train, raw_val)
+
+
+@torch.no_grad()
+def dataset_band_powers(ds: EEGWindowDataset, vae, gain, uv_scale: float, chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Band powers (N, C, K) of every full-spectrum window of ``ds`` and of its plain decode through ``vae``'s
+    tokens (``gain``: the tokenizer's :class:`~models.band_gain.BandGain`; a progress bar on large sets)."""
+    from tqdm import tqdm
+    px, pr = [], []
+    starts = range(0, len(ds), chunk)
+    for s in tqdm(starts, desc=f"band gains of {ds.split}", unit="chunk", disable=len(starts) < 8):
+        x_NCT = torch.stack([ds[i][0][-1] for i in range(s, min(s + chunk, len(ds)))]).float() / float(uv_scale)
+        rec = vae.idxBl_to_eeg(vae.eeg_to_idxBl(x_NCT), last_one=True)
+        px.append(gain.band_power(x_NCT).numpy())
+        pr.append(gain.band_power(rec).numpy())
+    return np.concatenate(px), np.concatenate(pr)
