@@ -6,10 +6,10 @@ Launch (from the repository root)::
     torchrun --nproc_per_node=2 VAR/train_vae.py --data_path=DIR             # DDP (gloo on CPU, NCCL on GPU)
 
 The defaults are the recipe measured best by ``benchmarks/bench_tokenizer.py`` on eegmat (5-s windows at
-100 Hz every 2.5 s): 40 epochs, scales 50/90/130/220/250, the sub-band power loss on every partial decode
-(``--psd_w``), residual noise calibrated at every checkpoint (``--residual_noise``; decoding adds it only
-when given a noise seed) and band-gain side codes of 2-dB steps (``--gain_step_db``; measured by the
-encoder at use, nothing to train).
+100 Hz every 2.5 s): 40 epochs, scales 50/90/130/220/250, band-gain side codes of 2-dB steps
+(``--gain_step_db``; measured by the encoder at use, nothing to train) instead of the sub-band power loss
+(``--psd_w``, off), and residual noise calibrated at every checkpoint (``--residual_noise``; decoding adds it
+only when given a noise seed).
 
 Writes into ``--local_out_dir_path`` (default ``<repo>/local_output``): ``vae-ckpt-last.pth``,
 ``vae-ckpt-best.pth`` (best validation full-spectrum SNR), ``log.txt`` (one JSON line per epoch),

@@ -176,7 +176,7 @@ def _main(name: str):
         from utils import main_report as m
         return m.main, "python -m utils.main_report"
     if name in ("bench_generation", "bench_speed", "bench_token_nll", "bench_train", "bench_zeroshot", "bench_ingest",
-                "bench_intra_steps"):
+                "bench_intra_steps", "bench_samples"):
         import importlib
         m = importlib.import_module(f"benchmarks.{name}")
         return m._cli, f"python -m benchmarks.{name}"  # what `python -m benchmarks.<name>` runs
@@ -327,6 +327,10 @@ CASES = [
      "--results-dir {base}/b11", "--ar-top-k"),
     ("bench_intra_steps", "vae-ckpt malicious", "--quick --vae-ckpt {evil} --data-root {ds} --runs-dir {base}/b11 "
      "--results-dir {base}/b11", "refused to load"),
+    ("bench_samples", "tokenizers not NAME=PATH", "--tokenizers {tok} --data-root {ds} --results-dir {base}/b12",
+     "NAME=PATH"),
+    ("bench_samples", "tokenizer missing", "--tokenizers new={missing} --data-root {ds} --results-dir {base}/b12",
+     "not found"),
     ("main_report", "run dir missing", "{missing}", ("does_not_exist", "--out folder")),
     # --- zero-shot completion
     ("complete", "ckpt missing", "--mode=complete_bands --k=1 --ckpt={missing} --data_path={ds} "

@@ -476,3 +476,30 @@ def test_samples_get_the_band_gain_of_their_class_and_level(repo_root, ds_root, 
             np.testing.assert_allclose(Fa[i][:, m], Fb[i][:, m] * amp, rtol=1e-3, atol=1e-3 * np.abs(Fb[i]).max())
             np.testing.assert_allclose(Sa[i][:, m], Sb[i][:, m] * (amp if k < 2 else 1.0), rtol=1e-3,
                                        atol=1e-3 * np.abs(Sb[i]).max())
+
+
+def test_bench_samples_quick_judges_gained_and_plain_samples(ds_root, tok_ckpt, tmp_path):
+    """benchmarks/bench_samples.py trains the default VAR through VAR/train.py, samples with and without the band
+    gains, and judges both against the real windows; its floor row is psd_band_error_db of the two real splits."""
+    from benchmarks import bench_samples
+    from utils.eeg_metrics import psd_band_error_db
+    from utils.main_report import load_split
+    state, _ = load_checkpoint(tok_ckpt)
+    state["tokenizer"] = dict(state["tokenizer"], gain_step_db=2.0, gain_max_steps=2)
+    tok = str(tmp_path / "tok" / "vae-ckpt-best.pth")
+    save_checkpoint(tok, state, config=state["tokenizer"])
+    res = bench_samples.main(["--quick", "--results-dir", str(tmp_path / "res"), "--data-root", ds_root,
+                              "--tokenizers", f"gains={tok}"])
+    assert os.path.isfile(tmp_path / "res" / "samples.json")
+    r = res["tokenizers"]["gains"]
+    assert set(r) >= {"plain decode", "with band gains"} and r["epoch"] == 1
+    plain, gained = r["plain decode"]["vs_val"]["per_class"], r["with band gains"]["vs_val"]["per_class"]
+    assert set(plain) == set(gained) == {"rest", "arithmetic"}
+    assert plain["rest"]["generated"]["psd_error_db"] != gained["rest"]["generated"]["psd_error_db"]
+    va, vl, _ = load_split(ds_root, "val", 64)
+    tr, tl, _ = load_split(ds_root, "train", 64)
+    want = psd_band_error_db(va[vl == 0, -1], tr[tl == 0, -1], 100.0, EEGWindowDataset(ds_root, "val").bands,
+                             f_max=45.0)
+    got = plain["rest"]["real train (floor)"]["psd_error_db"]
+    assert got == pytest.approx(want)
+    assert len(res["report"]["tables"][0]["rows"]) == 2 * 2 * 2  # 2 decodes x 2 classes x 2 references

@@ -87,8 +87,9 @@ class VAEArgs(BaseArgs):
     # ---- losses / codebook upkeep
     stage_w: str = arg('1', "per-stage loss weights, ',' separated (one value = same for all stages)")
     spec_w: float = arg(0.05, 'weight of the multi-resolution log-spectral (STFT) loss')
-    psd_w: float = arg(0.3, 'weight of the sub-band power loss (squared log power ratio in --psd_bin_hz sub-bands) on '
-                       'every partial decode, so decodes keep their band power; 0 = off. Not in upstream')
+    psd_w: float = arg(0.0, 'weight of the sub-band power loss (squared log power ratio in --psd_bin_hz sub-bands) on '
+                       'every partial decode; 0 = off (default: the band-gain codes keep band power, and with them '
+                       'this loss made decodes easier to tell from their inputs, benchmarks/RESULTS.md). Not in upstream')
     psd_bin_hz: float = arg(2.0, 'width of the sub-bands of the --psd_w loss (Hz)')
     residual_noise: bool = arg(True, 'store calibrated residual noise with the tokenizer (fitted on training windows '
                                'at every checkpoint); decoding with a noise seed restores the band power the '

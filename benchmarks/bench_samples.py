@@ -1,0 +1,163 @@
+"""What a tokenizer gives VAR's samples: the default VAR trained on each tokenizer's tokens, samples against real EEG.
+
+Usage::
+
+    python -m benchmarks.bench_samples [--tokenizers NAME=PATH ...] [--ep 8] [--n-per-class 160]
+
+For every tokenizer (default: the two ``bench_tokenizer`` trains, ``raw/tokenizer_run`` and
+``raw/tokenizer_run_before``), ``VAR/train.py`` with its defaults (levels, left-to-right head) at ``--depth``
+and ``--ep`` trains into ``raw/samples_var_<NAME>`` (an existing run is resumed, a finished one reused), then
+``sample.py``'s ``generate`` draws ``--n-per-class`` windows per class, with the band gain of their class and
+level (when the tokenizer has band-gain codes) and as plain decodes. Each set is judged against the **real**
+held-out windows of its class, beside its floors from the same windows (``utils.main_report.sample_numbers``):
+per-band PSD error, C2ST AUC (logistic, grouped folds), window-to-window spread of band power; floors are real
+training windows (the subject floor) and phase-randomised validation windows. The same numbers against the
+real training windows say how well the model learned its own data.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from benchmarks import bench_parser, machine_info, save_result
+from utils.cli import run_cli, setup_logging
+from utils.errors import UserError
+from utils.project_info import REPO_ROOT
+from utils.var_path import ensure_var_importable
+
+logger = logging.getLogger(__name__)
+NAME = "samples"
+
+
+def build_parser():
+    p = bench_parser("python -m benchmarks.bench_samples", __doc__.split("\n\n")[0])
+    p.add_argument("--tokenizers", nargs="*", default=None, metavar="NAME=PATH",
+                   help="tokenizer checkpoints to compare (default: new=raw/tokenizer_run/vae-ckpt-best.pth and "
+                        "before=raw/tokenizer_run_before/vae-ckpt-best.pth of the results folder)")
+    p.add_argument("--depth", type=int, default=2, help="VAR depth")
+    p.add_argument("--ep", type=int, default=8, help="VAR epochs")
+    p.add_argument("--bs", type=int, default=16, help="VAR batch size")
+    p.add_argument("--n-per-class", type=int, default=160, help="generated windows per class")
+    p.add_argument("--max-real", type=int, default=400, help="real windows per split to judge against")
+    p.add_argument("--train-only", action="store_true", help="train the VARs and stop")
+    return p
+
+
+def parse_tokenizers(items: Sequence[str] | None, raw: str) -> list[tuple[str, str]]:
+    """``['new=PATH', ...]`` -> [(name, path)]; default: the tokenizer benchmark's two runs."""
+    if not items:
+        items = [f"new={os.path.join(raw, 'tokenizer_run', 'vae-ckpt-best.pth')}",
+                 f"before={os.path.join(raw, 'tokenizer_run_before', 'vae-ckpt-best.pth')}"]
+    out = []
+    for it in items:
+        name, sep, path = it.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--tokenizers: {it!r}; expected NAME=PATH")
+        if not os.path.isfile(path):
+            raise UserError(f"--tokenizers: {path} not found; run python -m benchmarks.bench_tokenizer first or pass "
+                            "NAME=PATH of a vae-ckpt-best.pth")
+        out.append((name, path))
+    return out
+
+
+def train_var(data: str, vae_ckpt: str, out: str, depth: int, ep: int, bs: int) -> str:
+    """VAR/train.py with its defaults into ``out`` (resumed or reused when there); returns ar-ckpt-best.pth."""
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "VAR", "train.py"), f"--data_path={data}",
+           f"--vae_ckpt={vae_ckpt}", f"--local_out_dir_path={out}", f"--depth={depth}", f"--ep={ep}", f"--bs={bs}",
+           "--seed=0", "--workers=0"]
+    logger.info("training VAR: %s", " ".join(cmd))
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"VAR/train.py failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return os.path.join(out, "ar-ckpt-best.pth")
+
+
+def judge(gen: dict, real: dict, sfreq: float, bands, class_names: Sequence[str]) -> dict:
+    """``main_report.sample_numbers`` of the samples against the real validation and the real training windows."""
+    from utils.main_report import sample_numbers
+    va, vl, vs = real["val"]
+    tr, tl, ts = real["train"]
+    g, gl = gen["signal"].astype(np.float64), gen["labels"]
+    return {"vs_val": sample_numbers(g, gl, va[:, -1], vl, vs, tr[:, -1], tl, ts, sfreq, bands, class_names),
+            "vs_train": sample_numbers(g, gl, tr[:, -1], tl, ts, va[:, -1], vl, vs, sfreq, bands, class_names)}
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    torch.set_num_threads(1)
+    ensure_var_importable()
+    raw = os.path.join(args.results_dir, "raw")
+    data = args.data_root
+    if data is None:
+        from benchmarks.bench_tokenizer import ensure_bench_dataset
+        data = ensure_bench_dataset(os.path.join(raw, "eegmat100_s25_val4"))
+    toks = parse_tokenizers(args.tokenizers, raw)
+    ep, n = (1, 16) if args.quick else (args.ep, args.n_per_class)
+    ckpts = {name: train_var(data, path, os.path.join(raw, f"samples_var_{name}"), args.depth, ep, args.bs)
+             for name, path in toks}
+    if args.train_only:
+        return {}
+    import sample
+    from utils.main_report import load_split
+    real = {s: load_split(data, s, 64 if args.quick else args.max_real) for s in ("val", "train")}
+    rows, result_toks = [], {}
+    for name, path in toks:
+        var, vae, meta = sample.load_var_checkpoint(ckpts[name])
+        tok = meta["tokenizer"]
+        labels = [c for c in range(var.num_classes) for _ in range(n)]
+        res = {"vae_ckpt": os.path.abspath(path), "var_ckpt": os.path.abspath(ckpts[name]), "epoch": meta["epoch"]}
+        variants = [("plain decode", False)] + ([("with band gains", True)] if meta.get("level_gain_db") else [])
+        for variant, gains in variants:
+            gen = sample.generate(var, vae, meta, labels, seed=0, batch=64, stages=False, gains=gains)
+            res[variant] = judge(gen, real, float(tok["sfreq"]), tok["bands"], meta["class_names"])
+            for c, cname in enumerate(meta["class_names"]):
+                for ref in ("vs_val", "vs_train"):
+                    row = res[variant][ref]["per_class"].get(cname)
+                    if row is None:
+                        continue
+                    g, fl, ph = row["generated"], row["real train (floor)"], row["phase-randomised val"]
+                    spread_ref = res[variant][ref]["val_band_power_spread"][cname]
+                    rows.append([name, variant, cname, "held-out" if ref == "vs_val" else "training",
+                                 "/".join(f"{v:.2f}" for v in g["psd_error_db"].values()),
+                                 round(fl["max_psd_error_db"], 2), round(g["c2st_auc"], 3), round(fl["c2st_auc"], 3),
+                                 round(ph["c2st_auc"], 3),
+                                 round(float(np.mean([g["band_power_spread"][b] / spread_ref[b] for b in spread_ref])), 2)])
+        result_toks[name] = res
+    result = dict(machine=machine_info(), quick=bool(args.quick), data_root=os.path.abspath(data), depth=args.depth,
+                  ep=ep, bs=args.bs, n_per_class=n, tokenizers=result_toks)
+    result["report"] = dict(
+        title="What the tokenizer gives VAR's samples",
+        text=[f"VAR/train.py defaults (4 power levels, left-to-right head), depth {args.depth}, {ep} epochs, batch "
+              f"{args.bs}, trained on each tokenizer's tokens; {n} samples per class (seed 0), judged against {args.max_real} "
+              "real windows of the 4 held-out subjects ('held-out') or of the training subjects ('training'). "
+              "'floor': the other split's real windows against the same reference (the largest band error; C2ST); "
+              "'phase-rand.': the reference's own windows, phase-randomised. Spread: the samples' window-to-window sd "
+              "of log band power over the reference's, mean over bands (1 = as varied as real windows)."],
+        tables=[dict(title="Samples against real windows: per-band PSD error (dB, delta..gamma), C2ST AUC, spread",
+                     columns=["tokenizer", "decode", "class", "reference", "PSD error", "floor max", "C2ST",
+                              "C2ST floor", "C2ST phase-rand.", "spread"], rows=rows)])
+    save_result(NAME, result, args.results_dir)
+    return result
+
+
+def _cli(argv: Sequence[str] | None = None) -> int:
+    res = main(argv)
+    if res:
+        print("\n".join(res["report"]["text"]))
+        t = res["report"]["tables"][0]
+        print(" | ".join(t["columns"]))
+        for row in t["rows"]:
+            print(" | ".join(str(v) for v in row))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(_cli, prog="python -m benchmarks.bench_samples")
