@@ -478,12 +478,21 @@ def test_samples_get_the_band_gain_of_their_class_and_level(repo_root, ds_root, 
                                        atol=1e-3 * np.abs(Sb[i]).max())
 
 
-def test_bench_samples_quick_judges_gained_and_plain_samples(ds_root, tok_ckpt, tmp_path):
+def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_root, tok_ckpt, tmp_path):
     """benchmarks/bench_samples.py trains the default VAR through VAR/train.py, samples with and without the band
     gains, and judges both against the real windows; its floor row is psd_band_error_db of the two real splits."""
     from benchmarks import bench_samples
     from utils.eeg_metrics import psd_band_error_db
     from utils.main_report import load_split
+    # two subjects per split, so the grouped C2ST has two recordings of each class on each side
+    ds_root = str(tmp_path / "ds4")
+    d = os.path.join(shared_data, "physionet-eegmat")
+    r = run_py(repo_root, ["-m", "utils.data_eeg", "build", "--inputs", *(os.path.join(d, f"Subject0{s}_{k}.edf")
+                                                                           for s in range(4) for k in (1, 2)),
+                           "--out", ds_root, "--window-sec", "2.56", "--split-by", "subject", "--val-groups",
+                           "Subject02,Subject03", "--label-from", r"regex:_1\.edf$=rest,_2\.edf$=arithmetic",
+                           "--progress", "off"])
+    assert r.returncode == 0, r.stderr[-2000:]
     state, _ = load_checkpoint(tok_ckpt)
     state["tokenizer"] = dict(state["tokenizer"], gain_step_db=2.0, gain_max_steps=2)
     tok = str(tmp_path / "tok" / "vae-ckpt-best.pth")
