@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from benchmarks import bench_parser, machine_info, save_result
+from benchmarks import bench_parser, figure_path, machine_info, plot_psd_curves, save_result
 from utils.cli import run_cli, setup_logging
 from utils.errors import UserError
 from utils.project_info import REPO_ROOT
@@ -89,6 +89,29 @@ def judge(gen: dict, real: dict, sfreq: float, bands, class_names: Sequence[str]
             "vs_train": sample_numbers(g, gl, tr[:, -1], tl, ts, va[:, -1], vl, vs, sfreq, bands, class_names)}
 
 
+def _plot_psd(path: str, gens: dict, real: dict, sfreq: float, class_names: Sequence[str]) -> None:
+    """Per class: mean Welch PSD of the real windows of both splits and of every set of samples."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from utils.eeg_metrics import welch_psd
+    fig, axes = plt.subplots(1, len(class_names), figsize=(6 * len(class_names), 4), squeeze=False)
+    for c, (ax, cname) in enumerate(zip(axes[0], class_names)):
+        sets = {"real val": real["val"][0][real["val"][1] == c, -1],
+                "real train": real["train"][0][real["train"][1] == c, -1],
+                **{k: g["signal"][g["labels"] == c] for k, g in gens.items()}}
+        curves = {}
+        for key, x in sets.items():
+            f, p = welch_psd(np.asarray(x, dtype=np.float64), sfreq)
+            curves.setdefault("freqs_hz", f)
+            curves[key] = p
+        plot_psd_curves(ax, curves, f_max=45.0, legend_size=7)
+        ax.set_title(f"{cname} (real val = the held-out subjects)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -108,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     import sample
     from utils.main_report import load_split
     real = {s: load_split(data, s, 64 if args.quick else args.max_real) for s in ("val", "train")}
-    rows, result_toks = [], {}
+    rows, result_toks, psd = [], {}, {}
     for name, path in toks:
         var, vae, meta = sample.load_var_checkpoint(ckpts[name])
         tok = meta["tokenizer"]
@@ -118,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for variant, gains in variants:
             gen = sample.generate(var, vae, meta, labels, seed=0, batch=64, stages=False, gains=gains)
             res[variant] = judge(gen, real, float(tok["sfreq"]), tok["bands"], meta["class_names"])
+            psd[f"{name}: {variant}"] = gen
             for c, cname in enumerate(meta["class_names"]):
                 for ref in ("vs_val", "vs_train"):
                     row = res[variant][ref]["per_class"].get(cname)
@@ -133,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         result_toks[name] = res
     result = dict(machine=machine_info(), quick=bool(args.quick), data_root=os.path.abspath(data), depth=args.depth,
                   ep=ep, bs=args.bs, n_per_class=n, tokenizers=result_toks)
+    fig = "samples_psd.png"
+    _plot_psd(figure_path(args.results_dir, fig), psd, real, float(tok["sfreq"]), meta["class_names"])
     result["report"] = dict(
         title="What the tokenizer gives VAR's samples",
         text=[f"VAR/train.py defaults (4 power levels, left-to-right head), depth {args.depth}, {ep} epochs, batch "
@@ -143,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "of log band power over the reference's, mean over bands (1 = as varied as real windows)."],
         tables=[dict(title="Samples against real windows: per-band PSD error (dB, delta..gamma), C2ST AUC, spread",
                      columns=["tokenizer", "decode", "class", "reference", "PSD error", "floor max", "C2ST",
-                              "C2ST floor", "C2ST phase-rand.", "spread"], rows=rows)])
+                              "C2ST floor", "C2ST phase-rand.", "spread"], rows=rows)],
+        figures=[dict(title="Mean PSD of the samples beside real windows", path=fig)])
     save_result(NAME, result, args.results_dir)
     return result
 

@@ -112,8 +112,9 @@ def test_sample_and_complete_use_the_stage_scales(tok, tmp_path):
     var, vae, meta = sample.load_var_checkpoint(tok["var"])
     info = meta["tokenizer"]
     uv = info["uv_scale"]
-    # sample.py: cumulative band k is the decode after scale N_EXTRA + k of the same draw
-    got = sample.generate(var, vae, meta, [0, 0], cfg=0.0, top_k=0, top_p=0.0, seed=3, stages=True)
+    # sample.py: cumulative band k is the decode after scale N_EXTRA + k of the same draw (plain decodes: the band
+    # gains of the samples' class and level are tested in test_var_train.py)
+    got = sample.generate(var, vae, meta, [0, 0], cfg=0.0, top_k=0, top_p=0.0, seed=3, stages=True, gains=False)
     _, _, ms_fhat = var.autoregressive_infer_cfg(B=2, label_B=torch.tensor([0, 0]), g_seed=3, cfg=0.0, ret_stages=True)
     for k in range(len(info["bands"])):
         want = vae.fhat_to_eeg(ms_fhat[N_EXTRA + k]).numpy() * uv
