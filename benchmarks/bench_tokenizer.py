@@ -432,10 +432,11 @@ def _plot_psd(path: str, real_NCT: np.ndarray, decodes: dict, sfreq: float) -> N
     from utils.eeg_metrics import welch_psd
     fig, ax = plt.subplots(figsize=(7, 4))
     f, p = welch_psd(real_NCT, sfreq)
-    ax.semilogy(f, p, 'k', lw=2, label='real')
+    keep = (f > 0) & (f <= F_MAX)  # the DC bin of a decode is near zero and would stretch the axis
+    ax.semilogy(f[keep], p[keep], 'k', lw=2, label='real')
     for lab, x in decodes.items():
         f, p = welch_psd(x, sfreq)
-        ax.semilogy(f, p, lw=1, ls='--' if 'noise' in lab else (':' if 'gains' in lab else '-'), label=lab)
+        ax.semilogy(f[keep], p[keep], lw=1, ls='--' if 'noise' in lab else (':' if 'gains' in lab else '-'), label=lab)
     ax.set_xlim(0, F_MAX); ax.set_xlabel('Hz'); ax.set_ylabel('PSD (µV²/Hz)'); ax.grid(alpha=.3); ax.legend(fontsize=8)
     ax.set_title('held-out subjects: real vs decoded')
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
