@@ -50,10 +50,15 @@ def build_parser():
 
 
 def parse_tokenizers(items: Sequence[str] | None, raw: str) -> list[tuple[str, str]]:
-    """``['new=PATH', ...]`` -> [(name, path)]; default: the tokenizer benchmark's two runs."""
+    """``['new=PATH', ...]`` -> [(name, path)]; default: the tokenizer benchmark's runs that exist (its quick mode
+    trains only the new one)."""
     if not items:
-        items = [f"new={os.path.join(raw, 'tokenizer_run', 'vae-ckpt-best.pth')}",
-                 f"before={os.path.join(raw, 'tokenizer_run_before', 'vae-ckpt-best.pth')}"]
+        items = [f"{name}={path}" for name, path in
+                 (("new", os.path.join(raw, "tokenizer_run", "vae-ckpt-best.pth")),
+                  ("before", os.path.join(raw, "tokenizer_run_before", "vae-ckpt-best.pth"))) if os.path.isfile(path)]
+        if not items:
+            raise UserError(f"no tokenizer in {raw}: run python -m benchmarks.bench_tokenizer first (it trains "
+                            "raw/tokenizer_run) or pass --tokenizers NAME=PATH")
     out = []
     for it in items:
         name, sep, path = it.partition("=")
@@ -118,11 +123,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     torch.set_num_threads(1)
     ensure_var_importable()
     raw = os.path.join(args.results_dir, "raw")
+    toks = parse_tokenizers(args.tokenizers, raw)
     data = args.data_root
     if data is None:
         from benchmarks.bench_tokenizer import ensure_bench_dataset
         data = ensure_bench_dataset(os.path.join(raw, "eegmat100_s25_val4"))
-    toks = parse_tokenizers(args.tokenizers, raw)
     ep, n = (1, 16) if args.quick else (args.ep, args.n_per_class)
     ckpts = {name: train_var(data, path, os.path.join(raw, f"samples_var_{name}"), args.depth, ep, args.bs)
              for name, path in toks}
