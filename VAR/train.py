@@ -83,7 +83,7 @@ def build_everything(args: arg_util.Args):
         print0(line)
 
     # --- tokenizer and data, checked against each other before building anything
-    from vae_checkpoint import ARCH_KEYS as TOK_KEYS, check_dataset_matches, load_vae
+    from vae_checkpoint import ARCH_KEYS as TOK_KEYS, band_gain, check_dataset_matches, load_vae
     vae_local, tok_info = load_vae(args.vae_ckpt, device="cpu")
     num_classes, class_names, train_set, val_set, raw_train, raw_val = build_dataset(args.data_path, tok_info["uv_scale"],
                                                                                          skip_bad=args.skip_bad)
@@ -145,7 +145,6 @@ def build_everything(args: arg_util.Args):
 
     # --- the band gain a sample of each class and level gets (tokenizers with band-gain codes), kept with the run
     level_gain_db = (resume_state or {}).get("level_gain_db")
-    from vae_checkpoint import band_gain
     gain = band_gain(tok_info)
     if gain is not None and level_gain_db is None:
         from models.band_gain import group_gain_db

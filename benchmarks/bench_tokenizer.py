@@ -150,8 +150,14 @@ def _train_default(data: str, out: str, quick: bool, recipe: Sequence[str] | Non
     return path
 
 
-def _speed(vae, x_BCT: torch.Tensor, window_sec: float, repeats: int, threads: int) -> dict:
-    """Encode (to tokens) and decode (tokens to the full-spectrum signal) speed in x real time."""
+def _speed(vae, x_BCT: torch.Tensor, window_sec: float, repeats: int, threads: int, noise_seed: int | None = None,
+           gain=None) -> tuple[dict, dict | None, dict | None]:
+    """Encode (to tokens) and decode (tokens to the full-spectrum signal) speed in x real time; also, with
+    ``noise_seed`` and a tokenizer holding residual noise, the decode with the noise, and with ``gain`` (its
+    :class:`~models.band_gain.BandGain`) encode + decode with the band-gain codes (encode = tokens + one full decode
+    to measure the codes; decode = decode + one rFFT pair). Returns (plain, with noise or None, with gains or None).
+    """
+    n_sec = x_BCT.shape[0] * window_sec
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -159,12 +165,25 @@ def _speed(vae, x_BCT: torch.Tensor, window_sec: float, repeats: int, threads: i
             idx = vae.eeg_to_idxBl(x_BCT)
             t_enc = median_time(lambda: vae.eeg_to_idxBl(x_BCT), repeats=repeats)
             t_dec = median_time(lambda: vae.idxBl_to_eeg(idx, last_one=True), repeats=repeats)
+            speed_noise = speed_gains = None
+            if noise_seed is not None and vae.noise is not None:
+                t_noise = median_time(lambda: vae.idxBl_to_eeg(idx, last_one=True, noise_seed=noise_seed),
+                                      repeats=repeats)
+                speed_noise = dict(decode_s=t_noise, encode_decode_x_realtime=n_sec / (t_enc + t_noise))
+            if gain is not None:
+                def enc():
+                    idx_S = vae.eeg_to_idxBl(x_BCT)
+                    return idx_S, encode_gain_codes(vae, gain, x_BCT, idx_S)
+                _, codes = enc()
+                t_genc = median_time(enc, repeats=repeats)
+                t_gdec = median_time(lambda: gain.apply(vae.idxBl_to_eeg(idx, last_one=True), codes), repeats=repeats)
+                speed_gains = dict(encode_s=t_genc, decode_s=t_gdec, encode_decode_x_realtime=n_sec / (t_genc + t_gdec))
     finally:
         torch.set_num_threads(prev)
-    sec = x_BCT.shape[0] * window_sec
-    return dict(windows=int(x_BCT.shape[0]), threads=threads, encode_s=t_enc, decode_s=t_dec,
-                encode_x_realtime=sec / t_enc, decode_x_realtime=sec / t_dec,
-                encode_decode_x_realtime=sec / (t_enc + t_dec))
+    speed = dict(windows=int(x_BCT.shape[0]), threads=threads, encode_s=t_enc, decode_s=t_dec,
+                 encode_x_realtime=n_sec / t_enc, decode_x_realtime=n_sec / t_dec,
+                 encode_decode_x_realtime=n_sec / (t_enc + t_dec))
+    return speed, speed_noise, speed_gains
 
 
 def evaluate_ckpt(path: str, val: EEGWindowDataset, limit: int | None) -> tuple[dict, dict, np.ndarray, np.ndarray]:
@@ -509,37 +528,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # speed
     vae, _ = load_vae(ckpt)
     x_BCT = torch.from_numpy(tgt[:, -1]).float() / info['uv_scale']
-    speed = _speed(vae, x_BCT, window_sec, repeats=3 if args.quick else 7, threads=args.threads)
-    speed_noise = None
-    if vae.noise is not None:
-        prev = torch.get_num_threads()
-        torch.set_num_threads(args.threads)
-        try:
-            with torch.no_grad():
-                idx = vae.eeg_to_idxBl(x_BCT)
-                t_dec = median_time(lambda: vae.idxBl_to_eeg(idx, last_one=True, noise_seed=args.noise_seed),
-                                    repeats=3 if args.quick else 7)
-        finally:
-            torch.set_num_threads(prev)
-        speed_noise = dict(decode_s=t_dec, encode_decode_x_realtime=x_BCT.shape[0] * window_sec / (speed['encode_s'] + t_dec))
-    speed_gains = None
-    gain = band_gain(info)
-    if gain is not None:  # encode = tokens + one full decode to measure the codes; decode = decode + one rFFT pair
-        prev = torch.get_num_threads()
-        torch.set_num_threads(args.threads)
-        try:
-            with torch.no_grad():
-                def enc():
-                    idx_S = vae.eeg_to_idxBl(x_BCT)
-                    return idx_S, encode_gain_codes(vae, gain, x_BCT, idx_S)
-                idx, codes = enc()
-                t_enc = median_time(enc, repeats=3 if args.quick else 7)
-                t_dec = median_time(lambda: gain.apply(vae.idxBl_to_eeg(idx, last_one=True), codes),
-                                    repeats=3 if args.quick else 7)
-        finally:
-            torch.set_num_threads(prev)
-        speed_gains = dict(encode_s=t_enc, decode_s=t_dec,
-                           encode_decode_x_realtime=x_BCT.shape[0] * window_sec / (t_enc + t_dec))
+    speed, speed_noise, speed_gains = _speed(vae, x_BCT, window_sec, repeats=3 if args.quick else 7,
+                                             threads=args.threads, noise_seed=args.noise_seed, gain=band_gain(info))
     ceiling_db = in_sample_codebooks_snr_db(vae, x_BCT, n_iter=5 if args.quick else 25)
     layouts = args.kmeans_layouts
     if layouts is None:

@@ -23,7 +23,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ['BandGain']
+__all__ = ['BandGain', 'power_ratio_db', 'encode_gain_codes', 'apply_gain_codes', 'group_gain_db']
+
+
+def power_ratio_db(num: torch.Tensor | np.ndarray, den: torch.Tensor | np.ndarray):
+    """``10 log10(num / den)`` elementwise, 0 dB where either power is 0 (torch or numpy in, same out)."""
+    lib = torch if isinstance(num, torch.Tensor) else np
+    ok = (num > 0) & (den > 0)
+    return 10 * lib.log10(lib.where(ok, num, 1.0) / lib.where(ok, den, 1.0))
 
 
 class BandGain:
@@ -84,9 +91,7 @@ class BandGain:
 
         A band with no power in the decode or the input gets code 0.
         """
-        Px, Pr = self.band_power(x_BCT), self.band_power(rec_BCT)
-        ok = (Px > 0) & (Pr > 0)
-        ratio_db = 10 * torch.log10(torch.where(ok, Px, 1.0) / torch.where(ok, Pr, 1.0))
+        ratio_db = power_ratio_db(self.band_power(x_BCT), self.band_power(rec_BCT))
         codes = torch.round(ratio_db / self.step_db).clamp(-self.max_steps, self.max_steps)
         return codes.to(torch.int8)
 
@@ -170,7 +175,6 @@ def group_gain_db(Px_NCK: np.ndarray, Prec_NCK: np.ndarray, labels_N: np.ndarray
         in_c = np.ones(len(labels_N), bool) if c == num_classes else np.asarray(labels_N) == c
         for lv in range(num_levels + 1):
             m = in_c if lv == num_levels else in_c & (levels_N == lv)
-            sx, sr = Px_NCK[m].sum(0), Prec_NCK[m].sum(0)
             if m.any():
-                out[c, lv] = 10 * np.log10(np.where((sx > 0) & (sr > 0), sx, 1.0) / np.where((sx > 0) & (sr > 0), sr, 1.0))
+                out[c, lv] = power_ratio_db(Px_NCK[m].sum(0), Prec_NCK[m].sum(0))
     return out
