@@ -8,11 +8,12 @@ Launch (from the repository root)::
 The defaults are the recipe measured best by ``benchmarks/bench_tokenizer.py`` on eegmat (5-s windows at
 100 Hz every 2.5 s): 40 epochs, scales 50/90/130/220/250, band-gain side codes of 2-dB steps
 (``--gain_step_db``; measured by the encoder at use, nothing to train) instead of the sub-band power loss
-(``--psd_w``, off), and residual noise calibrated at every checkpoint (``--residual_noise``; decoding adds it
-only when given a noise seed).
+(``--psd_w``, off), and, fitted on the training windows at every checkpoint, a per-band channel mix that every
+decode applies (``--band_mix``) and residual noise (``--residual_noise``; decoding adds it only when given a
+noise seed).
 
 Writes into ``--local_out_dir_path`` (default ``<repo>/local_output``): ``vae-ckpt-last.pth``,
-``vae-ckpt-best.pth`` (best validation full-spectrum SNR), ``log.txt`` (one JSON line per epoch),
+``vae-ckpt-best.pth`` (best validation full-spectrum SNR of the decoder before the band mix), ``log.txt`` (one JSON line per epoch),
 stdout/stderr copies and TensorBoard scalars (per-stage SNR, per-scale codebook usage). Re-running
 the same command resumes exactly from the checkpoint with the most recorded progress; changing an
 architecture flag against an existing checkpoint is an error naming both values.
@@ -36,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import dist
 from models.band_losses import subband_edges
+from models.band_mix import band_index_F
 from models.band_noise import calibrate_vae_noise_
 from models.vqvae import VQVAE
 from utils import arg_util, misc
@@ -45,7 +47,7 @@ from utils.cli import run_cli
 from utils.data_sampler import DistInfiniteBatchSampler, EvalDistributedSampler
 from utils.eeg_bands import scale_lengths_for_bands, stage_names, validate_scale_layout
 from utils.eeg_dataset import EEGWindowDataset, open_dataset
-from utils.errors import DatasetError, UserError
+from utils.errors import CheckpointError, DatasetError, UserError
 from utils.lr_control import filter_params, lr_wd_annealing
 from utils.vae_arg_util import DEFAULT_V_PATCH_NUMS, VAEArgs, parse_int_list
 from vae_checkpoint import ARCH_KEYS, TOKENIZER_KEY, bits_per_second, gain_bits_per_second, stage_scale_indices, tokenizer_info
@@ -148,6 +150,7 @@ def build_everything(args: VAEArgs):
                        share_quant_resi=args.share_quant_resi, v_patch_nums=v_patch_nums,
                        tokens_per_pos=args.tokens_per_pos, per_scale_codebook=args.per_scale_codebook,
                        resample=args.resample, arch=args.arch, residual_noise=args.residual_noise,
+                       mix_bands=len(ds_train.bands) if args.band_mix else 0,
                        test_mode=False).to(args.device)
     if not state:
         _init_from_data(args, vae_wo_ddp, ds_train, uv_scale)
@@ -156,6 +159,10 @@ def build_everything(args: VAEArgs):
                           tokens_per_nyquist=args.tokens_per_nyquist or downsample,
                           gain_step_db=args.gain_step_db, gain_max_steps=args.gain_max_steps)
     if state:
+        had_mix = bool(state[TOKENIZER_KEY].get('vae_config', {}).get('mix_bands'))
+        if had_mix != bool(args.band_mix):
+            raise CheckpointError(f"{used} was trained {'with' if had_mix else 'without'} the band mix; pass "
+                                  f"--band_mix={had_mix} to resume it, or choose a new --local_out_dir_path")
         check_config(state[TOKENIZER_KEY], info, ARCH_KEYS, used,
                      fix='pass the flags it was trained with, or choose a new --local_out_dir_path')
     n_params = sum(p.numel() for p in vae_wo_ddp.parameters())
@@ -200,17 +207,40 @@ def build_everything(args: VAEArgs):
                 nonfinite_total=int(state.get('nonfinite_total', 0)) if state else 0)
 
 
+def subject_folds(ds: EEGWindowDataset, idx: np.ndarray) -> np.ndarray:
+    """Two folds of windows ``idx`` for the band mix: subjects (else recordings) alternately, by sorted name;
+    without either, the first and second half of the windows."""
+    keys = [ds.headers[int(i)].subject or ds.headers[int(i)].source for i in idx]
+    if any(k is None for k in keys) or len(set(keys)) < 2:
+        return (np.arange(len(idx)) >= len(idx) // 2).astype(np.int64)
+    rank = {k: r for r, k in enumerate(sorted(set(keys)))}
+    return np.asarray([rank[k] % 2 for k in keys], dtype=np.int64)
+
+
 @torch.no_grad()
-def calibrate_noise(vae: VQVAE, ds: EEGWindowDataset, info: Dict[str, Any], device: str, max_windows: int = 512) -> None:
-    """Fit the residual noise of every stage to the decoder's power deficit on (up to 512) training windows."""
-    if vae.noise is None:
+def calibrate_decoding(vae: VQVAE, ds: EEGWindowDataset, info: Dict[str, Any], device: str,
+                       max_windows: int = 512, batch: int = 128) -> None:
+    """Fit the band mix, then the residual noise of every stage, on (up to 512) training windows.
+
+    The mix is fitted to the plain decodes; the noise to the deficit of the mixed ones (what decoding gives).
+    """
+    if vae.noise is None and vae.mix is None:
         return
     idx = np.unique(np.linspace(0, len(ds) - 1, min(len(ds), max_windows)).round().astype(int))
     x_NKCT = torch.stack([torch.from_numpy(ds.window(int(i)).stages_KCT) for i in idx]).to(device).float()
+    x_NKCT = x_NKCT / float(info['uv_scale'])
     was = vae.training
     vae.eval()
-    f_hi_bins = [int(round(hi * info['n_times'] / info['sfreq'])) + 1 for _, hi in info['bands']]
-    calibrate_vae_noise_(vae.noise, vae, x_NKCT / float(info['uv_scale']), stage_scale_indices(info), f_hi_bins)
+    if vae.mix is not None:
+        vae.mix.reset_()
+        x_NCT = x_NKCT[:, -1]
+        rec_NCT = torch.cat([vae.eeg_to_reconstructed_eeg(x_NCT[i:i + batch], last_one=True)
+                             for i in range(0, len(x_NCT), batch)])
+        vae.mix.calibrate_(x_NCT.double().cpu().numpy(), rec_NCT.double().cpu().numpy(),
+                           band_index_F(info['bands'], info['sfreq'], info['n_times']), subject_folds(ds, idx))
+    if vae.noise is not None:
+        f_hi_bins = [int(round(hi * info['n_times'] / info['sfreq'])) + 1 for _, hi in info['bands']]
+        calibrate_vae_noise_(vae.noise, vae, x_NKCT, stage_scale_indices(info), f_hi_bins)
     vae.train(was)
 
 
@@ -280,9 +310,10 @@ def _train(args: VAEArgs) -> int:
         metric_lg.synchronize_between_processes()
         is_last = ep + 1 == args.ep
         if (ep + 1) % args.save_ep == 0 or is_last:
-            calibrate_noise(trainer.vae_wo_ddp, parts['ds_train'], info, args.device)  # saved with the weights
+            calibrate_decoding(trainer.vae_wo_ddp, parts['ds_train'], info, args.device)  # saved with the weights
             ev = trainer.eval_ep(parts['ld_val'])
-            snr_full = ev['snr_db'][-1]
+            # the best epoch by the decoder's own SNR: the band mix, refitted each time, would add its own noise
+            snr_full = ev['snr_db_plain'][-1]
             improved = snr_full > best['snr']
             if improved:
                 best = dict(snr=float(snr_full), ep=int(ep))
@@ -290,6 +321,7 @@ def _train(args: VAEArgs) -> int:
             metrics = dict(ep=ep + 1, Lrec=metric_lg.meters['Lrec'].global_avg, Lspec=metric_lg.meters['Lspec'].global_avg,
                            Lpsd=metric_lg.meters['Lpsd'].global_avg, Lvq=metric_lg.meters['Lvq'].global_avg,
                            val_snr_db={n: round(v, 3) for n, v in zip(names_K, ev['snr_db'])},
+                           val_snr_db_plain={n: round(v, 3) for n, v in zip(names_K, ev['snr_db_plain'])},
                            val_usage_pct=[round(u, 1) for u in ev['usage_pct']],
                            train_usage_pct=[round(u, 1) for u in usages_train],
                            best_val_snr_db=round(best['snr'], 3), best_ep=best['ep'], n_reseeded=trainer.n_reseeded,

@@ -137,7 +137,8 @@ class VAETrainer:
 
     @torch.no_grad()
     def eval_ep(self, ld_val) -> Dict[str, Any]:
-        """Pooled per-stage SNR (dB) and per-scale codebook usage on a validation loader (all ranks).
+        """Pooled per-stage SNR (dB) of the decodes (``snr_db``) and of the decoder alone without the band mix
+        (``snr_db_plain``), and per-scale codebook usage on a validation loader (all ranks).
 
         Usage here is the % of codes hit at least once, divided by the most the loader could hit
         (min(V, windows x pn) per group), so short validation sets are not penalised.
@@ -148,6 +149,7 @@ class VAETrainer:
         q = self.vae_wo_ddp.quantize
         SN, G, V = len(q.v_patch_nums), q.tokens_per_pos, q.vocab_size
         acc = SNRAccumulator(len(self.stage_scale_idx))
+        acc_plain = SNRAccumulator(len(self.stage_scale_idx))  # the decoder alone, without the band mix
         hits_SGV = torch.zeros(SN, G, V, dtype=torch.float64)
         n = torch.zeros(1, dtype=torch.float64)
         for stages_BKCT, _ in ld_val:
@@ -156,19 +158,21 @@ class VAETrainer:
             idx_S = q.f_to_idxBl_or_fhat(f_BCl, to_fhat=False)
             ms_h = [q.embed_idx(si, idx) for si, idx in enumerate(idx_S)]
             f_hats = q.embed_to_fhat(ms_h, all_to_max_scale=True, last_one=False)
-            recs_K = [self.vae_wo_ddp.fhat_to_eeg(f_hats[s]) for s in self.stage_scale_idx]
-            acc.update(recs_K, x_BKCT)
+            plain_K = [self.vae_wo_ddp.decode_plain(f_hats[s]) for s in self.stage_scale_idx]
+            mix = self.vae_wo_ddp.mix
+            acc.update(plain_K if mix is None else [mix(r) for r in plain_K], x_BKCT)
+            acc_plain.update(plain_K, x_BKCT)
             for si, idx in enumerate(idx_S):
                 idx_BlG = idx.reshape(idx.shape[0], -1, G)
                 for g in range(G):
                     hits_SGV[si, g] += idx_BlG[..., g].reshape(-1).bincount(minlength=V).double().cpu()
             n += x_BKCT.shape[0]
-        for t in (acc.sig_K, acc.err_K, hits_SGV, n):
+        for t in (acc.sig_K, acc.err_K, acc_plain.sig_K, acc_plain.err_K, hits_SGV, n):
             dist.allreduce(t)
         self.vae_wo_ddp.train(was)
         used = (hits_SGV > 0).double().sum(-1).mean(-1)  # (S,) mean over groups
         possible = torch.tensor([min(V, int(n.item()) * pn) for pn in q.v_patch_nums], dtype=torch.float64)
-        return dict(snr_db=acc.snr_db_K(), usage_pct=(used / possible * 100).tolist(),
+        return dict(snr_db=acc.snr_db_K(), snr_db_plain=acc_plain.snr_db_K(), usage_pct=(used / possible * 100).tolist(),
                     n_windows=int(n.item()), seconds=time.time() - t0)
 
     # ----------------------------------------------------------------------------------------------

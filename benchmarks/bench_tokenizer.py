@@ -6,8 +6,7 @@ Usage::
 
 Without ``--vae_ckpt`` a tokenizer is trained first with ``VAR/train_vae.py`` into
 ``<results-dir>/raw/tokenizer_run`` (quick: 6 epochs; full: the final recipe, train_vae.py's defaults,
-``FINAL_TRAIN_FLAGS``) and, in full mode, the earlier recipe (``BEFORE_TRAIN_FLAGS``: the sub-band power
-loss) into ``raw/tokenizer_run_before`` for the side-by-side rows (or pass ``--before_ckpt``). Without
+``FINAL_TRAIN_FLAGS``) and, in full mode, the earlier recipe (``BEFORE_TRAIN_FLAGS``: no band mix) into ``raw/tokenizer_run_before`` for the side-by-side rows (or pass ``--before_ckpt``). Without
 ``--data_path`` the benchmark dataset is built into ``raw/eegmat100_s25_val4``: all 26 eegmat subjects,
 19 ch, 100 Hz, 5-s windows every 2.5 s, ``VAL_SUBJECTS`` (4 subjects) held out.
 
@@ -62,13 +61,12 @@ NAME = 'tokenizer'
 #: The tokenizer configuration this benchmark trains when no checkpoint is given (D = 2, G = 1, V = 256).
 DEFAULT_TRAIN_FLAGS = ['--seed=0', '--save_ep=5']
 #: The final eegmat tokenizer (full mode): train_vae.py's defaults (40 epochs, scales 50/90/130/220/250, re-seed
-#: margin 0.5, band-gain codes of 2-dB steps, no sub-band power loss, calibrated residual noise), on 2.5-s-stride
-#: windows.
+#: margin 0.5, band-gain codes of 2-dB steps, no sub-band power loss, a per-band channel mix and residual noise
+#: calibrated on the training windows), on 2.5-s-stride windows.
 FINAL_TRAIN_FLAGS: list[str] = []
-#: The recipe before band-gain codes, trained beside the final one for the side-by-side tables (full mode): the
-#: sub-band power loss (0.3) on every partial decode kept band power then; with the codes it makes decodes easier
-#: to tell from their inputs (C2ST 0.97-0.98 against 0.84-0.88 without it, two seeds).
-BEFORE_TRAIN_FLAGS = ['--psd_w=0.3']
+#: The recipe before the band mix, trained beside the final one for the side-by-side tables (full mode): the same
+#: training, decodes without the channel mixing (more correlated across channels than their inputs).
+BEFORE_TRAIN_FLAGS = ['--band_mix=False']
 #: Validation subjects of the benchmark dataset (all 26 eegmat subjects, 2.5-s stride); the rest train.
 VAL_SUBJECTS = EEGMAT_VAL_SUBJECTS
 #: Frequencies judged by the PSD error and the C2ST features (eegmat is low-passed at 45 Hz).
@@ -558,6 +556,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         rd_curve=dict(rates=rates.tolist(), codec_snr_db=codec_db, gaussian_bound_snr_db=bound_db),
         extra_tokenizers=extra, speed=speed, speed_with_noise=speed_noise, speed_with_gains=speed_gains,
         in_sample_codebooks_snr_db=ceiling_db,
+        band_mix_alpha=None if vae.mix is None else [round(float(a), 3) for a in vae.mix.alpha_K],
         kmeans_tokenizers=kmeans,
         targets=dict(must_full_beats_codec=full['beats_codec'], must_every_stage_beats_codec=all(s['beats_codec'] for s in stages),
                      goal_12db_at_64bps=bool(full['tokenizer_snr_db'] >= 12 and res['bits_per_second_per_channel'] <= 64),

@@ -70,6 +70,10 @@ def test_short_training_per_stage_snr_rises(trained):
     for stage in first:
         assert last[stage] > first[stage] + 0.1, (stage, first[stage], last[stage])
     assert all(0 <= u <= 100 for u in logs[-1]['train_usage_pct'])
+    # the best checkpoint is the epoch of the best full-band SNR of the decoder itself (before the band mix)
+    full = 'delta+theta+alpha+beta+gamma'
+    plain = [m['val_snr_db_plain'][full] for m in logs]
+    assert load_checkpoint(os.path.join(trained, 'vae-ckpt-best.pth'))[0]['best']['ep'] == int(np.argmax(plain))
     for name in ('vae-ckpt-last.pth', 'vae-ckpt-best.pth'):
         assert os.path.exists(os.path.join(trained, name))
     assert any(d.startswith('tb-VAE') for d in os.listdir(trained))
@@ -87,6 +91,41 @@ def test_checkpoint_carries_calibrated_seeded_noise(trained, tiny_real):
     noisy = vae.eeg_to_reconstructed_eeg(x, last_one=True, noise_seed=7)
     assert torch.equal(noisy, vae.eeg_to_reconstructed_eeg(x, last_one=True, noise_seed=7))
     assert not torch.equal(noisy, plain) and torch.equal(plain, vae.eeg_to_reconstructed_eeg(x, last_one=True))
+
+
+@pytest.mark.realdata
+def test_checkpoint_carries_a_calibrated_band_mix(trained, tiny_real):
+    """The default run stores, per band, ``(1 - a) I + a Sx^½ Sr^-½`` of its training windows (Sx) and their plain
+    decodes (Sr): recomputed here with numpy FFTs and scipy's matrix square root."""
+    import scipy.linalg
+    from models.band_mix import ALPHA_GRID
+    from utils.eeg_dataset import EEGWindowDataset
+    vae, info = load_vae(os.path.join(trained, 'vae-ckpt-best.pth'))
+    assert vae.mix is not None and vae.mix.is_calibrated()
+    ds = EEGWindowDataset(tiny_real, 'train')
+    assert len(ds) <= 512  # all training windows are the calibration windows
+    x = torch.stack([torch.from_numpy(ds.window(i).stages_KCT[-1]) for i in range(len(ds))]).float() / info['uv_scale']
+    with torch.no_grad():
+        plain = vae.decode_plain(vae.quantize.f_to_idxBl_or_fhat(vae.encode_BCl(x), to_fhat=True)[-1])
+    f = np.fft.rfftfreq(info['n_times'], 1 / info['sfreq'])
+    X, R = np.fft.rfft(x.double().numpy(), axis=-1), np.fft.rfft(plain.double().numpy(), axis=-1)
+    checked = 0
+    for k, (lo, hi) in enumerate(info['bands']):
+        m = (f >= lo) & ((f <= hi) if k == len(info['bands']) - 1 else (f < hi))
+        Sx = np.einsum('ncf,ndf->cd', X[..., m], X[..., m].conj()).real
+        Sr = np.einsum('ncf,ndf->cd', R[..., m], R[..., m].conj()).real
+        ev = np.linalg.eigvalsh(Sr)
+        if ev.min() < 2e-6 * ev.max():
+            continue  # a direction this 5-epoch decoder hardly uses: the map's eigenvalue floor (1e-6) may bind
+        checked += 1
+        M = np.real(scipy.linalg.sqrtm(Sx)) @ np.linalg.inv(np.real(scipy.linalg.sqrtm(Sr)))
+        a = float(vae.mix.alpha_K[k])
+        assert any(abs(a - g) < 1e-6 for g in ALPHA_GRID), a
+        W = (1 - a) * np.eye(len(M)) + a * M
+        np.testing.assert_allclose(vae.mix.W_KCC[k].double().numpy(), W, rtol=1e-3, atol=1e-3 * np.abs(W).max())
+    assert checked >= 3
+    # every decode goes through it
+    torch.testing.assert_close(vae.eeg_to_reconstructed_eeg(x, last_one=True), vae.mix(plain))
 
 
 @pytest.mark.realdata
@@ -182,6 +221,10 @@ def test_architecture_change_on_resume_is_an_error(trained, tiny_real, tmp_path)
     shutil.copy(os.path.join(trained, 'vae-ckpt-last.pth'), os.path.join(out, 'vae-ckpt-last.pth'))
     with pytest.raises(CheckpointError, match=r"vocab_size.*32.*64"):
         _run(tiny_real, out, '--pca_init=0', '--vocab_size=64')
+    # a run with the band mix resumed without it (or the reverse) names the flag to pass
+    with pytest.raises(CheckpointError, match=r'with the band mix; pass --band_mix=True'):
+        _run(tiny_real, out, '--pca_init=0', '--psd_w=0', '--band_mix=False')
+    assert os.path.getsize(os.path.join(out, 'vae-ckpt-last.pth')) == os.path.getsize(os.path.join(trained, 'vae-ckpt-last.pth'))
 
 
 @pytest.mark.realdata

@@ -23,6 +23,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .band_mix import band_index_F
+
 __all__ = ['BandGain', 'power_ratio_db', 'encode_gain_codes', 'apply_gain_codes', 'group_gain_db']
 
 
@@ -60,14 +62,9 @@ class BandGain:
             raise ValueError(f'max_steps={max_steps}; expected at least 1')
         self.step_db, self.max_steps = float(step_db), int(max_steps)
         self.n_times = int(n_times)
-        freqs_F = np.fft.rfftfreq(self.n_times, 1.0 / float(sfreq))
-        band_F = np.full(freqs_F.shape, -1, dtype=np.int64)
-        for k, (lo, hi) in enumerate(bands):
-            last = k == len(bands) - 1
-            band_F[(freqs_F >= lo) & ((freqs_F <= hi) if last else (freqs_F < hi))] = k
         self.n_bands = len(bands)
         #: rFFT bin -> band index, -1 for bins outside every band
-        self.band_F = torch.from_numpy(band_F)
+        self.band_F = torch.from_numpy(band_index_F(bands, sfreq, self.n_times))
 
     # ------------------------------------------------------------------------------------------------
     @property

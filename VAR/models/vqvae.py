@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from .band_mix import BandMix
 from .band_noise import ResidualNoise
 from .basic_vae import Decoder, Encoder, PatchDecoder, PatchEncoder
 from .quant import VectorQuantizer2
@@ -59,6 +60,10 @@ class VQVAE(nn.Module):
         Hold a :class:`~models.band_noise.ResidualNoise` (zero until calibrated): decoding with a
         ``noise_seed`` adds seeded noise that restores the band power quantisation removed. Off in
         checkpoints written before it existed.
+    mix_bands : int
+        Hold a :class:`~models.band_mix.BandMix` over this many bands (identity until calibrated): every decode
+        (:meth:`fhat_to_eeg`) gets each band's channel mixing, training's :meth:`forward` does not. 0 = none
+        (checkpoints written before it existed).
     test_mode : bool
         Put in eval mode and freeze all parameters (as upstream, for use inside VAR).
     """
@@ -70,7 +75,7 @@ class VQVAE(nn.Module):
                  quant_resi: float = 0.5, share_quant_resi: int = 4, default_qresi_counts: int = 0,
                  v_patch_nums: Sequence[int] = (10, 20, 33, 75, 125), tokens_per_pos: int = 1,
                  per_scale_codebook: bool = False, resample: str = 'linear', arch: str = 'cnn',
-                 residual_noise: bool = False, test_mode: bool = True):
+                 residual_noise: bool = False, mix_bands: int = 0, test_mode: bool = True):
         super().__init__()
         self._config: Dict[str, Any] = dict(
             in_channels=int(in_channels), vocab_size=int(vocab_size), z_channels=int(z_channels), ch=int(ch),
@@ -82,6 +87,8 @@ class VQVAE(nn.Module):
             per_scale_codebook=bool(per_scale_codebook), resample=str(resample), arch=str(arch))
         if residual_noise:  # only when on, so configs of older checkpoints stay as they were
             self._config['residual_noise'] = True
+        if mix_bands:
+            self._config['mix_bands'] = int(mix_bands)
         self.test_mode = test_mode
         self.V, self.Cvae = vocab_size, z_channels
         self.in_channels = int(in_channels)
@@ -109,6 +116,7 @@ class VQVAE(nn.Module):
         self.post_quant_conv = nn.Conv1d(self.Cvae, self.Cvae, quant_conv_ks, stride=1, padding=quant_conv_ks // 2)
         self.noise: Optional[ResidualNoise] = (ResidualNoise(len(self.v_patch_nums), self.in_channels, self.n_times)
                                                if residual_noise else None)
+        self.mix: Optional[BandMix] = BandMix(int(mix_bands), self.in_channels, self.n_times) if mix_bands else None
         if self.test_mode:
             self.eval()
             [p.requires_grad_(False) for p in self.parameters()]
@@ -182,17 +190,24 @@ class VQVAE(nn.Module):
         """
         f_BCl = self.quant_conv(self.encoder(inp_BCT))
         f_hat, usages, vq_loss = self.quantize(f_BCl, ret_usages=ret_usages, ret_all_fhat=ret_all)
+        # the plain decoder: the band mix is calibrated on the trained decoder and not trained through
         if ret_all:
-            return [self.fhat_to_eeg(fh) for fh in f_hat], usages, vq_loss
-        return self.fhat_to_eeg(f_hat), usages, vq_loss
+            return [self.decode_plain(fh) for fh in f_hat], usages, vq_loss
+        return self.decode_plain(f_hat), usages, vq_loss
 
     def encode_BCl(self, x_BCT: torch.Tensor) -> torch.Tensor:
         """(B, C, T) model units -> latent f (B, Cvae, L) before quantization."""
         return self.quant_conv(self.encoder(x_BCT))
 
-    def fhat_to_eeg(self, f_hat_BCl: torch.Tensor) -> torch.Tensor:
-        """(B, Cvae, L) -> (B, C, T) model units. port: no clamp (EEG is not bounded to [-1, 1])."""
+    def decode_plain(self, f_hat_BCl: torch.Tensor) -> torch.Tensor:
+        """(B, Cvae, L) -> (B, C, T) model units, the decoder alone (no band mix). port: no clamp (EEG is not
+        bounded to [-1, 1])."""
         return self.decoder(self.post_quant_conv(f_hat_BCl))
+
+    def fhat_to_eeg(self, f_hat_BCl: torch.Tensor) -> torch.Tensor:
+        """(B, Cvae, L) -> (B, C, T) model units: the decoder, then the band mix when the tokenizer holds one."""
+        x_BCT = self.decode_plain(f_hat_BCl)
+        return x_BCT if self.mix is None else self.mix(x_BCT)
 
     def eeg_to_idxBl(self, x_BCT: torch.Tensor, v_patch_nums: Optional[Sequence[int]] = None) -> List[torch.Tensor]:
         """(B, C, T) model units -> list over scales of LongTensor (B, pn * G), position-major."""
@@ -234,7 +249,8 @@ class VQVAE(nn.Module):
         """Strict load; a usage buffer with another number of scales is replaced by this model's (upstream).
 
         Residual-noise buffers missing from ``state_dict`` or of another layout stay uncalibrated (zero, so
-        decoding adds no noise until :meth:`~models.band_noise.ResidualNoise.calibrate_` fills them).
+        decoding adds no noise until :meth:`~models.band_noise.ResidualNoise.calibrate_` fills them); so do
+        band-mix buffers (the identity).
         """
         key = 'quantize.ema_vocab_hit_SV'
         if key in state_dict and state_dict[key].shape != self.quantize.ema_vocab_hit_SV.shape:
@@ -245,6 +261,11 @@ class VQVAE(nn.Module):
             if any(k not in state_dict or state_dict[k].shape != v.shape for k, v in own.items()):
                 state_dict = {k: v for k, v in state_dict.items() if not k.startswith('noise.')}
                 state_dict.update({k: torch.zeros_like(v) for k, v in own.items()})
+        if self.mix is not None:
+            own = {f'mix.{k}': v for k, v in BandMix(*self.mix.W_KCC.shape[:2], self.n_times).state_dict().items()}
+            if any(k not in state_dict or state_dict[k].shape != v.shape for k, v in own.items()):
+                state_dict = {k: v for k, v in state_dict.items() if not k.startswith('mix.')}
+                state_dict.update(own)
         return super().load_state_dict(state_dict=state_dict, strict=strict, assign=assign)
 
     # upstream names, kept as aliases

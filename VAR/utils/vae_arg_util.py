@@ -94,6 +94,9 @@ class VAEArgs(BaseArgs):
     residual_noise: bool = arg(True, 'store calibrated residual noise with the tokenizer (fitted on training windows '
                                'at every checkpoint); decoding with a noise seed restores the band power the '
                                'decoder loses, at a cost in SNR. Not in upstream')
+    band_mix: bool = arg(True, 'store a per-band channel mixing with the tokenizer (fitted on training windows at '
+                         'every checkpoint, no bits sent) that gives decodes the channel correlations of their inputs; '
+                         'every decode applies it. Not in upstream')
     gain_step_db: float = arg(2.0, 'band-gain side codes: per window, channel and band, the input/decode power ratio '
                               'rounded to this step (dB) and sent beside the tokens, so decodes keep their band power '
                               '(K x log2(2 gain_max_steps + 1) bits per window and channel; not trained, measured by '
