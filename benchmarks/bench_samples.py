@@ -94,6 +94,33 @@ def judge(gen: dict, real: dict, sfreq: float, bands, class_names: Sequence[str]
             "vs_train": sample_numbers(g, gl, tr[:, -1], tl, ts, va[:, -1], vl, vs, sfreq, bands, class_names)}
 
 
+def shape_numbers(vae, tok: dict, gen: dict, real: dict, gains: bool, class_names: Sequence[str]) -> dict:
+    """Spectral shape (``utils.eeg_metrics.spectral_shape``: mean |dB| over 1-Hz bins from 1 to 45 Hz, alpha peak
+    frequency and prominence, the drop across each stage edge) of the samples against the tokenizer's
+    reconstructions of the real windows of each split and class (with the band-gain codes when ``gains``: the best
+    a sample can look), beside the floor: the other split's reconstructions against the same reference."""
+    from benchmarks.bench_tokenizer import decode_stages
+    from utils.eeg_metrics import spectral_shape
+    sfreq = float(tok["sfreq"])
+    edges = sorted({float(hi) for _, hi in tok["bands"]})[:-1]
+    rec = {s: decode_stages(vae, tok, real[s][0], gains=gains)[:, -1] for s in ("val", "train")}
+    out = {}
+    for ref, other in (("val", "train"), ("train", "val")):
+        for c, cname in enumerate(class_names):
+            r, o, g = rec[ref][real[ref][1] == c], rec[other][real[other][1] == c], gen["signal"][gen["labels"] == c]
+            if min(len(r), len(o), len(g)) < 2:
+                continue
+            out[f"{ref}/{cname}"] = {"generated": _shape_summary(spectral_shape(r, g.astype(np.float64), sfreq, edges)),
+                                     "floor": _shape_summary(spectral_shape(r, o, sfreq, edges))}
+    return out
+
+
+def _shape_summary(sh: dict) -> dict:
+    return {"mean_abs_db": sh["mean_abs_db"], "alpha_hz_err": abs(sh["alpha_hz_est"] - sh["alpha_hz_ref"]),
+            "alpha_prom_err_db": abs(sh["alpha_prom_db_est"] - sh["alpha_prom_db_ref"]),
+            "max_edge_step_db": max(abs(v) for v in sh["edge_step_db"].values()), "edge_step_db": sh["edge_step_db"]}
+
+
 def _plot_psd(path: str, gens: dict, real: dict, sfreq: float, class_names: Sequence[str]) -> None:
     """Per class: mean Welch PSD of the real windows of both splits and of every set of samples."""
     import matplotlib
@@ -136,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     import sample
     from utils.main_report import load_split
     real = {s: load_split(data, s, 64 if args.quick else args.max_real) for s in ("val", "train")}
-    rows, result_toks, psd = [], {}, {}
+    rows, shape_rows, result_toks, psd = [], [], {}, {}
     for name, path in toks:
         var, vae, meta = sample.load_var_checkpoint(ckpts[name])
         tok = meta["tokenizer"]
@@ -146,6 +173,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for variant, gains in variants:
             gen = sample.generate(var, vae, meta, labels, seed=0, batch=64, stages=False, gains=gains)
             res[variant] = judge(gen, real, float(tok["sfreq"]), tok["bands"], meta["class_names"])
+            res[variant]["shape"] = shape_numbers(vae, tok, gen, real, gains, meta["class_names"])
+            for key, sh in res[variant]["shape"].items():
+                ref, cname = key.split("/", 1)
+                g, fl = sh["generated"], sh["floor"]
+                shape_rows.append([name, variant, cname, "held-out" if ref == "val" else "training",
+                                   *(f"{g[k]:.2f} ({fl[k]:.2f})" for k in ("mean_abs_db", "alpha_hz_err",
+                                                                           "alpha_prom_err_db", "max_edge_step_db"))])
             psd[f"{name}: {variant}"] = gen
             for c, cname in enumerate(meta["class_names"]):
                 for ref in ("vs_val", "vs_train"):
@@ -171,10 +205,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "real windows of the 4 held-out subjects ('held-out') or of the training subjects ('training'). "
               "'floor': the other split's real windows against the same reference (the largest band error; C2ST); "
               "'phase-rand.': the reference's own windows, phase-randomised. Spread: the samples' window-to-window sd "
-              "of log band power over the reference's, mean over bands (1 = as varied as real windows)."],
+              "of log band power over the reference's, mean over bands (1 = as varied as real windows). Spectral shape "
+              "(issue 13's measure): against the tokenizer's reconstructions of the reference windows, the floor being "
+              "the other split's reconstructions."],
         tables=[dict(title="Samples against real windows: per-band PSD error (dB, delta..gamma), C2ST AUC, spread",
                      columns=["tokenizer", "decode", "class", "reference", "PSD error", "floor max", "C2ST",
-                              "C2ST floor", "C2ST phase-rand.", "spread"], rows=rows)],
+                              "C2ST floor", "C2ST phase-rand.", "spread"], rows=rows),
+                dict(title="Spectral shape against the tokenizer's reconstructions of real windows (with the codes "
+                           "for samples with band gains), floor in brackets: mean |dB| 1-45 Hz, alpha peak error (Hz), "
+                           "alpha prominence error (dB), largest change of the drop across a stage edge (dB)",
+                     columns=["tokenizer", "decode", "class", "reference", "mean |dB|", "alpha Hz", "alpha prom. dB",
+                              "edge step dB"], rows=shape_rows)],
         figures=[dict(title="Mean PSD of the samples beside real windows", path=fig)])
     save_result(NAME, result, args.results_dir)
     return result

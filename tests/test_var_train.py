@@ -512,3 +512,17 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
     got = plain["rest"]["real train (floor)"]["psd_error_db"]
     assert got == pytest.approx(want)
     assert len(res["report"]["tables"][0]["rows"]) == 2 * 2 * 2  # 2 decodes x 2 classes x 2 references
+    # spectral shape: the floor is the training split's reconstructions against the held-out split's, here
+    # reconstructed through the tokenizer's encode + decode path (not the benchmark's token round trip)
+    from utils.eeg_metrics import spectral_shape
+    from vae_checkpoint import load_vae
+    vae, info = load_vae(tok)
+    uv = info["uv_scale"]
+    with torch.no_grad():
+        rv = vae.eeg_to_reconstructed_eeg(torch.from_numpy(va[vl == 0, -1] / uv).float(), last_one=True).double().numpy() * uv
+        rt = vae.eeg_to_reconstructed_eeg(torch.from_numpy(tr[tl == 0, -1] / uv).float(), last_one=True).double().numpy() * uv
+    sh = spectral_shape(rv, rt, 100.0, [4.0, 8.0, 13.0, 30.0])
+    floor = r["plain decode"]["shape"]["val/rest"]["floor"]
+    assert floor["mean_abs_db"] == pytest.approx(sh["mean_abs_db"], abs=1e-3)
+    assert floor["max_edge_step_db"] == pytest.approx(max(abs(v) for v in sh["edge_step_db"].values()), abs=1e-3)
+    assert len(res["report"]["tables"][1]["rows"]) == 2 * 2 * 2
