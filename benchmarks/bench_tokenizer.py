@@ -582,7 +582,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
               'Targets: ' + ', '.join(f'{k}={v}' for k, v in result['targets'].items()),
               f"Ceiling of this transform and layout: with every codebook refitted by k-means on the validation windows "
               f"themselves, the full band reaches {ceiling_db:.2f} dB (trained codebooks: {full['tokenizer_snr_db']:.2f} dB).",
-              "Realism: 'decode' is the deterministic decode of the tokens; 'decode+gains' scales each band of it by "
+              "Realism: 'decode' is the deterministic decode of the tokens" + (
+                  " through the tokenizer's band mix (the new one's mixing factor per band: "
+                  + '/'.join(f'{a:g}' for a in result['band_mix_alpha']) + ')' if result['band_mix_alpha'] else '')
+              + "; 'decode+gains' scales each band of it by "
               "the window's band-gain codes (measured by the encoder, sent beside the tokens" + (
                   f": {new_gains['gain_bits_per_second_per_channel']:.2f} bits/s/channel fixed-length, "
                   f"{new_gains['gain_entropy_bits_per_second_per_channel']:.2f} entropy-coded; 'beats codec' compares "
