@@ -94,15 +94,35 @@ def judge(gen: dict, real: dict, sfreq: float, bands, class_names: Sequence[str]
             "vs_train": sample_numbers(g, gl, tr[:, -1], tl, ts, va[:, -1], vl, vs, sfreq, bands, class_names)}
 
 
+def scale_cutoffs_hz(tok: dict) -> list[float]:
+    """Signal frequencies where a scale's token map stops: scale k's L_k positions resolve latent frequencies up to
+    ``L_k / (2 T_sec)``, and a latent frequency f stands for the signal frequencies ``m sfreq / D ± f`` (the D samples
+    of a latent position fold the spectrum), within 1 Hz of neither 0 nor Nyquist. The last scale (full latent rate)
+    has none."""
+    sfreq, T, D = float(tok["sfreq"]), int(tok["n_times"]), int(tok["downsample"])
+    nyq, lat_rate = sfreq / 2, sfreq / D
+    out = set()
+    for L in tok["v_patch_nums"][:-1]:
+        f = L * sfreq / (2 * T)
+        for m in range(D + 1):
+            for g in (m * lat_rate - f, m * lat_rate + f):
+                if 1.0 < g < nyq - 1.0:
+                    out.add(round(g, 3))
+    return sorted(out)
+
+
 def shape_numbers(vae, tok: dict, gen: dict, real: dict, gains: bool, class_names: Sequence[str]) -> dict:
     """Spectral shape (``utils.eeg_metrics.spectral_shape``: mean |dB| over 1-Hz bins from 1 to 45 Hz, alpha peak
     frequency and prominence, the drop across each stage edge) of the samples against the tokenizer's
     reconstructions of the real windows of each split and class (with the band-gain codes when ``gains``: the best
-    a sample can look), beside the floor: the other split's reconstructions against the same reference."""
+    a sample can look), beside the floor: the other split's reconstructions against the same reference. The same
+    drop is also measured across every scale cutoff (:func:`scale_cutoffs_hz`) away from the alpha peak, where
+    samples can step although no band ends there."""
     from benchmarks.bench_tokenizer import decode_stages
     from utils.eeg_metrics import spectral_shape
     sfreq = float(tok["sfreq"])
     edges = sorted({float(hi) for _, hi in tok["bands"]})[:-1]
+    cutoffs = [f for f in scale_cutoffs_hz(tok) if all(abs(f - e) > 0.5 for e in edges)]
     rec = {s: decode_stages(vae, tok, real[s][0], gains=gains)[:, -1] for s in ("val", "train")}
     out = {}
     for ref, other in (("val", "train"), ("train", "val")):
@@ -110,15 +130,24 @@ def shape_numbers(vae, tok: dict, gen: dict, real: dict, gains: bool, class_name
             r, o, g = rec[ref][real[ref][1] == c], rec[other][real[other][1] == c], gen["signal"][gen["labels"] == c]
             if min(len(r), len(o), len(g)) < 2:
                 continue
-            out[f"{ref}/{cname}"] = {"generated": _shape_summary(spectral_shape(r, g.astype(np.float64), sfreq, edges)),
-                                     "floor": _shape_summary(spectral_shape(r, o, sfreq, edges))}
+            out[f"{ref}/{cname}"] = {
+                "generated": _shape_summary(spectral_shape(r, g.astype(np.float64), sfreq, edges + cutoffs), edges),
+                "floor": _shape_summary(spectral_shape(r, o, sfreq, edges + cutoffs), edges)}
     return out
 
 
-def _shape_summary(sh: dict) -> dict:
+def _shape_summary(sh: dict, edges: Sequence[float]) -> dict:
+    """Errors of one ``spectral_shape``; its drops split into the stage edges (``edges``) and the scale cutoffs. A
+    cutoff within 2 Hz of the reference's alpha peak is left out: the drop there is the peak's flank, which the alpha
+    columns measure."""
+    names = {f"{e:g}" for e in edges}
+    at_edges = {k: v for k, v in sh["edge_step_db"].items() if k in names}
+    at_cuts = {k: v for k, v in sh["edge_step_db"].items()
+               if k not in names and abs(float(k) - sh["alpha_hz_ref"]) > 2.0}
     return {"mean_abs_db": sh["mean_abs_db"], "alpha_hz_err": abs(sh["alpha_hz_est"] - sh["alpha_hz_ref"]),
             "alpha_prom_err_db": abs(sh["alpha_prom_db_est"] - sh["alpha_prom_db_ref"]),
-            "max_edge_step_db": max(abs(v) for v in sh["edge_step_db"].values()), "edge_step_db": sh["edge_step_db"]}
+            "max_edge_step_db": max(abs(v) for v in at_edges.values()), "edge_step_db": at_edges,
+            "max_cutoff_step_db": max((abs(v) for v in at_cuts.values()), default=0.0), "cutoff_step_db": at_cuts}
 
 
 def _plot_psd(path: str, gens: dict, real: dict, sfreq: float, class_names: Sequence[str]) -> None:
@@ -179,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 g, fl = sh["generated"], sh["floor"]
                 shape_rows.append([name, variant, cname, "held-out" if ref == "val" else "training",
                                    *(f"{g[k]:.2f} ({fl[k]:.2f})" for k in ("mean_abs_db", "alpha_hz_err",
-                                                                           "alpha_prom_err_db", "max_edge_step_db"))])
+                                                                           "alpha_prom_err_db", "max_edge_step_db",
+                                                                           "max_cutoff_step_db"))])
             psd[f"{name}: {variant}"] = gen
             for c, cname in enumerate(meta["class_names"]):
                 for ref in ("vs_val", "vs_train"):
@@ -213,9 +243,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                               "C2ST floor", "C2ST phase-rand.", "spread"], rows=rows),
                 dict(title="Spectral shape against the tokenizer's reconstructions of real windows (with the codes "
                            "for samples with band gains), floor in brackets: mean |dB| 1-45 Hz, alpha peak error (Hz), "
-                           "alpha prominence error (dB), largest change of the drop across a stage edge (dB)",
+                           "alpha prominence error (dB), largest change of the drop across a stage edge and across a scale "
+                           "cutoff more than 2 Hz from the alpha peak (dB)",
                      columns=["tokenizer", "decode", "class", "reference", "mean |dB|", "alpha Hz", "alpha prom. dB",
-                              "edge step dB"], rows=shape_rows)],
+                              "edge step dB", "cutoff step dB"], rows=shape_rows)],
         figures=[dict(title="Mean PSD of the samples beside real windows", path=fig)])
     save_result(NAME, result, args.results_dir)
     return result

@@ -146,3 +146,14 @@ def test_band_power_spread_recovers_known_window_gains(rng):
     np.testing.assert_allclose(two, (np.sqrt(s ** 2 + est_noise ** 2) + np.sqrt(4 * s ** 2 + est_noise ** 2)) / 2, rtol=0.12)
     with pytest.raises(UserError, match="400 windows but 3 labels"):
         band_power_spread(noise, sf, labels_N=np.zeros(3))
+
+
+def test_scale_cutoffs_are_each_scales_latent_nyquist_and_its_folds():
+    """5-s windows at 100 Hz, D = 2: scale L resolves L / 10 Hz of the 50-Hz latent, which also stands for 50 - L / 10
+    Hz (the two samples of a latent position fold the spectrum at 25 Hz); the last scale has no cutoff."""
+    from benchmarks.bench_samples import scale_cutoffs_hz
+    tok = dict(sfreq=100.0, n_times=500, downsample=2, v_patch_nums=[50, 90, 130, 220, 250])
+    want = sorted({L / 10 for L in (50, 90, 130, 220)} | {50 - L / 10 for L in (50, 90, 130, 220)})
+    assert scale_cutoffs_hz(tok) == want == [5.0, 9.0, 13.0, 22.0, 28.0, 37.0, 41.0, 45.0]
+    # D = 1: no folding inside the band, and a cutoff within 1 Hz of Nyquist is dropped
+    assert scale_cutoffs_hz(dict(sfreq=100.0, n_times=500, downsample=1, v_patch_nums=[100, 490, 500])) == [10.0]
