@@ -6,7 +6,7 @@ a classifier on channel correlations tells them apart (docs/design.md §2). Per 
 covariance of the inputs ``Sx`` and of their decodes ``Sr`` (over the band's rFFT bins, averaged over
 training windows) define the map ``M = Sx^½ Sr^-½`` that turns the decodes' covariance into the inputs'.
 The stored map is only part of the way there, ``W = (1 - a) I + a M``: the full map, fitted on some subjects,
-overshoots on others. ``a`` is chosen per band on the training windows alone (two folds of recordings: fit on
+overshoots on others. ``a`` is chosen per band on the training windows alone (two folds of subjects: fit on
 one, pick the ``a`` whose decodes of the other have the mean |channel correlation| of their inputs), among the
 factors that cost those decodes at most ``MAX_SNR_LOSS_DB`` of the band's SNR: a decoder that has hardly learned
 a band (a direction its decodes never use, which the map would amplify) keeps it nearly unmixed.
