@@ -13,10 +13,10 @@ decode applies (``--band_mix``) and residual noise (``--residual_noise``; decodi
 noise seed).
 
 Writes into ``--local_out_dir_path`` (default ``<repo>/local_output``): ``vae-ckpt-last.pth``,
-``vae-ckpt-best.pth`` (best validation full-spectrum SNR of the decoder before the band mix), ``log.txt`` (one JSON line per epoch),
-stdout/stderr copies and TensorBoard scalars (per-stage SNR, per-scale codebook usage). Re-running
-the same command resumes exactly from the checkpoint with the most recorded progress; changing an
-architecture flag against an existing checkpoint is an error naming both values.
+``vae-ckpt-best.pth`` (best validation full-spectrum SNR of the decoder before the band mix), ``log.txt``
+(one JSON line per epoch), stdout/stderr copies and TensorBoard scalars (per-stage SNR, per-scale codebook
+usage). Re-running the same command resumes exactly from the checkpoint with the most recorded progress;
+changing an architecture flag against an existing checkpoint is an error naming both values.
 
 The scale layout comes from the dataset's bands, sfreq and window (``utils.eeg_bands.
 scale_lengths_for_bands`` with ``--extra_coarse`` and ``--tokens_per_nyquist``) and is stored in the
