@@ -7,9 +7,10 @@ Usage (from the repository root)::
 Every window goes through the real codec path: encode -> token maps (``eeg_to_idxBl``) -> decode the
 cumulative sum after each band's scale (``idxBl_to_eeg``). A tokenizer with band-gain codes
 (``train_vae.py --gain_step_db``, on by default) also measures each window's codes and applies them to its
-decodes (``models/band_gain.py``); ``--no_gains`` gives the plain decode. Writes ``target_cumulative`` and
+decodes (``models/band_gain.py``); ``--no_gains`` gives the plain decode. Decodes go through the tokenizer's band
+mix when it holds one (``models/band_mix.py``); ``--no_mix`` leaves it out. Writes ``target_cumulative`` and
 ``recon_cumulative`` (N, K, C, T) µV, ``gain_codes`` (N, C, K; absent without codes), ``sfreq``, ``bands``,
-``ch_names``, ``bits_per_second`` (whole window, all channels, codes included),
+``ch_names``, ``band_mix`` (whether decodes went through it), ``bits_per_second`` (whole window, all channels, codes included),
 ``bits_per_second_per_channel`` and ``stage_bits_per_second_per_channel`` (K,) (cumulative bits up to each
 stage, codes included), and prints JSON: per-stage SNR (dB), per-band PSD error (dB), bits/s/channel (tokens
 and codes apart), codebook usage per scale (% of codes hit, relative to the most the split could hit).
@@ -56,6 +57,9 @@ def build_parser() -> ArgumentParser:
                         "costs SNR) instead of applying its band-gain codes; default: none")
     p.add_argument('--no_gains', action='store_true',
                    help="decode without the tokenizer's band-gain codes (the tokens alone)")
+    p.add_argument('--no_mix', action='store_true',
+                   help="decode without the tokenizer's band mix (the decoder alone: a little more SNR, channels more "
+                        "correlated than the inputs')")
     p.add_argument('--overwrite', action='store_true', help='replace --out if it exists')
     return p
 
@@ -130,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.out.endswith('.npz'):
         raise UserError(f"--out={args.out}: expected a file name ending in .npz")
     vae, info = load_vae(args.vae_ckpt)
+    if args.no_mix:
+        vae.mix = None
     ds = EEGWindowDataset(args.data_path, args.split, limit=args.limit or None)
     check_dataset_matches(info, ds, args.vae_ckpt)
     if args.noise_seed is not None and (vae.noise is None or not vae.noise.is_calibrated(len(info['v_patch_nums']) - 1)):
@@ -144,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     np.savez(tmp, target_cumulative=tgt, recon_cumulative=rec, sfreq=np.float32(info['sfreq']),
              bands=np.asarray(info['bands'], dtype=np.float32),
              ch_names=np.asarray(info['ch_names'] if info.get('ch_names') else [f'ch{i}' for i in range(tgt.shape[2])]),
+             band_mix=np.bool_(vae.mix is not None and vae.mix.is_calibrated()),
              bits_per_second=np.float32(result['bits_per_second_per_channel'] * info['n_channels']),
              bits_per_second_per_channel=np.float32(result['bits_per_second_per_channel']),
              stage_bits_per_second_per_channel=np.asarray(list(result['stage_bits_per_second_per_channel'].values()),
