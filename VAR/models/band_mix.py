@@ -47,9 +47,17 @@ def band_index_F(bands: Sequence[Sequence[float]], sfreq: float, n_times: int) -
 def band_cov(x_NCT: np.ndarray, in_band_F: np.ndarray, y_NCT: np.ndarray | None = None) -> np.ndarray:
     """Per window, ``Re Σ_f X_f Y_f^H`` over the bins ``in_band_F`` (bool (F,)): (N, C, C) float64 (``y`` = ``x``
     when not given)."""
-    X = np.fft.rfft(np.asarray(x_NCT, dtype=np.float64), axis=-1)[..., in_band_F]
-    Y = X if y_NCT is None else np.fft.rfft(np.asarray(y_NCT, dtype=np.float64), axis=-1)[..., in_band_F]
-    return np.einsum('ncf,ndf->ncd', X, Y.conj()).real
+    X = _rfft(x_NCT)[..., in_band_F]
+    return _spectral_cov(X, X if y_NCT is None else _rfft(y_NCT)[..., in_band_F])
+
+
+def _rfft(x_NCT: np.ndarray) -> np.ndarray:
+    return np.fft.rfft(np.asarray(x_NCT, dtype=np.float64), axis=-1)
+
+
+def _spectral_cov(X_NCF: np.ndarray, Y_NCF: np.ndarray) -> np.ndarray:
+    """``Re Σ_f X_f Y_f^H`` per window, (N, C, C)."""
+    return np.einsum('ncf,ndf->ncd', X_NCF, Y_NCF.conj()).real
 
 
 def _sym_power(S_CC: np.ndarray, p: float) -> np.ndarray:
@@ -148,14 +156,16 @@ class BandMix(nn.Module):
         if band_F.shape != tuple(self.band_F.shape) or band_F.max() >= K:
             raise ValueError(f'band index of shape {band_F.shape} (max {band_F.max()}) does not fit a mix of '
                              f'{K} bands over {self.band_F.shape[0]} rFFT bins')
+        X_NCF, R_NCF = _rfft(x_NCT), _rfft(rec_NCT)  # once, sliced per band
         alphas = []
         for k in range(K):
             in_k = band_F == k
             if not in_k.any():
                 alphas.append(0.0)
                 continue
-            Sx, Sr = band_cov(x_NCT, in_k), band_cov(rec_NCT, in_k)
-            a = (choose_alpha(Sx, Sr, np.asarray(fold_N), Sxr_NCC=band_cov(x_NCT, in_k, rec_NCT)) if alpha is None
+            Xk, Rk = X_NCF[..., in_k], R_NCF[..., in_k]
+            Sx, Sr = _spectral_cov(Xk, Xk), _spectral_cov(Rk, Rk)
+            a = (choose_alpha(Sx, Sr, np.asarray(fold_N), Sxr_NCC=_spectral_cov(Xk, Rk)) if alpha is None
                  else float(alpha))
             M = matching_map(Sx.mean(0), Sr.mean(0))
             self.W_KCC[k].copy_(torch.from_numpy((1 - a) * np.eye(len(M)) + a * M))

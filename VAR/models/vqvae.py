@@ -262,10 +262,11 @@ class VQVAE(nn.Module):
                 state_dict = {k: v for k, v in state_dict.items() if not k.startswith('noise.')}
                 state_dict.update({k: torch.zeros_like(v) for k, v in own.items()})
         if self.mix is not None:
-            own = {f'mix.{k}': v for k, v in BandMix(*self.mix.W_KCC.shape[:2], self.n_times).state_dict().items()}
+            own = {f'mix.{k}': v for k, v in self.mix.state_dict().items()}
             if any(k not in state_dict or state_dict[k].shape != v.shape for k, v in own.items()):
+                self.mix.reset_()
                 state_dict = {k: v for k, v in state_dict.items() if not k.startswith('mix.')}
-                state_dict.update(own)
+                state_dict.update({f'mix.{k}': v.clone() for k, v in self.mix.state_dict().items()})
         return super().load_state_dict(state_dict=state_dict, strict=strict, assign=assign)
 
     # upstream names, kept as aliases
