@@ -117,8 +117,13 @@ def shape_numbers(vae, tok: dict, gen: dict, real: dict, gains: bool, class_name
     reconstructions of the real windows of each split and class (with the band-gain codes when ``gains``: the best
     a sample can look), beside the floor: the other split's reconstructions against the same reference. The same
     drop is also measured across every scale cutoff (:func:`scale_cutoffs_hz`) away from the alpha peak, where
-    samples can step although no band ends there."""
+    samples can step although no band ends there.
+
+    Also issue 13's C2ST (``utils.eeg_c2st``, folds grouped by subject) against the same reconstructions, beside
+    the other split's reconstructions (the floor) and those phase-randomised (the goal: at or below them)."""
     from benchmarks.bench_tokenizer import decode_stages
+    from utils.eeg_baselines import phase_randomize
+    from utils.eeg_c2st import c2st_auc
     from utils.eeg_metrics import spectral_shape
     sfreq = float(tok["sfreq"])
     edges = sorted({float(hi) for _, hi in tok["bands"]})[:-1]
@@ -130,9 +135,13 @@ def shape_numbers(vae, tok: dict, gen: dict, real: dict, gains: bool, class_name
             r, o, g = rec[ref][real[ref][1] == c], rec[other][real[other][1] == c], gen["signal"][gen["labels"] == c]
             if min(len(r), len(o), len(g)) < 2:
                 continue
+            g_r, g_o = real[ref][2][real[ref][1] == c], real[other][2][real[other][1] == c]
+            auc = {k: c2st_auc(r, x, sfreq, groups_a=g_r, groups_b=gx, bands=tok["bands"], f_max=45.0).auc
+                   for k, (x, gx) in {"generated": (g.astype(np.float64), None), "floor": (o, g_o),
+                                       "phase-randomised floor": (phase_randomize(o, rng=c), g_o)}.items()}
             out[f"{ref}/{cname}"] = {
                 "generated": _shape_summary(spectral_shape(r, g.astype(np.float64), sfreq, edges + cutoffs), edges),
-                "floor": _shape_summary(spectral_shape(r, o, sfreq, edges + cutoffs), edges)}
+                "floor": _shape_summary(spectral_shape(r, o, sfreq, edges + cutoffs), edges), "c2st_auc": auc}
     return out
 
 
@@ -206,10 +215,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
             for key, sh in res[variant]["shape"].items():
                 ref, cname = key.split("/", 1)
                 g, fl = sh["generated"], sh["floor"]
+                auc = sh["c2st_auc"]
                 shape_rows.append([name, variant, cname, "held-out" if ref == "val" else "training",
                                    *(f"{g[k]:.2f} ({fl[k]:.2f})" for k in ("mean_abs_db", "alpha_hz_err",
                                                                            "alpha_prom_err_db", "max_edge_step_db",
-                                                                           "max_cutoff_step_db"))])
+                                                                           "max_cutoff_step_db")),
+                                   f"{auc['generated']:.3f} ({auc['floor']:.3f}; {auc['phase-randomised floor']:.3f})"])
             psd[f"{name}: {variant}"] = gen
             for c, cname in enumerate(meta["class_names"]):
                 for ref in ("vs_val", "vs_train"):
@@ -244,9 +255,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 dict(title="Spectral shape against the tokenizer's reconstructions of real windows (with the codes "
                            "for samples with band gains), floor in brackets: mean |dB| 1-45 Hz, alpha peak error (Hz), "
                            "alpha prominence error (dB), largest change of the drop across a stage edge and across a scale "
-                           "cutoff more than 2 Hz from the alpha peak (dB)",
+                           "cutoff more than 2 Hz from the alpha peak (dB); C2ST AUC against the same reconstructions "
+                           "(floor; the floor's windows phase-randomised, issue 13's goal)",
                      columns=["tokenizer", "decode", "class", "reference", "mean |dB|", "alpha Hz", "alpha prom. dB",
-                              "edge step dB", "cutoff step dB"], rows=shape_rows)],
+                              "edge step dB", "cutoff step dB", "C2ST (floor; phase-rand.)"], rows=shape_rows)],
         figures=[dict(title="Mean PSD of the samples beside real windows", path=fig)])
     save_result(NAME, result, args.results_dir)
     return result

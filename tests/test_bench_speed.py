@@ -15,14 +15,35 @@ def test_speed_quick(tmp_path):
     res = bench_speed.main(["--quick", "--depths", "1", "--batches", "1,2", "--repeats", "1",
                             "--results-dir", str(tmp_path)])
     rows = res["rows"]
-    assert {(r["batch"], r["ar_sequence"]) for r in rows} == {(1, "pyramid"), (1, "last"), (2, "pyramid"), (2, "last")}
+    assert {(r["batch"], r["schedule"], r["ar_sequence"]) for r in rows} == {
+        (b, sch, s) for b in (1, 2) for sch in ("plain", "default") for s in ("pyramid", "last")}
     lay = bench_speed.QUICK_LAYOUT["v_patch_nums"]
-    for r in rows:  # forward passes: one per scale for VAR, one per token for AR
+    for r in rows:  # forward passes: one per scale for VAR, one per token for AR; the head draws every token in turn
         assert r["var_forward_passes"] == len(lay)
+        assert r["var_sequential_draws"] == (sum(lay) if r["schedule"] == "default" else 0)
         assert r["ar_forward_passes"] == (sum(lay) if r["ar_sequence"] == "pyramid" else lay[-1])
         assert r["speedup"] == pytest.approx(r["ar_s_per_window"] / r["var_s_per_window"])  # AR time / VAR time
+    # both schedules are judged against the same AR timing of the same run
+    for b in (1, 2):
+        for s in ("pyramid", "last"):
+            ar = {r["ar_s_per_window"] for r in rows if r["batch"] == b and r["ar_sequence"] == s}
+            assert len(ar) == 1
+    b1 = [r for r in rows if r["schedule"] == "default" and r["batch"] == 1 and r["ar_sequence"] == "pyramid"]
+    assert res["default_batch1_speedup_by_depth"] == {"1": b1[0]["speedup"]}
+    assert res["default_batch1_target_met_depths"] == ([1] if b1[0]["speedup"] >= bench_speed.TARGET_SPEEDUP else [])
+    plain = [r["speedup"] for r in rows if r["schedule"] == "plain" and r["ar_sequence"] == "pyramid"]
+    assert res["min_speedup_pyramid"] == min(plain)
     saved = json.loads((tmp_path / "speed.json").read_text())
     assert saved["report"]["tables"][0]["rows"] and (tmp_path / "speed_ratio.png").stat().st_size > 0
+
+
+def test_speed_default_schedule_is_train_py_defaults():
+    """The 'default' schedule times the model VAR/train.py builds by default (head, coarse path, levels)."""
+    from utils.arg_util import Args
+    a = Args()
+    kw = bench_speed.schedule_kwargs("default")
+    assert kw["intra_ar"] == a.intra_ar > 0 and kw["intra_ar_fhat"] == a.intra_ar_fhat
+    assert kw["num_levels"] == a.level_clusters and bench_speed.schedule_kwargs("plain") == {}
 
 
 def test_speed_ar_step_timer_leaves_no_kv_cache():
@@ -42,6 +63,8 @@ def test_speed_bad_flags(tmp_path):
         bench_speed.main(["--quick", "--depths", "four", "--results-dir", str(tmp_path)])
     with pytest.raises(UserError, match="--sequences"):
         bench_speed.main(["--quick", "--sequences", "spiral", "--results-dir", str(tmp_path)])
+    with pytest.raises(UserError, match="--schedules"):
+        bench_speed.main(["--quick", "--schedules", "fast", "--results-dir", str(tmp_path)])
     with pytest.raises(UserError, match="skipped"):
         bench_speed.main(["--quick", "--depths", "1", "--batches", "1", "--skip", "1x1", "--results-dir", str(tmp_path)])
 

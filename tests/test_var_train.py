@@ -505,8 +505,8 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
     plain, gained = r["plain decode"]["vs_val"]["per_class"], r["with band gains"]["vs_val"]["per_class"]
     assert set(plain) == set(gained) == {"rest", "arithmetic"}
     assert plain["rest"]["generated"]["psd_error_db"] != gained["rest"]["generated"]["psd_error_db"]
-    va, vl, _ = load_split(ds_root, "val", 64)
-    tr, tl, _ = load_split(ds_root, "train", 64)
+    va, vl, vg = load_split(ds_root, "val", 64)
+    tr, tl, tg = load_split(ds_root, "train", 64)
     want = psd_band_error_db(va[vl == 0, -1], tr[tl == 0, -1], 100.0, EEGWindowDataset(ds_root, "val").bands,
                              f_max=45.0)
     got = plain["rest"]["real train (floor)"]["psd_error_db"]
@@ -525,4 +525,12 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
     floor = r["plain decode"]["shape"]["val/rest"]["floor"]
     assert floor["mean_abs_db"] == pytest.approx(sh["mean_abs_db"], abs=1e-3)
     assert floor["max_edge_step_db"] == pytest.approx(max(abs(v) for v in sh["edge_step_db"].values()), abs=1e-3)
+    # issue 13's C2ST against the reconstructions: the floor is the other split's reconstructions (subject-grouped
+    # folds), its phase-randomised twin keeps each window's spectrum, so its band-power features barely move
+    from utils.eeg_c2st import c2st_auc
+    auc = r["plain decode"]["shape"]["val/rest"]["c2st_auc"]
+    bands = EEGWindowDataset(ds_root, "val").bands
+    assert auc["floor"] == pytest.approx(c2st_auc(rv, rt, 100.0, groups_a=vg[vl == 0], groups_b=tg[tl == 0],
+                                                  bands=bands, f_max=45.0).auc, abs=1e-6)
+    assert set(auc) == {"generated", "floor", "phase-randomised floor"} and all(0 <= v <= 1 for v in auc.values())
     assert len(res["report"]["tables"][1]["rows"]) == 2 * 2 * 2
