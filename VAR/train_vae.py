@@ -6,7 +6,7 @@ Launch (from the repository root)::
     torchrun --nproc_per_node=2 VAR/train_vae.py --data_path=DIR             # DDP (gloo on CPU, NCCL on GPU)
 
 The defaults are the recipe measured best by ``benchmarks/bench_tokenizer.py`` on eegmat (5-s windows at
-100 Hz every 2.5 s): 40 epochs, scales 50/90/130/220/250, band-gain side codes of 2-dB steps
+100 Hz every 2.5 s): 40 epochs, scales 50/90/130/249/250, band-gain side codes of 2-dB steps
 (``--gain_step_db``; measured by the encoder at use, nothing to train) instead of the sub-band power loss
 (``--psd_w``, off), and, fitted on the training windows at every checkpoint, a per-band channel mix that every
 decode applies (``--band_mix``) and residual noise (``--residual_noise``; decoding adds it only when given a

@@ -297,7 +297,7 @@ def test_ddp_two_cpu_processes(tiny_real, tmp_path, repo_root):
     state = load_checkpoint(os.path.join(out, 'vae-ckpt-last.pth'))[0]
     assert state['args']['world_size'] == 2 and state['epoch'] == 1
     # the default layout for a latent length of 250 (the Nyquist rule's would be 40_80_130_249_250)
-    assert state['tokenizer']['v_patch_nums'] == [50, 90, 130, 220, 250]
+    assert state['tokenizer']['v_patch_nums'] == [50, 90, 130, 249, 250]
     logs = _log_lines(out)
     assert len(logs) == 1 and np.isfinite(list(logs[0]['val_snr_db'].values())).all()
 

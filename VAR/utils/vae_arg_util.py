@@ -16,7 +16,7 @@ from utils.errors import UserError
 __all__ = ['VAEArgs', 'parse_int_list', 'parse_float_list', 'DEFAULT_V_PATCH_NUMS']
 
 #: The default scale layout (5-s windows at 100 Hz, downsampling 2: latent length 250).
-DEFAULT_V_PATCH_NUMS = '50_90_130_220_250'
+DEFAULT_V_PATCH_NUMS = '50_90_130_249_250'
 
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -78,9 +78,10 @@ class VAEArgs(BaseArgs):
                             "explicit scale layout, e.g. 20_40_65_150_250 (strictly increasing, last = latent length, "
                             "the last K scales are the K stages); 'auto' = the Nyquist rule of "
                             "utils.eeg_bands.scale_lengths_for_bands with --extra_coarse / --tokens_per_nyquist. "
-                            f"Default {DEFAULT_V_PATCH_NUMS} (measured best for 5-s windows at 100 Hz: more tokens for "
-                            "delta and theta than the Nyquist rule's 40_80_130_249_250); windows of another latent "
-                            "length get 'auto'")
+                            f"Default {DEFAULT_V_PATCH_NUMS} (measured on 5-s windows at 100 Hz: more tokens for delta and "
+                            "theta than the Nyquist rule's 40_80_130_249_250, and its 249 for beta: 220 left 22-28 Hz to "
+                            "the last scale, a 2-dB step in decodes and samples); windows of another latent length "
+                            "get 'auto'")
     extra_coarse: str = arg('', "extra coarse scales below the first band, e.g. '1_2_4' ('' = none)")
     tokens_per_nyquist: float = arg(0.0, 'multiplier on the Nyquist scale-length rule; 0 = the downsampling factor D, '
                                     'so every scale carries its band at the latent rate sfreq / D')
