@@ -46,6 +46,8 @@ def build_parser():
     p.add_argument("--n-per-class", type=int, default=160, help="generated windows per class")
     p.add_argument("--max-real", type=int, default=400, help="real windows per split to judge against")
     p.add_argument("--train-only", action="store_true", help="train the VARs and stop")
+    p.add_argument("--seed", type=int, default=0, help="VAR training seed; runs of seed N > 0 go to "
+                   "raw/samples_var_<NAME>_seed<N> (the spread between seeds)")
     return p
 
 
@@ -71,11 +73,11 @@ def parse_tokenizers(items: Sequence[str] | None, raw: str) -> list[tuple[str, s
     return out
 
 
-def train_var(data: str, vae_ckpt: str, out: str, depth: int, ep: int, bs: int) -> str:
+def train_var(data: str, vae_ckpt: str, out: str, depth: int, ep: int, bs: int, seed: int = 0) -> str:
     """VAR/train.py with its defaults into ``out`` (resumed or reused when there); returns ar-ckpt-best.pth."""
     cmd = [sys.executable, os.path.join(REPO_ROOT, "VAR", "train.py"), f"--data_path={data}",
            f"--vae_ckpt={vae_ckpt}", f"--local_out_dir_path={out}", f"--depth={depth}", f"--ep={ep}", f"--bs={bs}",
-           "--seed=0", "--workers=0"]
+           f"--seed={seed}", "--workers=0"]
     logger.info("training VAR: %s", " ".join(cmd))
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
@@ -184,6 +186,8 @@ def _plot_psd(path: str, gens: dict, real: dict, sfreq: float, class_names: Sequ
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.seed < 0:
+        raise UserError(f"--seed={args.seed}: expected a training seed >= 0")
     setup_logging(args.verbose)
     torch.set_num_threads(1)
     ensure_var_importable()
@@ -194,8 +198,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         from benchmarks.bench_tokenizer import ensure_bench_dataset
         data = ensure_bench_dataset(os.path.join(raw, "eegmat100_s25_val4"))
     ep, n = (1, 16) if args.quick else (args.ep, args.n_per_class)
-    ckpts = {name: train_var(data, path, os.path.join(raw, f"samples_var_{name}"), args.depth, ep, args.bs)
-             for name, path in toks}
+    suffix = f"_seed{args.seed}" if args.seed else ""
+    ckpts = {name: train_var(data, path, os.path.join(raw, f"samples_var_{name}{suffix}"), args.depth, ep, args.bs,
+                             args.seed) for name, path in toks}
     if args.train_only:
         return {}
     import sample
@@ -236,13 +241,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                  round(float(np.mean([g["band_power_spread"][b] / spread_ref[b] for b in spread_ref])), 2)])
         result_toks[name] = res
     result = dict(machine=machine_info(), quick=bool(args.quick), data_root=os.path.abspath(data), depth=args.depth,
-                  ep=ep, bs=args.bs, n_per_class=n, tokenizers=result_toks)
+                  ep=ep, bs=args.bs, seed=args.seed, n_per_class=n, tokenizers=result_toks)
     fig = "samples_psd.png"
     _plot_psd(figure_path(args.results_dir, fig), psd, real, float(tok["sfreq"]), meta["class_names"])
     result["report"] = dict(
         title="What the tokenizer gives VAR's samples",
         text=[f"VAR/train.py defaults (4 power levels, left-to-right head), depth {args.depth}, {ep} epochs, batch "
-              f"{args.bs}, trained on each tokenizer's tokens; {n} samples per class (seed 0), judged against {args.max_real} "
+              f"{args.bs}, training seed {args.seed}, trained on each tokenizer's tokens; {n} samples per class (sampling seed 0), judged against {args.max_real} "
               "real windows of the 4 held-out subjects ('held-out') or of the training subjects ('training'). "
               "'floor': the other split's real windows against the same reference (the largest band error; C2ST); "
               "'phase-rand.': the reference's own windows, phase-randomised. Spread: the samples' window-to-window sd "

@@ -331,6 +331,8 @@ CASES = [
      "NAME=PATH"),
     ("bench_samples", "tokenizer missing", "--tokenizers new={missing} --data-root {ds} --results-dir {base}/b12",
      "not found"),
+    ("bench_samples", "negative seed", "--seed=-1 --tokenizers new={tok} --data-root {ds} --results-dir {base}/b12",
+     "--seed"),
     ("main_report", "run dir missing", "{missing}", ("does_not_exist", "--out folder")),
     # --- zero-shot completion
     ("complete", "ckpt missing", "--mode=complete_bands --k=1 --ckpt={missing} --data_path={ds} "
