@@ -57,6 +57,8 @@ def schedule_kwargs(schedule: str) -> dict:
     a = Args()
     return dict(intra_steps=a.intra_steps, intra_ar=a.intra_ar, intra_ar_fhat=a.intra_ar_fhat,
                 num_levels=a.level_clusters)
+
+
 #: The default eegmat tokenizer's layout (19 channels, 500 samples, latent 250, 769 tokens) that the speed results use.
 FINAL_LAYOUT = dict(in_channels=19, vocab_size=256, z_channels=32, ch_mult=(1, 2), arch="patch",
                     v_patch_nums=(50, 90, 130, 249, 250), per_scale_codebook=True, resample="fft")
