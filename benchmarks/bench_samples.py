@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                            "alpha prominence error (dB), largest change of the drop across a stage edge and across a scale "
                            "cutoff more than 2 Hz from the alpha peak (dB); C2ST AUC against the same reconstructions "
                            "(floor; the floor's windows phase-randomised, issue 13's goal)",
-                     columns=["tokenizer", "decode", "class", "reference", "mean |dB|", "alpha Hz", "alpha prom. dB",
+                     columns=["tokenizer", "decode", "class", "reference", "mean abs dB", "alpha Hz", "alpha prom. dB",
                               "edge step dB", "cutoff step dB", "C2ST (floor; phase-rand.)"], rows=shape_rows)],
         figures=[dict(title="Mean PSD of the samples beside real windows", path=fig)])
     save_result(NAME, result, args.results_dir)
