@@ -134,15 +134,17 @@ def shape_numbers(vae, tok: dict, gen: dict, real: dict, gains: bool, class_name
     out = {}
     for ref, other in (("val", "train"), ("train", "val")):
         for c, cname in enumerate(class_names):
-            r, o, g = rec[ref][real[ref][1] == c], rec[other][real[other][1] == c], gen["signal"][gen["labels"] == c]
+            in_r, in_o = real[ref][1] == c, real[other][1] == c
+            r, o = rec[ref][in_r], rec[other][in_o]
+            g = gen["signal"][gen["labels"] == c].astype(np.float64)
             if min(len(r), len(o), len(g)) < 2:
                 continue
-            g_r, g_o = real[ref][2][real[ref][1] == c], real[other][2][real[other][1] == c]
+            g_r, g_o = real[ref][2][in_r], real[other][2][in_o]
             auc = {k: c2st_auc(r, x, sfreq, groups_a=g_r, groups_b=gx, bands=tok["bands"], f_max=45.0).auc
-                   for k, (x, gx) in {"generated": (g.astype(np.float64), None), "floor": (o, g_o),
+                   for k, (x, gx) in {"generated": (g, None), "floor": (o, g_o),
                                        "phase-randomised floor": (phase_randomize(o, rng=c), g_o)}.items()}
             out[f"{ref}/{cname}"] = {
-                "generated": _shape_summary(spectral_shape(r, g.astype(np.float64), sfreq, edges + cutoffs), edges),
+                "generated": _shape_summary(spectral_shape(r, g, sfreq, edges + cutoffs), edges),
                 "floor": _shape_summary(spectral_shape(r, o, sfreq, edges + cutoffs), edges), "c2st_auc": auc}
     return out
 

@@ -239,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         torch.manual_seed(0)
         vars_ = {sch: build_var(vae, args.device, num_classes=2, depth=depth, **schedule_kwargs(sch)).eval()
                  for sch in schedules}
+        params_M = {sch: sum(p.numel() for p in var.parameters()) / 1e6 for sch, var in vars_.items()}
         ars = {s: build_ar_baseline(vae, args.device, num_classes=2, depth=depth, sequence=s).eval() for s in seqs}
         for B in batches:
             if f"{depth}x{B}" in skip:
@@ -250,11 +251,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 logger.info("depth %d batch %d: VAR %s %.3f s per batch", depth, B, sch, v_time[sch][0])
             for s, ar in ars.items():
                 a = time_ar(ar, B, args.cfg, args)
+                ar_params_M = sum(p.numel() for p in ar.parameters()) / 1e6
                 for sch, var in vars_.items():
                     v_sec, v_rep = v_time[sch]
                     rows.append({"depth": depth, "batch": B, "schedule": sch, "ar_sequence": s,
-                                 "params_M_var": sum(p.numel() for p in var.parameters()) / 1e6,
-                                 "params_M_ar": sum(p.numel() for p in ar.parameters()) / 1e6,
+                                 "params_M_var": params_M[sch],
+                                 "params_M_ar": ar_params_M,
                                  "var_forward_passes": len(var.patch_nums), "ar_forward_passes": ar.N,
                                  "var_sequential_draws": sum(var.patch_nums) if var.intra_ar > 0 else 0,
                                  "var_tokens": var.L * var.G, "ar_tokens": ar.N,
