@@ -95,3 +95,13 @@ def test_config_mismatch_names_both_values():
     with pytest.raises(CheckpointError, match="depth=16 but this run has depth=20"):
         check_config({"depth": 16}, {"depth": 20}, ["depth"], "x.pth")
     check_config({"depth": 16, "ep": 1}, {"depth": 16, "ep": 2}, ["depth"], "x.pth")
+
+
+def test_nested_config_mismatch_names_the_sub_key():
+    saved = {"vae_config": {"z": 32, "bands": [[0.5, 4.0]], "mix_bands": 5}}
+    with pytest.raises(CheckpointError, match=r"vae_config\.mix_bands=5 but this run has vae_config\.mix_bands=0;"):
+        check_config(saved, {"vae_config": {"z": 32, "bands": [[0.5, 4.0]], "mix_bands": 0}}, ["vae_config"], "x.pth")
+    # a sub-key the checkpoint lacks reads as None; float noise below 1e-9 is no difference
+    with pytest.raises(CheckpointError, match=r"vae_config\.noise=None but this run has vae_config\.noise=True"):
+        check_config(saved, {"vae_config": {**saved["vae_config"], "noise": True}}, ["vae_config"], "x.pth")
+    check_config(saved, {"vae_config": {"z": 32, "bands": [[0.5, 4.0 + 1e-12]], "mix_bands": 5}}, ["vae_config"], "x.pth")

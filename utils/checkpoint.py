@@ -210,16 +210,30 @@ def check_config(saved: Mapping[str, Any] | None, current: Mapping[str, Any], ke
     """Raise :class:`CheckpointError` naming both values when an architecture key differs.
 
     ``saved`` is ``meta['config']`` of a checkpoint (``None`` skips the check for legacy files).
+    A nested config (a dict) is reported by the first sub-key that differs, e.g. ``vae_config.mix_bands``.
     """
     if saved is None:
         return
     for key in keys:
         if key in saved and key in current and _norm(saved[key]) != _norm(current[key]):
-            raise CheckpointError(f"{path} was made with {key}={saved[key]!r} but this run has {key}="
-                                  f"{current[key]!r}; {fix}")
+            name, was, now = _first_difference(key, saved[key], current[key])
+            raise CheckpointError(f"{path} was made with {name}={was!r} but this run has {name}={now!r}; {fix}")
+
+
+def _first_difference(name: str, saved: Any, current: Any) -> tuple[str, Any, Any]:
+    """``(dotted name, saved value, current value)`` of the first differing leaf of two configs (a missing
+    sub-key reads as ``None``)."""
+    if isinstance(saved, Mapping) and isinstance(current, Mapping):
+        for sub in list(saved) + [k for k in current if k not in saved]:
+            a, b = saved.get(sub), current.get(sub)
+            if _norm(a) != _norm(b):
+                return _first_difference(f"{name}.{sub}", a, b)
+    return name, saved, current
 
 
 def _norm(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _norm(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_norm(v) for v in value]
     if isinstance(value, float):
