@@ -6,7 +6,8 @@ Launch (from the repository root)::
     torchrun --nproc_per_node=2 VAR/train_vae.py --data_path=DIR             # DDP (gloo on CPU, NCCL on GPU)
 
 The defaults are the recipe measured best by ``benchmarks/bench_tokenizer.py`` on eegmat (5-s windows at
-100 Hz every 2.5 s): 40 epochs, scales 50/90/130/249/250, band-gain side codes of 2-dB steps
+100 Hz every 2.5 s): 40 epochs, scales 50/90/130/249/250, a per-window channel-correlation loss
+(``--corr_w``), band-gain side codes of 2-dB steps
 (``--gain_step_db``; measured by the encoder at use, nothing to train) instead of the sub-band power loss
 (``--psd_w``, off), and, fitted on the training windows at every checkpoint, a per-band channel mix that every
 decode applies (``--band_mix``) and residual noise (``--residual_noise``; decoding adds it only when given a
@@ -186,7 +187,8 @@ def build_everything(args: VAEArgs):
                          vq_w=args.vq_w, reseed_every=args.reseed_every, seed=args.seed or 0,
                          reseed_margin=args.reseed_margin, psd_w=args.psd_w,
                          stage_edges=[subband_edges(hi, ds_train.sfreq, ds_train.n_times, args.psd_bin_hz)
-                                      for _, hi in ds_train.bands])
+                                      for _, hi in ds_train.bands],
+                         corr_w=args.corr_w, band_F=band_index_F(ds_train.bands, ds_train.sfreq, ds_train.n_times))
     best = dict(snr=-math.inf, ep=-1)
     if state:
         trainer.load_state_dict(state['trainer'])
@@ -319,7 +321,8 @@ def _train(args: VAEArgs) -> int:
                 best = dict(snr=float(snr_full), ep=int(ep))
             usages_train = trainer.vae_wo_ddp.quantize.usages(args.batch_size)
             metrics = dict(ep=ep + 1, Lrec=metric_lg.meters['Lrec'].global_avg, Lspec=metric_lg.meters['Lspec'].global_avg,
-                           Lpsd=metric_lg.meters['Lpsd'].global_avg, Lvq=metric_lg.meters['Lvq'].global_avg,
+                           Lpsd=metric_lg.meters['Lpsd'].global_avg,
+                           Lcorr=metric_lg.meters['Lcorr'].global_avg, Lvq=metric_lg.meters['Lvq'].global_avg,
                            val_snr_db={n: round(v, 3) for n, v in zip(names_K, ev['snr_db'])},
                            val_snr_db_plain={n: round(v, 3) for n, v in zip(names_K, ev['snr_db_plain'])},
                            val_usage_pct=[round(u, 1) for u in ev['usage_pct']],

@@ -4,7 +4,7 @@ The tokenizer's counterpart of upstream's ``trainer.py`` (``train_step``, ``eval
 ``get_config``). Windows arrive in µV as cumulative stages ``stages_BKCT`` and are divided by the
 dataset scale ``uv_scale`` (µV per model unit). Loss = Σ_k w_k NMSE(decode(f_hat_≤k), x_≤k)
 + spec_w · multi-resolution log-spectral loss (full stage) + psd_w · Σ_k sub-band power loss(decode_≤k, x_≤k)
-+ vq_w · quantizer loss.
++ corr_w · per-band channel-correlation loss (full stage) + vq_w · quantizer loss.
 
 Shape letters: B batch, K stages, C electrodes, T samples, S scales, V codebook size.
 """
@@ -18,7 +18,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import dist
-from models.band_losses import SNRAccumulator, band_power_loss, log_spectral_loss, stage_recon_loss
+from models.band_losses import SNRAccumulator, band_corr_loss, band_power_loss, log_spectral_loss, stage_recon_loss
 from models.vqvae import VQVAE
 from utils.amp_sc import AmpOptimizer
 from utils.misc import MetricLogger, TensorboardLogger
@@ -55,6 +55,10 @@ class VAETrainer:
         Weight of the sub-band power loss on every partial decode (mean over stages).
     stage_edges : sequence of K lists of (lo, hi) rFFT bins
         Sub-bands of each stage's frequency range (``band_losses.subband_edges``); needed when psd_w > 0.
+    corr_w : float
+        Weight of the per-window, per-band channel-correlation loss on the full-spectrum decode.
+    band_F : sequence of int
+        Band index per rFFT bin of a window (-1 outside every band); needed when corr_w > 0.
     seed : int
         Seed of the re-seeding generator (mixed with the global iteration, so resume is exact).
     """
@@ -63,7 +67,8 @@ class VAETrainer:
                  stage_scale_idx: Sequence[int], stage_weights: Sequence[float], uv_scale: float,
                  spec_w: float = 0.05, vq_w: float = 1.0, reseed_every: int = 25, seed: int = 0,
                  reseed_margin: float = 0.08, psd_w: float = 0.0,
-                 stage_edges: Sequence[Sequence[tuple[int, int]]] = ()):
+                 stage_edges: Sequence[Sequence[tuple[int, int]]] = (), corr_w: float = 0.0,
+                 band_F: Sequence[int] = ()):
         self.device = torch.device(device)
         self.vae_wo_ddp, self.vae, self.vae_opt = vae_wo_ddp, vae, vae_opt
         self.stage_scale_idx = [int(s) for s in stage_scale_idx]
@@ -76,6 +81,10 @@ class VAETrainer:
         self.stage_edges = [[(int(lo), int(hi)) for lo, hi in e] for e in stage_edges]
         if self.psd_w > 0 and len(self.stage_edges) != len(self.stage_scale_idx):
             raise ValueError(f'psd_w > 0 needs sub-band edges for each of the {len(self.stage_scale_idx)} stages')
+        self.corr_w = float(corr_w)
+        self.band_F = torch.as_tensor(list(band_F), dtype=torch.long, device=self.device)
+        if self.corr_w > 0 and not bool((self.band_F >= 0).any()):
+            raise ValueError('corr_w > 0 needs a band index per rFFT bin (band_F)')
         self.n_reseeded = 0
 
     def to_model_units(self, stages_BKCT: torch.Tensor) -> torch.Tensor:
@@ -93,8 +102,12 @@ class VAETrainer:
         # every partial decode keeps its stage's sub-band powers (squared error alone shrinks the unpredictable part)
         psd = (torch.stack([band_power_loss(r, x_BKCT[:, k], self.stage_edges[k]) for k, r in enumerate(recs_K)]).mean()
                if self.psd_w > 0 else rec_loss.new_zeros(()))
-        loss = rec_loss + self.spec_w * spec + self.psd_w * psd + self.vq_w * vq_loss
-        return loss, dict(rec=rec_loss.detach(), spec=spec.detach(), psd=psd.detach(), vq=vq_loss.detach(),
+        # each window keeps its own spatial pattern (squared error pulls it toward the average one)
+        corr = (band_corr_loss(recs_K[-1], x_BKCT[:, -1], self.band_F) if self.corr_w > 0
+                else rec_loss.new_zeros(()))
+        loss = rec_loss + self.spec_w * spec + self.psd_w * psd + self.corr_w * corr + self.vq_w * vq_loss
+        return loss, dict(rec=rec_loss.detach(), spec=spec.detach(), psd=psd.detach(), corr=corr.detach(),
+                          vq=vq_loss.detach(),
                           nmse_K=nmse_K)
 
     def train_step(self, it: int, g_it: int, stepping: bool, metric_lg: MetricLogger, tb_lg: TensorboardLogger,
@@ -123,7 +136,7 @@ class VAETrainer:
             self.n_reseeded += sum(counts)
         snr_K = (-10 * torch.log10(parts['nmse_K'].clamp_min(1e-12))).tolist()
         metric_lg.update(Lrec=parts['rec'].item(), Lspec=parts['spec'].item(), Lpsd=parts['psd'].item(),
-                         Lvq=parts['vq'].item(),
+                         Lcorr=parts['corr'].item(), Lvq=parts['vq'].item(),
                          snr_full=snr_K[-1], snr_first=snr_K[0])
         if grad_norm is not None:
             metric_lg.update(tnm=float(grad_norm))
@@ -179,7 +192,8 @@ class VAETrainer:
     def get_config(self) -> Dict[str, Any]:
         return dict(stage_scale_idx=self.stage_scale_idx, stage_weights=self.stage_weights, uv_scale=self.uv_scale,
                     spec_w=self.spec_w, vq_w=self.vq_w, reseed_every=self.reseed_every,
-                    reseed_margin=self.reseed_margin, psd_w=self.psd_w)
+                    reseed_margin=self.reseed_margin, psd_w=self.psd_w,
+                    corr_w=self.corr_w)
 
     def state_dict(self) -> Dict[str, Any]:
         return dict(vae_wo_ddp=self.vae_wo_ddp.state_dict(), vae_opt=self.vae_opt.state_dict(),

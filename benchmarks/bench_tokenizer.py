@@ -6,7 +6,9 @@ Usage::
 
 Without ``--vae_ckpt`` a tokenizer is trained first with ``VAR/train_vae.py`` into
 ``<results-dir>/raw/tokenizer_run`` (quick: 6 epochs; full: the final recipe, train_vae.py's defaults,
-``FINAL_TRAIN_FLAGS``) and, in full mode, the earlier recipe (``BEFORE_TRAIN_FLAGS``: the previous default, a beta scale of 220 tokens) into ``raw/tokenizer_run_before`` for the side-by-side rows (or pass ``--before_ckpt``). Without
+``FINAL_TRAIN_FLAGS``) and, in full mode, the earlier recipe (``BEFORE_TRAIN_FLAGS``: the previous default,
+without the channel-correlation loss) into ``raw/tokenizer_run_before`` for the side-by-side rows (or pass
+``--before_ckpt``). Without
 ``--data_path`` the benchmark dataset is built into ``raw/eegmat100_s25_val4``: all 26 eegmat subjects,
 19 ch, 100 Hz, 5-s windows every 2.5 s, ``VAL_SUBJECTS`` (4 subjects) held out.
 
@@ -61,12 +63,12 @@ NAME = 'tokenizer'
 #: The tokenizer configuration this benchmark trains when no checkpoint is given (D = 2, G = 1, V = 256).
 DEFAULT_TRAIN_FLAGS = ['--seed=0', '--save_ep=5']
 #: The final eegmat tokenizer (full mode): train_vae.py's defaults (40 epochs, scales 50/90/130/249/250, re-seed
-#: margin 0.5, band-gain codes of 2-dB steps, no sub-band power loss, a per-band channel mix and residual noise
-#: calibrated on the training windows), on 2.5-s-stride windows.
+#: margin 0.5, the channel-correlation loss at 10, band-gain codes of 2-dB steps, no sub-band power loss, a per-band
+#: channel mix and residual noise calibrated on the training windows), on 2.5-s-stride windows.
 FINAL_TRAIN_FLAGS: list[str] = []
-#: The previous default, trained beside the final one for the side-by-side tables (full mode): the same recipe with
-#: a beta scale of 220 tokens, which leaves latent frequencies 22-25 Hz (signal 22-28 Hz) to the last scale alone.
-BEFORE_TRAIN_FLAGS = ['--v_patch_nums=50_90_130_220_250']
+#: The previous default, trained beside the final one for the side-by-side tables (full mode): the same recipe
+#: without the channel-correlation loss.
+BEFORE_TRAIN_FLAGS = ['--corr_w=0']
 #: Validation subjects of the benchmark dataset (all 26 eegmat subjects, 2.5-s stride); the rest train.
 VAL_SUBJECTS = EEGMAT_VAL_SUBJECTS
 #: Frequencies judged by the PSD error and the C2ST features (eegmat is low-passed at 45 Hz).

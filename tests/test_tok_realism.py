@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.band_losses import band_power_loss, subband_edges  # noqa: E402  (VAR/ is importable through conftest)
+from models.band_losses import band_corr_loss, band_power_loss, subband_edges  # noqa: E402  (VAR/ is importable through conftest)
 from models.band_noise import ResidualNoise  # noqa: E402
 from models.vqvae import VQVAE  # noqa: E402
 from utils.eeg_c2st import c2st_auc
@@ -33,6 +33,29 @@ def test_band_power_loss_matches_the_formula_written_with_numpy():
     # halving the amplitude quarters every power: (ln 1/4)^2 without the floor
     half = band_power_loss(torch.from_numpy(0.5 * x), torch.from_numpy(x), edges, rel_eps=0.0).item()
     assert half == pytest.approx(np.log(0.25) ** 2, rel=1e-4)
+
+
+def test_band_corr_loss_matches_correlations_of_band_filtered_signals():
+    """Per window and band, the channel correlations of the band-passed signals (np.corrcoef in time) of the
+    decode against the input's: with no DC or Nyquist bin in a band, Parseval makes them the rFFT-bin ones."""
+    g = np.random.default_rng(1)
+    N, C, T = 3, 5, 200
+    x = g.standard_normal((N, C, T)) + 0.8 * g.standard_normal((N, 1, T))  # a shared part: correlated channels
+    rec = 0.6 * x + 0.5 * g.standard_normal((N, 1, T))  # more shared than its input
+    band_F = np.full(T // 2 + 1, -1)
+    band_F[3:20], band_F[20:70] = 0, 1  # two bands; bin 0 (DC), 70.. (incl. Nyquist) in none
+    iu = np.triu_indices(C, 1)
+
+    def corr(a, k):
+        passed = np.fft.irfft(np.fft.rfft(a, axis=-1) * (band_F == k), n=T, axis=-1)
+        return np.stack([np.corrcoef(w)[iu] for w in passed])
+    want = np.mean([np.mean((corr(rec, k) - corr(x, k)) ** 2) for k in (0, 1)])
+    got = band_corr_loss(torch.from_numpy(rec), torch.from_numpy(x), torch.from_numpy(band_F), rel_eps=0.0).item()
+    assert want > 0.01 and got == pytest.approx(want, rel=1e-4)
+    # a decode with its input's correlations costs nothing, whatever its channel gains
+    scaled = x * np.arange(1, C + 1)[None, :, None]
+    assert band_corr_loss(torch.from_numpy(scaled), torch.from_numpy(x), torch.from_numpy(band_F),
+                          rel_eps=0.0).item() < 1e-10
 
 
 def _coloured(n: int, C: int, T: int, seed: int) -> torch.Tensor:

@@ -12,7 +12,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ['stage_recon_loss', 'log_spectral_loss', 'band_power_loss', 'subband_edges', 'snr_db', 'SNRAccumulator']
+__all__ = ['stage_recon_loss', 'log_spectral_loss', 'band_power_loss', 'band_corr_loss', 'subband_edges', 'snr_db',
+           'SNRAccumulator']
 
 
 def stage_recon_loss(recs_K: Sequence[torch.Tensor], stages_BKCT: torch.Tensor,
@@ -109,6 +110,46 @@ def band_power_loss(rec_BCT: torch.Tensor, x_BCT: torch.Tensor, edges: Sequence[
     P_x = torch.stack([X[..., lo:hi].sum(-1) for lo, hi in edges], dim=-1)
     eps = rel_eps * P_x.mean().detach() + 1e-12
     return (torch.log(P_rec + eps) - torch.log(P_x + eps)).square().mean()
+
+
+def band_corr_loss(rec_BCT: torch.Tensor, x_BCT: torch.Tensor, band_F: torch.Tensor,
+                   rel_eps: float = 1e-3) -> torch.Tensor:
+    """Mean squared difference of per-window, per-band channel correlations: mean (R_rec - R_x)² over bands,
+    windows and channel pairs.
+
+    Band k's correlation matrix of a window is ``Re Σ_f X_f X_f^H`` over the rFFT bins ``band_F == k``, scaled
+    to a unit diagonal. A decoder trained on squared error pulls every window's spatial pattern toward the
+    average one (its decodes' correlations vary less from window to window than their inputs'); this loss
+    asks each window for its own.
+
+    Parameters
+    ----------
+    rec_BCT, x_BCT : Tensor, shape (B, C, T)
+    band_F : LongTensor, shape (T // 2 + 1,)
+        Band index per rFFT bin, -1 outside every band (``models.band_mix.band_index_F``).
+    rel_eps : float
+        Floor added to the diagonal, relative to the target's mean channel power in the band.
+    """
+    R = torch.fft.rfft(rec_BCT.float(), dim=-1)
+    X = torch.fft.rfft(x_BCT.float(), dim=-1)
+    C = x_BCT.shape[1]
+    iu = torch.triu_indices(C, C, offset=1, device=x_BCT.device)
+    terms = []
+    for k in range(int(band_F.max()) + 1):
+        in_k = (band_F == k).to(x_BCT.device)
+        if not bool(in_k.any()):
+            continue
+        corrs = []
+        for Z in (R[..., in_k], X[..., in_k]):
+            S_BCC = torch.einsum('bcf,bdf->bcd', Z, Z.conj()).real
+            d_BC = torch.diagonal(S_BCC, dim1=-2, dim2=-1)
+            eps = rel_eps * d_BC.mean().detach() + 1e-12
+            s_BC = (d_BC + eps).sqrt()
+            corrs.append((S_BCC / s_BC[:, :, None] / s_BC[:, None, :])[:, iu[0], iu[1]])
+        terms.append((corrs[0] - corrs[1]).square().mean())
+    if not terms:
+        return x_BCT.new_zeros(())
+    return torch.stack(terms).mean()
 
 
 def snr_db(signal_energy: float | torch.Tensor, error_energy: float | torch.Tensor) -> float:

@@ -91,6 +91,11 @@ class VAEArgs(BaseArgs):
     psd_w: float = arg(0.0, 'weight of the sub-band power loss (squared log power ratio in --psd_bin_hz sub-bands) on '
                        'every partial decode; 0 = off (default: the band-gain codes keep band power, and with them '
                        'this loss made decodes easier to tell from their inputs, benchmarks/RESULTS.md). Not in upstream')
+    corr_w: float = arg(10.0, 'weight of the channel-correlation loss: per window and band, the squared difference of '
+                        "the full decode's channel correlations from its input's (0 = off). Squared error alone pulls "
+                        "every window's spatial pattern toward the average one; measured on eegmat (benchmarks/"
+                        'RESULTS.md) this loss makes decodes harder to tell from their inputs and leaves the band mix '
+                        'little to do. Not in upstream')
     psd_bin_hz: float = arg(2.0, 'width of the sub-bands of the --psd_w loss (Hz)')
     residual_noise: bool = arg(True, 'store calibrated residual noise with the tokenizer (fitted on training windows '
                                'at every checkpoint); decoding with a noise seed restores the band power the '
