@@ -143,7 +143,7 @@ class VAETrainer:
         if dist.is_master() and (g_it % 50 == 0 or it == 0):
             usages = self.vae_wo_ddp.quantize.usages(stages_BKCT.shape[0])
             tb_lg.update(head='train_loss', step=g_it, rec=parts['rec'].item(), spec=parts['spec'].item(),
-                         vq=parts['vq'].item())
+                         corr=parts['corr'].item(), vq=parts['vq'].item())
             tb_lg.update(head='train_snr_db', step=g_it, **{f'stage{k}': v for k, v in enumerate(snr_K)})
             tb_lg.update(head='train_usage_pct', step=g_it, **{f'scale{si}': u for si, u in enumerate(usages)})
         return grad_norm, scale_log2
