@@ -82,7 +82,7 @@ class VAETrainer:
         if self.psd_w > 0 and len(self.stage_edges) != len(self.stage_scale_idx):
             raise ValueError(f'psd_w > 0 needs sub-band edges for each of the {len(self.stage_scale_idx)} stages')
         self.corr_w = float(corr_w)
-        self.band_F = torch.as_tensor(list(band_F), dtype=torch.long, device=self.device)
+        self.band_F = torch.as_tensor(list(band_F), dtype=torch.long)  # stays on the host (see band_corr_loss)
         if self.corr_w > 0 and not bool((self.band_F >= 0).any()):
             raise ValueError('corr_w > 0 needs a band index per rFFT bin (band_F)')
         self.n_reseeded = 0

@@ -125,7 +125,7 @@ def band_corr_loss(rec_BCT: torch.Tensor, x_BCT: torch.Tensor, band_F: torch.Ten
     Parameters
     ----------
     rec_BCT, x_BCT : Tensor, shape (B, C, T)
-    band_F : LongTensor, shape (T // 2 + 1,)
+    band_F : LongTensor, shape (T // 2 + 1,) (any device; read on the host)
         Band index per rFFT bin, -1 outside every band (``models.band_mix.band_index_F``).
     rel_eps : float
         Floor added to the diagonal, relative to the target's mean channel power in the band.
@@ -134,13 +134,15 @@ def band_corr_loss(rec_BCT: torch.Tensor, x_BCT: torch.Tensor, band_F: torch.Ten
     X = torch.fft.rfft(x_BCT.float(), dim=-1)
     C = x_BCT.shape[1]
     iu = torch.triu_indices(C, C, offset=1, device=x_BCT.device)
+    band_F = torch.as_tensor(band_F).cpu()  # bins are picked on the host: no device sync per band
     terms = []
     for k in range(int(band_F.max()) + 1):
-        in_k = (band_F == k).to(x_BCT.device)
-        if not bool(in_k.any()):
+        bins_k = torch.nonzero(band_F == k).squeeze(1)
+        if bins_k.numel() == 0:
             continue
+        bins_k = bins_k.to(x_BCT.device)
         corrs = []
-        for Z in (R[..., in_k], X[..., in_k]):
+        for Z in (R.index_select(-1, bins_k), X.index_select(-1, bins_k)):
             S_BCC = torch.einsum('bcf,bdf->bcd', Z, Z.conj()).real
             d_BC = torch.diagonal(S_BCC, dim1=-2, dim2=-1)
             eps = rel_eps * d_BC.mean().detach() + 1e-12
