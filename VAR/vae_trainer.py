@@ -18,7 +18,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import dist
-from models.band_losses import SNRAccumulator, band_corr_loss, band_power_loss, log_spectral_loss, stage_recon_loss
+from models.band_losses import (SNRAccumulator, band_bins, band_corr_loss, band_power_loss, log_spectral_loss,
+                                stage_recon_loss)
 from models.vqvae import VQVAE
 from utils.amp_sc import AmpOptimizer
 from utils.misc import MetricLogger, TensorboardLogger
@@ -82,8 +83,8 @@ class VAETrainer:
         if self.psd_w > 0 and len(self.stage_edges) != len(self.stage_scale_idx):
             raise ValueError(f'psd_w > 0 needs sub-band edges for each of the {len(self.stage_scale_idx)} stages')
         self.corr_w = float(corr_w)
-        self.band_F = torch.as_tensor(list(band_F), dtype=torch.long)  # stays on the host (see band_corr_loss)
-        if self.corr_w > 0 and not bool((self.band_F >= 0).any()):
+        self.band_bins = band_bins(list(band_F), self.device)  # once per run: the loss gathers them every step
+        if self.corr_w > 0 and not self.band_bins:
             raise ValueError('corr_w > 0 needs a band index per rFFT bin (band_F)')
         self.n_reseeded = 0
 
@@ -103,7 +104,7 @@ class VAETrainer:
         psd = (torch.stack([band_power_loss(r, x_BKCT[:, k], self.stage_edges[k]) for k, r in enumerate(recs_K)]).mean()
                if self.psd_w > 0 else rec_loss.new_zeros(()))
         # each window keeps its own spatial pattern (squared error pulls it toward the average one)
-        corr = (band_corr_loss(recs_K[-1], x_BKCT[:, -1], self.band_F) if self.corr_w > 0
+        corr = (band_corr_loss(recs_K[-1], x_BKCT[:, -1], self.band_bins) if self.corr_w > 0
                 else rec_loss.new_zeros(()))
         loss = rec_loss + self.spec_w * spec + self.psd_w * psd + self.corr_w * corr + self.vq_w * vq_loss
         return loss, dict(rec=rec_loss.detach(), spec=spec.detach(), psd=psd.detach(), corr=corr.detach(),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.band_losses import band_corr_loss, band_power_loss, subband_edges  # noqa: E402  (VAR/ is importable through conftest)
+from models.band_losses import band_bins, band_corr_loss, band_power_loss, subband_edges  # noqa: E402  (VAR/ is importable through conftest)
 from models.band_noise import ResidualNoise  # noqa: E402
 from models.vqvae import VQVAE  # noqa: E402
 from utils.eeg_c2st import c2st_auc
@@ -50,12 +50,13 @@ def test_band_corr_loss_matches_correlations_of_band_filtered_signals():
         passed = np.fft.irfft(np.fft.rfft(a, axis=-1) * (band_F == k), n=T, axis=-1)
         return np.stack([np.corrcoef(w)[iu] for w in passed])
     want = np.mean([np.mean((corr(rec, k) - corr(x, k)) ** 2) for k in (0, 1)])
-    got = band_corr_loss(torch.from_numpy(rec), torch.from_numpy(x), torch.from_numpy(band_F), rel_eps=0.0).item()
+    bins = band_bins(torch.from_numpy(band_F))
+    assert [b.tolist() for b in bins] == [list(range(3, 20)), list(range(20, 70))]
+    got = band_corr_loss(torch.from_numpy(rec), torch.from_numpy(x), bins, rel_eps=0.0).item()
     assert want > 0.01 and got == pytest.approx(want, rel=1e-4)
     # a decode with its input's correlations costs nothing, whatever its channel gains
     scaled = x * np.arange(1, C + 1)[None, :, None]
-    assert band_corr_loss(torch.from_numpy(scaled), torch.from_numpy(x), torch.from_numpy(band_F),
-                          rel_eps=0.0).item() < 1e-10
+    assert band_corr_loss(torch.from_numpy(scaled), torch.from_numpy(x), bins, rel_eps=0.0).item() < 1e-10
 
 
 def _coloured(n: int, C: int, T: int, seed: int) -> torch.Tensor:

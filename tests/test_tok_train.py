@@ -17,7 +17,7 @@ from utils.eeg_dataset import EEGWindowDataset
 from utils.errors import BandError, CheckpointError, DatasetError
 
 import reconstruct  # noqa: E402  (VAR/ is importable through conftest)
-from models.band_losses import band_corr_loss  # noqa: E402
+from models.band_losses import band_bins, band_corr_loss  # noqa: E402
 from models.band_mix import band_index_F  # noqa: E402
 import train_vae  # noqa: E402
 from vae_checkpoint import bits_per_second, check_dataset_matches, load_vae  # noqa: E402
@@ -97,14 +97,14 @@ def test_correlation_loss_is_trained(tiny_real, tmp_path):
     # the logged term is measured on training batches; compare the decoders on the validation windows
     ds = EEGWindowDataset(tiny_real, 'val')
     x = torch.from_numpy(np.stack([ds.window(i).stages_KCT[-1] for i in range(len(ds))])).float()
-    band_F = torch.from_numpy(band_index_F(ds.bands, ds.sfreq, ds.n_times))
+    bins = band_bins(band_index_F(ds.bands, ds.sfreq, ds.n_times))
     errs = {}
     for w in ends:
         vae, info = load_vae(str(tmp_path / f'w{w}' / 'vae-ckpt-last.pth'))
         vae.mix.reset_()  # the decoder alone: the mix would correct the correlations after the fact
         with torch.no_grad():
             rec = vae.idxBl_to_eeg(vae.eeg_to_idxBl(x / info['uv_scale']), last_one=True) * info['uv_scale']
-        errs[w] = band_corr_loss(rec, x, band_F).item()
+        errs[w] = band_corr_loss(rec, x, bins).item()
     assert errs['10'] < 0.8 * errs['0'], errs
 
 

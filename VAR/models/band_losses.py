@@ -1,4 +1,5 @@
-"""Losses and scores of the band tokenizer: per-stage reconstruction, multi-resolution log-spectral loss, SNR.
+"""Losses and scores of the band tokenizer: per-stage reconstruction, multi-resolution log-spectral, sub-band power
+and channel-correlation losses, SNR.
 
 The multi-resolution log-spectral (STFT magnitude) loss is the EEG stand-in for the perceptual loss of
 upstream's image tokenizer (docs/design.md §2). All functions take tensors in model units.
@@ -12,7 +13,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ['stage_recon_loss', 'log_spectral_loss', 'band_power_loss', 'band_corr_loss', 'subband_edges', 'snr_db',
+__all__ = ['stage_recon_loss', 'log_spectral_loss', 'band_power_loss', 'band_bins', 'band_corr_loss', 'subband_edges', 'snr_db',
            'SNRAccumulator']
 
 
@@ -112,12 +113,20 @@ def band_power_loss(rec_BCT: torch.Tensor, x_BCT: torch.Tensor, edges: Sequence[
     return (torch.log(P_rec + eps) - torch.log(P_x + eps)).square().mean()
 
 
-def band_corr_loss(rec_BCT: torch.Tensor, x_BCT: torch.Tensor, band_F: torch.Tensor,
+def band_bins(band_F: Sequence[int] | torch.Tensor, device: torch.device | str = 'cpu') -> list[torch.Tensor]:
+    """The rFFT bins of each band that has any, as index tensors on ``device``, from a band index per bin
+    (``models.band_mix.band_index_F``; -1 = in no band)."""
+    band_F = torch.as_tensor(band_F, dtype=torch.long).cpu()
+    bins = [torch.nonzero(band_F == k).squeeze(1) for k in range(int(band_F.max()) + 1)] if band_F.numel() else []
+    return [b.to(device) for b in bins if b.numel()]
+
+
+def band_corr_loss(rec_BCT: torch.Tensor, x_BCT: torch.Tensor, bins_K: Sequence[torch.Tensor],
                    rel_eps: float = 1e-3) -> torch.Tensor:
     """Mean squared difference of per-window, per-band channel correlations: mean (R_rec - R_x)² over bands,
     windows and channel pairs.
 
-    Band k's correlation matrix of a window is ``Re Σ_f X_f X_f^H`` over the rFFT bins ``band_F == k``, scaled
+    Band k's correlation matrix of a window is ``Re Σ_f X_f X_f^H`` over its rFFT bins ``bins_K[k]``, scaled
     to a unit diagonal. A decoder trained on squared error pulls every window's spatial pattern toward the
     average one (its decodes' correlations vary less from window to window than their inputs'); this loss
     asks each window for its own.
@@ -125,33 +134,26 @@ def band_corr_loss(rec_BCT: torch.Tensor, x_BCT: torch.Tensor, band_F: torch.Ten
     Parameters
     ----------
     rec_BCT, x_BCT : Tensor, shape (B, C, T)
-    band_F : LongTensor, shape (T // 2 + 1,) (any device; read on the host)
-        Band index per rFFT bin, -1 outside every band (``models.band_mix.band_index_F``).
+    bins_K : sequence of LongTensor
+        Each band's rFFT bin indices, on the tensors' device (:func:`band_bins`, built once per run).
     rel_eps : float
         Floor added to the diagonal, relative to the target's mean channel power in the band.
     """
+    if not bins_K:
+        return x_BCT.new_zeros(())
     R = torch.fft.rfft(rec_BCT.float(), dim=-1)
     X = torch.fft.rfft(x_BCT.float(), dim=-1)
     C = x_BCT.shape[1]
     iu = torch.triu_indices(C, C, offset=1, device=x_BCT.device)
-    band_F = torch.as_tensor(band_F).cpu()  # bins are picked on the host: no device sync per band
-    terms = []
-    for k in range(int(band_F.max()) + 1):
-        bins_k = torch.nonzero(band_F == k).squeeze(1)
-        if bins_k.numel() == 0:
-            continue
-        bins_k = bins_k.to(x_BCT.device)
-        corrs = []
-        for Z in (R.index_select(-1, bins_k), X.index_select(-1, bins_k)):
-            S_BCC = torch.einsum('bcf,bdf->bcd', Z, Z.conj()).real
-            d_BC = torch.diagonal(S_BCC, dim1=-2, dim2=-1)
-            eps = rel_eps * d_BC.mean().detach() + 1e-12
-            s_BC = (d_BC + eps).sqrt()
-            corrs.append((S_BCC / s_BC[:, :, None] / s_BC[:, None, :])[:, iu[0], iu[1]])
-        terms.append((corrs[0] - corrs[1]).square().mean())
-    if not terms:
-        return x_BCT.new_zeros(())
-    return torch.stack(terms).mean()
+
+    def pair_corr(Z_BCF: torch.Tensor) -> torch.Tensor:
+        S_BCC = torch.einsum('bcf,bdf->bcd', Z_BCF, Z_BCF.conj()).real
+        d_BC = torch.diagonal(S_BCC, dim1=-2, dim2=-1)
+        s_BC = (d_BC + rel_eps * d_BC.mean().detach() + 1e-12).sqrt()
+        return (S_BCC / s_BC[:, :, None] / s_BC[:, None, :])[:, iu[0], iu[1]]
+
+    return torch.stack([(pair_corr(R.index_select(-1, b)) - pair_corr(X.index_select(-1, b))).square().mean()
+                        for b in bins_K]).mean()
 
 
 def snr_db(signal_energy: float | torch.Tensor, error_energy: float | torch.Tensor) -> float:
