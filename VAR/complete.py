@@ -9,14 +9,16 @@ Usage (from the repository root)::
     python VAR/complete.py --mode=forecast --horizon=0.5 ...
 
 Band completion trusts stages 1..k of each window (its ``cumulative_bands[k-1]``), keeps their tokens and
-samples the finer scales; the output is the observed stage plus the model's higher bands. Gap filling and
+samples the finer scales; the output is the observed stage plus the model's higher bands, which get the band gain
+of the window's class and level as samples do (``--no_gains``: plain decodes). Gap filling and
 forecasting keep, at every scale, the tokens whose time support is observed (``--rule``) and sample the
 rest; observed samples come back unchanged, joined to the completion over ``--fade`` seconds.
 
 The output npz holds ``draws`` (S, N, C, T) float32 µV, ``signal`` (N, C, T) their mean (the point
 estimate), ``target`` (N, C, T) the true full-band windows, ``observed`` (N, C, T) what the model saw
 (masked samples set to NaN, or the low-passed stage), ``mask`` (N, T) bool (True = completed; all True
-for band completion), ``k``, ``labels``, ``sfreq``, ``ch_names``, ``bands``, ``mode`` and the settings.
+for band completion), ``k``, ``labels``, ``sfreq``, ``ch_names``, ``bands``, ``mode``, ``band_gains`` (whether
+the completed bands got their band gain) and the settings.
 
 Shape letters: S draws, N windows, K stages, C channels, T samples.
 """
@@ -55,6 +57,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="draw s uses seed + s")
     p.add_argument("--class_label", default="null", help="'null' (unconditional, upstream's in-painting choice), "
                    "'own' (each window's label) or a class name / index")
+    p.add_argument("--no_gains", action="store_true", help="complete_bands: leave the completed bands as plain "
+                   "decodes (by default they get the band gain of the window's class and level, as sample.py's samples, "
+                   "when the checkpoint stores one)")
     p.add_argument("--level", default="auto", help="for a model trained with --level_clusters: 'auto' (each window's "
                    "power level estimated from what is observed of it; unknown with --class_label=null), 'unknown', "
                    "or a level index 0..L-1")
@@ -206,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag in unused:
         if getattr(args, flag) is not None:
             raise UserError(f"--{flag} has no meaning with --mode={args.mode}; drop it")
+    if args.no_gains and args.mode != "complete_bands":
+        raise UserError(f"--no_gains has no meaning with --mode={args.mode} (only band completion applies band gains); "
+                        "drop it")
     if not os.path.isdir(args.data_path):
         raise DatasetError(f"--data_path={args.data_path}: not a folder; pass a dataset root holding {args.split}/")
 
@@ -236,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         observed = stages_NKCT[:, args.k - 1]
         mask = np.ones((args.n, T), bool)
         n_keep = stage_scale_indices(tok)[args.k - 1] + 1
+        from vae_checkpoint import band_gain
+        gain = band_gain(tok) if not args.no_gains and meta.get("level_gain_db") is not None else None
+        if gain is not None:
+            kw.update(gain=gain, gain_table=np.asarray(meta["level_gain_db"]))
     else:
         mask = _masks(args, args.n, sfreq, T)
         observed = np.where(mask[:, None, :], np.nan, target).astype(np.float32)
@@ -270,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              mode=np.asarray(args.mode), n_samples=np.int64(args.n_samples), seed=np.int64(args.seed),
              cfg=np.float32(args.cfg), top_k=np.int64(args.top_k), top_p=np.float32(args.top_p),
              rule=np.asarray(args.rule), class_label=np.asarray(args.class_label),
+             band_gains=np.bool_("gain" in kw),
              levels=(level.numpy() if isinstance(level, torch.Tensor) else np.full(args.n, -1)).astype(np.int64),
              ckpt=np.asarray(os.path.abspath(meta["path"])))
     os.replace(tmp, args.out)

@@ -185,7 +185,7 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
                                                          g_seed=g_seed, cfg=cfg, top_k=top_k,
                                                          top_p=top_p, more_smooth=more_smooth, ret_stages=True,
                                                          intra_steps=intra_steps, level_B=level_B)
-        dec = (lambda x, n: x) if gain is None else _level_gain(gain, table, lab_B, level_B, var.num_levels)
+        dec = (lambda x, n: x) if gain is None else _level_gain(gain, table, lab_B, level_B)
         sig.append((dec(x_BCT, None).float() * uv_scale).cpu())  # port: model units -> µV
         if stages:
             cum.append(torch.stack([dec(vae.fhat_to_eeg(ms_fhat[si]), k + 1).float() * uv_scale
@@ -243,11 +243,10 @@ def plot_samples(path: str, gen: dict, real_NCT: np.ndarray | None, real_labels:
     plt.close(fig)
 
 
-def _level_gain(gain, table_GLCK: torch.Tensor, lab_B: torch.Tensor, level_B: torch.Tensor | None, num_levels: int):
+def _level_gain(gain, table_GLCK: torch.Tensor, lab_B: torch.Tensor, level_B: torch.Tensor | None):
     """A decode -> decode with each window's class-and-level band gain (``n`` bands: a partial decode's)."""
-    cls = lab_B.cpu().clamp(max=table_GLCK.shape[0] - 1)  # the null class is the pooled row
-    lvl = torch.full_like(cls, num_levels) if level_B is None else level_B.cpu()
-    gain_db_BCK = table_GLCK[cls, lvl]
+    from models.band_gain import lookup_group_gain_db
+    gain_db_BCK = lookup_group_gain_db(table_GLCK, lab_B, level_B, lab_B.shape[0])
     return lambda x_BCT, n: gain.apply_db(x_BCT, gain_db_BCK, n)
 
 

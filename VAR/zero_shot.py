@@ -235,7 +235,8 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
                      n_samples: int = 1, seed: Optional[int] = 0, label_B: Optional[torch.Tensor | int] = -1,
                      cfg: float = 0.0, top_k: int = 0, top_p: float = 0.0, rule: str = "inside", fade: int = 5,
                      prefill: str = "linear", relative: bool = True,
-                     level_B: Optional[torch.Tensor | int] = None) -> dict[str, torch.Tensor]:
+                     level_B: Optional[torch.Tensor | int] = None, gain=None,
+                     gain_table=None) -> dict[str, torch.Tensor]:
     """Complete µV windows: S draws and their mean (the point estimate).
 
     Exactly one of ``mask_BT`` (gap filling / forecasting) and ``n_keep_scales`` (band completion) is given.
@@ -271,6 +272,12 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
     level_B : LongTensor (B,) | int | None
         A VAR with levels: each window's level (e.g. ``utils.eeg_levels.observed_levels``; negative int =
         unknown); None = drawn from the class's training frequency (unknown for the null class).
+    gain, gain_table : BandGain, array (classes + 1, levels + 1, C, K) dB | None
+        Band completion: the tokenizer's band gain (``vae_checkpoint.band_gain``) and the checkpoint's
+        ``level_gain_db``. The completed bands (stages k+1..K) of every draw get the gain of its class and level
+        (the pooled row for the null class, the pooled column for an unknown level), as ``sample.py`` gives its
+        samples: a plain decode lacks part of their power. The observed bands are untouched. Gap filling ignores
+        them.
 
     Returns
     -------
@@ -279,6 +286,8 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
     """
     if (mask_BT is None) == (n_keep_scales is None):
         raise ValueError("give exactly one of mask_BT (gap filling / forecasting) and n_keep_scales (band completion)")
+    if (gain is None) != (gain_table is None):
+        raise ValueError("give both gain and gain_table, or neither")
     dev = var.lvl_1L.device
     x = x_BCT_uv.to(dev).float()
     B, C, T = x.shape
@@ -297,13 +306,27 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
     else:
         src = x
         keep = band_keep_masks(B, var.patch_nums, int(n_keep_scales), device=dev)
+    k_obs = None
+    if gain is not None and mask_BT is None:
+        from models.band_gain import lookup_group_gain_db
+        k_obs = int(n_keep_scales) - (len(var.patch_nums) - gain.n_bands)  # minus the extra coarse scales
+        if isinstance(label_B, torch.Tensor):
+            lab_t = label_B.to(dev).long()
+        else:  # one label for all; negative = the null class
+            lab_t = torch.full((B,), var.num_classes if label_B is None or int(label_B) < 0 else int(label_B),
+                               dtype=torch.long, device=dev)
     src_idx = vae.eeg_to_idxBl((src / uv_scale).float())
     src_dec_uv = vae.idxBl_to_eeg(src_idx, last_one=True).float() * uv_scale if (mask_BT is not None and relative) else None
     draws = []
     for s in range(int(n_samples)):
-        x_gen, _, ms_fhat = complete_tokens(var, src_idx, keep, label_B=label_B,
-                                            g_seed=None if seed is None else int(seed) + s, cfg=cfg, top_k=top_k,
-                                            top_p=top_p, level_B=level_B)
+        g_seed = None if seed is None else int(seed) + s
+        lvl_s = level_B
+        if k_obs is not None:  # the draw's levels, fixed here (as the model would draw them) to pick its gain
+            lvl_s = var.sampling_levels(lab_t, level_B, g_seed)
+            hi_gain_db = lookup_group_gain_db(gain_table, lab_t, lvl_s, B)
+            hi_gain_db[..., :max(k_obs, 0)] = 0.0  # the observed bands keep their power
+        x_gen, _, ms_fhat = complete_tokens(var, src_idx, keep, label_B=label_B, g_seed=g_seed, cfg=cfg, top_k=top_k,
+                                            top_p=top_p, level_B=lvl_s)
         gen_uv = x_gen.float() * uv_scale
         if mask_BT is not None:
             if src_dec_uv is not None:
@@ -314,6 +337,8 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
         else:
             obs = x if observed_BCT_uv is None else observed_BCT_uv.to(dev).float()
             low_uv = vae.fhat_to_eeg(ms_fhat[int(n_keep_scales) - 1]).float() * uv_scale
+            if k_obs is not None:
+                gen_uv = gain.apply_db(gen_uv, hi_gain_db)
             out = obs + (gen_uv - low_uv)  # port: the observed stage stays exact; the model adds the missing bands
         draws.append(out)
     draws_SBCT = torch.stack(draws)

@@ -5,7 +5,7 @@ Usage::
     python -m benchmarks.bench_zeroshot [--quick] [--ckpt AR_CKPT] [--data-root DIR] [--results-dir DIR]
                                         [--device cpu|cuda]
 
-On the validation windows (eegmat: Subject05) it measures, for the VAR point estimate (mean of S draws)
+On the validation windows of the dataset (``--data-root``) it measures, for the VAR point estimate (mean of S draws)
 and for the baselines:
 
 - **gap filling** (gaps of 0.1, 0.25, 0.5, 1 s at a random place per window): SNR (dB) and MSE (µV²) on
@@ -14,7 +14,9 @@ and for the baselines:
 - **forecasting** (the last 0.1, 0.25, 0.5 s): the same, baselines zeros and AR forward;
 - **band completion** (stages 1..k observed, k = 1..4): SNR of the completed bands (the part of the
   full signal above stage k), and the per-band PSD error (dB) of the completed bands for single draws and
-  for the mean; baseline zeros (adds nothing: the completed bands have none of their power).
+  for the mean; baseline zeros (adds nothing: the completed bands have none of their power). The completed
+  bands get the band gain of the null class (``complete.py``'s default, when the checkpoint stores one); the
+  same draws as plain decodes are reported beside (``--no-gains``: plain decodes only).
 
 Targets: gap filling and forecasting beat the best baseline's SNR at every setting up to 0.5 s; band
 completion keeps the PSD error of the completed bands <= 1 dB. Writes ``<results-dir>/zeroshot.json``
@@ -92,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--proto-ckpt", default=None, help="prototype checkpoint (best.pt of prototypes.eeg_scale_ar_pipeline "
                    "trained on the same dataset) for the band-completion baseline; skipped when not given")
     p.add_argument("--seed", type=int, default=0, help="seed for gap positions and sampling")
+    p.add_argument("--no-gains", action="store_true", help="band completion without the band gain of the class and "
+                   "level (complete.py --no_gains); by default the completed bands get it when the checkpoint stores one "
+                   "and the plain decodes of the same draws are reported beside")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where VAR completes the windows "
                    "(baselines and metrics stay on the CPU); cuda writes zeroshot_cuda.json and zeroshot_cuda.png")
     args = p.parse_args(argv)
@@ -181,11 +186,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     proto = _load_proto(args.proto_ckpt) if args.proto_ckpt else None
     if proto is not None:
         res["settings"]["proto_ckpt"] = os.path.abspath(args.proto_ckpt)
+    from vae_checkpoint import band_gain
+    gain = band_gain(tok) if meta.get("level_gain_db") is not None and not args.no_gains else None
+    gain_kw = dict(gain=gain, gain_table=np.asarray(meta["level_gain_db"])) if gain is not None else {}
+    res["settings"]["band_completion_gains"] = gain is not None
     for k in range(1, K):
         obs = val.stages_NKCT[:, k - 1]
-        out = complete_windows(var, vae, torch.as_tensor(obs, dtype=torch.float32, device=dev), uv,
-                               n_keep_scales=n_extra + k, n_samples=S, seed=args.seed, label_B=-1, cfg=args.cfg,
-                               top_k=args.top_k)
+        bc = dict(n_keep_scales=n_extra + k, n_samples=S, seed=args.seed, label_B=-1, cfg=args.cfg, top_k=args.top_k)
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=dev)
+        out = complete_windows(var, vae, obs_t, uv, **bc, **gain_kw)
         draws = out["draws"].cpu().double().numpy()
         mean = draws.mean(0)
         done = names[k:]
@@ -201,6 +210,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
                           "psd_error_db": _band_err_db(x, est, sfreq, hi_bands, done)}
         row["VAR (single draws)"] = {"psd_error_db": _band_err_db(x, draws.reshape(-1, *x.shape[1:]), sfreq, hi_bands, done),
                                      "snr_db_completed_part": float(np.mean([snr_db(r_true, d - obs) for d in draws]))}
+        if gain is not None:  # the same draws as plain decodes: what the band gain adds
+            plain = complete_windows(var, vae, obs_t, uv, **bc)["draws"].cpu().double().numpy()
+            row["VAR (single draws, plain decode)"] = {
+                "psd_error_db": _band_err_db(x, plain.reshape(-1, *x.shape[1:]), sfreq, hi_bands, done),
+                "snr_db_completed_part": float(np.mean([snr_db(r_true, d - obs) for d in plain]))}
         res["band_completion"][str(k)] = row
         logger.info("band completion k=%d: draws PSD err %s", k, row["VAR (single draws)"]["psd_error_db"])
 
@@ -278,7 +292,8 @@ def _plot(res: dict, path: str) -> None:
         ax.legend(fontsize=7)
     ax = axes[2]
     ks = list(res["band_completion"])
-    for label in ("VAR (single draws)", "VAR (mean of draws)", "zeros", "prototype (deterministic)"):
+    for label in ("VAR (single draws)", "VAR (single draws, plain decode)", "VAR (mean of draws)", "zeros",
+                  "prototype (deterministic)"):
         if label not in res["band_completion"][ks[0]]:
             continue
         vals = []
@@ -305,15 +320,24 @@ def _report(res: dict) -> dict:
         tables.append({"title": title, "columns": ["span (s)"] + methods,
                        "rows": [[s] + [round(res[kind][s][m]["snr_db"], 2) for m in methods] for s in settings]})
     rows = []
+    plain = "VAR (single draws, plain decode)"
+    has_plain = any(plain in row for row in res["band_completion"].values())
+
+    def _errs(d: dict, digits: int) -> str:
+        return ", ".join(f"{b} {v:.{digits}f}" for b, v in d["psd_error_db"].items() if v is not None)
     for k, row in res["band_completion"].items():
         rows.append([k, row["observed_up_to"],
                      round(row["VAR (single draws)"]["snr_db_completed_part"], 2),
                      round(row["VAR (mean of draws)"]["snr_db_completed_part"], 2),
-                     ", ".join(f"{b} {v:.2f}" for b, v in row["VAR (single draws)"]["psd_error_db"].items() if v is not None),
-                     ", ".join(f"{b} {v:.1f}" for b, v in row["zeros"]["psd_error_db"].items() if v is not None)])
-    tables.append({"title": "Band completion: completed bands (above stage k)",
-                   "columns": ["k", "observed up to", "SNR draw (dB)", "SNR mean (dB)", "PSD err draws (dB)",
-                               "PSD err zeros (dB)"], "rows": rows})
+                     _errs(row["VAR (single draws)"], 2)]
+                    + ([_errs(row[plain], 2) if plain in row else ""] if has_plain else [])
+                    + [_errs(row["zeros"], 1)])
+    gained = res["settings"].get("band_completion_gains")
+    tables.append({"title": "Band completion: completed bands (above stage k)"
+                   + (", with the band gain of the null class" if gained else ""),
+                   "columns": ["k", "observed up to", "SNR draw (dB)", "SNR mean (dB)", "PSD err draws (dB)"]
+                   + (["PSD err draws, plain decode (dB)"] if has_plain else []) + ["PSD err zeros (dB)"],
+                   "rows": rows})
     s = res["settings"]
     text = [f"VAR checkpoint {os.path.basename(res['ckpt'])}, {s['n_windows']} validation windows, {s['n_samples']} draws, "
             f"null class, cfg {s['cfg']}, top-k {s['top_k']}, keep rule '{s['rule']}', prefill '{s['prefill']}'.",

@@ -119,12 +119,23 @@ def test_sample_and_complete_use_the_stage_scales(tok, tmp_path):
     for k in range(len(info["bands"])):
         want = vae.fhat_to_eeg(ms_fhat[N_EXTRA + k]).numpy() * uv
         np.testing.assert_allclose(got["cumulative_bands"][:, k], want, rtol=1e-5, atol=1e-4 * uv)
-    # complete.py --k=1: the kept scales are the extra coarse ones and the delta scale
-    out = str(tmp_path / "c.npz")
-    assert complete.main(["--ckpt", tok["var"], "--data_path", tok["ds"], "--n=2", "--n_samples=1", "--seed=4",
-                          "--mode=complete_bands", "--k=1", f"--out={out}"]) == 0
-    with np.load(out, allow_pickle=False) as z:
-        signal, observed = z["signal"], z["observed"]
-    ref = complete_windows(var, vae, torch.as_tensor(observed), uv, n_keep_scales=N_EXTRA + 1, label_B=-1,
-                           n_samples=1, seed=4)["mean"].numpy()
-    np.testing.assert_allclose(signal, ref, rtol=1e-5, atol=1e-4 * uv)
+    # complete.py --k=1: the kept scales are the extra coarse ones and the delta scale; the completed bands get the
+    # pooled band gain (null class, unknown level) of every band above delta, and none with --no_gains
+    from vae_checkpoint import band_gain
+    gain, table = band_gain(info), np.asarray(meta["level_gain_db"])
+    signals = []
+    for extra, kw in (([], dict(gain=gain, gain_table=table)), (["--no_gains"], {})):
+        out = str(tmp_path / "c.npz")
+        assert complete.main(["--ckpt", tok["var"], "--data_path", tok["ds"], "--n=2", "--n_samples=1", "--seed=4",
+                              "--mode=complete_bands", "--k=1", f"--out={out}", "--overwrite", *extra]) == 0
+        with np.load(out, allow_pickle=False) as z:
+            signal, observed = z["signal"], z["observed"]
+        ref = complete_windows(var, vae, torch.as_tensor(observed), uv, n_keep_scales=N_EXTRA + 1, label_B=-1,
+                               n_samples=1, seed=4, **kw)["mean"].numpy()
+        np.testing.assert_allclose(signal, ref, rtol=1e-5, atol=1e-4 * uv)
+        signals.append(signal)
+    # the gain changed the bands above delta and left delta (the observed stage: its rFFT bins) alone
+    f = np.fft.rfftfreq(signals[0].shape[-1], 1 / info["sfreq"])
+    D = np.abs(np.fft.rfft(signals[0] - signals[1], axis=-1))
+    lo, hi = info["bands"][0]
+    assert D[..., (f >= lo) & (f < hi)].max() < 1e-3 * D.max() and D.max() > 1e-2 * np.abs(signals[1]).max()

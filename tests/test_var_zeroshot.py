@@ -165,6 +165,49 @@ def test_band_completion_keeps_low_scales_and_the_observed_stage():
     assert out["draws"].shape == (2, 2, 3, 16)
 
 
+@pytest.mark.parametrize("label", [-1, "per window"])
+def test_band_completion_gives_only_the_completed_bands_their_group_gain(label):
+    from models.band_gain import BandGain
+    var, vae = make_models()
+    sfreq, T = 16.0, 16  # rFFT bins at 0, 1, ..., 8 Hz
+    bands = [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0), (6.0, 8.0)]  # the top band also owns 8 Hz (Nyquist)
+    gain = BandGain(bands, sfreq, T)
+    rng = np.random.default_rng(0)
+    table = rng.uniform(-4, 4, size=(3, 1, 3, 4))  # (classes + 1, levels + 1, C, K): row 2 pools the classes
+    lab = -1 if label == -1 else torch.tensor([1, 0])
+    rows = [2, 2] if label == -1 else [1, 0]
+    x_low = torch.randn(2, 3, T) * 10
+    k_obs = 2
+    out = complete_windows(var, vae, x_low, UV, n_keep_scales=k_obs, n_samples=1, seed=3, label_B=lab,
+                           gain=gain, gain_table=table)["draws"][0].double().numpy()
+    _, _, fhat = complete_tokens(var, vae.eeg_to_idxBl(x_low / UV), band_keep_masks(2, PNS, k_obs), label_B=lab, g_seed=3)
+    gen = (vae.fhat_to_eeg(fhat[-1]) * UV).double().numpy()
+    low = (vae.fhat_to_eeg(fhat[k_obs - 1]) * UV).double().numpy()
+    # expected: the full decode with band j's rFFT bins scaled by 10^(g/20) for the completed bands j >= k only
+    f = np.fft.rfftfreq(T, 1 / sfreq)
+    amp = np.ones((2, 3, f.size))
+    for b in range(2):
+        for j, (lo, hi) in enumerate(bands):
+            if j >= k_obs:
+                amp[b][:, (f >= lo) & ((f < hi) | (j == 3))] = 10 ** (table[rows[b], 0, :, j:j + 1] / 20)
+    want = x_low.double().numpy() + np.fft.irfft(np.fft.rfft(gen, axis=-1) * amp, n=T, axis=-1) - low
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-3)
+    plain = complete_windows(var, vae, x_low, UV, n_keep_scales=k_obs, n_samples=1, seed=3, label_B=lab)["draws"][0]
+    assert not np.allclose(out, plain.double().numpy(), atol=1e-2)  # the gain did something
+    with pytest.raises(ValueError, match="both gain and gain_table"):
+        complete_windows(var, vae, x_low, UV, n_keep_scales=k_obs, gain=gain)
+
+
+def test_group_gain_lookup_takes_pooled_rows_for_the_null_class_and_unknown_levels():
+    from models.band_gain import lookup_group_gain_db
+    table = np.arange(3 * 4 * 2 * 5, dtype=float).reshape(3, 4, 2, 5)  # 2 classes + pooled, 3 levels + pooled
+    got = lookup_group_gain_db(table, torch.tensor([0, 1, 2, -1]), torch.tensor([2, 3, 0, -1]), 4)
+    for b, (c, lv) in enumerate([(0, 2), (1, 3), (2, 0), (2, 3)]):
+        np.testing.assert_array_equal(got[b].numpy(), table[c, lv])
+    np.testing.assert_array_equal(lookup_group_gain_db(table, 1, None, 2).numpy(), np.stack([table[1, 3]] * 2))
+    np.testing.assert_array_equal(lookup_group_gain_db(table, -1, 1, 1).numpy(), table[2, 1][None])
+
+
 # ------------------------------------------------------------------------------------------ the CLI
 @pytest.fixture(scope="module")
 def cli_files(tmp_path_factory) -> dict:
@@ -209,6 +252,35 @@ def test_cli_fill_gap_forecast_and_bands(cli_files, tmp_path):
     np.testing.assert_allclose(z["signal"], z["draws"].mean(0), rtol=1e-5, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def gain_files(cli_files) -> dict:
+    """cli_files' checkpoint with band-gain codes in its tokenizer and a class-and-level gain table of +3 dB."""
+    from utils.checkpoint import load_checkpoint, save_checkpoint
+    state, _ = load_checkpoint(cli_files["ckpt"])
+    K, C = cli_files["K"], len(state["tokenizer"]["ch_names"])
+    state["tokenizer"]["gain_step_db"] = 2.0
+    state["level_gain_db"] = np.full((3, 1, C, K), 3.0).tolist()  # +3 dB in every band, class and level
+    ckpt = cli_files["base"] + "/ar-ckpt-gain.pth"
+    save_checkpoint(ckpt, state)
+    return {**cli_files, "ckpt": ckpt}
+
+
+def test_cli_band_completion_applies_the_stored_gain_above_the_observed_stage(gain_files, tmp_path):
+    """A checkpoint whose tokenizer has band-gain codes and a class-and-level gain table: --mode=complete_bands
+    changes only the completed bands (rFFT bins above stage k's top edge), and --no_gains leaves them plain."""
+    files = gain_files
+    z = _run_cli(files, tmp_path, "--mode=complete_bands", "--k=2")
+    p = _run_cli(files, tmp_path, "--mode=complete_bands", "--k=2", "--no_gains")
+    assert bool(z["band_gains"]) and not bool(p["band_gains"])
+    top = float(z["bands"][1][1])  # stage 2 ends here
+    f = np.fft.rfftfreq(z["draws"].shape[-1], 1 / float(z["sfreq"]))
+    Zg, Zp = np.fft.rfft(z["draws"] - z["observed"], axis=-1), np.fft.rfft(p["draws"] - p["observed"], axis=-1)
+    low, high = f < top, f >= top
+    np.testing.assert_allclose(Zg[..., low], Zp[..., low], atol=1e-3 * np.abs(Zp).max())
+    # above it the change is (10^(3/20) - 1) x the full decode (the unit test above checks that exactly)
+    assert np.abs(Zg[..., high] - Zp[..., high]).sum() > 0.1 * np.abs(Zp[..., high]).sum()
+
+
 @pytest.mark.parametrize("extra, fragment", [
     (["--mode=fill_gap", "--gap=1.0:1.5"], "outside the window"),
     (["--mode=fill_gap", "--gap=0.0:1.28"], "missing entirely"),
@@ -217,6 +289,7 @@ def test_cli_fill_gap_forecast_and_bands(cli_files, tmp_path):
     (["--mode=complete_bands", "--k=0"], "1..4"),
     (["--mode=complete_bands", "--k=5"], "1..4"),
     (["--mode=complete_bands", "--k=2", "--gap=0:1"], "no meaning"),
+    (["--mode=forecast", "--horizon=0.2", "--no_gains"], "no meaning"),
 ])
 def test_cli_bad_input_is_a_user_error(cli_files, tmp_path, extra, fragment):
     import complete
@@ -254,3 +327,15 @@ def test_bench_zeroshot_quick_harness(cli_files, tmp_path):
     assert set(res["band_completion"]) == {str(k) for k in range(1, cli_files["K"])}
     assert res["targets"] and res["all_targets_met"] == all(t["met"] for t in res["targets"].values())
     assert res["report"]["tables"]
+
+
+def test_bench_zeroshot_reports_band_completion_with_and_without_gains(gain_files, tmp_path):
+    from benchmarks import bench_zeroshot
+    res = bench_zeroshot.main(["--quick", "--ckpt", gain_files["ckpt"], "--data-root", gain_files["ds"], "--results-dir",
+                               str(tmp_path), "--n-windows=2", "--n-samples=1", "--train-windows=4"])
+    assert res["settings"]["band_completion_gains"] is True
+    row = res["band_completion"]["1"]
+    g, p = row["VAR (single draws)"]["psd_error_db"], row["VAR (single draws, plain decode)"]["psd_error_db"]
+    assert set(g) == set(p) and g != p  # the same draws, the completed bands 3 dB louder
+    table = res["report"]["tables"][-1]
+    assert "PSD err draws, plain decode (dB)" in table["columns"] and all(len(r) == len(table["columns"]) for r in table["rows"])

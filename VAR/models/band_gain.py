@@ -25,7 +25,7 @@ import torch
 
 from .band_mix import band_index_F
 
-__all__ = ['BandGain', 'power_ratio_db', 'encode_gain_codes', 'apply_gain_codes', 'group_gain_db']
+__all__ = ['BandGain', 'power_ratio_db', 'encode_gain_codes', 'apply_gain_codes', 'group_gain_db', 'lookup_group_gain_db']
 
 
 def power_ratio_db(num: torch.Tensor | np.ndarray, den: torch.Tensor | np.ndarray):
@@ -175,3 +175,22 @@ def group_gain_db(Px_NCK: np.ndarray, Prec_NCK: np.ndarray, labels_N: np.ndarray
             if m.any():
                 out[c, lv] = power_ratio_db(Px_NCK[m].sum(0), Prec_NCK[m].sum(0))
     return out
+
+
+def lookup_group_gain_db(table_GLCK: np.ndarray | torch.Tensor, label_B: torch.Tensor | int, level_B: torch.Tensor | int | None,
+                         B: int) -> torch.Tensor:
+    """Each window's row of a :func:`group_gain_db` table: (B, C, K) dB, float64 on the CPU.
+
+    ``label_B`` / ``level_B``: a tensor per window or one int for all; a negative label (the null class) or a label
+    past the last class takes the pooled row, and a level that is None, negative or past the last level the pooled
+    column (an unknown level).
+    """
+    table = torch.as_tensor(np.asarray(table_GLCK), dtype=torch.float64)
+    n_rows, n_cols = table.shape[:2]
+
+    def _index(v, n: int) -> torch.Tensor:
+        v = torch.full((B,), -1 if v is None else int(v), dtype=torch.long) if not isinstance(v, torch.Tensor) \
+            else v.detach().cpu().long().reshape(-1).expand(B)
+        return torch.where((v < 0) | (v >= n - 1), n - 1, v)
+
+    return table[_index(label_B, n_rows), _index(level_B, n_cols)]
