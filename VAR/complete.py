@@ -66,6 +66,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance (0 = off)")
     p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
     p.add_argument("--top_p", type=float, default=0.0, help="nucleus sampling mass (0 = off)")
+    from sample import add_temperature_flag
+    add_temperature_flag(p)
     p.add_argument("--rule", default="overlap", choices=("inside", "overlap"),
                    help="keep a position when all ('inside') or any ('overlap') of its samples are observed")
     p.add_argument("--prefill", default="linear", choices=("linear", "zeros"),
@@ -199,7 +201,7 @@ def plot_completion(path: str, target_NCT: np.ndarray, observed_NCT: np.ndarray,
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
-    from sample import check_sampling_cli, load_var_checkpoint, resolve_device
+    from sample import check_sampling_cli, load_var_checkpoint, parse_temperature, resolve_device
     for flag in ("n", "n_samples"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag}={getattr(args, flag)}: expected >= 1")
@@ -236,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = stages_NKCT[:, -1]
     label = _label(args.class_label, meta["class_names"], labels_N)
     level = _level(args.level, var, meta, label)
-    kw = dict(n_samples=args.n_samples, seed=args.seed, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p)
+    kw = dict(n_samples=args.n_samples, seed=args.seed, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
+              temperature=parse_temperature(args.temperature, len(var.patch_nums)))
     if args.mode == "complete_bands":
         if args.k is None or not 1 <= args.k <= K - 1:
             raise UserError(f"--k={args.k}: expected the number of observed stages, 1..{K - 1} (the checkpoint has "
@@ -281,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              ch_names=np.asarray(tok.get("ch_names") or []), bands=np.asarray(tok["bands"], dtype=np.float32),
              mode=np.asarray(args.mode), n_samples=np.int64(args.n_samples), seed=np.int64(args.seed),
              cfg=np.float32(args.cfg), top_k=np.int64(args.top_k), top_p=np.float32(args.top_p),
+             temperature=np.asarray(kw["temperature"], dtype=np.float32),
              rule=np.asarray(args.rule), class_label=np.asarray(args.class_label),
              band_gains=np.bool_("gain" in kw),
              levels=(level.numpy() if isinstance(level, torch.Tensor) else np.full(args.n, -1)).astype(np.int64),

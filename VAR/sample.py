@@ -38,6 +38,13 @@ from utils.errors import CheckpointError, UserError
 logger = logging.getLogger("sample")
 
 
+#: Softmax temperature of the token draws of sample.py, complete.py and ``generate`` (docs/design.md §3). A trained
+#: model's per-token distributions are broader than the data's, and drawing from them at 1 makes each scale's
+#: token sequence too white: flat band spectra, an alpha peak too low and too flat. Measured on eegmat
+#: (benchmarks/results/samples.json): 0.9 brings the samples closer to the training windows on every measure.
+DEFAULT_TEMPERATURE = 0.9
+
+
 def load_var_checkpoint(path: str, device: str | torch.device = "cpu"):
     """Rebuild VAR and its tokenizer from an ``ar-ckpt-*.pth`` file (no other file needed).
 
@@ -139,7 +146,8 @@ def resolve_level(text: str, num_levels: int, ckpt: str) -> int | None:
 def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
              seed: int | None = 0, batch: int = 64, more_smooth: bool = False,
              stages: bool = True, intra_steps: int | None = None,
-             level: int | None = None, gains: bool = True) -> dict[str, np.ndarray]:
+             level: int | None = None, gains: bool = True,
+             temperature: float | Sequence[float] = DEFAULT_TEMPERATURE) -> dict[str, np.ndarray]:
     """Sample windows for the given labels.
 
     Parameters
@@ -158,6 +166,9 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
     gains : bool
         Give the decodes their class and level's band gain when the checkpoint holds one
         (``meta['level_gain_db']``, (classes + 1, levels + 1, C, K) dB).
+    temperature : float | sequence of float
+        Softmax temperature of the token draws, one for all scales or one per scale (1 = the model's own;
+        default :data:`DEFAULT_TEMPERATURE`).
 
     Returns
     -------
@@ -184,7 +195,8 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
         x_BCT, _, ms_fhat = var.autoregressive_infer_cfg(B=lab_B.shape[0], label_B=lab_B,
                                                          g_seed=g_seed, cfg=cfg, top_k=top_k,
                                                          top_p=top_p, more_smooth=more_smooth, ret_stages=True,
-                                                         intra_steps=intra_steps, level_B=level_B)
+                                                         intra_steps=intra_steps, level_B=level_B,
+                                                         temperature=temperature)
         dec = (lambda x, n: x) if gain is None else _level_gain(gain, table, lab_B, level_B)
         sig.append((dec(x_BCT, None).float() * uv_scale).cpu())  # port: model units -> µV
         if stages:
@@ -265,6 +277,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--no_gains", action="store_true", help="plain decodes: without the band gain of each window's class "
                    "and level (stored by runs whose tokenizer has band-gain codes)")
     p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
+    add_temperature_flag(p)
     p.add_argument("--top_p", type=float, default=0.0, help="nucleus sampling mass (0 = off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (batch b uses seed + b)")
     p.add_argument("--batch", type=int, default=64, help="windows per forward pass")
@@ -276,6 +289,23 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--data_path", default=None, help="dataset root whose val windows are shown in --plot")
     p.add_argument("--overwrite", action="store_true", help="replace existing --out / --plot files")
     return p
+
+
+def add_temperature_flag(p) -> None:
+    """``--temperature`` of every sampling CLI (this one and complete.py)."""
+    p.add_argument("--temperature", default=str(DEFAULT_TEMPERATURE), help="softmax temperature of the token draws: "
+                   "one number, or one per scale separated by commas (1 = the model's own distribution; below 1 the "
+                   "draws follow its prediction more closely)")
+
+
+def parse_temperature(text: str, n_scales: int) -> list[float]:
+    """``--temperature``: one number for every scale or ``n_scales`` comma-separated numbers, each > 0."""
+    from models.helpers import sampling_temperatures
+    try:
+        values = [float(v) for v in str(text).split(",")]
+        return sampling_temperatures(values, n_scales)
+    except ValueError as e:
+        raise UserError(f"--temperature={text}: {e}") from None
 
 
 def check_sampling_cli(args) -> None:
@@ -315,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--intra_steps: {e} ({meta['path']})") from None
     classes = resolve_classes(args.class_label, meta["class_names"])
     level = resolve_level(args.level, var.num_levels, meta["path"])
+    temps = parse_temperature(args.temperature, len(var.patch_nums))
     tok = meta["tokenizer"]
     real, real_labels = None, None
     if args.plot and args.data_path:  # read and check the real windows before anything is written
@@ -329,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = [c for c in classes for _ in range(args.n)]
     gen = generate(var, vae, meta, labels, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                    batch=args.batch, more_smooth=bool(args.more_smooth), intra_steps=args.intra_steps, level=level,
-                   gains=not args.no_gains)
+                   gains=not args.no_gains, temperature=temps)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out[:-4] + ".tmp.npz"
     np.savez(tmp, signal=gen["signal"], cumulative_bands=gen["cumulative_bands"], labels=gen["labels"],
@@ -337,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              class_names=np.asarray(meta["class_names"]), sfreq=np.float32(tok["sfreq"]),
              ch_names=np.asarray(tok.get("ch_names") or []), bands=np.asarray(tok["bands"], dtype=np.float32),
              cfg=np.float32(args.cfg), top_k=np.int64(args.top_k), top_p=np.float32(args.top_p),
+             temperature=np.asarray(temps, dtype=np.float32),
              seed=np.int64(args.seed), ckpt=np.asarray(os.path.abspath(meta["path"])))
     try:
         if args.plot:  # the plot first: when it fails, neither output exists and the same command can re-run

@@ -153,7 +153,7 @@ def band_keep_masks(B: int, patch_nums: Sequence[int], n_keep_scales: int,
 def complete_tokens(var, src_idx: Sequence[torch.Tensor], keep: Sequence[torch.Tensor],
                     label_B: Optional[torch.Tensor | int] = -1, g_seed: Optional[int] = None, cfg: float = 0.0,
                     top_k: int = 0, top_p: float = 0.0, intra_steps: Optional[int] = None,
-                    level_B: Optional[torch.Tensor | int] = None):
+                    level_B: Optional[torch.Tensor | int] = None, temperature: float | Sequence[float] = 1.0):
     """Sample a token pyramid scale by scale, keeping the source tokens where ``keep`` is set.
 
     This is :meth:`VAR.autoregressive_infer_cfg` with upstream's zero-shot edit step: after each forward
@@ -172,7 +172,7 @@ def complete_tokens(var, src_idx: Sequence[torch.Tensor], keep: Sequence[torch.T
         Class; negative int = the null class (upstream's choice for in/out-painting).
     g_seed : int | None
         Seed of ``var.rng``.
-    cfg, top_k, top_p, intra_steps, level_B : float, int, float, int | None, LongTensor | int | None
+    cfg, top_k, top_p, intra_steps, level_B, temperature : float, int, float, int | None, LongTensor | int | None, float
         As in ``autoregressive_infer_cfg`` (cfg 0 = no guidance; level_B None draws the level for a class and
         leaves it unknown for the null class).
 
@@ -190,7 +190,7 @@ def complete_tokens(var, src_idx: Sequence[torch.Tensor], keep: Sequence[torch.T
     B = src_idx[0].shape[0]
     return var.autoregressive_infer_cfg(B, label_B, g_seed=g_seed, cfg=cfg, top_k=top_k, top_p=top_p,
                                         ret_stages=True, intra_steps=intra_steps, keep_src=(src_idx, keep),
-                                        level_B=level_B)
+                                        level_B=level_B, temperature=temperature)
 
 
 # ------------------------------------------------------------------------------------------ splicing
@@ -236,7 +236,7 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
                      cfg: float = 0.0, top_k: int = 0, top_p: float = 0.0, rule: str = "inside", fade: int = 5,
                      prefill: str = "linear", relative: bool = True,
                      level_B: Optional[torch.Tensor | int] = None, gain=None,
-                     gain_table=None) -> dict[str, torch.Tensor]:
+                     gain_table=None, temperature: float | Sequence[float] = 1.0) -> dict[str, torch.Tensor]:
     """Complete µV windows: S draws and their mean (the point estimate).
 
     Exactly one of ``mask_BT`` (gap filling / forecasting) and ``n_keep_scales`` (band completion) is given.
@@ -278,6 +278,8 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
         (the pooled row for the null class, the pooled column for an unknown level), as ``sample.py`` gives its
         samples: a plain decode lacks part of their power. The observed bands are untouched. Gap filling ignores
         them.
+    temperature : float | sequence of float
+        Softmax temperature of the draws (``autoregressive_infer_cfg``).
 
     Returns
     -------
@@ -326,7 +328,7 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
             hi_gain_db = lookup_group_gain_db(gain_table, lab_t, lvl_s, B)
             hi_gain_db[..., :max(k_obs, 0)] = 0.0  # the observed bands keep their power
         x_gen, _, ms_fhat = complete_tokens(var, src_idx, keep, label_B=label_B, g_seed=g_seed, cfg=cfg, top_k=top_k,
-                                            top_p=top_p, level_B=lvl_s)
+                                            top_p=top_p, level_B=lvl_s, temperature=temperature)
         gen_uv = x_gen.float() * uv_scale
         if mask_BT is not None:
             if src_dec_uv is not None:

@@ -46,6 +46,9 @@ def build_parser():
     p.add_argument("--n-per-class", type=int, default=160, help="generated windows per class")
     p.add_argument("--max-real", type=int, default=400, help="real windows per split to judge against")
     p.add_argument("--train-only", action="store_true", help="train the VARs and stop")
+    p.add_argument("--temperature", nargs="*", default=None, metavar="T", help="sample.py --temperature of the samples "
+                   "(each one number or one per scale, comma-separated); several are judged side by side, the first "
+                   "under the plain names (default: sample.py's, then 1 = the model's own distribution)")
     p.add_argument("--seed", type=int, default=0, help="VAR training seed; runs of seed N > 0 go to "
                    "raw/samples_var_<NAME>_seed<N> (the spread between seeds)")
     return p
@@ -84,6 +87,11 @@ def train_var(data: str, vae_ckpt: str, out: str, depth: int, ep: int, bs: int, 
     if proc.returncode != 0:
         raise RuntimeError(f"VAR/train.py failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return os.path.join(out, "ar-ckpt-best.pth")
+
+
+def _temp_name(temps: Sequence[float]) -> str:
+    """A temperature list as it was given: one number when all scales share it."""
+    return f"{temps[0]:g}" if len(set(temps)) == 1 else ",".join(f"{t:g}" for t in temps)
 
 
 def judge(gen: dict, real: dict, sfreq: float, bands, class_names: Sequence[str]) -> dict:
@@ -211,12 +219,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     rows, shape_rows, result_toks, psd = [], [], {}, {}
     for name, path in toks:
         var, vae, meta = sample.load_var_checkpoint(ckpts[name])
+        specs = args.temperature or [str(sample.DEFAULT_TEMPERATURE), "1"]
+        temps = [sample.parse_temperature(t, len(var.patch_nums)) for t in dict.fromkeys(specs)]
         tok = meta["tokenizer"]
         labels = [c for c in range(var.num_classes) for _ in range(n)]
         res = {"vae_ckpt": os.path.abspath(path), "var_ckpt": os.path.abspath(ckpts[name]), "epoch": meta["epoch"]}
-        variants = [("plain decode", False)] + ([("with band gains", True)] if meta.get("level_gain_db") else [])
-        for variant, gains in variants:
-            gen = sample.generate(var, vae, meta, labels, seed=0, batch=64, stages=False, gains=gains)
+        decodes = [("plain decode", False)] + ([("with band gains", True)] if meta.get("level_gain_db") else [])
+        # the first temperature under the plain names; the others named by their temperature
+        variants = [(d if i == 0 else f"{d}, temperature {_temp_name(t)}", g, t)
+                    for i, t in enumerate(temps) for d, g in decodes]
+        for variant, gains, temp in variants:
+            gen = sample.generate(var, vae, meta, labels, seed=0, batch=64, stages=False, gains=gains, temperature=temp)
             res[variant] = judge(gen, real, float(tok["sfreq"]), tok["bands"], meta["class_names"])
             res[variant]["shape"] = shape_numbers(vae, tok, gen, real, gains, meta["class_names"])
             for key, sh in res[variant]["shape"].items():
@@ -243,13 +256,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                  round(float(np.mean([g["band_power_spread"][b] / spread_ref[b] for b in spread_ref])), 2)])
         result_toks[name] = res
     result = dict(machine=machine_info(), quick=bool(args.quick), data_root=os.path.abspath(data), depth=args.depth,
-                  ep=ep, bs=args.bs, seed=args.seed, n_per_class=n, tokenizers=result_toks)
+                  ep=ep, bs=args.bs, seed=args.seed, n_per_class=n, temperature=temps[0], other_temperatures=temps[1:],
+                  tokenizers=result_toks)
     fig = "samples_psd.png"
     _plot_psd(figure_path(args.results_dir, fig), psd, real, float(tok["sfreq"]), meta["class_names"])
     result["report"] = dict(
         title="What the tokenizer gives VAR's samples",
         text=[f"VAR/train.py defaults (4 power levels, left-to-right head), depth {args.depth}, {ep} epochs, batch "
-              f"{args.bs}, training seed {args.seed}, trained on each tokenizer's tokens; {n} samples per class (sampling seed 0), judged against {args.max_real} "
+              f"{args.bs}, training seed {args.seed}, trained on each tokenizer's tokens; {n} samples per class (sampling seed 0, "
+              f"temperature {_temp_name(temps[0])}"
+              + "".join(f"; rows named 'temperature {_temp_name(t)}' drew at that one" for t in temps[1:])
+              + f"), judged against {args.max_real} "
               "real windows of the 4 held-out subjects ('held-out') or of the training subjects ('training'). "
               "'floor': the other split's real windows against the same reference (the largest band error; C2ST); "
               "'phase-rand.': the reference's own windows, phase-randomised. Spread: the samples' window-to-window sd "

@@ -16,7 +16,10 @@ and for the baselines:
   full signal above stage k), and the per-band PSD error (dB) of the completed bands for single draws and
   for the mean; baseline zeros (adds nothing: the completed bands have none of their power). The completed
   bands get the band gain of the null class (``complete.py``'s default, when the checkpoint stores one); the
-  same draws as plain decodes are reported beside (``--no-gains``: plain decodes only).
+  same draws as plain decodes are reported beside (``--no-gains``: plain decodes only), and the same error of the
+  real training windows (the subject floor: how far the training subjects' power in those bands is from the
+  held-out windows'). With a VAR that has power levels, the same completions are also drawn with each window's own
+  class and its level estimated from the observed stage (``complete.py --class_label=own``).
 
 Targets: gap filling and forecasting beat the best baseline's SNR at every setting up to 0.5 s; band
 completion keeps the PSD error of the completed bands <= 1 dB. Writes ``<results-dir>/zeroshot.json``
@@ -94,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--proto-ckpt", default=None, help="prototype checkpoint (best.pt of prototypes.eeg_scale_ar_pipeline "
                    "trained on the same dataset) for the band-completion baseline; skipped when not given")
     p.add_argument("--seed", type=int, default=0, help="seed for gap positions and sampling")
+    p.add_argument("--temperature", default=None, help="complete.py --temperature of the draws (default: sample.py's)")
     p.add_argument("--no-gains", action="store_true", help="band completion without the band gain of the class and "
                    "level (complete.py --no_gains); by default the completed bands get it when the checkpoint stores one "
                    "and the plain decodes of the same draws are reported beside")
@@ -108,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     where = torch.cuda.get_device_name(dev) if cuda else "this CPU"
     torch.set_num_threads(1)
     ensure_var_importable()
-    from sample import load_var_checkpoint
+    from sample import DEFAULT_TEMPERATURE, load_var_checkpoint, parse_temperature
     from zero_shot import complete_windows
 
     t0 = time.time()
@@ -136,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     fwd = LinearVAR(max_order=20).fit(train.full_NCT)
     bwd = LinearVAR(order=fwd.order).fit(train.full_NCT[..., ::-1])
     logger.info("AR order %d fitted on %d training windows; %d val windows, %d draws", fwd.order, len(train.full_NCT), n, S)
-    common = dict(n_samples=S, seed=args.seed, label_B=-1, cfg=args.cfg, top_k=args.top_k, rule=args.rule)
+    temps = parse_temperature(args.temperature or str(DEFAULT_TEMPERATURE), len(var.patch_nums))
+    common = dict(n_samples=S, seed=args.seed, label_B=-1, cfg=args.cfg, top_k=args.top_k, rule=args.rule,
+                  temperature=temps)
 
     def var_fill(mask_NT: np.ndarray, prefill_NCT: np.ndarray) -> np.ndarray:
         # complete_windows moves the windows and the mask to VAR's device; the result comes back to the CPU
@@ -149,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                  "device": where, "device_type": dev.type, "data_root": os.path.abspath(root),
                  "split_rule": (read_manifest(root) or {}).get("split_rule"),
                  "settings": {"n_windows": n, "n_samples": S, "top_k": args.top_k, "cfg": args.cfg, "rule": args.rule,
+                              "temperature": temps,
                               "prefill": args.prefill, "ar_order": fwd.order, "train_windows": len(train.full_NCT),
                               "class": "null (unconditional)"},
                  "gaps": {}, "forecast": {}, "band_completion": {}}
@@ -192,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     res["settings"]["band_completion_gains"] = gain is not None
     for k in range(1, K):
         obs = val.stages_NKCT[:, k - 1]
-        bc = dict(n_keep_scales=n_extra + k, n_samples=S, seed=args.seed, label_B=-1, cfg=args.cfg, top_k=args.top_k)
+        bc = dict(n_keep_scales=n_extra + k, n_samples=S, seed=args.seed, label_B=-1, cfg=args.cfg, top_k=args.top_k,
+                  temperature=temps)
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=dev)
         out = complete_windows(var, vae, obs_t, uv, **bc, **gain_kw)
         draws = out["draws"].cpu().double().numpy()
@@ -215,6 +223,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
             row["VAR (single draws, plain decode)"] = {
                 "psd_error_db": _band_err_db(x, plain.reshape(-1, *x.shape[1:]), sfreq, hi_bands, done),
                 "snr_db_completed_part": float(np.mean([snr_db(r_true, d - obs) for d in plain]))}
+        if var.num_levels > 0 and meta.get("levels") and (val.labels >= 0).all():
+            # each window's own class and its level estimated from the observed stage (complete.py --class_label=own)
+            from utils.eeg_levels import LevelClusters, observed_levels
+            lvl = observed_levels(LevelClusters.from_dict(meta["levels"]), obs, val.labels, sfreq, n_bands_observed=k)
+            own = complete_windows(var, vae, obs_t, uv, **{**bc, "label_B": torch.as_tensor(val.labels, device=dev)},
+                                   level_B=torch.as_tensor(lvl, device=dev), **gain_kw)["draws"].cpu().double().numpy()
+            row["VAR (single draws, own class and level)"] = {
+                "psd_error_db": _band_err_db(x, own.reshape(-1, *x.shape[1:]), sfreq, hi_bands, done),
+                "snr_db_completed_part": float(np.mean([snr_db(r_true, d - obs) for d in own]))}
+        # the subject floor: how far the training subjects' own power in these bands is from the held-out windows'
+        row["real training windows (floor)"] = {"psd_error_db": _band_err_db(x, train.full_NCT, sfreq, hi_bands, done)}
         res["band_completion"][str(k)] = row
         logger.info("band completion k=%d: draws PSD err %s", k, row["VAR (single draws)"]["psd_error_db"])
 
@@ -292,8 +311,8 @@ def _plot(res: dict, path: str) -> None:
         ax.legend(fontsize=7)
     ax = axes[2]
     ks = list(res["band_completion"])
-    for label in ("VAR (single draws)", "VAR (single draws, plain decode)", "VAR (mean of draws)", "zeros",
-                  "prototype (deterministic)"):
+    for label in ("VAR (single draws)", "VAR (single draws, plain decode)", "VAR (single draws, own class and level)",
+                  "VAR (mean of draws)", "real training windows (floor)", "zeros", "prototype (deterministic)"):
         if label not in res["band_completion"][ks[0]]:
             continue
         vals = []
@@ -322,6 +341,10 @@ def _report(res: dict) -> dict:
     rows = []
     plain = "VAR (single draws, plain decode)"
     has_plain = any(plain in row for row in res["band_completion"].values())
+    floor = "real training windows (floor)"
+    own = "VAR (single draws, own class and level)"
+    has_own = any(own in row for row in res["band_completion"].values())
+    has_floor = all(floor in row for row in res["band_completion"].values())
 
     def _errs(d: dict, digits: int) -> str:
         return ", ".join(f"{b} {v:.{digits}f}" for b, v in d["psd_error_db"].items() if v is not None)
@@ -331,16 +354,21 @@ def _report(res: dict) -> dict:
                      round(row["VAR (mean of draws)"]["snr_db_completed_part"], 2),
                      _errs(row["VAR (single draws)"], 2)]
                     + ([_errs(row[plain], 2) if plain in row else ""] if has_plain else [])
+                    + ([_errs(row[own], 2) if own in row else ""] if has_own else [])
+                    + ([_errs(row[floor], 2)] if floor in row else [])
                     + [_errs(row["zeros"], 1)])
     gained = res["settings"].get("band_completion_gains")
     tables.append({"title": "Band completion: completed bands (above stage k)"
                    + (", with the band gain of the null class" if gained else ""),
                    "columns": ["k", "observed up to", "SNR draw (dB)", "SNR mean (dB)", "PSD err draws (dB)"]
-                   + (["PSD err draws, plain decode (dB)"] if has_plain else []) + ["PSD err zeros (dB)"],
+                   + (["PSD err draws, plain decode (dB)"] if has_plain else [])
+                   + (["PSD err draws, own class and level (dB)"] if has_own else [])
+                   + (["PSD err real training windows (floor, dB)"] if has_floor else []) + ["PSD err zeros (dB)"],
                    "rows": rows})
     s = res["settings"]
     text = [f"VAR checkpoint {os.path.basename(res['ckpt'])}, {s['n_windows']} validation windows, {s['n_samples']} draws, "
-            f"null class, cfg {s['cfg']}, top-k {s['top_k']}, keep rule '{s['rule']}', prefill '{s['prefill']}'.",
+            f"null class, cfg {s['cfg']}, top-k {s['top_k']}, temperature "
+            f"{'/'.join(f'{t:g}' for t in s.get('temperature', [1.0]))}, keep rule '{s['rule']}', prefill '{s['prefill']}'.",
             "Targets: " + "; ".join(f"{k}: {'met' if v['met'] else 'NOT met'}" for k, v in res["targets"].items())]
     if res.get("data_root"):
         text.insert(1, f"Data {os.path.basename(os.path.normpath(res['data_root']))}, split "

@@ -115,7 +115,8 @@ def test_sample_and_complete_use_the_stage_scales(tok, tmp_path):
     # sample.py: cumulative band k is the decode after scale N_EXTRA + k of the same draw (plain decodes: the band
     # gains of the samples' class and level are tested in test_var_train.py)
     got = sample.generate(var, vae, meta, [0, 0], cfg=0.0, top_k=0, top_p=0.0, seed=3, stages=True, gains=False)
-    _, _, ms_fhat = var.autoregressive_infer_cfg(B=2, label_B=torch.tensor([0, 0]), g_seed=3, cfg=0.0, ret_stages=True)
+    _, _, ms_fhat = var.autoregressive_infer_cfg(B=2, label_B=torch.tensor([0, 0]), g_seed=3, cfg=0.0, ret_stages=True,
+                                                 temperature=sample.DEFAULT_TEMPERATURE)
     for k in range(len(info["bands"])):
         want = vae.fhat_to_eeg(ms_fhat[N_EXTRA + k]).numpy() * uv
         np.testing.assert_allclose(got["cumulative_bands"][:, k], want, rtol=1e-5, atol=1e-4 * uv)
@@ -131,7 +132,7 @@ def test_sample_and_complete_use_the_stage_scales(tok, tmp_path):
         with np.load(out, allow_pickle=False) as z:
             signal, observed = z["signal"], z["observed"]
         ref = complete_windows(var, vae, torch.as_tensor(observed), uv, n_keep_scales=N_EXTRA + 1, label_B=-1,
-                               n_samples=1, seed=4, **kw)["mean"].numpy()
+                               n_samples=1, seed=4, temperature=sample.DEFAULT_TEMPERATURE, **kw)["mean"].numpy()
         np.testing.assert_allclose(signal, ref, rtol=1e-5, atol=1e-4 * uv)
         signals.append(signal)
     # the gain changed the bands above delta and left delta (the observed stage: its rFFT bins) alone

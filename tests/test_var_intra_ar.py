@@ -186,20 +186,32 @@ def stepper_logits(var, idx_Bl, label_B, cfg, table, monkeypatch):
     return torch.cat(seen, dim=1).view(B, -1, var.V)  # positions in order, G tokens each
 
 
-@pytest.mark.parametrize("top_k", [0, 3])
-def test_sampled_tokens_follow_the_softmax_of_the_guided_uncached_forward(top_k):
-    """Sampling (Gumbel-max on the stepper's logits) against the distribution written out: for every position,
-    the frequency of each code over many windows equals the mean of softmax(guided teacher-forced logits, cut
-    to the top k) given each window's own earlier tokens (E[onehot(token) | context] = p)."""
+@pytest.mark.parametrize("R, top_k, temperature", [(2, 0, 1.0), (2, 3, 1.0), (2, 0, (0.5, 1.0, 2.0, 0.7)),
+                                                    (2, 3, 0.6), (0, 0, (0.5, 1.0, 2.0, 0.7))])
+def test_sampled_tokens_follow_the_softmax_of_the_guided_uncached_forward(R, top_k, temperature):
+    """Sampling (Gumbel-max on the stepper's logits; R = 0: plain VAR's draw of a whole scale) against the
+    distribution written out: for every position, the frequency of each code over many windows equals the mean of
+    softmax(guided teacher-forced logits / the scale's temperature, cut to the top k) given each window's own
+    earlier tokens (E[onehot(token) | context] = p)."""
     cfg, N = 1.5, 2000
-    vae, var = make_pair(2)
+    if R:
+        vae, var = make_pair(R)
+    else:
+        torch.manual_seed(0)
+        vae = VQVAE(in_channels=3, vocab_size=16, z_channels=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
+                    v_patch_nums=PNS, test_mode=True)
+        torch.manual_seed(1)
+        var = build_var(vae, "cpu", num_classes=3, depth=2)
+        var.init_weights(init_adaln=0.5, init_adaln_gamma=0.5, init_head=1.0, init_std=0.05)
+    temps = [temperature] * len(PNS) if isinstance(temperature, float) else list(temperature)
     label_B = torch.arange(N) % var.num_classes
-    _, idx_Bl, _ = var.autoregressive_infer_cfg(N, label_B, g_seed=0, cfg=cfg, top_k=top_k, ret_stages=True)
+    _, idx_Bl, _ = var.autoregressive_infer_cfg(N, label_B, g_seed=0, cfg=cfg, top_k=top_k, ret_stages=True,
+                                                temperature=temperature)
     guided = guided_teacher_forced_logits(var, vae, label_B, idx_Bl, cfg)
     tokens = torch.cat(idx_Bl, dim=1)
     for si in range(len(PNS)):
         b, e = var.begin_ends[si]
-        logits = guided[:, b:e]  # (N, pn, V)
+        logits = guided[:, b:e] / temps[si]  # (N, pn, V)
         if top_k:
             kth = logits.sort(-1, descending=True)[0][..., top_k - 1:top_k]
             logits = logits.masked_fill(logits < kth, -float("inf"))
@@ -280,3 +292,17 @@ def test_bench_export_with_head_reloads_and_samples_the_same(tmp_path):
     a = var.autoregressive_infer_cfg(2, 1, g_seed=5, cfg=1.0)
     b = back.autoregressive_infer_cfg(2, 1, g_seed=5, cfg=1.0)
     assert torch.equal(a, b)
+
+
+def test_temperature_one_is_the_default_draw_and_bad_temperatures_are_refused():
+    vae, var = make_pair(2)
+    label_B = torch.tensor([0, 2])
+    a = var.autoregressive_infer_cfg(2, label_B, g_seed=5, cfg=1.5)
+    b = var.autoregressive_infer_cfg(2, label_B, g_seed=5, cfg=1.5, temperature=[1.0] * len(PNS))
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    c = var.autoregressive_infer_cfg(2, label_B, g_seed=5, cfg=1.5, temperature=0.3)
+    assert not torch.equal(a, c)
+    with pytest.raises(ValueError, match="3 values but this model has 4 scales"):
+        var.autoregressive_infer_cfg(1, 0, g_seed=0, temperature=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="positive"):
+        var.autoregressive_infer_cfg(1, 0, g_seed=0, temperature=0.0)

@@ -325,7 +325,7 @@ def test_sampling_units_shapes_and_determinism(run_a, ds_root, tmp_path, repo_ro
     gen = torch.Generator().manual_seed(5)
     assert d["levels"].tolist() == var.resolve_levels(torch.tensor([0, 0, 0, 1, 1, 1]), None, gen).tolist()
     x_BCT = var.autoregressive_infer_cfg(B=N, label_B=torch.tensor([0, 0, 0, 1, 1, 1]), g_seed=5, cfg=2, top_k=8,
-                                         top_p=0.9)  # one batch of N with seed + 0, as sample.py draws it
+                                         top_p=0.9, temperature=sample.DEFAULT_TEMPERATURE)  # one batch of N, seed + 0
     np.testing.assert_allclose(d["signal"], x_BCT.numpy() * meta["tokenizer"]["uv_scale"], rtol=1e-5, atol=1e-4)
     assert 0.1 * meta["tokenizer"]["uv_scale"] < d["signal"].std() < 10 * meta["tokenizer"]["uv_scale"]
     # the last cumulative stage is the full-spectrum signal
@@ -422,6 +422,24 @@ def test_sample_and_complete_level_flags(run_a, ds_root, tmp_path):
                        "--level=1", f"--out={tmp_path}/e.npz"])
 
 
+def test_sample_temperature_flag(run_a, tmp_path):
+    """--temperature reaches the draws (the same seed at another temperature draws other windows; 1 is the default
+    draw), is recorded per scale, and a value the model cannot follow is one line naming it."""
+    import sample
+    from utils.errors import UserError
+    n_scales = len(load_checkpoint(os.path.join(run_a, "ar-ckpt-best.pth"))[0]["trainer"]["config"]["patch_nums"])
+    paths = {t: str(tmp_path / f"t{t}.npz") for t in ("1", "1.0", "0.5")}
+    for t, path in paths.items():
+        assert sample.main([f"--ckpt={run_a}", "--n=2", f"--out={path}", "--seed=2", f"--temperature={t}"]) == 0
+    z = {t: np.load(p) for t, p in paths.items()}
+    assert z["1"]["temperature"].tolist() == [1.0] * n_scales and z["0.5"]["temperature"].tolist() == [0.5] * n_scales
+    np.testing.assert_array_equal(z["1"]["signal"], z["1.0"]["signal"])
+    assert not np.allclose(z["1"]["signal"], z["0.5"]["signal"])
+    for bad, msg in (("0", "positive"), ("warm", "could not convert"), ("1,1", f"2 values but this model has {n_scales}")):
+        with pytest.raises(UserError, match=f"--temperature={bad}: .*{msg}"):
+            sample.main([f"--ckpt={run_a}", "--n=1", f"--out={tmp_path}/x.npz", f"--temperature={bad}"])
+
+
 def test_samples_get_the_band_gain_of_their_class_and_level(repo_root, ds_root, tok_ckpt, tmp_path):
     """With a tokenizer that sends band-gain codes, the run stores per class and level the gain (dB) that gives the
     training windows' decodes their inputs' band power back (recomputed here with numpy), and sample.py scales each
@@ -502,6 +520,11 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
     assert os.path.isfile(tmp_path / "res" / "samples.json")
     r = res["tokenizers"]["gains"]
     assert set(r) >= {"plain decode", "with band gains"} and r["epoch"] == 1
+    # sample.py's default temperature under the plain names, the model's own distribution (1) beside it
+    import sample
+    assert res["temperature"][0] == sample.DEFAULT_TEMPERATURE and res["other_temperatures"][0][0] == 1.0
+    assert (r["plain decode, temperature 1"]["vs_val"]["per_class"]["rest"]["generated"]["psd_error_db"]
+            != r["plain decode"]["vs_val"]["per_class"]["rest"]["generated"]["psd_error_db"])
     plain, gained = r["plain decode"]["vs_val"]["per_class"], r["with band gains"]["vs_val"]["per_class"]
     assert set(plain) == set(gained) == {"rest", "arithmetic"}
     assert plain["rest"]["generated"]["psd_error_db"] != gained["rest"]["generated"]["psd_error_db"]
@@ -511,7 +534,7 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
                              f_max=45.0)
     got = plain["rest"]["real train (floor)"]["psd_error_db"]
     assert got == pytest.approx(want)
-    assert len(res["report"]["tables"][0]["rows"]) == 2 * 2 * 2  # 2 decodes x 2 classes x 2 references
+    assert len(res["report"]["tables"][0]["rows"]) == 2 * 2 * 2 * 2  # 2 temperatures x 2 decodes x 2 classes x 2 refs
     # spectral shape: the floor is the training split's reconstructions against the held-out split's, here
     # reconstructed through the tokenizer's encode + decode path (not the benchmark's token round trip)
     from utils.eeg_metrics import spectral_shape
@@ -533,4 +556,4 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
     assert auc["floor"] == pytest.approx(c2st_auc(rv, rt, 100.0, groups_a=vg[vl == 0], groups_b=tg[tl == 0],
                                                   bands=bands, f_max=45.0).auc, abs=1e-6)
     assert set(auc) == {"generated", "floor", "phase-randomised floor"} and all(0 <= v <= 1 for v in auc.values())
-    assert len(res["report"]["tables"][1]["rows"]) == 2 * 2 * 2
+    assert len(res["report"]["tables"][1]["rows"]) == 2 * 2 * 2 * 2

@@ -4,6 +4,8 @@ Shape letters: B batch, l tokens being sampled, V vocabulary size.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn as nn
 from torch.nn import functional as F
@@ -43,6 +45,26 @@ def mask_to_top_k_(logits_BlV: torch.Tensor, top_k: int) -> torch.Tensor:
     k = min(top_k, logits_BlV.shape[-1])
     kth = logits_BlV.topk(k, largest=True, sorted=False, dim=-1)[0].amin(dim=-1, keepdim=True)
     return logits_BlV.masked_fill_(logits_BlV < kth, -torch.inf)
+
+
+def sampling_temperatures(temperature, n_scales: int) -> list[float]:
+    """One sampling temperature per scale from a number or a sequence of ``n_scales`` numbers, each finite and > 0.
+
+    Raises
+    ------
+    ValueError
+        A sequence of another length, or a temperature that is not a positive number (naming both values).
+    """
+    temps = [temperature] if isinstance(temperature, (int, float)) else list(temperature)
+    if len(temps) == 1:
+        temps = temps * n_scales
+    if len(temps) != n_scales:
+        raise ValueError(f"temperature has {len(temps)} values but this model has {n_scales} scales: give one value "
+                         f"or {n_scales}")
+    out = [float(t) for t in temps]
+    if not all(math.isfinite(t) and t > 0 for t in out):
+        raise ValueError(f"temperature {out}: every value must be a positive number")
+    return out
 
 
 def sample_with_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 0.0,

@@ -19,7 +19,8 @@ import torch
 import torch.nn as nn
 
 from models.basic_var import AdaLNBeforeHead, AdaLNSelfAttn
-from models.helpers import gumbel_softmax_with_rng, mask_to_top_k_, sample_with_top_k_top_p_, sampling_rng_and_labels
+from models.helpers import gumbel_softmax_with_rng, mask_to_top_k_, sample_with_top_k_top_p_, sampling_rng_and_labels, \
+    sampling_temperatures
 from models.intra_ar import ScaleARHead, ScaleStepper, left_window
 from models.intra_scale import CONTENT, QUERY, TokenAttrs, attend_bias, check_steps, chunk_bounds as _chunks, \
     chunk_of_groups, groups_of_positions, neighbour_features
@@ -292,7 +293,8 @@ class VAR(nn.Module):
                                  gt_prefix_idx_Bl: Optional[Sequence[torch.Tensor]] = None, ret_stages: bool = False,
                                  intra_steps: Optional[int] = None,
                                  keep_src: Optional[tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]] = None,
-                                 level_B: Optional[torch.Tensor | int] = None):
+                                 level_B: Optional[torch.Tensor | int] = None,
+                                 temperature: float | Sequence[float] = 1.0):
         """Sample B token pyramids scale by scale (and group by group inside a scale) with a KV cache and
         classifier-free guidance.
 
@@ -327,6 +329,9 @@ class VAR(nn.Module):
             With ``num_levels``: the level per sample; an int is used for all (negative = unknown); None draws
             each from ``level_prior`` of its class with a CPU generator seeded ``g_seed`` (apart from the
             token draws, so passing those levels explicitly gives the same tokens).
+        temperature : float | sequence of float
+            Softmax temperature of the draws (logits / T after guidance), one for all scales or one per scale;
+            1 = the model's own distribution. Below 1 the draws follow the model's prediction more closely.
 
         Returns
         -------
@@ -339,6 +344,7 @@ class VAR(nn.Module):
         S = self.intra_steps
         n_chunks = S if intra_steps is None else int(intra_steps)
         check_steps(n_chunks, S, self.patch_nums)
+        temps = sampling_temperatures(temperature, len(self.patch_nums))
         dev = self.lvl_1L.device
         rng, label_B = sampling_rng_and_labels(self, B, label_B, g_seed, dev)
         level_B = self.sampling_levels(label_B, level_B, g_seed)
@@ -364,6 +370,7 @@ class VAR(nn.Module):
         try:
             for si, pn in enumerate(self.patch_nums):
                 ratio = si / self.num_stages_minus_1 if self.num_stages_minus_1 > 0 else 1.0
+                temp = temps[si]
                 bg = self.begin_ends[si][0]
                 cond_BD_or_gss = self.shared_ada_lin(cond_BD)
                 grp = self.groups_per_scale[si]
@@ -412,6 +419,8 @@ class VAR(nn.Module):
                         if use_cfg and not guided:
                             t = cfg * ratio
                             logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
+                        if temp != 1.0:
+                            logits_BlV = logits_BlV / temp
                         if teacher:
                             out = given_BlG[:, pq]
                         elif noised is not None:  # Gumbel-max: argmax(logits + Gumbel noise) ~ softmax(logits)
@@ -445,7 +454,8 @@ class VAR(nn.Module):
                         step = ScaleStepper(self.intra_ar_head, x[:, -n:].float(), self.head_nm,
                                             self.head_nm.modulation(cond_BD), self.head, book_GVd, si, B,
                                             cfg * ratio if use_cfg else None, extra,
-                                            noise.view(B, pn, G * V) if folded else None)
+                                            # argmax(l + T g) draws from softmax(l / T) like argmax(l / T + g)
+                                            noise.view(B, pn, G * V) * temp if folded else None)
                         noise_l = [None] * pn if noise is None or folded else noise.unbind(1)
                         keep_l = keep_Bl.unbind(1) if keep_src is not None else None
                         toks = []
