@@ -41,7 +41,8 @@ logger = logging.getLogger("sample")
 #: Softmax temperature of the token draws of sample.py, complete.py and ``generate`` (docs/design.md §3). A trained
 #: model's per-token distributions are broader than the data's, and drawing from them at 1 makes each scale's
 #: token sequence too white: flat band spectra, an alpha peak too low and too flat. Measured on eegmat
-#: (benchmarks/results/samples.json): 0.9 brings the samples closer to the training windows on every measure.
+#: (benchmarks/results/samples.json, two VAR seeds): 0.9 brings the samples closer to the training windows (C2ST,
+#: alpha peak, steps at band edges and scale cutoffs); 0.85 and 0.8 overshoot the alpha peak.
 DEFAULT_TEMPERATURE = 0.9
 
 

@@ -172,13 +172,14 @@ def _shape_summary(sh: dict, edges: Sequence[float]) -> dict:
 
 
 def _plot_psd(path: str, gens: dict, real: dict, sfreq: float, class_names: Sequence[str]) -> None:
-    """Per class: mean Welch PSD of the real windows of both splits and of every set of samples."""
+    """Per class: mean Welch PSD of the real windows of both splits and of every set of samples, up to 45 Hz and,
+    below, up to 20 Hz (where the alpha peak and the band edges and scale cutoffs of the lower bands lie)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from utils.eeg_metrics import welch_psd
-    fig, axes = plt.subplots(1, len(class_names), figsize=(6 * len(class_names), 4), squeeze=False)
-    for c, (ax, cname) in enumerate(zip(axes[0], class_names)):
+    fig, axes = plt.subplots(2, len(class_names), figsize=(6 * len(class_names), 7.5), squeeze=False)
+    for c, cname in enumerate(class_names):
         sets = {"real val": real["val"][0][real["val"][1] == c, -1],
                 "real train": real["train"][0][real["train"][1] == c, -1],
                 **{k: g["signal"][g["labels"] == c] for k, g in gens.items()}}
@@ -187,8 +188,10 @@ def _plot_psd(path: str, gens: dict, real: dict, sfreq: float, class_names: Sequ
             f, p = welch_psd(np.asarray(x, dtype=np.float64), sfreq)
             curves.setdefault("freqs_hz", f)
             curves[key] = p
-        plot_psd_curves(ax, curves, f_max=45.0, legend_size=7)
-        ax.set_title(f"{cname} (real val = the held-out subjects)", fontsize=9)
+        for row, f_max in enumerate((45.0, 20.0)):
+            ax = axes[row, c]
+            plot_psd_curves(ax, curves, f_max=f_max, legend_size=7)
+            ax.set_title(f"{cname} (real val = the held-out subjects){', up to 20 Hz' if row else ''}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -242,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                                                            "max_cutoff_step_db")),
                                    f"{auc['generated']:.3f} ({auc['floor']:.3f}; {auc['phase-randomised floor']:.3f})"])
             if gains or len(decodes) == 1:  # the plot shows the samples as users get them (with the gains)
-                psd[f"{name}: {variant}"] = gen
+                psd[f"{name}: {variant}" + (f", temperature {_temp_name(temp)}" if temp is temps[0] and len(temps) > 1
+                                            else "")] = gen
             for c, cname in enumerate(meta["class_names"]):
                 for ref in ("vs_val", "vs_train"):
                     row = res[variant][ref]["per_class"].get(cname)
