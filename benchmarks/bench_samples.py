@@ -172,8 +172,8 @@ def _shape_summary(sh: dict, edges: Sequence[float]) -> dict:
 
 
 def _plot_psd(path: str, gens: dict, real: dict, sfreq: float, class_names: Sequence[str]) -> None:
-    """Per class: mean Welch PSD of the real windows of both splits and of every set of samples, up to 45 Hz and,
-    below, up to 20 Hz (where the alpha peak and the band edges and scale cutoffs of the lower bands lie)."""
+    """Per class: mean Welch PSD of the real windows of both splits, the training windows' reconstructions and every set
+    of samples, up to 45 Hz and, below, up to 20 Hz (the alpha peak, the lower band edges and scale cutoffs)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -231,6 +231,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         # the first temperature under the plain names; the others named by their temperature
         variants = [(d if i == 0 else f"{d}, temperature {_temp_name(t)}", g, t)
                     for i, t in enumerate(temps) for d, g in decodes]
+        # the best a sample can look: the training windows through the tokenizer (with its band-gain codes if any)
+        from benchmarks.bench_tokenizer import decode_stages
+        from vae_checkpoint import band_gain
+        psd[f"{name}: training windows reconstructed"] = {
+            "signal": decode_stages(vae, tok, real["train"][0], gains=band_gain(tok) is not None)[:, -1],
+            "labels": real["train"][1]}
         for variant, gains, temp in variants:
             gen = sample.generate(var, vae, meta, labels, seed=0, batch=64, stages=False, gains=gains, temperature=temp)
             res[variant] = judge(gen, real, float(tok["sfreq"]), tok["bands"], meta["class_names"])
