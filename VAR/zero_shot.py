@@ -311,23 +311,22 @@ def complete_windows(var, vae, x_BCT_uv: torch.Tensor, uv_scale: float, *, mask_
     k_obs = None
     if gain is not None and mask_BT is None:
         from models.band_gain import lookup_group_gain_db
+        from models.helpers import sampling_rng_and_labels
         k_obs = int(n_keep_scales) - (len(var.patch_nums) - gain.n_bands)  # minus the extra coarse scales
-        if isinstance(label_B, torch.Tensor):
-            lab_t = label_B.to(dev).long()
-        else:  # one label for all; negative = the null class
-            lab_t = torch.full((B,), var.num_classes if label_B is None or int(label_B) < 0 else int(label_B),
-                               dtype=torch.long, device=dev)
     src_idx = vae.eeg_to_idxBl((src / uv_scale).float())
     src_dec_uv = vae.idxBl_to_eeg(src_idx, last_one=True).float() * uv_scale if (mask_BT is not None and relative) else None
     draws = []
     for s in range(int(n_samples)):
         g_seed = None if seed is None else int(seed) + s
-        lvl_s = level_B
-        if k_obs is not None:  # the draw's levels, fixed here (as the model would draw them) to pick its gain
-            lvl_s = var.sampling_levels(lab_t, level_B, g_seed)
-            hi_gain_db = lookup_group_gain_db(gain_table, lab_t, lvl_s, B)
+        lab_s, lvl_s = label_B, level_B
+        if k_obs is not None:  # the draw's classes and levels, fixed here (as the sampler resolves them) to pick its gain
+            _, classes_B = sampling_rng_and_labels(var, B, label_B, g_seed, dev)
+            # seeded, the sampler draws the same classes again (its tokens then match a draw without gains)
+            lab_s = label_B if g_seed is not None else classes_B
+            lvl_s = var.sampling_levels(classes_B, level_B, g_seed)
+            hi_gain_db = lookup_group_gain_db(gain_table, classes_B, lvl_s, B)
             hi_gain_db[..., :max(k_obs, 0)] = 0.0  # the observed bands keep their power
-        x_gen, _, ms_fhat = complete_tokens(var, src_idx, keep, label_B=label_B, g_seed=g_seed, cfg=cfg, top_k=top_k,
+        x_gen, _, ms_fhat = complete_tokens(var, src_idx, keep, label_B=lab_s, g_seed=g_seed, cfg=cfg, top_k=top_k,
                                             top_p=top_p, level_B=lvl_s, temperature=temperature)
         gen_uv = x_gen.float() * uv_scale
         if mask_BT is not None:

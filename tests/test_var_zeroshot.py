@@ -165,7 +165,7 @@ def test_band_completion_keeps_low_scales_and_the_observed_stage():
     assert out["draws"].shape == (2, 2, 3, 16)
 
 
-@pytest.mark.parametrize("label", [-1, "per window"])
+@pytest.mark.parametrize("label", [-1, "per window", None])
 def test_band_completion_gives_only_the_completed_bands_their_group_gain(label):
     from models.band_gain import BandGain
     var, vae = make_models()
@@ -174,8 +174,12 @@ def test_band_completion_gives_only_the_completed_bands_their_group_gain(label):
     gain = BandGain(bands, sfreq, T)
     rng = np.random.default_rng(0)
     table = rng.uniform(-4, 4, size=(3, 1, 3, 4))  # (classes + 1, levels + 1, C, K): row 2 pools the classes
-    lab = -1 if label == -1 else torch.tensor([1, 0])
-    rows = [2, 2] if label == -1 else [1, 0]
+    lab = {-1: -1, "per window": torch.tensor([1, 0]), None: None}[label]
+    if label is None:  # classes drawn by the sampler with the draw's seed: each window gets its drawn class's row
+        from models.helpers import sampling_rng_and_labels
+        rows = sampling_rng_and_labels(var, 2, None, 3, torch.device("cpu"))[1].tolist()
+    else:
+        rows = [2, 2] if label == -1 else [1, 0]
     x_low = torch.randn(2, 3, T) * 10
     k_obs = 2
     out = complete_windows(var, vae, x_low, UV, n_keep_scales=k_obs, n_samples=1, seed=3, label_B=lab,
