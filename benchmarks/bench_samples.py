@@ -121,24 +121,29 @@ def scale_cutoffs_hz(tok: dict) -> list[float]:
     return sorted(out)
 
 
-def shape_numbers(vae, tok: dict, gen: dict, real: dict, gains: bool, class_names: Sequence[str]) -> dict:
+def reconstructions(vae, tok: dict, real: dict, gains: bool) -> dict:
+    """The tokenizer's full decodes of both splits' real windows, µV (N, C, T) per split (with the band-gain codes
+    when ``gains``)."""
+    from benchmarks.bench_tokenizer import decode_stages
+    return {s: decode_stages(vae, tok, real[s][0], gains=gains)[:, -1] for s in ("val", "train")}
+
+
+def shape_numbers(rec: dict, tok: dict, gen: dict, real: dict, class_names: Sequence[str]) -> dict:
     """Spectral shape (``utils.eeg_metrics.spectral_shape``: mean |dB| over 1-Hz bins from 1 to 45 Hz, alpha peak
     frequency and prominence, the drop across each stage edge) of the samples against the tokenizer's
-    reconstructions of the real windows of each split and class (with the band-gain codes when ``gains``: the best
-    a sample can look), beside the floor: the other split's reconstructions against the same reference. The same
+    reconstructions ``rec`` of the real windows of each split and class (:func:`reconstructions`: the best a sample
+    can look), beside the floor: the other split's reconstructions against the same reference. The same
     drop is also measured across every scale cutoff (:func:`scale_cutoffs_hz`) away from the alpha peak, where
     samples can step although no band ends there.
 
     Also issue 13's C2ST (``utils.eeg_c2st``, folds grouped by subject) against the same reconstructions, beside
     the other split's reconstructions (the floor) and those phase-randomised (the goal: at or below them)."""
-    from benchmarks.bench_tokenizer import decode_stages
     from utils.eeg_baselines import phase_randomize
     from utils.eeg_c2st import c2st_auc
     from utils.eeg_metrics import spectral_shape
     sfreq = float(tok["sfreq"])
     edges = sorted({float(hi) for _, hi in tok["bands"]})[:-1]
     cutoffs = [f for f in scale_cutoffs_hz(tok) if all(abs(f - e) > 0.5 for e in edges)]
-    rec = {s: decode_stages(vae, tok, real[s][0], gains=gains)[:, -1] for s in ("val", "train")}
     out = {}
     for ref, other in (("val", "train"), ("train", "val")):
         for c, cname in enumerate(class_names):
@@ -231,16 +236,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         # the first temperature under the plain names; the others named by their temperature
         variants = [(d if i == 0 else f"{d}, temperature {_temp_name(t)}", g, t)
                     for i, t in enumerate(temps) for d, g in decodes]
-        # the best a sample can look: the training windows through the tokenizer (with its band-gain codes if any)
-        from benchmarks.bench_tokenizer import decode_stages
+        # the best a sample can look: the real windows through the tokenizer, decoded once per decode kind
         from vae_checkpoint import band_gain
-        psd[f"{name}: training windows reconstructed"] = {
-            "signal": decode_stages(vae, tok, real["train"][0], gains=band_gain(tok) is not None)[:, -1],
-            "labels": real["train"][1]}
+        plot_gains = band_gain(tok) is not None  # the plot: with the tokenizer's band-gain codes if it has them
+        recs = {g: reconstructions(vae, tok, real, g) for g in {g for _, g in decodes} | {plot_gains}}
+        psd[f"{name}: training windows reconstructed"] = {"signal": recs[plot_gains]["train"], "labels": real["train"][1]}
         for variant, gains, temp in variants:
             gen = sample.generate(var, vae, meta, labels, seed=0, batch=64, stages=False, gains=gains, temperature=temp)
             res[variant] = judge(gen, real, float(tok["sfreq"]), tok["bands"], meta["class_names"])
-            res[variant]["shape"] = shape_numbers(vae, tok, gen, real, gains, meta["class_names"])
+            res[variant]["shape"] = shape_numbers(recs[gains], tok, gen, real, meta["class_names"])
             for key, sh in res[variant]["shape"].items():
                 ref, cname = key.split("/", 1)
                 g, fl = sh["generated"], sh["floor"]
