@@ -197,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     gain = band_gain(tok) if meta.get("level_gain_db") is not None and not args.no_gains else None
     gain_kw = dict(gain=gain, gain_table=np.asarray(meta["level_gain_db"])) if gain is not None else {}
     res["settings"]["band_completion_gains"] = gain is not None
+    # the subject floor: how far the training subjects' own power in each band is from the held-out windows'
+    floor_db = _band_err_db(x, train.full_NCT, sfreq, val.bands, names)
     for k in range(1, K):
         obs = val.stages_NKCT[:, k - 1]
         bc = dict(n_keep_scales=n_extra + k, n_samples=S, seed=args.seed, label_B=-1, cfg=args.cfg, top_k=args.top_k,
@@ -216,24 +218,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
             row[label] = {"snr_db_completed_part": float(snr_db(r_true, est - obs)),
                           "mse_uv2_completed_part": float(mse(r_true, est - obs)),
                           "psd_error_db": _band_err_db(x, est, sfreq, hi_bands, done)}
-        row["VAR (single draws)"] = {"psd_error_db": _band_err_db(x, draws.reshape(-1, *x.shape[1:]), sfreq, hi_bands, done),
-                                     "snr_db_completed_part": float(np.mean([snr_db(r_true, d - obs) for d in draws]))}
+
+        def single_draws(draws_SNCT: np.ndarray) -> dict:
+            """PSD error of the completed bands over every draw, and the draws' mean SNR on the completed part."""
+            return {"psd_error_db": _band_err_db(x, draws_SNCT.reshape(-1, *x.shape[1:]), sfreq, hi_bands, done),
+                    "snr_db_completed_part": float(np.mean([snr_db(r_true, d - obs) for d in draws_SNCT]))}
+        row["VAR (single draws)"] = single_draws(draws)
         if gain is not None:  # the same draws as plain decodes: what the band gain adds
-            plain = complete_windows(var, vae, obs_t, uv, **bc)["draws"].cpu().double().numpy()
-            row["VAR (single draws, plain decode)"] = {
-                "psd_error_db": _band_err_db(x, plain.reshape(-1, *x.shape[1:]), sfreq, hi_bands, done),
-                "snr_db_completed_part": float(np.mean([snr_db(r_true, d - obs) for d in plain]))}
+            row["VAR (single draws, plain decode)"] = single_draws(
+                complete_windows(var, vae, obs_t, uv, **bc)["draws"].cpu().double().numpy())
         if var.num_levels > 0 and meta.get("levels") and (val.labels >= 0).all():
             # each window's own class and its level estimated from the observed stage (complete.py --class_label=own)
             from utils.eeg_levels import LevelClusters, observed_levels
             lvl = observed_levels(LevelClusters.from_dict(meta["levels"]), obs, val.labels, sfreq, n_bands_observed=k)
-            own = complete_windows(var, vae, obs_t, uv, **{**bc, "label_B": torch.as_tensor(val.labels, device=dev)},
-                                   level_B=torch.as_tensor(lvl, device=dev), **gain_kw)["draws"].cpu().double().numpy()
-            row["VAR (single draws, own class and level)"] = {
-                "psd_error_db": _band_err_db(x, own.reshape(-1, *x.shape[1:]), sfreq, hi_bands, done),
-                "snr_db_completed_part": float(np.mean([snr_db(r_true, d - obs) for d in own]))}
-        # the subject floor: how far the training subjects' own power in these bands is from the held-out windows'
-        row["real training windows (floor)"] = {"psd_error_db": _band_err_db(x, train.full_NCT, sfreq, hi_bands, done)}
+            row["VAR (single draws, own class and level)"] = single_draws(complete_windows(
+                var, vae, obs_t, uv, **{**bc, "label_B": torch.as_tensor(val.labels, device=dev)},
+                level_B=torch.as_tensor(lvl, device=dev), **gain_kw)["draws"].cpu().double().numpy())
+        row["real training windows (floor)"] = {"psd_error_db": {b: floor_db[b] for b in done}}
         res["band_completion"][str(k)] = row
         logger.info("band completion k=%d: draws PSD err %s", k, row["VAR (single draws)"]["psd_error_db"])
 
