@@ -139,7 +139,7 @@ def shape_numbers(rec: dict, tok: dict, gen: dict, real: dict, class_names: Sequ
     Also issue 13's C2ST (``utils.eeg_c2st``, folds grouped by subject) against the same reconstructions, beside
     the other split's reconstructions (the floor) and those phase-randomised (the goal: at or below them)."""
     from utils.eeg_baselines import phase_randomize
-    from utils.eeg_c2st import c2st_auc
+    from utils.eeg_c2st import c2st_auc, c2st_features, feature_groups
     from utils.eeg_metrics import spectral_shape
     sfreq = float(tok["sfreq"])
     edges = sorted({float(hi) for _, hi in tok["bands"]})[:-1]
@@ -153,12 +153,42 @@ def shape_numbers(rec: dict, tok: dict, gen: dict, real: dict, class_names: Sequ
             if min(len(r), len(o), len(g)) < 2:
                 continue
             g_r, g_o = real[ref][2][in_r], real[other][2][in_o]
-            auc = {k: c2st_auc(r, x, sfreq, groups_a=g_r, groups_b=gx, bands=tok["bands"], f_max=45.0).auc
-                   for k, (x, gx) in {"generated": (g, None), "floor": (o, g_o),
-                                       "phase-randomised floor": (phase_randomize(o, rng=c), g_o)}.items()}
+            feats = lambda x: c2st_features(x, sfreq, tok["bands"], f_max=45.0)
+            F_r = feats(r)
+            sets = {"generated": (feats(g), None), "floor": (feats(o), g_o),
+                    "phase-randomised floor": (feats(phase_randomize(o, rng=c)), g_o)}
+            groups = {"all": slice(None), **feature_groups(F_r.shape[1], r.shape[1])}
+            auc = {grp: {k: c2st_auc(F_r, F_x, sfreq, groups_a=g_r, groups_b=gx, features=(F_r[:, cols], F_x[:, cols])).auc
+                         for k, (F_x, gx) in sets.items()} for grp, cols in groups.items()}
             out[f"{ref}/{cname}"] = {
                 "generated": _shape_summary(spectral_shape(r, g, sfreq, edges + cutoffs), edges),
-                "floor": _shape_summary(spectral_shape(r, o, sfreq, edges + cutoffs), edges), "c2st_auc": auc}
+                "floor": _shape_summary(spectral_shape(r, o, sfreq, edges + cutoffs), edges),
+                "c2st_auc": auc.pop("all"), "c2st_auc_by_features": auc}
+    return out
+
+
+def level_spread(gen: dict, real: dict, meta: dict, class_names: Sequence[str]) -> dict | None:
+    """Spread of band power inside a power level (``utils.eeg_metrics.band_power_spread`` with the level as the
+    group), samples against the real training windows of the same class, whose levels come from the run's level
+    clusters: per class, the samples' spread over the real one per band (1 = as varied as real windows of one level).
+    None for a model without levels."""
+    from utils.eeg_levels import LevelClusters, window_levels
+    from utils.eeg_metrics import band_power_spread
+    if not meta.get("levels") or (gen["levels"] < 0).any():
+        return None
+    tok = meta["tokenizer"]
+    sfreq, bands = float(tok["sfreq"]), tok["bands"]
+    x, lab = real["train"][0][:, -1], real["train"][1]
+    lev = LevelClusters.from_dict(meta["levels"]).assign(window_levels(x, sfreq, bands), lab)
+    out = {}
+    for c, cname in enumerate(class_names):
+        in_g, in_x = gen["labels"] == c, lab == c
+        if min(in_g.sum(), in_x.sum()) < 2:
+            continue
+        s_g = band_power_spread(gen["signal"][in_g].astype(np.float64), sfreq, groups_N=gen["levels"][in_g],
+                                bands=bands, f_max=45.0)
+        s_x = band_power_spread(x[in_x], sfreq, groups_N=lev[in_x], bands=bands, f_max=45.0)
+        out[cname] = [float(a / b) for a, b in zip(s_g, s_x)]
     return out
 
 
@@ -224,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     import sample
     from utils.main_report import load_split
     real = {s: load_split(data, s, 64 if args.quick else args.max_real) for s in ("val", "train")}
-    rows, shape_rows, result_toks, psd = [], [], {}, {}
+    rows, shape_rows, away_rows, result_toks, psd = [], [], [], {}, {}
     for name, path in toks:
         var, vae, meta = sample.load_var_checkpoint(ckpts[name])
         specs = args.temperature or [str(sample.DEFAULT_TEMPERATURE), "1"]
@@ -245,6 +275,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
             gen = sample.generate(var, vae, meta, labels, seed=0, batch=64, stages=False, gains=gains, temperature=temp)
             res[variant] = judge(gen, real, float(tok["sfreq"]), tok["bands"], meta["class_names"])
             res[variant]["shape"] = shape_numbers(recs[gains], tok, gen, real, meta["class_names"])
+            res[variant]["level_spread"] = spread = level_spread(gen, real, meta, meta["class_names"])
+            for c, cname in enumerate(meta["class_names"]):
+                sh = res[variant]["shape"].get(f"val/{cname}")
+                if sh is None:
+                    continue
+                by = sh["c2st_auc_by_features"]
+                away_rows.append([name, variant, cname, *(f"{by[k]['generated']:.3f} ({by[k]['floor']:.3f}; "
+                                                          f"{by[k]['phase-randomised floor']:.3f})" for k in by),
+                                  "/".join(f"{v:.2f}" for v in spread[cname]) if spread and cname in spread else "-"])
             for key, sh in res[variant]["shape"].items():
                 ref, cname = key.split("/", 1)
                 g, fl = sh["generated"], sh["floor"]
@@ -297,7 +336,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
                            "cutoff more than 2 Hz from the alpha peak (dB); C2ST AUC against the same reconstructions "
                            "(floor; the floor's windows phase-randomised, issue 13's goal)",
                      columns=["tokenizer", "decode", "class", "reference", "mean abs dB", "alpha Hz", "alpha prom. dB",
-                              "edge step dB", "cutoff step dB", "C2ST (floor; phase-rand.)"], rows=shape_rows)],
+                              "edge step dB", "cutoff step dB", "C2ST (floor; phase-rand.)"], rows=shape_rows),
+                dict(title="What gives the samples away: the same C2ST against the held-out subjects' reconstructions "
+                           "on one kind of feature (floor; phase-rand.), and the spread of band power inside a power "
+                           "level, samples over the training windows of the same class and level (delta..gamma; 1 = as "
+                           "varied)",
+                     columns=["tokenizer", "decode", "class", "C2ST band powers", "C2ST channel correlations",
+                              "spread inside a level"], rows=away_rows)],
         figures=[dict(title="Mean PSD of the samples beside real windows", path=fig)])
     save_result(NAME, result, args.results_dir)
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from utils.eeg_c2st import c2st_auc, group_folds, roc_auc
+from utils.eeg_c2st import c2st_auc, c2st_features, feature_groups, group_folds, roc_auc
 from utils.eeg_metrics import (band_power_spread, band_powers, channel_corr_distance, clip_bands, log_spectral_distance, mse,
                                psd_band_error_db, snr_db, welch_psd)
 from utils.errors import UserError
@@ -88,6 +88,21 @@ def test_c2st_half_of_one_distribution_vs_different(rng):
     other = x[40:] * np.array([1.0, 1.0, 1.6, 1.0])[None, :, None]  # one channel 4 dB louder
     diff = c2st_auc(x[:40], other, SFREQ, n_folds=4)
     assert diff.auc > 0.95
+
+
+def test_c2st_by_feature_kind_finds_what_differs(rng):
+    """Two sets of white windows with the same per-channel power, one with independent channels and one whose
+    channels share half their power: the correlation columns tell them apart, the band-power columns do not."""
+    n, C, T = 80, 4, 400
+    indep = rng.standard_normal((n, C, T))
+    shared = (rng.standard_normal((n, C, T)) + rng.standard_normal((n, 1, T))) / np.sqrt(2.0)
+    F_a, F_b = c2st_features(indep, SFREQ), c2st_features(shared, SFREQ)
+    groups = feature_groups(F_a.shape[1], C)
+    assert groups["channel correlation"] == slice(F_a.shape[1] - C * (C - 1) // 2, F_a.shape[1])
+    auc = {k: c2st_auc(indep, shared, SFREQ, n_folds=4, features=(F_a[:, s], F_b[:, s])).auc for k, s in groups.items()}
+    assert auc["channel correlation"] > 0.95 and 0.3 < auc["band power"] < 0.7
+    with pytest.raises(UserError, match="cannot hold the 6 channel correlations"):
+        feature_groups(6, C)
 
 
 def test_c2st_groups_never_straddle_folds(rng):

@@ -557,3 +557,15 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
                                                   bands=bands, f_max=45.0).auc, abs=1e-6)
     assert set(auc) == {"generated", "floor", "phase-randomised floor"} and all(0 <= v <= 1 for v in auc.values())
     assert len(res["report"]["tables"][1]["rows"]) == 2 * 2 * 2 * 2
+    # the same C2ST on one kind of feature: band powers are the first channels x bands columns
+    from utils.eeg_c2st import c2st_features
+    n_bp = va.shape[2] * len(bands)
+    F_v, F_t = (c2st_features(x, 100.0, bands, f_max=45.0) for x in (rv, rt))
+    by = r["plain decode"]["shape"]["val/rest"]["c2st_auc_by_features"]
+    for kind, cols in (("band power", slice(0, n_bp)), ("channel correlation", slice(n_bp, None))):
+        assert by[kind]["floor"] == pytest.approx(c2st_auc(rv, rt, 100.0, groups_a=vg[vl == 0], groups_b=tg[tl == 0],
+                                                           features=(F_v[:, cols], F_t[:, cols])).auc, abs=1e-6)
+    # spread inside a power level: one ratio per band and class; the third table has a row per variant and class
+    assert set(r["with band gains"]["level_spread"]) == {"rest", "arithmetic"}
+    assert all(len(v) == len(bands) and all(x > 0 for x in v) for v in r["with band gains"]["level_spread"].values())
+    assert len(res["report"]["tables"][2]["rows"]) == 2 * 2 * 2

@@ -25,7 +25,7 @@ from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["C2STResult", "c2st_auc", "c2st_features", "roc_auc", "group_folds", "cross_validated_auc"]
+__all__ = ["C2STResult", "c2st_auc", "c2st_features", "feature_groups", "roc_auc", "group_folds", "cross_validated_auc"]
 
 
 @dataclasses.dataclass
@@ -80,6 +80,17 @@ def c2st_features(x_NCT: np.ndarray, sfreq: float, bands: Iterable[Sequence[floa
     corr_NCC = np.einsum("nct,ndt->ncd", z, z)
     iu = np.triu_indices(x.shape[1], k=1)
     return np.concatenate([logbp_ND, corr_NCC[:, iu[0], iu[1]]], axis=1)
+
+
+def feature_groups(n_features: int, n_channels: int) -> dict[str, slice]:
+    """The columns of :func:`c2st_features` by kind: ``band power`` (log band powers, channel-major) and
+    ``channel correlation``; for a C2ST on one kind (``c2st_auc(..., features=(F_a[:, s], F_b[:, s]))``), which says
+    what gives a set away."""
+    n_corr = n_channels * (n_channels - 1) // 2
+    if n_features <= n_corr:
+        raise UserError(f"feature_groups: {n_features} features cannot hold the {n_corr} channel correlations of "
+                        f"{n_channels} channels and any band power; pass c2st_features' own width")
+    return {"band power": slice(0, n_features - n_corr), "channel correlation": slice(n_features - n_corr, n_features)}
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
