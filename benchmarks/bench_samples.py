@@ -206,6 +206,39 @@ def _shape_summary(sh: dict, edges: Sequence[float]) -> dict:
             "max_cutoff_step_db": max((abs(v) for v in at_cuts.values()), default=0.0), "cutoff_step_db": at_cuts}
 
 
+def _plot_band_power(path: str, gens: dict, real: dict, sfreq: float, bands, class_names: Sequence[str]) -> None:
+    """Per class and band: histograms of the windows' channel-mean log10 band power (``utils.eeg_levels.window_levels``)
+    of the real windows of both splits and of every set in ``gens``: how varied the samples are, not only their mean."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from utils.eeg_bands import band_names
+    from utils.eeg_levels import window_levels
+    names = band_names(bands)
+    fig, axes = plt.subplots(len(class_names), len(names), figsize=(3.2 * len(names), 2.6 * len(class_names)),
+                             squeeze=False)
+    for c, cname in enumerate(class_names):
+        sets = {"real val": real["val"][0][real["val"][1] == c, -1],
+                "real train": real["train"][0][real["train"][1] == c, -1],
+                **{k: g["signal"][g["labels"] == c] for k, g in gens.items()}}
+        lv = {k: window_levels(np.asarray(x, dtype=np.float64), sfreq, bands) for k, x in sets.items() if len(x)}
+        for b, bname in enumerate(names):
+            ax = axes[c, b]
+            lo = min(v[:, b].min() for v in lv.values())
+            hi = max(v[:, b].max() for v in lv.values())
+            edges = np.linspace(lo, hi, 31)
+            for k, v in lv.items():
+                ax.hist(v[:, b], bins=edges, density=True, histtype="step", label=k,
+                        linewidth=2.0 if k.startswith("real") else 1.2)
+            ax.set_title(f"{cname}: {bname}", fontsize=9)
+            ax.set_xlabel("log10 band power (µV², channel mean)", fontsize=7)
+            ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def _plot_psd(path: str, gens: dict, real: dict, sfreq: float, class_names: Sequence[str]) -> None:
     """Per class: mean Welch PSD of the real windows of both splits, the training windows' reconstructions and every set
     of samples, up to 45 Hz and, below, up to 20 Hz (the alpha peak, the lower band edges and scale cutoffs)."""
@@ -314,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                   tokenizers=result_toks)
     fig = "samples_psd.png"
     _plot_psd(figure_path(args.results_dir, fig), psd, real, float(tok["sfreq"]), meta["class_names"])
+    fig_bp = "samples_band_power.png"
+    _plot_band_power(figure_path(args.results_dir, fig_bp), psd, real, float(tok["sfreq"]), tok["bands"],
+                     meta["class_names"])
     result["report"] = dict(
         title="VAR's samples against real EEG: tokenizers and sampling temperatures",
         text=[f"VAR/train.py defaults (4 power levels, left-to-right head), depth {args.depth}, {ep} epochs, batch "
@@ -343,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                            "varied)",
                      columns=["tokenizer", "decode", "class", "C2ST band powers", "C2ST channel correlations",
                               "spread inside a level"], rows=away_rows)],
-        figures=[dict(title="Mean PSD of the samples beside real windows", path=fig)])
+        figures=[dict(title="Mean PSD of the samples beside real windows", path=fig),
+                 dict(title="How varied the samples are: per window, channel-mean log band power", path=fig_bp)])
     save_result(NAME, result, args.results_dir)
     return result
 

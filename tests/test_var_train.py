@@ -518,6 +518,7 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
     res = bench_samples.main(["--quick", "--results-dir", str(tmp_path / "res"), "--data-root", ds_root,
                               "--tokenizers", f"gains={tok}"])
     assert os.path.isfile(tmp_path / "res" / "samples.json")
+    assert all(os.path.getsize(tmp_path / "res" / f) > 0 for f in ("samples_psd.png", "samples_band_power.png"))
     r = res["tokenizers"]["gains"]
     assert set(r) >= {"plain decode", "with band gains"} and r["epoch"] == 1
     # sample.py's default temperature under the plain names, the model's own distribution (1) beside it
