@@ -12,7 +12,9 @@ level (when the tokenizer has band-gain codes) and as plain decodes. Each set is
 held-out windows of its class, beside its floors from the same windows (``utils.main_report.sample_numbers``):
 per-band PSD error, C2ST AUC (logistic, grouped folds), window-to-window spread of band power; floors are real
 training windows (the subject floor) and phase-randomised validation windows. The same numbers against the
-real training windows say how well the model learned its own data.
+real training windows say how well the model learned its own data. A third table says what gives the samples away:
+the held-out C2ST on band powers alone and on channel correlations alone, and the spread of band power inside one
+power level against the training windows of that level (histograms in ``samples_band_power.png``).
 """
 from __future__ import annotations
 
