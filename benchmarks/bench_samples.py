@@ -160,8 +160,9 @@ def shape_numbers(rec: dict, tok: dict, gen: dict, real: dict, class_names: Sequ
             sets = {"generated": (feats(g), None), "floor": (feats(o), g_o),
                     "phase-randomised floor": (feats(phase_randomize(o, rng=c)), g_o)}
             groups = {"all": slice(None), **feature_groups(F_r.shape[1], r.shape[1])}
-            auc = {grp: {k: c2st_auc(F_r, F_x, sfreq, groups_a=g_r, groups_b=gx, features=(F_r[:, cols], F_x[:, cols])).auc
-                         for k, (F_x, gx) in sets.items()} for grp, cols in groups.items()}
+            auc = {grp: {k: c2st_auc(F_r, F_x, sfreq, groups_a=g_r, groups_b=gx,
+                                     features=(F_r[:, cols], F_x[:, cols])).auc for k, (F_x, gx) in sets.items()}
+                   for grp, cols in groups.items()}
             out[f"{ref}/{cname}"] = {
                 "generated": _shape_summary(spectral_shape(r, g, sfreq, edges + cutoffs), edges),
                 "floor": _shape_summary(spectral_shape(r, o, sfreq, edges + cutoffs), edges),
@@ -169,28 +170,38 @@ def shape_numbers(rec: dict, tok: dict, gen: dict, real: dict, class_names: Sequ
     return out
 
 
-def level_spread(gen: dict, real: dict, meta: dict, class_names: Sequence[str]) -> dict | None:
-    """Spread of band power inside a power level (``utils.eeg_metrics.band_power_spread`` with the level as the
-    group), samples against the real training windows of the same class, whose levels come from the run's level
-    clusters: per class, the samples' spread over the real one per band (1 = as varied as real windows of one level).
-    None for a model without levels."""
+def real_level_spread(real: dict, meta: dict, class_names: Sequence[str]) -> dict | None:
+    """Per class, the spread of band power inside a power level (``utils.eeg_metrics.band_power_spread`` with the
+    level as the group) of the real training windows, whose levels come from the run's level clusters: (K,) per
+    class. None for a model without levels. Computed once per run; :func:`level_spread` divides by it."""
     from utils.eeg_levels import LevelClusters, window_levels
     from utils.eeg_metrics import band_power_spread
-    if not meta.get("levels") or (gen["levels"] < 0).any():
+    if not meta.get("levels"):
         return None
     tok = meta["tokenizer"]
     sfreq, bands = float(tok["sfreq"]), tok["bands"]
     x, lab = real["train"][0][:, -1], real["train"][1]
     lev = LevelClusters.from_dict(meta["levels"]).assign(window_levels(x, sfreq, bands), lab)
+    return {cname: band_power_spread(x[lab == c], sfreq, groups_N=lev[lab == c], bands=bands, f_max=45.0)
+            for c, cname in enumerate(class_names) if (lab == c).sum() >= 2}
+
+
+def level_spread(gen: dict, real_spread: dict | None, meta: dict, class_names: Sequence[str]) -> dict | None:
+    """The samples' spread of band power inside a power level over the real training windows' (``real_spread``, from
+    :func:`real_level_spread`): per class, one ratio per band (1 = as varied as real windows of one level). None for
+    a model without levels or samples without them."""
+    from utils.eeg_metrics import band_power_spread
+    if real_spread is None or (gen["levels"] < 0).any():
+        return None
+    tok = meta["tokenizer"]
     out = {}
     for c, cname in enumerate(class_names):
-        in_g, in_x = gen["labels"] == c, lab == c
-        if min(in_g.sum(), in_x.sum()) < 2:
+        in_g = gen["labels"] == c
+        if in_g.sum() < 2 or cname not in real_spread:
             continue
-        s_g = band_power_spread(gen["signal"][in_g].astype(np.float64), sfreq, groups_N=gen["levels"][in_g],
-                                bands=bands, f_max=45.0)
-        s_x = band_power_spread(x[in_x], sfreq, groups_N=lev[in_x], bands=bands, f_max=45.0)
-        out[cname] = [float(a / b) for a, b in zip(s_g, s_x)]
+        s_g = band_power_spread(gen["signal"][in_g].astype(np.float64), float(tok["sfreq"]),
+                                groups_N=gen["levels"][in_g], bands=tok["bands"], f_max=45.0)
+        out[cname] = [float(a / b) for a, b in zip(s_g, real_spread[cname])]
     return out
 
 
@@ -305,12 +316,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         from vae_checkpoint import band_gain
         plot_gains = band_gain(tok) is not None  # the plot: with the tokenizer's band-gain codes if it has them
         recs = {g: reconstructions(vae, tok, real, g) for g in {g for _, g in decodes} | {plot_gains}}
+        real_spread = real_level_spread(real, meta, meta["class_names"])  # shared by every variant
         psd[f"{name}: training windows reconstructed"] = {"signal": recs[plot_gains]["train"], "labels": real["train"][1]}
         for variant, gains, temp in variants:
             gen = sample.generate(var, vae, meta, labels, seed=0, batch=64, stages=False, gains=gains, temperature=temp)
             res[variant] = judge(gen, real, float(tok["sfreq"]), tok["bands"], meta["class_names"])
             res[variant]["shape"] = shape_numbers(recs[gains], tok, gen, real, meta["class_names"])
-            res[variant]["level_spread"] = spread = level_spread(gen, real, meta, meta["class_names"])
+            res[variant]["level_spread"] = spread = level_spread(gen, real_spread, meta, meta["class_names"])
             for c, cname in enumerate(meta["class_names"]):
                 sh = res[variant]["shape"].get(f"val/{cname}")
                 if sh is None:
