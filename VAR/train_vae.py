@@ -40,6 +40,7 @@ import dist
 from models.band_losses import subband_edges
 from models.band_mix import band_index_F
 from models.band_noise import calibrate_vae_noise_
+from models.eeg_discriminator import WaveDiscriminator
 from models.vqvae import VQVAE
 from utils import arg_util, misc
 from utils.amp_sc import AmpOptimizer
@@ -182,13 +183,26 @@ def build_everything(args: VAEArgs):
                   broadcast_buffers=False)
     else:
         vae = vae_wo_ddp
+    disc = disc_ddp = disc_opt = None
+    if args.disc_w > 0 or args.fm_w > 0:
+        disc = WaveDiscriminator(ds_train.n_channels, hidden=args.disc_ch).to(args.device)
+        d_opt = torch.optim.Adam(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9))
+        disc_opt = AmpOptimizer(mixed_precision=args.fp16, optimizer=d_opt, names=[n for n, _ in disc.named_parameters()],
+                                paras=list(disc.parameters()), grad_clip=args.tclip, n_gradient_accumulation=args.ac,
+                                device_type='cuda' if args.device.startswith('cuda') else 'cpu')
+        disc_ddp = disc
+        if dist.initialized():
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            disc_ddp = DDP(disc, device_ids=[dist.get_local_rank()] if args.device.startswith('cuda') else None,
+                           broadcast_buffers=False)
     trainer = VAETrainer(args.device, vae_wo_ddp, vae, vae_opt, stage_scale_idx=stage_scale_indices(info),
                          stage_weights=args.stage_weights(ds_train.n_stages), uv_scale=uv_scale, spec_w=args.spec_w,
                          vq_w=args.vq_w, reseed_every=args.reseed_every, seed=args.seed or 0,
                          reseed_margin=args.reseed_margin, psd_w=args.psd_w,
                          stage_edges=[subband_edges(hi, ds_train.sfreq, ds_train.n_times, args.psd_bin_hz)
                                       for _, hi in ds_train.bands],
-                         corr_w=args.corr_w, band_F=band_index_F(ds_train.bands, ds_train.sfreq, ds_train.n_times))
+                         corr_w=args.corr_w, band_F=band_index_F(ds_train.bands, ds_train.sfreq, ds_train.n_times),
+                         disc=disc, disc_ddp=disc_ddp, disc_opt=disc_opt, disc_w=args.disc_w, fm_w=args.fm_w)
     best = dict(snr=-math.inf, ep=-1)
     if state:
         trainer.load_state_dict(state['trainer'])
@@ -200,6 +214,7 @@ def build_everything(args: VAEArgs):
     sampler = DistInfiniteBatchSampler(dist.get_world_size(), dist.get_rank(), len(train_set), args.glb_batch_size,
                                        same_seed_for_all_ranks=args.same_seed_for_all_ranks, shuffle=True,
                                        fill_last=True, start_ep=start_ep, start_it=start_it)
+    trainer.disc_start_it = args.disc_start_ep * len(sampler)
     ld_train = DataLoader(train_set, batch_sampler=sampler, num_workers=args.workers, pin_memory=False)
     ld_val = DataLoader(val_set, batch_size=max(args.batch_size, 16),
                         sampler=EvalDistributedSampler(val_set, dist.get_world_size(), dist.get_rank()),
@@ -316,11 +331,14 @@ def _train(args: VAEArgs) -> int:
             ev = trainer.eval_ep(parts['ld_val'])
             # the best epoch by the decoder's own SNR: the band mix, refitted each time, would add its own noise
             snr_full = ev['snr_db_plain'][-1]
-            improved = snr_full > best['snr']
+            # with the discriminator, only epochs that trained with it compete (it costs SNR by design)
+            adversarial = args.disc_w > 0 or args.fm_w > 0
+            improved = snr_full > best['snr'] and not (adversarial and ep + 1 <= args.disc_start_ep)
             if improved:
                 best = dict(snr=float(snr_full), ep=int(ep))
             usages_train = trainer.vae_wo_ddp.quantize.usages(args.batch_size)
-            metrics = dict(ep=ep + 1, Lrec=metric_lg.meters['Lrec'].global_avg, Lspec=metric_lg.meters['Lspec'].global_avg,
+            gan = {k: metric_lg.meters[k].global_avg for k in ('Ladv', 'Lfm', 'Ldisc') if k in metric_lg.meters}
+            metrics = dict(ep=ep + 1, **gan, Lrec=metric_lg.meters['Lrec'].global_avg, Lspec=metric_lg.meters['Lspec'].global_avg,
                            Lpsd=metric_lg.meters['Lpsd'].global_avg,
                            Lcorr=metric_lg.meters['Lcorr'].global_avg, Lvq=metric_lg.meters['Lvq'].global_avg,
                            val_snr_db={n: round(v, 3) for n, v in zip(names_K, ev['snr_db'])},

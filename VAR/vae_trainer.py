@@ -4,7 +4,9 @@ The tokenizer's counterpart of upstream's ``trainer.py`` (``train_step``, ``eval
 ``get_config``). Windows arrive in µV as cumulative stages ``stages_BKCT`` and are divided by the
 dataset scale ``uv_scale`` (µV per model unit). Loss = Σ_k w_k NMSE(decode(f_hat_≤k), x_≤k)
 + spec_w · multi-resolution log-spectral loss (full stage) + psd_w · Σ_k sub-band power loss(decode_≤k, x_≤k)
-+ corr_w · per-band channel-correlation loss (full stage) + vq_w · quantizer loss.
++ corr_w · per-band channel-correlation loss (full stage) + vq_w · quantizer loss; optionally (``disc_w`` or
+``fm_w`` > 0, from global iteration ``disc_start_it``) + disc_w · hinge adversarial loss + fm_w · feature matching
+of a waveform discriminator (``models/eeg_discriminator.py``) on the full decode, trained in the same step.
 
 Shape letters: B batch, K stages, C electrodes, T samples, S scales, V codebook size.
 """
@@ -20,6 +22,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import dist
 from models.band_losses import (SNRAccumulator, band_bins, band_corr_loss, band_power_loss, log_spectral_loss,
                                 stage_recon_loss)
+from models.eeg_discriminator import (WaveDiscriminator, discriminator_hinge_loss, feature_matching_loss,
+                                      generator_hinge_loss)
 from models.vqvae import VQVAE
 from utils.amp_sc import AmpOptimizer
 from utils.misc import MetricLogger, TensorboardLogger
@@ -62,6 +66,15 @@ class VAETrainer:
         Band index per rFFT bin of a window (-1 outside every band); needed when corr_w > 0.
     seed : int
         Seed of the re-seeding generator (mixed with the global iteration, so resume is exact).
+    disc : WaveDiscriminator or None
+        The discriminator (train mode); needed when ``disc_w`` or ``fm_w`` > 0.
+    disc_ddp : WaveDiscriminator or DDP or None
+        The same, wrapped in DDP with several processes (its own training step goes through it).
+    disc_opt : AmpOptimizer or None
+    disc_w, fm_w : float
+        Weights of the adversarial and feature-matching terms in the tokenizer's loss.
+    disc_start_it : int
+        Global iteration from which the discriminator trains and its terms join the loss.
     """
 
     def __init__(self, device: torch.device | str, vae_wo_ddp: VQVAE, vae: VQVAE | DDP, vae_opt: AmpOptimizer,
@@ -69,7 +82,9 @@ class VAETrainer:
                  spec_w: float = 0.05, vq_w: float = 1.0, reseed_every: int = 25, seed: int = 0,
                  reseed_margin: float = 0.08, psd_w: float = 0.0,
                  stage_edges: Sequence[Sequence[tuple[int, int]]] = (), corr_w: float = 0.0,
-                 band_F: Sequence[int] = ()):
+                 band_F: Sequence[int] = (), disc: WaveDiscriminator | None = None,
+                 disc_ddp: WaveDiscriminator | DDP | None = None, disc_opt: AmpOptimizer | None = None,
+                 disc_w: float = 0.0, fm_w: float = 0.0, disc_start_it: int = 0):
         self.device = torch.device(device)
         self.vae_wo_ddp, self.vae, self.vae_opt = vae_wo_ddp, vae, vae_opt
         self.stage_scale_idx = [int(s) for s in stage_scale_idx]
@@ -87,12 +102,22 @@ class VAETrainer:
         if self.corr_w > 0 and not self.band_bins:
             raise ValueError('corr_w > 0 needs a band index per rFFT bin (band_F)')
         self.n_reseeded = 0
+        self.disc_w, self.fm_w, self.disc_start_it = float(disc_w), float(fm_w), int(disc_start_it)
+        if (self.disc_w > 0 or self.fm_w > 0) and (disc is None or disc_opt is None):
+            raise ValueError('disc_w or fm_w > 0 needs a discriminator and its optimizer')
+        self.disc, self.disc_opt = disc, disc_opt
+        self.disc_ddp = disc_ddp if disc_ddp is not None else disc
+
+    def adversarial_at(self, g_it: int) -> bool:
+        """Whether the discriminator trains and its terms are in the loss at global iteration ``g_it``."""
+        return self.disc is not None and (self.disc_w > 0 or self.fm_w > 0) and g_it >= self.disc_start_it
 
     def to_model_units(self, stages_BKCT: torch.Tensor) -> torch.Tensor:
         return stages_BKCT.to(self.device, non_blocking=True).float() / self.uv_scale
 
-    def compute_loss(self, stages_BKCT: torch.Tensor) -> tuple[torch.Tensor, Dict[str, Any]]:
-        """Loss on one batch (µV in); returns (loss, parts) with detached per-stage NMSE."""
+    def compute_loss(self, stages_BKCT: torch.Tensor, adversarial: bool = False) -> tuple[torch.Tensor, Dict[str, Any]]:
+        """Loss on one batch (µV in); returns (loss, parts) with detached per-stage NMSE and, with ``adversarial``,
+        the detached full decode and its input (``fake``, ``real``, model units) for the discriminator's step."""
         x_BKCT = self.to_model_units(stages_BKCT)
         with self.vae_opt.amp_ctx:
             recs_S, _, vq_loss = self.vae(x_BKCT[:, -1], ret_usages=False, ret_all=True)
@@ -107,9 +132,33 @@ class VAETrainer:
         corr = (band_corr_loss(recs_K[-1], x_BKCT[:, -1], self.band_bins) if self.corr_w > 0
                 else rec_loss.new_zeros(()))
         loss = rec_loss + self.spec_w * spec + self.psd_w * psd + self.corr_w * corr + self.vq_w * vq_loss
+        adv = fm = rec_loss.new_zeros(())
+        extra = {}
+        if adversarial:
+            disc = self.disc
+            disc.requires_grad_(False)  # the tokenizer's step moves only the tokenizer
+            with self.vae_opt.amp_ctx:
+                with torch.no_grad():
+                    _, real_feats = disc(x_BKCT[:, -1])
+                fake_logits, fake_feats = disc(recs_K[-1])
+            disc.requires_grad_(True)
+            adv = generator_hinge_loss([lo.float() for lo in fake_logits])
+            fm = feature_matching_loss([f.float() for f in real_feats], [f.float() for f in fake_feats])
+            loss = loss + self.disc_w * adv + self.fm_w * fm
+            extra = dict(fake=recs_K[-1].detach(), real=x_BKCT[:, -1])
         return loss, dict(rec=rec_loss.detach(), spec=spec.detach(), psd=psd.detach(), corr=corr.detach(),
-                          vq=vq_loss.detach(),
-                          nmse_K=nmse_K)
+                          vq=vq_loss.detach(), adv=adv.detach(), fm=fm.detach(),
+                          nmse_K=nmse_K, **extra)
+
+    def disc_step(self, stepping: bool, real_BCT: torch.Tensor, fake_BCT: torch.Tensor) -> float:
+        """One hinge-loss step of the discriminator on real windows and (detached) decodes; returns its loss."""
+        self.disc_ddp.train()
+        with self.disc_opt.amp_ctx:
+            logits, _ = self.disc_ddp(torch.cat([real_BCT, fake_BCT.to(real_BCT.dtype)]))  # one pass for DDP
+        B = real_BCT.shape[0]
+        loss = discriminator_hinge_loss([lo[:B].float() for lo in logits], [lo[B:].float() for lo in logits])
+        self.disc_opt.backward_clip_step(stepping=stepping, loss=loss)
+        return float(loss.detach())
 
     def train_step(self, it: int, g_it: int, stepping: bool, metric_lg: MetricLogger, tb_lg: TensorboardLogger,
                    stages_BKCT: torch.Tensor) -> tuple[torch.Tensor | None, float | None]:
@@ -128,8 +177,12 @@ class VAETrainer:
         grad_norm, scale_log2
         """
         self.vae.train()
-        loss, parts = self.compute_loss(stages_BKCT)
+        adversarial = self.adversarial_at(g_it)
+        loss, parts = self.compute_loss(stages_BKCT, adversarial=adversarial)
         grad_norm, scale_log2 = self.vae_opt.backward_clip_step(stepping=stepping, loss=loss)
+        if adversarial:
+            ld = self.disc_step(stepping, parts['real'], parts['fake'])
+            metric_lg.update(Ladv=parts['adv'].item(), Lfm=parts['fm'].item(), Ldisc=ld)
         if stepping and self.reseed_every > 0 and (g_it + 1) % self.reseed_every == 0:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + g_it)
             counts = self.vae_wo_ddp.quantize.reseed_dead_codes_(batch_size=stages_BKCT.shape[0], generator=g,
@@ -194,15 +247,23 @@ class VAETrainer:
         return dict(stage_scale_idx=self.stage_scale_idx, stage_weights=self.stage_weights, uv_scale=self.uv_scale,
                     spec_w=self.spec_w, vq_w=self.vq_w, reseed_every=self.reseed_every,
                     reseed_margin=self.reseed_margin, psd_w=self.psd_w,
-                    corr_w=self.corr_w)
+                    corr_w=self.corr_w, disc_w=self.disc_w, fm_w=self.fm_w, disc_start_it=self.disc_start_it)
 
     def state_dict(self) -> Dict[str, Any]:
-        return dict(vae_wo_ddp=self.vae_wo_ddp.state_dict(), vae_opt=self.vae_opt.state_dict(),
-                    record_hit=int(self.vae_wo_ddp.quantize.record_hit), n_reseeded=int(self.n_reseeded),
-                    config=self.get_config())
+        state = dict(vae_wo_ddp=self.vae_wo_ddp.state_dict(), vae_opt=self.vae_opt.state_dict(),
+                     record_hit=int(self.vae_wo_ddp.quantize.record_hit), n_reseeded=int(self.n_reseeded),
+                     config=self.get_config())
+        if self.disc is not None:
+            state.update(disc=self.disc.state_dict(), disc_opt=self.disc_opt.state_dict())
+        return state
 
     def load_state_dict(self, state: Dict[str, Any], strict: bool = True) -> None:
         self.vae_wo_ddp.load_state_dict(state['vae_wo_ddp'], strict=strict)
         self.vae_opt.load_state_dict(state['vae_opt'])
         self.vae_wo_ddp.quantize.record_hit = int(state.get('record_hit', 0))
         self.n_reseeded = int(state.get('n_reseeded', 0))
+        if self.disc is not None and 'disc' in state:
+            self.disc.load_state_dict(state['disc'])
+            self.disc_opt.load_state_dict(state['disc_opt'])
+        elif self.disc is not None:
+            logger.warning('the checkpoint has no discriminator: it starts untrained')

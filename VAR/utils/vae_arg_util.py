@@ -108,6 +108,15 @@ class VAEArgs(BaseArgs):
                               '(K x log2(2 gain_max_steps + 1) bits per window and channel; not trained, measured by '
                               'the encoder); 0 = none. Not in upstream')
     gain_max_steps: int = arg(2, 'band-gain codes run from -N to +N steps (default: +-4 dB at 2-dB steps)')
+    disc_w: float = arg(0.0, 'weight of the hinge adversarial loss of a waveform discriminator on the full decode '
+                        '(models/eeg_discriminator.py); 0 = off (the default: on eegmat it made decodes easier to tell '
+                        'from their inputs, docs/design.md section 2). Not in upstream')
+    fm_w: float = arg(0.0, "weight of the discriminator's feature-matching loss (L1 between its hidden activations on "
+                      'the decode and on the input, each layer relative to the input\'s); 0 = off. Not in upstream')
+    disc_start_ep: int = arg(5, 'epoch from which the discriminator trains and its losses join (with --disc_w or '
+                             '--fm_w > 0); the best checkpoint is then chosen among later epochs only')
+    disc_ch: int = arg(32, "width of the discriminator's first layer")
+    disc_lr: float = arg(2e-4, "the discriminator's Adam learning rate (constant, betas 0.5 / 0.9)")
     vq_w: float = arg(1.0, 'weight of the quantizer loss (codebook + beta * commitment)')
     reseed_every: int = arg(25, 're-seed dead codes from the batch every N iterations (0 = never)')
     # port: upstream counts a code as used above 0.08x the uniform rate; re-seeding everything below 0.5x keeps the
@@ -152,6 +161,10 @@ class VAEArgs(BaseArgs):
         if self.gain_step_db < 0 or self.gain_max_steps < 1:
             raise UserError(f"--gain_step_db={self.gain_step_db} / --gain_max_steps={self.gain_max_steps}: expected "
                             "gain_step_db >= 0 (0 = no gain codes) and gain_max_steps >= 1")
+        if self.disc_w < 0 or self.fm_w < 0 or self.disc_start_ep < 0 or self.disc_ch < 1 or self.disc_lr <= 0:
+            raise UserError(f"--disc_w={self.disc_w} / --fm_w={self.fm_w} / --disc_start_ep={self.disc_start_ep} / "
+                            f"--disc_ch={self.disc_ch} / --disc_lr={self.disc_lr}: expected weights >= 0, a start "
+                            "epoch >= 0, a width >= 1 and a learning rate > 0")
         if self.uv_scale < 0:
             raise UserError(f"--uv_scale={self.uv_scale}: expected > 0 (or 0 = from the training data)")
 
