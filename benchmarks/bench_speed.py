@@ -19,7 +19,9 @@ batch size the same run measures:
   the linear interpolation (per-step cost is constant plus attention linear in the cache length).
   The run also times one configuration both ways and reports the estimate's error.
 
-Results: ``<results-dir>/speed.json`` and ``speed_ratio.png`` (speed-up vs depth per batch size).
+Results: ``<results-dir>/speed.json`` and ``speed_ratio.png`` (speed-up vs depth per batch size); with
+``--threads N`` > 1 on a CPU, ``speed_threadsN.json`` and ``speed_ratio_threadsN.png`` (both models get the N
+threads; one thread compares the two per core, N threads what the machine gives).
 Time per window = wall time of one batch / batch size. Classifier-free guidance is off by default
 (``--cfg``): it doubles the batch of both models alike.
 """
@@ -211,7 +213,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
                    help="time AR end to end when batch * sequence length <= this (default 1000; quick 10^9)")
     p.add_argument("--ar-steps", type=int, default=24, help="timed AR steps at each end when interpolating")
     p.add_argument("--device", default="cpu", help="cpu or cuda (results then go to speed_cuda.json)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for both models; more than 1 writes speed_threadsN.json beside speed.json "
+                        "(default: the threads set by OMP_NUM_THREADS, results in speed.json)")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads={args.threads}: expected a positive number of threads")
+        torch.set_num_threads(args.threads)
     if args.device not in ("cpu", "cuda"):
         raise UserError(f"--device={args.device!r}: expected cpu or cuda")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -280,7 +289,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise UserError("every depth x batch pair was skipped; change --skip, --depths or --batches")
     cuda = args.device == "cuda"
     where = torch.cuda.get_device_name(0) if cuda else "this CPU"
-    png = figure_path(args.results_dir, "speed_ratio_cuda.png" if cuda else "speed_ratio.png")
+    n_threads = torch.get_num_threads()
+    # one file per kind of run: the GPU, one CPU thread (the reference), or N CPU threads
+    suffix = "_cuda" if cuda else (f"_threads{n_threads}" if (args.threads or 1) > 1 else "")
+    png = figure_path(args.results_dir, f"speed_ratio{suffix}.png")
     plot_ratio(rows, png, where)
     tg = speed_targets(rows)
     result = {"machine": machine_info(), "quick": args.quick, "tokenizer": tok, "cfg": args.cfg,
@@ -310,7 +322,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if skip:
         text.append(f"Skipped on this CPU: {', '.join(sorted(skip))} (depth x batch; run with --skip '' to include).")
     result["report"] = {
-        "title": f"Next-scale vs next-token sampling speed{' on the GPU' if cuda else ''}", "text": text,
+        "title": "Next-scale vs next-token sampling speed" + (
+            " on the GPU" if cuda else (f", {n_threads} CPU threads" if suffix else "")), "text": text,
         "tables": [{"title": "Seconds per generated window and speed-up", "columns": [
             "depth", "batch", "VAR schedule", "AR sequence", "VAR passes + draws", "AR passes", "VAR s/window",
             "AR s/window", "speed-up", "AR timing"],
@@ -322,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "figures": [{"title": "Speed-up of next-scale over next-token sampling vs depth", "path": os.path.basename(png)}],
     }
     result["device"] = where
-    save_result(f"{NAME}_cuda" if cuda else NAME, result, args.results_dir)
+    save_result(NAME + suffix, result, args.results_dir)
     return result
 
 

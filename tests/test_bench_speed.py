@@ -58,6 +58,20 @@ def test_speed_ar_step_timer_leaves_no_kv_cache():
     assert all(b.attn.cached_k is None and not b.attn.caching for b in ar.blocks)  # caches cleaned up
 
 
+def test_speed_threads_go_to_their_own_file(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        res = bench_speed.main(["--quick", "--depths", "1", "--batches", "1", "--repeats", "1", "--schedules", "plain",
+                                "--sequences", "last", "--threads", "2", "--results-dir", str(tmp_path)])
+    finally:
+        torch.set_num_threads(before)
+    assert res["threads"] == 2 and not (tmp_path / "speed.json").exists()
+    saved = json.loads((tmp_path / "speed_threads2.json").read_text())
+    assert saved["report"]["title"].endswith("2 CPU threads") and (tmp_path / "speed_ratio_threads2.png").exists()
+    with pytest.raises(UserError, match="--threads=0"):
+        bench_speed.main(["--quick", "--threads", "0", "--results-dir", str(tmp_path)])
+
+
 def test_speed_bad_flags(tmp_path):
     with pytest.raises(UserError, match="--depths"):
         bench_speed.main(["--quick", "--depths", "four", "--results-dir", str(tmp_path)])
