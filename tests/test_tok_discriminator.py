@@ -140,4 +140,6 @@ def test_training_with_the_discriminator_resumes_exactly(synth, tmp_path):
 def test_bad_discriminator_flags_are_one_line_errors(synth, tmp_path):
     with pytest.raises(UserError, match=r'--disc_w=-1.0'):
         _run(synth, str(tmp_path / 'bad'), '--ep=1', '--disc_w=-1')
+    with pytest.raises(UserError, match=r'--disc_start_ep=3 is not before the last epoch \(--ep=3\)'):
+        _run(synth, str(tmp_path / 'bad'), '--ep=3', '--disc_start_ep=3')
     assert not os.path.exists(os.path.join(tmp_path, 'bad', 'vae-ckpt-last.pth'))
