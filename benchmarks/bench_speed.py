@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # one file per kind of run: the GPU, one CPU thread (the reference), or N CPU threads
     suffix = "_cuda" if cuda else (f"_threads{n_threads}" if (args.threads or 1) > 1 else "")
     png = figure_path(args.results_dir, f"speed_ratio{suffix}.png")
-    plot_ratio(rows, png, where)
+    plot_ratio(rows, png, where + (f", {n_threads} threads" if suffix and not cuda else ""))
     tg = speed_targets(rows)
     result = {"machine": machine_info(), "quick": args.quick, "tokenizer": tok, "cfg": args.cfg,
               "threads": torch.get_num_threads(), "schedules": schedules, "rows": rows, "interpolation_check": check,
