@@ -143,3 +143,19 @@ def test_bad_discriminator_flags_are_one_line_errors(synth, tmp_path):
     with pytest.raises(UserError, match=r'--disc_start_ep=3 is not before the last epoch \(--ep=3\)'):
         _run(synth, str(tmp_path / 'bad'), '--ep=3', '--disc_start_ep=3')
     assert not os.path.exists(os.path.join(tmp_path, 'bad', 'vae-ckpt-last.pth'))
+
+
+def test_discriminator_under_ddp_two_cpu_processes(synth, tmp_path, repo_root):
+    """torchrun with two processes: the discriminator's step goes through DDP, the tokenizer's through its own."""
+    import subprocess
+    import sys
+    out = str(tmp_path / 'ddp')
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'VAR/train_vae.py',
+           f'--data_path={synth}', f'--local_out_dir_path={out}', *FLAGS, '--ep=2']
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=repo_root, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = load_checkpoint(os.path.join(out, 'vae-ckpt-last.pth'))[0]
+    assert state['args']['world_size'] == 2 and state['epoch'] == 2 and 'disc' in state['trainer']
+    last = _log(out)[-1]
+    assert all(np.isfinite(last[k]) for k in ('Ladv', 'Lfm', 'Ldisc'))
