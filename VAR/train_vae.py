@@ -184,14 +184,13 @@ def build_everything(args: VAEArgs):
     else:
         vae = vae_wo_ddp
     disc = disc_ddp = disc_opt = None
-    if args.disc_w > 0 or args.fm_w > 0:
+    if args.discriminator_on:
         disc = WaveDiscriminator(ds_train.n_channels, hidden=args.disc_ch).to(args.device)
         d_opt = torch.optim.Adam(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9))
         disc_opt = AmpOptimizer(mixed_precision=args.fp16, optimizer=d_opt, names=[n for n, _ in disc.named_parameters()],
                                 paras=list(disc.parameters()), grad_clip=args.tclip, n_gradient_accumulation=args.ac,
                                 device_type='cuda' if args.device.startswith('cuda') else 'cpu')
-        disc_ddp = disc
-        if dist.initialized():
+        if dist.initialized():  # without DDP the trainer steps the discriminator itself
             from torch.nn.parallel import DistributedDataParallel as DDP
             disc_ddp = DDP(disc, device_ids=[dist.get_local_rank()] if args.device.startswith('cuda') else None,
                            broadcast_buffers=False)
@@ -332,8 +331,8 @@ def _train(args: VAEArgs) -> int:
             # the best epoch by the decoder's own SNR: the band mix, refitted each time, would add its own noise
             snr_full = ev['snr_db_plain'][-1]
             # with the discriminator, only epochs that trained with it compete (it costs SNR by design)
-            adversarial = args.disc_w > 0 or args.fm_w > 0
-            improved = snr_full > best['snr'] and not (adversarial and ep + 1 <= args.disc_start_ep)
+            improved = snr_full > best['snr'] and (not args.discriminator_on
+                                                   or trainer.adversarial_at((ep + 1) * iters_train - 1))
             if improved:
                 best = dict(snr=float(snr_full), ep=int(ep))
             usages_train = trainer.vae_wo_ddp.quantize.usages(args.batch_size)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -137,6 +139,18 @@ def test_training_with_the_discriminator_resumes_exactly(synth, tmp_path):
             assert torch.allclose(v, src_b[k], atol=1e-6), (key, k)
 
 
+def test_best_checkpoint_comes_from_an_epoch_trained_with_the_discriminator(synth, tmp_path):
+    """A strong adversarial weight without clipping costs SNR in the last epoch, the only one trained with the
+    discriminator; the best checkpoint is still that epoch, not an earlier one with a higher SNR."""
+    out = str(tmp_path / 'best')
+    assert _run(synth, out, '--ep=3', '--disc_start_ep=2', '--disc_w=10000', '--fm_w=0', '--tclip=0') == 0
+    logs = _log(out)
+    full = [list(d['val_snr_db_plain'].values())[-1] for d in logs]
+    assert max(full[:2]) > full[2]  # the earlier epochs would have won on SNR alone
+    assert logs[-1]['best_ep'] == 2
+    assert load_checkpoint(os.path.join(out, 'vae-ckpt-best.pth'))[0]['epoch'] == 3
+
+
 def test_bad_discriminator_flags_are_one_line_errors(synth, tmp_path):
     with pytest.raises(UserError, match=r'--disc_w=-1.0'):
         _run(synth, str(tmp_path / 'bad'), '--ep=1', '--disc_w=-1')
@@ -147,8 +161,6 @@ def test_bad_discriminator_flags_are_one_line_errors(synth, tmp_path):
 
 def test_discriminator_under_ddp_two_cpu_processes(synth, tmp_path, repo_root):
     """torchrun with two processes: the discriminator's step goes through DDP, the tokenizer's through its own."""
-    import subprocess
-    import sys
     out = str(tmp_path / 'ddp')
     env = dict(os.environ, OMP_NUM_THREADS='1')
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'VAR/train_vae.py',

@@ -165,11 +165,16 @@ class VAEArgs(BaseArgs):
             raise UserError(f"--disc_w={self.disc_w} / --fm_w={self.fm_w} / --disc_start_ep={self.disc_start_ep} / "
                             f"--disc_ch={self.disc_ch} / --disc_lr={self.disc_lr}: expected weights >= 0, a start "
                             "epoch >= 0, a width >= 1 and a learning rate > 0")
-        if (self.disc_w > 0 or self.fm_w > 0) and self.disc_start_ep >= self.ep:
+        if self.discriminator_on and self.disc_start_ep >= self.ep:
             raise UserError(f"--disc_start_ep={self.disc_start_ep} is not before the last epoch (--ep={self.ep}): the "
                             "discriminator would never train; choose a smaller --disc_start_ep")
         if self.uv_scale < 0:
             raise UserError(f"--uv_scale={self.uv_scale}: expected > 0 (or 0 = from the training data)")
+
+    @property
+    def discriminator_on(self) -> bool:
+        """Whether training builds and trains the waveform discriminator (--disc_w or --fm_w > 0)."""
+        return self.disc_w > 0 or self.fm_w > 0
 
     def stage_weights(self, n_stages: int) -> tuple[float, ...]:
         """Per-stage loss weights for ``n_stages`` stages."""
