@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     raw = os.path.join(args.results_dir, "raw")
     if args.data_root is None:  # bench_tokenizer's: all 26 eegmat subjects, four held out, 5-s windows every 2.5 s
         from benchmarks.bench_tokenizer import ensure_bench_dataset
-        args.data_root = ensure_bench_dataset(os.path.join(raw, "eegmat100_s25_val4"))
+        args.data_root = ensure_bench_dataset(raw)
     if args.vae_ckpt is None:
         args.vae_ckpt = os.path.join(raw, "tokenizer_run", "vae-ckpt-best.pth")
         if not os.path.exists(args.vae_ckpt):

@@ -15,6 +15,10 @@ training windows (the subject floor) and phase-randomised validation windows. Th
 real training windows say how well the model learned its own data. A third table says what gives the samples away:
 the held-out C2ST on band powers alone and on channel correlations alone, and the spread of band power inside one
 power level against the training windows of that level (histograms in ``samples_band_power.png``).
+
+``--split-by time`` is the second protocol: the held-out windows are the last 30 % of every recording of all 26
+subjects (``bench_tokenizer --split-by time`` trains its tokenizer, ``raw/tokenizer_run_time``); runs, results and
+figures get ``_time`` in their names (``raw/samples_var_new_time``, ``samples_time.json``).
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from utils.cli import run_cli, setup_logging
 from utils.errors import UserError
 from utils.project_info import REPO_ROOT
 from utils.var_path import ensure_var_importable
+from benchmarks.bench_tokenizer import add_split_flag, ensure_bench_dataset, split_suffix
 
 logger = logging.getLogger(__name__)
 NAME = "samples"
@@ -53,19 +58,22 @@ def build_parser():
                    "under the plain names (default: sample.py's, then 1 = the model's own distribution)")
     p.add_argument("--seed", type=int, default=0, help="VAR training seed; runs of seed N > 0 go to "
                    "raw/samples_var_<NAME>_seed<N> (the spread between seeds)")
+    add_split_flag(p)
     return p
 
 
-def parse_tokenizers(items: Sequence[str] | None, raw: str) -> list[tuple[str, str]]:
+def parse_tokenizers(items: Sequence[str] | None, raw: str, sfx: str = "") -> list[tuple[str, str]]:
     """``['new=PATH', ...]`` -> [(name, path)]; default: the tokenizer benchmark's runs that exist (its quick mode
-    trains only the new one)."""
+    trains only the new one) of the protocol whose name suffix is ``sfx`` (:func:`~benchmarks.bench_tokenizer.split_suffix`)."""
     if not items:
         items = [f"{name}={path}" for name, path in
-                 (("new", os.path.join(raw, "tokenizer_run", "vae-ckpt-best.pth")),
-                  ("before", os.path.join(raw, "tokenizer_run_before", "vae-ckpt-best.pth"))) if os.path.isfile(path)]
+                 (("new", os.path.join(raw, f"tokenizer_run{sfx}", "vae-ckpt-best.pth")),
+                  ("before", os.path.join(raw, f"tokenizer_run_before{sfx}", "vae-ckpt-best.pth")))
+                 if os.path.isfile(path)]
         if not items:
-            raise UserError(f"no tokenizer in {raw}: run python -m benchmarks.bench_tokenizer first (it trains "
-                            "raw/tokenizer_run) or pass --tokenizers NAME=PATH")
+            split = f" --split-by {sfx[1:]}" if sfx else ""
+            raise UserError(f"no tokenizer in {raw}: run python -m benchmarks.bench_tokenizer{split} first (it trains "
+                            f"raw/tokenizer_run{sfx}) or pass --tokenizers NAME=PATH")
     out = []
     for it in items:
         name, sep, path = it.partition("=")
@@ -252,7 +260,8 @@ def _plot_band_power(path: str, gens: dict, real: dict, sfreq: float, bands, cla
     plt.close(fig)
 
 
-def _plot_psd(path: str, gens: dict, real: dict, sfreq: float, class_names: Sequence[str]) -> None:
+def _plot_psd(path: str, gens: dict, real: dict, sfreq: float, class_names: Sequence[str],
+              held_out: str = "the held-out subjects") -> None:
     """Per class: mean Welch PSD of the real windows of both splits, the training windows' reconstructions and every set
     of samples, up to 45 Hz and, below, up to 20 Hz (the alpha peak, the lower band edges and scale cutoffs)."""
     import matplotlib
@@ -272,7 +281,7 @@ def _plot_psd(path: str, gens: dict, real: dict, sfreq: float, class_names: Sequ
         for row, f_max in enumerate((45.0, 20.0)):
             ax = axes[row, c]
             plot_psd_curves(ax, curves, f_max=f_max, legend_size=7)
-            ax.set_title(f"{cname} (real val = the held-out subjects){', up to 20 Hz' if row else ''}", fontsize=9)
+            ax.set_title(f"{cname} (real val = {held_out}){', up to 20 Hz' if row else ''}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -286,13 +295,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     torch.set_num_threads(1)
     ensure_var_importable()
     raw = os.path.join(args.results_dir, "raw")
-    toks = parse_tokenizers(args.tokenizers, raw)
-    data = args.data_root
-    if data is None:
-        from benchmarks.bench_tokenizer import ensure_bench_dataset
-        data = ensure_bench_dataset(os.path.join(raw, "eegmat100_s25_val4"))
+    sfx = split_suffix(args.split_by)
+    toks = parse_tokenizers(args.tokenizers, raw, sfx)
+    data = args.data_root or ensure_bench_dataset(raw, args.split_by)
     ep, n = (1, 16) if args.quick else (args.ep, args.n_per_class)
-    suffix = f"_seed{args.seed}" if args.seed else ""
+    suffix = sfx + (f"_seed{args.seed}" if args.seed else "")
     ckpts = {name: train_var(data, path, os.path.join(raw, f"samples_var_{name}{suffix}"), args.depth, ep, args.bs,
                              args.seed) for name, path in toks}
     if args.train_only:
@@ -356,23 +363,28 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                  round(ph["c2st_auc"], 3),
                                  round(float(np.mean([g["band_power_spread"][b] / spread_ref[b] for b in spread_ref])), 2)])
         result_toks[name] = res
-    result = dict(machine=machine_info(), quick=bool(args.quick), data_root=os.path.abspath(data), depth=args.depth,
+    result = dict(machine=machine_info(), quick=bool(args.quick), data_root=os.path.abspath(data),
+                  split_by=args.split_by, depth=args.depth,
                   ep=ep, bs=args.bs, seed=args.seed, n_per_class=n, temperature=temps[0], other_temperatures=temps[1:],
                   tokenizers=result_toks)
-    fig = "samples_psd.png"
-    _plot_psd(figure_path(args.results_dir, fig), psd, real, float(tok["sfreq"]), meta["class_names"])
-    fig_bp = "samples_band_power.png"
+    fig = f"{NAME}{sfx}_psd.png"
+    _plot_psd(figure_path(args.results_dir, fig), psd, real, float(tok["sfreq"]), meta["class_names"],
+              "the held-out subjects" if not sfx else "the last 30 % of every recording")
+    fig_bp = f"{NAME}{sfx}_band_power.png"
     _plot_band_power(figure_path(args.results_dir, fig_bp), psd, real, float(tok["sfreq"]), tok["bands"],
                      meta["class_names"])
     result["report"] = dict(
-        title="VAR's samples against real EEG: tokenizers and sampling temperatures",
+        title="VAR's samples against real EEG: tokenizers and sampling temperatures"
+              + ("" if not sfx else f", {args.split_by} split"),
         text=[f"VAR/train.py defaults (4 power levels, left-to-right head), depth {args.depth}, {ep} epochs, batch "
               f"{args.bs}, training seed {args.seed}, trained on each tokenizer's tokens; {n} samples per class (sampling seed 0, "
               f"temperature {_temp_name(temps[0])}"
               + "".join(f"; rows named 'temperature {_temp_name(t)}' drew at that one" for t in temps[1:])
-              + f"), judged against {args.max_real} "
-              "real windows of the 4 held-out subjects ('held-out') or of the training subjects ('training'). "
-              "'floor': the other split's real windows against the same reference (the largest band error; C2ST); "
+              + f"), judged against {args.max_real} real windows of "
+              + ("the 4 held-out subjects ('held-out') or of the training subjects ('training'). " if not sfx else
+                 "the last 30 % of every recording of all 26 subjects ('held-out') or of their first 70 % "
+                 "('training'). ")
+              + "'floor': the other split's real windows against the same reference (the largest band error; C2ST); "
               "'phase-rand.': the reference's own windows, phase-randomised. Spread: the samples' window-to-window sd "
               "of log band power over the reference's, mean over bands (1 = as varied as real windows). Spectral shape "
               "(issue 13's measure): against the tokenizer's reconstructions of the reference windows, the floor being "
@@ -395,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                               "spread inside a level"], rows=away_rows)],
         figures=[dict(title="Mean PSD of the samples beside real windows", path=fig),
                  dict(title="How varied the samples are: per window, channel-mean log band power", path=fig_bp)])
-    save_result(NAME, result, args.results_dir)
+    save_result(NAME + sfx, result, args.results_dir)
     return result
 
 

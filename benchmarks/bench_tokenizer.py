@@ -10,7 +10,10 @@ Without ``--vae_ckpt`` a tokenizer is trained first with ``VAR/train_vae.py`` in
 without the channel-correlation loss) into ``raw/tokenizer_run_before`` for the side-by-side rows (or pass
 ``--before_ckpt``). Without
 ``--data_path`` the benchmark dataset is built into ``raw/eegmat100_s25_val4``: all 26 eegmat subjects,
-19 ch, 100 Hz, 5-s windows every 2.5 s, ``VAL_SUBJECTS`` (4 subjects) held out.
+19 ch, 100 Hz, 5-s windows every 2.5 s, ``VAL_SUBJECTS`` (4 subjects) held out. ``--split-by time`` is the second
+protocol: the same windows of all 26 subjects with the last 30 % of every recording held out
+(``raw/eegmat100_t25``); the tokenizer trains into ``raw/tokenizer_run_time`` and the results go to
+``tokenizer_time.json`` and ``tokenizer_time_*.png`` (no earlier recipe and no k-means scan unless asked for).
 
 Measured on the validation split (codec and PCA fitted on the training split):
 per-stage SNR of the partial decodes (decoded from the tokens) and of the transform codec applied to that
@@ -92,6 +95,7 @@ def build_parser():
     p.add_argument('--noise_seed', type=int, default=0, help='seed of the residual noise in the decode+noise rows')
     p.add_argument('--extra_ckpts', nargs='*', default=[], help='more tokenizers (other rates) for the RD curve')
     p.add_argument('--threads', type=int, default=1, help='torch threads for the speed measurement')
+    add_split_flag(p)
     p.add_argument('--kmeans_layouts', nargs='*', default=None, metavar='D:G:V:CVAE:SCALES',
                    help="layouts to scan with k-means tokenizers (PCA transform + residual k-means fitted on the training "
                         "windows, no gradient training), e.g. 4:2:256:64:25_45_65_110_125; default: "
@@ -436,14 +440,35 @@ def _plot(path: str, rates: np.ndarray, codec_db: list, bound_db: list, points: 
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
-def ensure_bench_dataset(root: str) -> str:
-    """Build the benchmark dataset into ``root`` unless present: all 26 eegmat subjects, 5-s windows every
-    2.5 s, ``VAL_SUBJECTS`` held out."""
+#: Folder (under ``raw/``) of the benchmark dataset of each protocol.
+BENCH_DATASETS = {'subject': 'eegmat100_s25_val4', 'time': 'eegmat100_t25'}
+
+
+def split_suffix(split_by: str) -> str:
+    """What a protocol adds to the names of results, figures and runs: '' (subject split) or '_time'."""
+    if split_by not in BENCH_DATASETS:
+        raise UserError(f"--split-by={split_by!r}; expected one of {', '.join(BENCH_DATASETS)}")
+    return '' if split_by == 'subject' else '_' + split_by
+
+
+def ensure_bench_dataset(raw: str, split_by: str = 'subject') -> str:
+    """Build the benchmark dataset of a protocol into ``raw/BENCH_DATASETS[split_by]`` unless present: all 26 eegmat
+    subjects, 5-s windows every 2.5 s; ``VAL_SUBJECTS`` held out (subject) or the last 30 % of every recording
+    (time). Returns its root."""
     from benchmarks.bench_baselines import ensure_default_dataset, eegmat_build_args
-    return ensure_default_dataset(root, eegmat_build_args(2.5, val_subjects=VAL_SUBJECTS))
+    split_suffix(split_by)  # the one-line error for an unknown protocol
+    flags = eegmat_build_args(2.5, split_by, **({'val_subjects': VAL_SUBJECTS} if split_by == 'subject' else {}))
+    return ensure_default_dataset(os.path.join(raw, BENCH_DATASETS[split_by]), flags)
 
 
-def _plot_psd(path: str, real_NCT: np.ndarray, decodes: dict, sfreq: float) -> None:
+def add_split_flag(p) -> None:
+    """``--split-by``: the protocol of a benchmark that judges against held-out eegmat windows."""
+    p.add_argument('--split-by', default='subject', choices=tuple(BENCH_DATASETS),
+                   help="held-out windows: 4 subjects (subject) or the last 30%% of every recording of all 26 (time); "
+                        "'time' adds _time to the names of results, figures and runs")
+
+
+def _plot_psd(path: str, real_NCT: np.ndarray, decodes: dict, sfreq: float, held_out: str = 'held-out subjects') -> None:
     """Mean PSD of the real validation windows and of each decode (log scale)."""
     import matplotlib
     matplotlib.use('Agg')
@@ -457,7 +482,7 @@ def _plot_psd(path: str, real_NCT: np.ndarray, decodes: dict, sfreq: float) -> N
         f, p = welch_psd(x, sfreq)
         ax.semilogy(f[keep], p[keep], lw=1, ls='--' if 'noise' in lab else (':' if 'gains' in lab else '-'), label=lab)
     ax.set_xlim(0, F_MAX); ax.set_xlabel('Hz'); ax.set_ylabel('PSD (µV²/Hz)'); ax.grid(alpha=.3); ax.legend(fontsize=8)
-    ax.set_title('held-out subjects: real vs decoded')
+    ax.set_title(f'{held_out}: real vs decoded')
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
 
 
@@ -465,13 +490,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    data = args.data_path or args.data_root
-    if data is None:
-        data = ensure_bench_dataset(os.path.join(args.results_dir, 'raw', 'eegmat100_s25_val4'))
+    sfx = split_suffix(args.split_by)
     raw = os.path.join(args.results_dir, 'raw')
-    ckpt = args.vae_ckpt or _train_default(data, os.path.join(raw, 'tokenizer_run'), args.quick)
+    data = args.data_path or args.data_root or ensure_bench_dataset(raw, args.split_by)
+    ckpt = args.vae_ckpt or _train_default(data, os.path.join(raw, 'tokenizer_run' + sfx), args.quick)
     before = args.before_ckpt
-    if before is None and not args.vae_ckpt and not args.quick:
+    if before is None and not args.vae_ckpt and not args.quick and not sfx:
         before = _train_default(data, os.path.join(raw, 'tokenizer_run_before'), False, BEFORE_TRAIN_FLAGS)
     from benchmarks.bench_baselines import load_split
     train = EEGWindowDataset(data, 'train')
@@ -533,24 +557,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ceiling_db = in_sample_codebooks_snr_db(vae, x_BCT, n_iter=5 if args.quick else 25)
     layouts = args.kmeans_layouts
     if layouts is None:
-        layouts = list(DEFAULT_KMEANS_LAYOUTS) if (not args.quick and n_t == 500 and sfreq == 100) else []
+        layouts = list(DEFAULT_KMEANS_LAYOUTS) if (not args.quick and not sfx and n_t == 500 and sfreq == 100) else []
     x_train_BCT = torch.from_numpy(train_NKCT[:, -1]).float() / info['uv_scale']
     kmeans = []
     for lay in layouts:
         kmeans.append(kmeans_tokenizer(lay, x_train_BCT, x_BCT, sfreq))
         logger.info('k-means tokenizer %s: %.1f bits/s/ch, val %.2f dB', lay, kmeans[-1]['bits_per_sec_per_channel'],
                     kmeans[-1]['val_snr_db'])
-    fig, fig_psd = 'tokenizer_rd.png', 'tokenizer_psd.png'
+    fig, fig_psd = f'{NAME}{sfx}_rd.png', f'{NAME}{sfx}_psd.png'
     _plot(figure_path(args.results_dir, fig), rates, codec_db, bound_db, points, names,
           [s['tokenizer_snr_db'] for s in stages], [s['codec_snr_db'] for s in stages],
           [s['gaussian_bound_snr_db'] for s in stages])
-    _plot_psd(figure_path(args.results_dir, fig_psd), val_split.stages_NKCT[:, -1], decodes, sfreq)
+    held_out = 'held-out subjects' if not sfx else 'the last 30 % of every recording'
+    _plot_psd(figure_path(args.results_dir, fig_psd), val_split.stages_NKCT[:, -1], decodes, sfreq, held_out)
     full = stages[-1]
     new_noise = real_rows['new: decode+noise']
     new_gains = real_rows.get('new: decode+gains')
     result: dict[str, Any] = dict(
         machine=machine_info(), quick=bool(args.quick), vae_ckpt=os.path.abspath(ckpt), data_root=os.path.abspath(data),
-        before_ckpt=os.path.abspath(before) if before else None, val_subjects=sorted(set(val_split.subject.tolist())),
+        split_by=args.split_by, before_ckpt=os.path.abspath(before) if before else None, val_subjects=sorted(set(val_split.subject.tolist())),
         n_val_windows=int(tgt.shape[0]), v_patch_nums=info['v_patch_nums'], tokens_per_pos=info['tokens_per_pos'],
         vocab_size=info['vocab_size'], bits_per_sec_per_channel=res['bits_per_second_per_channel'],
         stages=stages, psd_error_db=res['psd_error_db'], codebook_usage_pct=res['codebook_usage_pct'],
@@ -572,11 +597,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
                          c2st_mlp_within_005_of_floor_with_gains=bool(new_gains['c2st_auc_mlp'] <= floor['c2st_auc_mlp'] + 0.05),
                          speed_1000x_with_gains=bool(speed_gains['encode_decode_x_realtime'] >= 1000)))))
     band_cols = list(res['psd_error_db'])
+    n_subj = len(result['val_subjects'])
+    where = ', '.join(result['val_subjects']) if not sfx else f'{held_out} ({n_subj} subjects)'
     result['report'] = dict(
-        title='Band tokenizer',
+        title='Band tokenizer' + ('' if not sfx else f', {args.split_by} split'),
         text=[f"Tokenizer {os.path.basename(ckpt)}: scales {info['v_patch_nums']}, G={info['tokens_per_pos']}, "
               f"V={info['vocab_size']}, {res['bits_per_second_per_channel']:.1f} bits/s/channel; {tgt.shape[0]} validation "
-              f"windows of {', '.join(result['val_subjects'])}. Encode+decode {speed['encode_decode_x_realtime']:.0f}x "
+              f"windows of {where}. Encode+decode {speed['encode_decode_x_realtime']:.0f}x "
               f"real time on {args.threads} thread(s)" + (f" ({speed_noise['encode_decode_x_realtime']:.0f}x with the "
                                                           "residual noise" if speed_noise else '')
               + (f", {speed_gains['encode_decode_x_realtime']:.0f}x with the band-gain codes" if speed_gains else '')
@@ -600,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                      columns=['stage', 'bits/s/ch', 'tokenizer', 'codec', 'Gaussian bound'],
                      rows=[[s['stage'], round(s['bits_per_sec_per_channel'], 1), round(s['tokenizer_snr_db'], 2),
                             round(s['codec_snr_db'], 2), round(s['gaussian_bound_snr_db'], 2)] for s in stages]),
-                dict(title='Realism on held-out subjects: full-band SNR (dB), per-band PSD error (dB), C2ST AUC',
+                dict(title=f'Realism on {held_out}: full-band SNR (dB), per-band PSD error (dB), C2ST AUC',
                      columns=['decoder', 'SNR per stage', 'beats codec', *band_cols, 'C2ST linear', 'C2ST MLP'],
                      rows=[['real halves (floor)', '', '', *([''] * len(band_cols)),
                             round(floor['c2st_auc_linear'], 3), round(floor['c2st_auc_mlp'], 3)]]
@@ -616,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         round(k['bits_per_sec_per_channel'], 1), round(k['train_snr_db'], 2), round(k['val_snr_db'], 2)]
                        for k in kmeans])] if kmeans else []),
         figures=[dict(title='RD curve and per-stage SNR', path=fig), dict(title='PSD: real vs decoded', path=fig_psd)])
-    save_result(NAME, result, args.results_dir)
+    save_result(NAME + sfx, result, args.results_dir)
     logger.info('full-spectrum SNR %.2f dB at %.1f bits/s/ch (codec %.2f); stages %s', full['tokenizer_snr_db'],
                 res['bits_per_second_per_channel'], full['codec_snr_db'],
                 [(round(s['tokenizer_snr_db'], 2), round(s['codec_snr_db'], 2)) for s in stages])

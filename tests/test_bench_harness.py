@@ -171,3 +171,43 @@ def test_run_all_writes_tracked_results_only_when_asked():
     assert tracked == 0, f"{plain} is not ignored by git"  # 0 = ignored
     assert results_dir_for(build_parser().parse_args(["--write-results"])) == RESULTS_DIR
     assert results_dir_for(build_parser().parse_args(["--results-dir", "x"])) == "x"
+
+
+def test_bench_protocols_build_their_own_dataset_and_name_their_runs(tmp_path, monkeypatch):
+    """``--split-by time`` (issue 13's second protocol) builds the time split of every recording, reads the tokenizer
+    trained on it and trains its VAR into a run of its own, never the subject split's."""
+    from benchmarks import bench_baselines, bench_samples
+    from benchmarks import bench_tokenizer as bt
+    built = {}
+    monkeypatch.setattr(bench_baselines, "ensure_default_dataset", lambda root, flags: built.setdefault(root, flags) and root)
+    raw = str(tmp_path / "raw")
+    sub, tim = bt.ensure_bench_dataset(raw), bt.ensure_bench_dataset(raw, "time")
+    assert os.path.basename(sub) == "eegmat100_s25_val4" and os.path.basename(tim) == "eegmat100_t25"
+    f_sub, f_tim = built[sub], built[tim]
+    assert f_sub[f_sub.index("--split-by") + 1] == "subject"
+    assert f_sub[f_sub.index("--val-groups") + 1] == "Subject05,Subject11,Subject18,Subject24"
+    assert f_tim[f_tim.index("--split-by") + 1] == "time" and f_tim[f_tim.index("--val-fraction") + 1] == "0.3"
+    assert "--val-groups" not in f_tim
+    # everything else (rate, windows, stride, channels, labels) is the same build
+    assert [f for f in f_sub if f not in f_sub[f_sub.index("--split-by"):f_sub.index("--split-by") + 4]] == \
+        [f for f in f_tim if f not in f_tim[f_tim.index("--split-by"):f_tim.index("--split-by") + 4]]
+    assert (bt.split_suffix("subject"), bt.split_suffix("time")) == ("", "_time")
+    with pytest.raises(UserError, match="split-by='recording'"):
+        bt.split_suffix("recording")
+    # bench_samples: the subject split's tokenizer is there, the time split's is not yet
+    for run in ("tokenizer_run", "tokenizer_run_time"):
+        os.makedirs(os.path.join(raw, run))
+    open(os.path.join(raw, "tokenizer_run", "vae-ckpt-best.pth"), "w").close()
+    with pytest.raises(UserError, match=r"bench_tokenizer --split-by time first .*raw/tokenizer_run_time"):
+        bench_samples.main(["--split-by", "time", "--results-dir", str(tmp_path), "--train-only"])
+    open(os.path.join(raw, "tokenizer_run_time", "vae-ckpt-best.pth"), "w").close()
+    trained = []
+    monkeypatch.setattr(bench_samples, "train_var", lambda data, tok, out, *a: trained.append((data, tok, out)))
+    for argv in (["--split-by", "time"], ["--split-by", "time", "--seed", "2"], []):
+        bench_samples.main([*argv, "--results-dir", str(tmp_path), "--train-only"])
+    assert trained == [(tim, os.path.join(raw, "tokenizer_run_time", "vae-ckpt-best.pth"),
+                        os.path.join(raw, "samples_var_new_time")),
+                       (tim, os.path.join(raw, "tokenizer_run_time", "vae-ckpt-best.pth"),
+                        os.path.join(raw, "samples_var_new_time_seed2")),
+                       (sub, os.path.join(raw, "tokenizer_run", "vae-ckpt-best.pth"),
+                        os.path.join(raw, "samples_var_new"))]

@@ -343,3 +343,11 @@ def test_benchmark_harness(trained, tiny_real, tmp_path):
     assert all(s['gaussian_bound_snr_db'] > s['codec_snr_db'] for s in res['stages'])
     assert res['targets']['must_every_stage_beats_codec'] == all(s['beats_codec'] for s in res['stages'])
     assert res['targets']['speed_1000x'] == (res['speed']['encode_decode_x_realtime'] >= 1000)
+    # the second protocol writes its own files and leaves the first one's alone
+    os.remove(tmp_path / 'tokenizer.json')
+    res_t = bench_tokenizer.main(['--quick', f"--vae_ckpt={os.path.join(trained, 'vae-ckpt-best.pth')}",
+                                  f'--data_path={tiny_real}', f'--results-dir={tmp_path}', '--split-by', 'time'])
+    assert os.path.exists(tmp_path / 'tokenizer_time.json') and not os.path.exists(tmp_path / 'tokenizer.json')
+    assert all(os.path.getsize(tmp_path / f) > 0 for f in ('tokenizer_time_rd.png', 'tokenizer_time_psd.png'))
+    assert res_t['split_by'] == 'time' and res_t['report']['title'].endswith('time split')
+    assert 'last 30 % of every recording' in res_t['report']['tables'][1]['title']
