@@ -75,6 +75,33 @@ def eegmat_build_args(stride_sec: float = 5.0, split_by: str = "subject",
 EEGMAT_BUILD_ARGS = eegmat_build_args()
 
 
+#: Folder (under ``raw/``) of the benchmark dataset of each protocol.
+BENCH_DATASETS = {"subject": "eegmat100_s25_val4", "time": "eegmat100_t25"}
+
+
+def split_suffix(split_by: str) -> str:
+    """What a protocol adds to the names of results, figures and runs: "" (subject split) or "_time"."""
+    if split_by not in BENCH_DATASETS:
+        raise UserError(f"--split-by={split_by!r}; expected one of {', '.join(BENCH_DATASETS)}")
+    return "" if split_by == "subject" else "_" + split_by
+
+
+def ensure_bench_dataset(raw: str, split_by: str = "subject") -> str:
+    """Build the benchmark dataset of a protocol into ``raw/BENCH_DATASETS[split_by]`` unless present: all 26 eegmat
+    subjects, 5-s windows every 2.5 s; ``EEGMAT_VAL_SUBJECTS`` held out (subject) or the last 30 % of every recording
+    (time). Returns its root."""
+    split_suffix(split_by)  # the one-line error for an unknown protocol
+    flags = eegmat_build_args(2.5, split_by, **({"val_subjects": EEGMAT_VAL_SUBJECTS} if split_by == "subject" else {}))
+    return ensure_default_dataset(os.path.join(raw, BENCH_DATASETS[split_by]), flags)
+
+
+def add_split_flag(p) -> None:
+    """``--split-by``: the protocol of a benchmark that judges against held-out eegmat windows."""
+    p.add_argument("--split-by", default="subject", choices=tuple(BENCH_DATASETS),
+                   help="held-out windows: 4 subjects (subject) or the last 30%% of every recording of all 26 (time); "
+                        "'time' adds _time to the names of results, figures and runs")
+
+
 @dataclasses.dataclass
 class Split:
     """All windows of one split in memory: ``stages_NKCT`` µV plus per-window metadata."""

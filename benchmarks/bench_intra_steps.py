@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args.ar_top_k = ",".join(str(k) for k in parse_ints(args.ar_top_k, "--ar-top-k")) if args.ar_top_k.strip() else ""
     raw = os.path.join(args.results_dir, "raw")
     if args.data_root is None:  # bench_tokenizer's: all 26 eegmat subjects, four held out, 5-s windows every 2.5 s
-        from benchmarks.bench_tokenizer import ensure_bench_dataset
+        from benchmarks.bench_baselines import ensure_bench_dataset
         args.data_root = ensure_bench_dataset(raw)
     if args.vae_ckpt is None:
         args.vae_ckpt = os.path.join(raw, "tokenizer_run", "vae-ckpt-best.pth")

@@ -36,7 +36,7 @@ from utils.cli import run_cli, setup_logging
 from utils.errors import UserError
 from utils.project_info import REPO_ROOT
 from utils.var_path import ensure_var_importable
-from benchmarks.bench_tokenizer import add_split_flag, ensure_bench_dataset, split_suffix
+from benchmarks.bench_baselines import add_split_flag, ensure_bench_dataset, split_suffix
 
 logger = logging.getLogger(__name__)
 NAME = "samples"
@@ -64,7 +64,7 @@ def build_parser():
 
 def parse_tokenizers(items: Sequence[str] | None, raw: str, sfx: str = "") -> list[tuple[str, str]]:
     """``['new=PATH', ...]`` -> [(name, path)]; default: the tokenizer benchmark's runs that exist (its quick mode
-    trains only the new one) of the protocol whose name suffix is ``sfx`` (:func:`~benchmarks.bench_tokenizer.split_suffix`)."""
+    trains only the new one) of the protocol whose name suffix is ``sfx`` (:func:`~benchmarks.bench_baselines.split_suffix`)."""
     if not items:
         items = [f"{name}={path}" for name, path in
                  (("new", os.path.join(raw, f"tokenizer_run{sfx}", "vae-ckpt-best.pth")),

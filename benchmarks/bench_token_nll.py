@@ -25,7 +25,9 @@ token frequencies: completions then cannot follow the observed context, whatever
 
 Default checkpoint: ``<results-dir>/raw/var_run[_quick]/ar-ckpt-best.pth`` (from ``bench_var``) on the
 dataset it was trained on (``bench_var``'s eegmat build). Writes ``<results-dir>/token_nll.json`` and
-``token_nll.png``.
+``token_nll.png``. ``--split-by time`` (issue 13's second protocol) defaults to ``bench_samples --split-by time``'s
+run, ``raw/samples_var_new_time``, on its dataset (the last 30 % of every recording held out) and writes
+``token_nll_time.json`` and ``token_nll_time.png``.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import bench_parser, figure_path, machine_info, save_result
+from benchmarks.bench_baselines import add_split_flag, ensure_bench_dataset, split_suffix
 from utils.cli import run_cli, setup_logging
 from utils.eeg_dataset import EEGWindowDataset
 from utils.errors import CheckpointError
@@ -156,7 +159,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--ckpt", default=None, help="VAR checkpoint ar-ckpt-*.pth (default: the one bench_var trained, "
                    "<results-dir>/raw/var_run[_quick]/ar-ckpt-best.pth)")
     p.add_argument("--limit", type=int, default=None, help="use at most N windows per split (default: all)")
+    add_split_flag(p)
     args = p.parse_args(argv)
+    sfx = split_suffix(args.split_by)
     ensure_var_importable()
     import sample
     from benchmarks.bench_var import ensure_dataset
@@ -164,14 +169,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from vae_checkpoint import check_dataset_matches
 
     raw = os.path.join(args.results_dir, "raw")
-    ckpt = args.ckpt or os.path.join(raw, "var_run_quick" if args.quick else "var_run", "ar-ckpt-best.pth")
+    run = ("var_run_quick" if args.quick else "var_run") if not sfx else f"samples_var_new{sfx}"
+    ckpt = args.ckpt or os.path.join(raw, run, "ar-ckpt-best.pth")
     if not os.path.exists(ckpt):
-        raise CheckpointError(f"--ckpt={ckpt}: not found; run `python -m benchmarks.bench_var` first or pass "
+        trainer = "bench_var" if not sfx else f"bench_samples --split-by {args.split_by}"
+        raise CheckpointError(f"--ckpt={ckpt}: not found; run `python -m benchmarks.{trainer}` first or pass "
                               "--ckpt=ar-ckpt-best.pth")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     var, vae, meta = sample.load_var_checkpoint(ckpt, device="cpu")
     tok = meta["tokenizer"]
-    root = args.data_root or ensure_dataset(os.path.join(raw, "eegmat100_s25"), 2.5)
+    root = args.data_root or (ensure_dataset(os.path.join(raw, "eegmat100_s25"), 2.5) if not sfx
+                              else ensure_bench_dataset(raw, args.split_by))
     limit = args.limit or (64 if args.quick else None)
     uv = float(tok["uv_scale"])
     x_tr, lab_tr, ds_tr = _load_split(root, "train", uv, limit)
@@ -211,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     rows = [[n, round(math.log(V), 3), round(u, 3), round(b, 3), round(lf, 3), round(v, 3), round(t, 3)]
             for n, u, b, lf, v, t in zip(names, uni, big, left, val_var, train_var)]
     res = {
-        "name": NAME, "quick": bool(args.quick), "machine": machine_info(), "ckpt": os.path.abspath(meta["path"]),
+        "name": NAME + sfx, "split_by": args.split_by, "quick": bool(args.quick), "machine": machine_info(), "ckpt": os.path.abspath(meta["path"]),
         "data_root": os.path.abspath(root), "n_train": len(ds_tr), "n_val": len(ds_va), "vocab_size": V,
         "tokens_per_pos": G, "patch_nums": pns, "epoch": meta["epoch"], "scales": names,
         "nll_nats": {"uniform": [math.log(V)] * len(pns), "unigram": uni, "parent_bigram": big, "left_bigram": left,
@@ -223,11 +231,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "intra_ar": int(getattr(var, "intra_ar", 0)), "intra_steps": int(getattr(var, "intra_steps", 1)),
         "sees_same_scale": bool(getattr(var, "needs_gt_tokens", False)),
     }
-    png = figure_path(args.results_dir, "token_nll.png")
+    png = figure_path(args.results_dir, f"{NAME}{sfx}.png")
     _plot(png, names, {"unigram": uni, "parent bigram": big, "left-neighbour bigram": left, "VAR (val)": val_var,
                        "VAR (train)": train_var}, V)
     res["report"] = {
-        "title": "What the VAR transformer learned beyond token frequencies",
+        "title": "What the VAR transformer learned beyond token frequencies" + (f", {args.split_by} split" if sfx else ""),
         "text": [f"Checkpoint {os.path.basename(os.path.dirname(res['ckpt']))}/{os.path.basename(res['ckpt'])} "
                  f"(epoch {meta['epoch']}), tokenized with its own tokenizer (scales {pns}, G={G}, V={V}); "
                  f"{len(ds_tr)} training / {len(ds_va)} validation windows of {os.path.basename(root.rstrip('/'))}.",
@@ -247,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     "rows": rows}],
         "figures": [{"title": "NLL per scale", "path": os.path.basename(png)}],
     }
-    save_result(NAME, res, args.results_dir)
+    save_result(NAME + sfx, res, args.results_dir)
     return res
 
 

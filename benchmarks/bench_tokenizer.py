@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from benchmarks import RESULTS_DIR, bench_parser, figure_path, machine_info, median_time, save_result
-from benchmarks.bench_baselines import EEGMAT_VAL_SUBJECTS
+from benchmarks.bench_baselines import EEGMAT_VAL_SUBJECTS, add_split_flag, ensure_bench_dataset, split_suffix
 from utils.cli import run_cli, setup_logging
 from utils.eeg_bands import stage_names
 from utils.eeg_c2st import c2st_auc, c2st_features
@@ -438,34 +438,6 @@ def _plot(path: str, rates: np.ndarray, codec_db: list, bound_db: list, points: 
     b.set_xticks(x); b.set_xticklabels(['<=' + n.split('+')[-1] for n in names], rotation=0)
     b.set_ylabel('SNR (dB)'); b.set_title('per-stage SNR'); b.legend(fontsize=8); b.grid(axis='y', alpha=.3)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
-
-
-#: Folder (under ``raw/``) of the benchmark dataset of each protocol.
-BENCH_DATASETS = {'subject': 'eegmat100_s25_val4', 'time': 'eegmat100_t25'}
-
-
-def split_suffix(split_by: str) -> str:
-    """What a protocol adds to the names of results, figures and runs: '' (subject split) or '_time'."""
-    if split_by not in BENCH_DATASETS:
-        raise UserError(f"--split-by={split_by!r}; expected one of {', '.join(BENCH_DATASETS)}")
-    return '' if split_by == 'subject' else '_' + split_by
-
-
-def ensure_bench_dataset(raw: str, split_by: str = 'subject') -> str:
-    """Build the benchmark dataset of a protocol into ``raw/BENCH_DATASETS[split_by]`` unless present: all 26 eegmat
-    subjects, 5-s windows every 2.5 s; ``VAL_SUBJECTS`` held out (subject) or the last 30 % of every recording
-    (time). Returns its root."""
-    from benchmarks.bench_baselines import ensure_default_dataset, eegmat_build_args
-    split_suffix(split_by)  # the one-line error for an unknown protocol
-    flags = eegmat_build_args(2.5, split_by, **({'val_subjects': VAL_SUBJECTS} if split_by == 'subject' else {}))
-    return ensure_default_dataset(os.path.join(raw, BENCH_DATASETS[split_by]), flags)
-
-
-def add_split_flag(p) -> None:
-    """``--split-by``: the protocol of a benchmark that judges against held-out eegmat windows."""
-    p.add_argument('--split-by', default='subject', choices=tuple(BENCH_DATASETS),
-                   help="held-out windows: 4 subjects (subject) or the last 30%% of every recording of all 26 (time); "
-                        "'time' adds _time to the names of results, figures and runs")
 
 
 def _plot_psd(path: str, real_NCT: np.ndarray, decodes: dict, sfreq: float, held_out: str = 'held-out subjects') -> None:

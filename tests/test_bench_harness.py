@@ -176,10 +176,11 @@ def test_run_all_writes_tracked_results_only_when_asked():
 def test_bench_protocols_build_their_own_dataset_and_name_their_runs(tmp_path, monkeypatch):
     """``--split-by time`` (issue 13's second protocol) builds the time split of every recording, reads the tokenizer
     trained on it and trains its VAR into a run of its own, never the subject split's."""
-    from benchmarks import bench_baselines, bench_samples
-    from benchmarks import bench_tokenizer as bt
+    from benchmarks import bench_baselines as bt
+    from benchmarks import bench_samples, bench_token_nll
+    from utils.errors import CheckpointError
     built = {}
-    monkeypatch.setattr(bench_baselines, "ensure_default_dataset", lambda root, flags: built.setdefault(root, flags) and root)
+    monkeypatch.setattr(bt, "ensure_default_dataset", lambda root, flags: built.setdefault(root, flags) and root)
     raw = str(tmp_path / "raw")
     sub, tim = bt.ensure_bench_dataset(raw), bt.ensure_bench_dataset(raw, "time")
     assert os.path.basename(sub) == "eegmat100_s25_val4" and os.path.basename(tim) == "eegmat100_t25"
@@ -211,3 +212,6 @@ def test_bench_protocols_build_their_own_dataset_and_name_their_runs(tmp_path, m
                         os.path.join(raw, "samples_var_new_time_seed2")),
                        (sub, os.path.join(raw, "tokenizer_run", "vae-ckpt-best.pth"),
                         os.path.join(raw, "samples_var_new"))]
+    # the token NLL of the time split reads that run, and says which benchmark trains it
+    with pytest.raises(CheckpointError, match=r"samples_var_new_time.*bench_samples --split-by time"):
+        bench_token_nll.main(["--split-by", "time", "--results-dir", str(tmp_path)])
