@@ -28,6 +28,10 @@ and ``zeroshot.png``.
 ``--device cuda`` runs the VAR checkpoint and its completions on the GPU (the baselines and metrics stay on
 the CPU) and writes ``zeroshot_cuda.json`` and ``zeroshot_cuda.png`` instead (the CPU results are kept); its
 default checkpoint is ``var_run[_quick]_cuda`` (bench_var --device cuda) when present.
+
+``--split-by time`` (issue 13's second protocol) completes windows of the last 30 % of every recording of all 26
+subjects with ``bench_samples --split-by time``'s VAR (``raw/samples_var_new_time``) and writes ``zeroshot_time.json``
+and ``zeroshot_time.png``.
 """
 from __future__ import annotations
 
@@ -40,7 +44,8 @@ import numpy as np
 import torch
 
 from benchmarks import bench_parser, figure_path, machine_info, peak_rss_mb, save_result
-from benchmarks.bench_baselines import DEFAULT_DATA_ROOT, ensure_default_dataset, load_split
+from benchmarks.bench_baselines import (DEFAULT_DATA_ROOT, add_split_flag, ensure_bench_dataset, ensure_default_dataset,
+                                        load_split, split_suffix)
 from utils.cli import run_cli, setup_logging
 from utils.eeg_bands import band_names
 from utils.eeg_dataset import read_manifest
@@ -103,7 +108,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                    "and the plain decodes of the same draws are reported beside")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where VAR completes the windows "
                    "(baselines and metrics stay on the CPU); cuda writes zeroshot_cuda.json and zeroshot_cuda.png")
+    add_split_flag(p)
     args = p.parse_args(argv)
+    sfx = split_suffix(args.split_by)
     setup_logging(verbose=args.verbose)
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
@@ -119,15 +126,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     n_win = args.n_windows or (8 if args.quick else 48)
     S = args.n_samples or (2 if args.quick else 8)
     n_train = args.train_windows or (60 if args.quick else None)
-    run_name = "var_run_quick" if args.quick else "var_run"
+    run_name = ("var_run_quick" if args.quick else "var_run") if not sfx else f"samples_var_new{sfx}"
     ckpt = os.path.join(args.results_dir, "raw", run_name, "ar-ckpt-best.pth")
     if cuda and os.path.exists(os.path.join(args.results_dir, "raw", run_name + "_cuda", "ar-ckpt-best.pth")):
         ckpt = os.path.join(args.results_dir, "raw", run_name + "_cuda", "ar-ckpt-best.pth")  # bench_var --device cuda
     ckpt = args.ckpt or ckpt
     if not os.path.exists(ckpt):
-        raise CheckpointError(f"--ckpt={ckpt}: not found; run `python -m benchmarks.bench_var` first or pass "
+        trainer = "bench_var" if not sfx else f"bench_samples --split-by {args.split_by}"
+        raise CheckpointError(f"--ckpt={ckpt}: not found; run `python -m benchmarks.{trainer}` first or pass "
                               "--ckpt=ar-ckpt-best.pth")
-    root = ensure_default_dataset(args.data_root or DEFAULT_DATA_ROOT)
+    raw = os.path.join(args.results_dir, "raw")
+    root = (args.data_root and ensure_default_dataset(args.data_root)) or (
+        ensure_default_dataset(DEFAULT_DATA_ROOT) if not sfx else ensure_bench_dataset(raw, args.split_by))
     rng = np.random.default_rng(args.seed)
     train = load_split(root, "train", n_train, rng)
     val = load_split(root, "val", n_win, rng)
@@ -151,7 +161,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                prefill="zeros" if args.prefill == "zeros" else "given", **common)
         return out["mean"].cpu().double().numpy()
 
-    res: dict = {"name": NAME, "quick": bool(args.quick), "ckpt": os.path.abspath(meta["path"]),
+    out_name = NAME + sfx + ("_cuda" if cuda else "")
+    res: dict = {"name": out_name, "split_by": args.split_by, "quick": bool(args.quick),
+                 "ckpt": os.path.abspath(meta["path"]),
                  "device": where, "device_type": dev.type, "data_root": os.path.abspath(root),
                  "split_rule": (read_manifest(root) or {}).get("split_rule"),
                  "settings": {"n_windows": n, "n_samples": S, "top_k": args.top_k, "cfg": args.cfg, "rule": args.rule,
@@ -254,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         tg[f"band completion k={k}"] = {"max_psd_error_db_single_draws": max(errs), "met": max(errs) <= 1.0}
     res["targets"] = tg
     res["all_targets_met"] = all(v["met"] for v in tg.values())
-    fig = figure_path(args.results_dir, "zeroshot_cuda.png" if cuda else "zeroshot.png")
+    fig = figure_path(args.results_dir, f"{out_name}.png")
     _plot(res, fig)
     res["figure_file"] = os.path.basename(fig)
     res["timing_s"] = time.time() - t0
@@ -263,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     res["peak_rss_mb"] = peak_rss_mb()
     if cuda:
         res["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 20
-    save_result(f"{NAME}_cuda" if cuda else NAME, res, args.results_dir)
+    save_result(out_name, res, args.results_dir)
     logger.info("targets: %s", {k: v["met"] for k, v in tg.items()})
     return res
 
@@ -378,7 +390,8 @@ def _report(res: dict) -> dict:
     if cuda:
         text.insert(0, f"Device: {res.get('device')} (VAR completions there; baselines and metrics on the CPU); "
                        f"wall time of the whole benchmark {res.get('timing_s', float('nan')):.1f} s.")
-    return {"title": f"Zero-shot completion{' (GPU run)' if cuda else ''}", "text": text, "tables": tables,
+    split = f", {res['split_by']} split" if res.get("split_by", "subject") != "subject" else ""
+    return {"title": f"Zero-shot completion{split}{' (GPU run)' if cuda else ''}", "text": text, "tables": tables,
             "figures": [{"title": "SNR and band-completion PSD error", "path": res.get("figure_file", "zeroshot.png")}]}
 
 

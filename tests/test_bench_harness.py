@@ -177,7 +177,7 @@ def test_bench_protocols_build_their_own_dataset_and_name_their_runs(tmp_path, m
     """``--split-by time`` (issue 13's second protocol) builds the time split of every recording, reads the tokenizer
     trained on it and trains its VAR into a run of its own, never the subject split's."""
     from benchmarks import bench_baselines as bt
-    from benchmarks import bench_samples, bench_token_nll
+    from benchmarks import bench_samples, bench_token_nll, bench_zeroshot
     from utils.errors import CheckpointError
     built = {}
     monkeypatch.setattr(bt, "ensure_default_dataset", lambda root, flags: built.setdefault(root, flags) and root)
@@ -212,6 +212,7 @@ def test_bench_protocols_build_their_own_dataset_and_name_their_runs(tmp_path, m
                         os.path.join(raw, "samples_var_new_time_seed2")),
                        (sub, os.path.join(raw, "tokenizer_run", "vae-ckpt-best.pth"),
                         os.path.join(raw, "samples_var_new"))]
-    # the token NLL of the time split reads that run, and says which benchmark trains it
-    with pytest.raises(CheckpointError, match=r"samples_var_new_time.*bench_samples --split-by time"):
-        bench_token_nll.main(["--split-by", "time", "--results-dir", str(tmp_path)])
+    # the token NLL and zero-shot benchmarks of the time split read that run, and say which benchmark trains it
+    for bench in (bench_token_nll, bench_zeroshot):
+        with pytest.raises(CheckpointError, match=r"samples_var_new_time.*bench_samples --split-by time"):
+            bench.main(["--split-by", "time", "--results-dir", str(tmp_path)])
