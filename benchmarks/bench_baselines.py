@@ -77,6 +77,8 @@ EEGMAT_BUILD_ARGS = eegmat_build_args()
 
 #: Folder (under ``raw/``) of the benchmark dataset of each protocol.
 BENCH_DATASETS = {"subject": "eegmat100_s25_val4", "time": "eegmat100_t25"}
+#: What each protocol holds out, as figures and reports name it.
+HELD_OUT = {"subject": "the held-out subjects", "time": "the last 30 % of every recording"}
 
 
 def split_suffix(split_by: str) -> str:

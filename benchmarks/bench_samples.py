@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from benchmarks import bench_parser, figure_path, machine_info, plot_psd_curves, save_result
+from benchmarks.bench_baselines import HELD_OUT, add_split_flag, ensure_bench_dataset, split_suffix
 from utils.cli import run_cli, setup_logging
 from utils.errors import UserError
 from utils.project_info import REPO_ROOT
 from utils.var_path import ensure_var_importable
-from benchmarks.bench_baselines import add_split_flag, ensure_bench_dataset, split_suffix
 
 logger = logging.getLogger(__name__)
 NAME = "samples"
@@ -64,7 +64,8 @@ def build_parser():
 
 def parse_tokenizers(items: Sequence[str] | None, raw: str, sfx: str = "") -> list[tuple[str, str]]:
     """``['new=PATH', ...]`` -> [(name, path)]; default: the tokenizer benchmark's runs that exist (its quick mode
-    trains only the new one) of the protocol whose name suffix is ``sfx`` (:func:`~benchmarks.bench_baselines.split_suffix`)."""
+    trains only the new one) of the protocol whose name suffix is ``sfx``
+    (:func:`~benchmarks.bench_baselines.split_suffix`)."""
     if not items:
         items = [f"{name}={path}" for name, path in
                  (("new", os.path.join(raw, f"tokenizer_run{sfx}", "vae-ckpt-best.pth")),
@@ -261,7 +262,7 @@ def _plot_band_power(path: str, gens: dict, real: dict, sfreq: float, bands, cla
 
 
 def _plot_psd(path: str, gens: dict, real: dict, sfreq: float, class_names: Sequence[str],
-              held_out: str = "the held-out subjects") -> None:
+              held_out: str = HELD_OUT["subject"]) -> None:
     """Per class: mean Welch PSD of the real windows of both splits, the training windows' reconstructions and every set
     of samples, up to 45 Hz and, below, up to 20 Hz (the alpha peak, the lower band edges and scale cutoffs)."""
     import matplotlib
@@ -369,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                   tokenizers=result_toks)
     fig = f"{NAME}{sfx}_psd.png"
     _plot_psd(figure_path(args.results_dir, fig), psd, real, float(tok["sfreq"]), meta["class_names"],
-              "the held-out subjects" if not sfx else "the last 30 % of every recording")
+              HELD_OUT[args.split_by])
     fig_bp = f"{NAME}{sfx}_band_power.png"
     _plot_band_power(figure_path(args.results_dir, fig_bp), psd, real, float(tok["sfreq"]), tok["bands"],
                      meta["class_names"])

@@ -219,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     rows = [[n, round(math.log(V), 3), round(u, 3), round(b, 3), round(lf, 3), round(v, 3), round(t, 3)]
             for n, u, b, lf, v, t in zip(names, uni, big, left, val_var, train_var)]
     res = {
-        "name": NAME + sfx, "split_by": args.split_by, "quick": bool(args.quick), "machine": machine_info(), "ckpt": os.path.abspath(meta["path"]),
+        "name": NAME + sfx, "split_by": args.split_by, "quick": bool(args.quick), "machine": machine_info(),
+        "ckpt": os.path.abspath(meta["path"]),
         "data_root": os.path.abspath(root), "n_train": len(ds_tr), "n_val": len(ds_va), "vocab_size": V,
         "tokens_per_pos": G, "patch_nums": pns, "epoch": meta["epoch"], "scales": names,
         "nll_nats": {"uniform": [math.log(V)] * len(pns), "unigram": uni, "parent_bigram": big, "left_bigram": left,
@@ -235,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     _plot(png, names, {"unigram": uni, "parent bigram": big, "left-neighbour bigram": left, "VAR (val)": val_var,
                        "VAR (train)": train_var}, V)
     res["report"] = {
-        "title": "What the VAR transformer learned beyond token frequencies" + (f", {args.split_by} split" if sfx else ""),
+        "title": ("What the VAR transformer learned beyond token frequencies"
+                  + (f", {args.split_by} split" if sfx else "")),
         "text": [f"Checkpoint {os.path.basename(os.path.dirname(res['ckpt']))}/{os.path.basename(res['ckpt'])} "
                  f"(epoch {meta['epoch']}), tokenized with its own tokenizer (scales {pns}, G={G}, V={V}); "
                  f"{len(ds_tr)} training / {len(ds_va)} validation windows of {os.path.basename(root.rstrip('/'))}.",

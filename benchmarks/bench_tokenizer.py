@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from benchmarks import RESULTS_DIR, bench_parser, figure_path, machine_info, median_time, save_result
-from benchmarks.bench_baselines import EEGMAT_VAL_SUBJECTS, add_split_flag, ensure_bench_dataset, split_suffix
+from benchmarks.bench_baselines import (EEGMAT_VAL_SUBJECTS, HELD_OUT, add_split_flag, ensure_bench_dataset,
+                                        split_suffix)
 from utils.cli import run_cli, setup_logging
 from utils.eeg_bands import stage_names
 from utils.eeg_c2st import c2st_auc, c2st_features
@@ -440,7 +441,8 @@ def _plot(path: str, rates: np.ndarray, codec_db: list, bound_db: list, points: 
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
-def _plot_psd(path: str, real_NCT: np.ndarray, decodes: dict, sfreq: float, held_out: str = 'held-out subjects') -> None:
+def _plot_psd(path: str, real_NCT: np.ndarray, decodes: dict, sfreq: float,
+              held_out: str = HELD_OUT['subject']) -> None:
     """Mean PSD of the real validation windows and of each decode (log scale)."""
     import matplotlib
     matplotlib.use('Agg')
@@ -540,14 +542,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     _plot(figure_path(args.results_dir, fig), rates, codec_db, bound_db, points, names,
           [s['tokenizer_snr_db'] for s in stages], [s['codec_snr_db'] for s in stages],
           [s['gaussian_bound_snr_db'] for s in stages])
-    held_out = 'held-out subjects' if not sfx else 'the last 30 % of every recording'
+    held_out = HELD_OUT[args.split_by]
     _plot_psd(figure_path(args.results_dir, fig_psd), val_split.stages_NKCT[:, -1], decodes, sfreq, held_out)
     full = stages[-1]
     new_noise = real_rows['new: decode+noise']
     new_gains = real_rows.get('new: decode+gains')
     result: dict[str, Any] = dict(
         machine=machine_info(), quick=bool(args.quick), vae_ckpt=os.path.abspath(ckpt), data_root=os.path.abspath(data),
-        split_by=args.split_by, before_ckpt=os.path.abspath(before) if before else None, val_subjects=sorted(set(val_split.subject.tolist())),
+        split_by=args.split_by, before_ckpt=os.path.abspath(before) if before else None,
+        val_subjects=sorted(set(val_split.subject.tolist())),
         n_val_windows=int(tgt.shape[0]), v_patch_nums=info['v_patch_nums'], tokens_per_pos=info['tokens_per_pos'],
         vocab_size=info['vocab_size'], bits_per_sec_per_channel=res['bits_per_second_per_channel'],
         stages=stages, psd_error_db=res['psd_error_db'], codebook_usage_pct=res['codebook_usage_pct'],
