@@ -97,6 +97,15 @@ def ensure_bench_dataset(raw: str, split_by: str = "subject") -> str:
     return ensure_default_dataset(os.path.join(raw, BENCH_DATASETS[split_by]), flags)
 
 
+def default_var_run(split_by: str, quick: bool = False) -> tuple[str, str]:
+    """Folder under ``raw/`` of the VAR run that the token-NLL and zero-shot benchmarks read by default, and the
+    benchmark that trains it: ``bench_var``'s on the subject split, ``bench_samples``' on another protocol."""
+    sfx = split_suffix(split_by)
+    if not sfx:
+        return ("var_run_quick" if quick else "var_run"), "bench_var"
+    return f"samples_var_new{sfx}", f"bench_samples --split-by {split_by}"
+
+
 def add_split_flag(p) -> None:
     """``--split-by``: the protocol of a benchmark that judges against held-out eegmat windows."""
     p.add_argument("--split-by", default="subject", choices=tuple(BENCH_DATASETS),

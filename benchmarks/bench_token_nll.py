@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import bench_parser, figure_path, machine_info, save_result
-from benchmarks.bench_baselines import add_split_flag, ensure_bench_dataset, split_suffix
+from benchmarks.bench_baselines import add_split_flag, default_var_run, ensure_bench_dataset, split_suffix
 from utils.cli import run_cli, setup_logging
 from utils.eeg_dataset import EEGWindowDataset
 from utils.errors import CheckpointError
@@ -169,10 +169,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from vae_checkpoint import check_dataset_matches
 
     raw = os.path.join(args.results_dir, "raw")
-    run = ("var_run_quick" if args.quick else "var_run") if not sfx else f"samples_var_new{sfx}"
+    run, trainer = default_var_run(args.split_by, args.quick)
     ckpt = args.ckpt or os.path.join(raw, run, "ar-ckpt-best.pth")
     if not os.path.exists(ckpt):
-        trainer = "bench_var" if not sfx else f"bench_samples --split-by {args.split_by}"
         raise CheckpointError(f"--ckpt={ckpt}: not found; run `python -m benchmarks.{trainer}` first or pass "
                               "--ckpt=ar-ckpt-best.pth")
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -10,7 +10,7 @@ Without ``--vae_ckpt`` a tokenizer is trained first with ``VAR/train_vae.py`` in
 without the channel-correlation loss) into ``raw/tokenizer_run_before`` for the side-by-side rows (or pass
 ``--before_ckpt``). Without
 ``--data_path`` the benchmark dataset is built into ``raw/eegmat100_s25_val4``: all 26 eegmat subjects,
-19 ch, 100 Hz, 5-s windows every 2.5 s, ``VAL_SUBJECTS`` (4 subjects) held out. ``--split-by time`` is the second
+19 ch, 100 Hz, 5-s windows every 2.5 s, ``EEGMAT_VAL_SUBJECTS`` (4 subjects) held out. ``--split-by time`` is the second
 protocol: the same windows of all 26 subjects with the last 30 % of every recording held out
 (``raw/eegmat100_t25``); the tokenizer trains into ``raw/tokenizer_run_time`` and the results go to
 ``tokenizer_time.json`` and ``tokenizer_time_*.png`` (no earlier recipe and no k-means scan unless asked for).
@@ -42,8 +42,7 @@ import numpy as np
 import torch
 
 from benchmarks import RESULTS_DIR, bench_parser, figure_path, machine_info, median_time, save_result
-from benchmarks.bench_baselines import (EEGMAT_VAL_SUBJECTS, HELD_OUT, add_split_flag, ensure_bench_dataset,
-                                        split_suffix)
+from benchmarks.bench_baselines import HELD_OUT, add_split_flag, ensure_bench_dataset, split_suffix
 from utils.cli import run_cli, setup_logging
 from utils.eeg_bands import stage_names
 from utils.eeg_c2st import c2st_auc, c2st_features
@@ -73,8 +72,6 @@ FINAL_TRAIN_FLAGS: list[str] = []
 #: The previous default, trained beside the final one for the side-by-side tables (full mode): the same recipe
 #: without the channel-correlation loss.
 BEFORE_TRAIN_FLAGS = ['--corr_w=0']
-#: Validation subjects of the benchmark dataset (all 26 eegmat subjects, 2.5-s stride); the rest train.
-VAL_SUBJECTS = EEGMAT_VAL_SUBJECTS
 #: Frequencies judged by the PSD error and the C2ST features (eegmat is low-passed at 45 Hz).
 F_MAX = 45.0
 

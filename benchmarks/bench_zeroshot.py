@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 from benchmarks import bench_parser, figure_path, machine_info, peak_rss_mb, save_result
-from benchmarks.bench_baselines import (DEFAULT_DATA_ROOT, add_split_flag, ensure_bench_dataset, ensure_default_dataset,
-                                        load_split, split_suffix)
+from benchmarks.bench_baselines import (DEFAULT_DATA_ROOT, add_split_flag, default_var_run, ensure_bench_dataset,
+                                        ensure_default_dataset, load_split, split_suffix)
 from utils.cli import run_cli, setup_logging
 from utils.eeg_bands import band_names
 from utils.eeg_dataset import read_manifest
@@ -126,18 +126,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     n_win = args.n_windows or (8 if args.quick else 48)
     S = args.n_samples or (2 if args.quick else 8)
     n_train = args.train_windows or (60 if args.quick else None)
-    run_name = ("var_run_quick" if args.quick else "var_run") if not sfx else f"samples_var_new{sfx}"
+    run_name, trainer = default_var_run(args.split_by, args.quick)
     ckpt = os.path.join(args.results_dir, "raw", run_name, "ar-ckpt-best.pth")
     if cuda and os.path.exists(os.path.join(args.results_dir, "raw", run_name + "_cuda", "ar-ckpt-best.pth")):
         ckpt = os.path.join(args.results_dir, "raw", run_name + "_cuda", "ar-ckpt-best.pth")  # bench_var --device cuda
     ckpt = args.ckpt or ckpt
     if not os.path.exists(ckpt):
-        trainer = "bench_var" if not sfx else f"bench_samples --split-by {args.split_by}"
         raise CheckpointError(f"--ckpt={ckpt}: not found; run `python -m benchmarks.{trainer}` first or pass "
                               "--ckpt=ar-ckpt-best.pth")
-    raw = os.path.join(args.results_dir, "raw")
-    root = (args.data_root and ensure_default_dataset(args.data_root)) or (
-        ensure_default_dataset(DEFAULT_DATA_ROOT) if not sfx else ensure_bench_dataset(raw, args.split_by))
+    if args.data_root:
+        root = ensure_default_dataset(args.data_root)
+    elif sfx:
+        root = ensure_bench_dataset(os.path.join(args.results_dir, "raw"), args.split_by)
+    else:
+        root = ensure_default_dataset(DEFAULT_DATA_ROOT)
     rng = np.random.default_rng(args.seed)
     train = load_split(root, "train", n_train, rng)
     val = load_split(root, "val", n_win, rng)
