@@ -199,3 +199,28 @@ def test_dump_log_header_once(tmp_path):
         args.dump_log({"cur_ep": f"{ep}/30"})
     lines = [ln for ln in open(args.log_txt_path).read().splitlines() if ln.strip()]
     assert len(lines) == 4 and '"cmd"' in lines[0]
+
+
+@pytest.mark.parametrize("world_size, teardown_runs", [("1", True), ("2", False)])
+def test_exit_worker_skips_interpreter_teardown_only_under_torchrun(tmp_path, world_size, teardown_runs):
+    """Under torchrun the worker leaves with os._exit (no atexit handlers, no teardown), after flushing what it
+    printed; a single process exits normally. Both keep the exit status."""
+    import subprocess
+    import sys
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import atexit, logging, sys\n"
+        f"sys.path.insert(0, {os.path.dirname(dist.__file__)!r})\n"
+        "import dist\n"
+        "logging.basicConfig(filename=sys.argv[1], level=logging.INFO)\n"
+        "atexit.register(lambda: print('teardown ran'))\n"
+        "print('work done')  # block-buffered into a pipe: lost unless flushed before os._exit\n"
+        "logging.getLogger('w').info('logged')\n"
+        "dist.exit_worker(3)\n")
+    log = tmp_path / "worker.log"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["WORLD_SIZE"] = world_size
+    proc = subprocess.run([sys.executable, str(script), str(log)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 3
+    assert proc.stdout.splitlines() == ["work done"] + (["teardown ran"] if teardown_runs else [])
+    assert "logged" in log.read_text()
