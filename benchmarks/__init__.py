@@ -17,6 +17,8 @@ The contract every ``benchmarks/bench_<name>.py`` follows
        "tables": [{"title": str, "columns": [str, ...], "rows": [[...], ...]}, ...],
        "figures": [{"title": str, "path": "<file name inside the results dir>"}, ...]}
 
+- A benchmark that judges against held-out eegmat windows takes ``--split-by subject|time`` and sets
+  ``TAKES_SPLIT_BY = True``; ``--split-by time`` adds ``_time`` to the names it saves.
 - Timings are medians of several repetitions (:func:`median_time`); comparisons are ratios measured in
   the same run.
 

@@ -40,6 +40,7 @@ from utils.var_path import ensure_var_importable
 
 logger = logging.getLogger(__name__)
 NAME = "samples"
+TAKES_SPLIT_BY = True  # run_all --split-by passes its protocol on
 
 
 def build_parser():

@@ -50,6 +50,7 @@ from utils.var_path import ensure_var_importable
 logger = logging.getLogger("benchmarks.bench_token_nll")
 
 NAME = "token_nll"
+TAKES_SPLIT_BY = True  # run_all --split-by passes its protocol on
 #: Candidate weights of the unigram prior in the parent-bigram model (pseudo-counts per parent token); the
 #: one used is chosen by two-fold cross-validation on the training windows (validation is never looked at).
 PARENT_PRIORS = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0)

@@ -63,6 +63,7 @@ from vae_checkpoint import band_gain, check_dataset_matches, gain_bits_per_secon
 logger = logging.getLogger('benchmarks.bench_tokenizer')
 
 NAME = 'tokenizer'
+TAKES_SPLIT_BY = True  # run_all --split-by passes its protocol on
 #: The tokenizer configuration this benchmark trains when no checkpoint is given (D = 2, G = 1, V = 256).
 DEFAULT_TRAIN_FLAGS = ['--seed=0', '--save_ep=5']
 #: The final eegmat tokenizer (full mode): train_vae.py's defaults (40 epochs, scales 50/90/130/249/250, re-seed

@@ -56,6 +56,7 @@ ensure_var_importable()
 logger = logging.getLogger("benchmarks.bench_var")
 
 NAME = "var"
+TAKES_SPLIT_BY = True  # run_all --split-by passes its protocol on
 F_MAX = 45.0
 TARGET_DB = 0.5
 

@@ -57,6 +57,7 @@ from utils.var_path import ensure_var_importable
 logger = logging.getLogger("benchmarks.bench_zeroshot")
 
 NAME = "zeroshot"
+TAKES_SPLIT_BY = True  # run_all --split-by passes its protocol on
 
 
 def _band_err_db(ref_NCT: np.ndarray, est_NCT: np.ndarray, sfreq: float, bands: np.ndarray, names: Sequence[str]) -> dict:

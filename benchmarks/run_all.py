@@ -7,6 +7,7 @@ Usage::
     python -m benchmarks.run_all --write-results # into the tracked benchmarks/results/ and benchmarks/RESULTS.md
     python -m benchmarks.run_all --only baselines tokenizer
     python -m benchmarks.run_all --reuse         # run only what has no saved result yet
+    python -m benchmarks.run_all --split-by time # the second protocol, on the benchmarks that take it
     python -m benchmarks.run_all --list
 
 Benchmarks are the ``benchmarks/bench_<name>.py`` modules (see :mod:`benchmarks` for their contract). Each
@@ -28,6 +29,7 @@ from typing import Sequence
 
 import benchmarks
 from benchmarks import RESULTS_DIR, bench_name, load_result, machine_info, save_result
+from benchmarks.bench_baselines import BENCH_DATASETS, split_suffix
 from benchmarks.report import write_results_md
 from utils.cli import ArgumentParser, run_cli, setup_logging
 from utils.errors import UserError
@@ -44,6 +46,12 @@ def discover() -> list[str]:
     """Names (without ``bench_``) of the benchmark modules in this package, in run order."""
     names = [bench_name(m.name) for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")]
     return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+
+
+def takes_split_by(name: str) -> bool:
+    """Whether ``bench_<name>`` judges against held-out eegmat windows and so takes ``--split-by``."""
+    import importlib
+    return bool(getattr(importlib.import_module(f"benchmarks.bench_{name}"), "TAKES_SPLIT_BY", False))
 
 
 def build_parser() -> ArgumentParser:
@@ -66,7 +74,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--reuse", action="store_true",
                         help="skip benchmarks whose saved result (same --quick mode) already exists in --results-dir; "
                              "they are reported from that result")
-    parser.add_argument("--list", action="store_true", help="list the benchmarks found and exit")
+    parser.add_argument("--split-by", default="subject", choices=tuple(BENCH_DATASETS),
+                        help="protocol of the benchmarks that judge against held-out eegmat windows: held-out "
+                             "subjects (subject) or the last 30%% of every recording (time: only the benchmarks "
+                             "that take --split-by run, and their results get _time in their names)")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks found (those that take "
+                        "--split-by with --split-by time) and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -85,6 +98,8 @@ def _child_argv(args) -> list[str]:
         argv.append("--quick")
     if args.data_root:
         argv += ["--data-root", os.path.abspath(args.data_root)]
+    if args.split_by != "subject":
+        argv += ["--split-by", args.split_by]
     return argv
 
 
@@ -117,18 +132,20 @@ def child_main(name: str, argv: Sequence[str]) -> None:
     setup_logging("-v" in argv or "--verbose" in argv)
     module = importlib.import_module(f"benchmarks.bench_{name}")
     results_dir = argv[list(argv).index("--results-dir") + 1] if "--results-dir" in argv else RESULTS_DIR
+    split_by = argv[list(argv).index("--split-by") + 1] if "--split-by" in argv else "subject"
     t0 = time.time()
     try:
         result = module.main(list(argv))
     except UserError as err:
         print(f"bench_{name}: error: {err}", file=sys.stderr)
         raise SystemExit(2)
-    path = os.path.join(results_dir, f"{name}.json")
+    key = name + split_suffix(split_by)  # the name the benchmark itself saves under
+    path = os.path.join(results_dir, f"{key}.json")
     if not isinstance(result, dict):
         print(f"bench_{name}: error: main() returned {type(result).__name__}, expected a dict", file=sys.stderr)
         raise SystemExit(1)
     if not os.path.exists(path) or os.path.getmtime(path) < t0:  # the module did not save it itself
-        save_result(name, result, results_dir)
+        save_result(key, result, results_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,24 +153,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.results_dir = results_dir_for(args)
     setup_logging(args.verbose)
     found = discover()
+    runnable = found if args.split_by == "subject" else [n for n in found if takes_split_by(n)]
     if args.list:
-        print("\n".join(found))
+        print("\n".join(runnable))
         return 0
-    selected = found
+    selected = runnable
     if args.only:
         wanted = [bench_name(n) for n in args.only]
         unknown = [n for n in wanted if n not in found]
         if unknown:
             raise UserError(f"--only got {unknown}; benchmarks found: {found}")
+        no_split = [n for n in wanted if n not in runnable]
+        if no_split:
+            raise UserError(f"--only {' '.join(no_split)} with --split-by {args.split_by}: they do not take "
+                            f"--split-by; those that do: {' '.join(runnable)}")
         selected = [n for n in found if n in wanted]
     os.makedirs(args.results_dir, exist_ok=True)
     info = machine_info()
-    logger.info("running %s (%s mode) into %s", selected, "quick" if args.quick else "full", args.results_dir)
+    logger.info("running %s (%s mode, %s split) into %s", selected, "quick" if args.quick else "full", args.split_by,
+                args.results_dir)
     runs: dict[str, dict] = {}
     for name in selected:
-        prev = load_result(name, args.results_dir) if args.reuse else None
+        key = name + split_suffix(args.split_by)
+        prev = load_result(key, args.results_dir) if args.reuse else None
         if prev is not None and bool(prev.get("quick")) == bool(args.quick):
-            logger.info("benchmark %s: reusing %s", name, os.path.join(args.results_dir, f"{name}.json"))
+            logger.info("benchmark %s: reusing %s", name, os.path.join(args.results_dir, f"{key}.json"))
             runs[name] = {"status": "reused", "wall_s": None, "error": None}
             continue
         logger.info("benchmark %s ...", name)

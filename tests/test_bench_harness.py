@@ -216,3 +216,41 @@ def test_bench_protocols_build_their_own_dataset_and_name_their_runs(tmp_path, m
     for bench in (bench_token_nll, bench_zeroshot):
         with pytest.raises(CheckpointError, match=r"samples_var_new_time.*bench_samples --split-by time"):
             bench.main(["--split-by", "time", "--results-dir", str(tmp_path)])
+
+
+def test_run_all_time_split_runs_exactly_the_benchmarks_whose_cli_takes_it(capsys):
+    """--split-by time selects the benchmarks whose own --help offers --split-by (asked of each one), and --only
+    with any other is a one-line error naming those that take it."""
+    import importlib
+    takes = []
+    for name in discover():
+        with pytest.raises(SystemExit):
+            importlib.import_module(f"benchmarks.bench_{name}").main(["--help"])
+        if "--split-by" in capsys.readouterr().out:
+            takes.append(name)
+    assert "samples" in takes and "ingest" not in takes
+    assert run_all_main(["--list", "--split-by", "time"]) == 0
+    assert capsys.readouterr().out.split() == takes
+    assert run_all_main(["--list"]) == 0
+    assert capsys.readouterr().out.split() == discover()
+    with pytest.raises(UserError, match=r"--only ingest with --split-by time: they do not take --split-by; "
+                                        r"those that do: " + " ".join(takes)):
+        run_all_main(["--split-by", "time", "--only", "ingest", "samples", "--no-markdown"])
+
+
+def test_run_all_child_saves_a_time_split_result_under_its_time_name(tmp_path, monkeypatch):
+    """When a benchmark returns its dict without saving it, run_all's child saves it under the name the protocol
+    gives it (<name>_time.json), never over the subject split's <name>.json."""
+    import sys
+    import types
+
+    from benchmarks.run_all import child_main
+    fake = types.ModuleType("benchmarks.bench_fakeprobe")
+    fake.main = lambda argv: {"argv": list(argv)}
+    monkeypatch.setitem(sys.modules, "benchmarks.bench_fakeprobe", fake)
+    child_main("fakeprobe", ["--results-dir", str(tmp_path), "--split-by", "time"])
+    assert sorted(os.listdir(tmp_path)) == ["fakeprobe_time.json"]
+    child_main("fakeprobe", ["--results-dir", str(tmp_path)])
+    assert sorted(os.listdir(tmp_path)) == ["fakeprobe.json", "fakeprobe_time.json"]
+    with open(tmp_path / "fakeprobe_time.json", encoding="utf-8") as fh:
+        assert json.load(fh)["argv"][-2:] == ["--split-by", "time"]
