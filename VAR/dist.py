@@ -243,3 +243,14 @@ def exit_worker(code: int | str | None) -> NoReturn:
         except (OSError, ValueError):  # a closed or broken pipe: nothing left to save
             pass
     os._exit(code)
+
+
+def run_then_exit_worker(entry: Callable[[], int | None]) -> NoReturn:
+    """Run an entry point's ``entry()`` and end with its status through :func:`exit_worker`. The status is what it
+    returns or the code of the ``SystemExit`` it raises (torchrun's ``@record`` turns ``SystemExit(0)`` into a plain
+    return)."""
+    try:
+        code = entry()
+    except SystemExit as done:
+        code = done.code
+    exit_worker(code)

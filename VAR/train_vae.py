@@ -377,8 +377,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    try:
-        code = main()  # torchrun's @record turns SystemExit(0) into a plain return
-    except SystemExit as done:
-        code = done.code
-    dist.exit_worker(code)  # under torchrun, leave without the interpreter teardown that could abort
+    dist.run_then_exit_worker(main)  # under torchrun: no interpreter teardown that could abort (dist.exit_worker)

@@ -88,6 +88,11 @@ def split_suffix(split_by: str) -> str:
     return "" if split_by == "subject" else "_" + split_by
 
 
+def split_title(split_by: str) -> str:
+    """What a protocol adds to report titles: "" (subject split) or ", time split"."""
+    return f", {split_by} split" if split_suffix(split_by) else ""
+
+
 def ensure_bench_dataset(raw: str, split_by: str = "subject") -> str:
     """Build the benchmark dataset of a protocol into ``raw/BENCH_DATASETS[split_by]`` unless present: all 26 eegmat
     subjects, 5-s windows every 2.5 s; ``EEGMAT_VAL_SUBJECTS`` held out (subject) or the last 30 % of every recording

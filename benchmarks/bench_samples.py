@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from benchmarks import bench_parser, figure_path, machine_info, plot_psd_curves, save_result
-from benchmarks.bench_baselines import HELD_OUT, add_split_flag, ensure_bench_dataset, split_suffix
+from benchmarks.bench_baselines import HELD_OUT, add_split_flag, ensure_bench_dataset, split_suffix, split_title
 from utils.cli import run_cli, setup_logging
 from utils.errors import UserError
 from utils.project_info import REPO_ROOT
@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                      meta["class_names"])
     result["report"] = dict(
         title="VAR's samples against real EEG: tokenizers and sampling temperatures"
-              + ("" if not sfx else f", {args.split_by} split"),
+              + split_title(args.split_by),
         text=[f"VAR/train.py defaults (4 power levels, left-to-right head), depth {args.depth}, {ep} epochs, batch "
               f"{args.bs}, training seed {args.seed}, trained on each tokenizer's tokens; {n} samples per class (sampling seed 0, "
               f"temperature {_temp_name(temps[0])}"

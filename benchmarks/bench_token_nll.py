@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import bench_parser, figure_path, machine_info, save_result
-from benchmarks.bench_baselines import add_split_flag, default_var_run, ensure_bench_dataset, split_suffix
+from benchmarks.bench_baselines import (add_split_flag, default_var_run, ensure_bench_dataset, split_suffix,
+                                        split_title)
 from utils.cli import run_cli, setup_logging
 from utils.eeg_dataset import EEGWindowDataset
 from utils.errors import CheckpointError
@@ -237,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                        "VAR (train)": train_var}, V)
     res["report"] = {
         "title": ("What the VAR transformer learned beyond token frequencies"
-                  + (f", {args.split_by} split" if sfx else "")),
+                  + split_title(args.split_by)),
         "text": [f"Checkpoint {os.path.basename(os.path.dirname(res['ckpt']))}/{os.path.basename(res['ckpt'])} "
                  f"(epoch {meta['epoch']}), tokenized with its own tokenizer (scales {pns}, G={G}, V={V}); "
                  f"{len(ds_tr)} training / {len(ds_va)} validation windows of {os.path.basename(root.rstrip('/'))}.",

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from benchmarks import RESULTS_DIR, bench_parser, figure_path, machine_info, median_time, save_result
-from benchmarks.bench_baselines import HELD_OUT, add_split_flag, ensure_bench_dataset, split_suffix
+from benchmarks.bench_baselines import HELD_OUT, add_split_flag, ensure_bench_dataset, split_suffix, split_title
 from utils.cli import run_cli, setup_logging
 from utils.eeg_bands import stage_names
 from utils.eeg_c2st import c2st_auc, c2st_features
@@ -573,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     n_subj = len(result['val_subjects'])
     where = ', '.join(result['val_subjects']) if not sfx else f'{held_out} ({n_subj} subjects)'
     result['report'] = dict(
-        title='Band tokenizer' + ('' if not sfx else f', {args.split_by} split'),
+        title='Band tokenizer' + split_title(args.split_by),
         text=[f"Tokenizer {os.path.basename(ckpt)}: scales {info['v_patch_nums']}, G={info['tokens_per_pos']}, "
               f"V={info['vocab_size']}, {res['bits_per_second_per_channel']:.1f} bits/s/channel; {tgt.shape[0]} validation "
               f"windows of {where}. Encode+decode {speed['encode_decode_x_realtime']:.0f}x "

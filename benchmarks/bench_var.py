@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from benchmarks import RESULTS_DIR, bench_parser, figure_path, machine_info, median_time, peak_rss_mb, save_result
-from benchmarks.bench_baselines import EEGMAT_DIR, eegmat_build_args
+from benchmarks.bench_baselines import BENCH_DATASETS, EEGMAT_DIR, eegmat_build_args, split_suffix
 from utils.cli import run_cli, setup_logging
 from utils.eeg_bands import band_names
 from utils.eeg_dataset import EEGWindowDataset, label_names
@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--cfgs", default=None, help="comma-separated guidance strengths (default 0,1.5,3; quick 1.5)")
     p.add_argument("--throughput-depths", default=None, help="comma-separated depths (default 4,8,16; quick 2,4)")
     p.add_argument("--fresh", action="store_true", help="discard a previous benchmark training run")
-    p.add_argument("--split-by", default="subject", choices=("subject", "time"),
+    p.add_argument("--split-by", default="subject", choices=tuple(BENCH_DATASETS),
                    help="validation = Subject05 (subject) or the last 30%% of every recording (time)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where VAR trains and samples")
     p.add_argument("--fp16", type=int, default=0, choices=(0, 1, 2), help="VAR/train.py --fp16 (2 = bf16)")
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cfgs = [float(c) for c in (args.cfgs or ("1.5" if args.quick else "0,1.5,3")).split(",")]
     tp_arg = args.throughput_depths if args.throughput_depths is not None else ("2,4" if args.quick else "4,8,16")
     tp_depths = [int(d) for d in tp_arg.split(",") if d.strip()]  # '' = skip the throughput measurement
-    suffix = ("_time" if args.split_by == "time" else "") + ("_cuda" if args.device == "cuda" else "")
+    suffix = split_suffix(args.split_by) + ("_cuda" if args.device == "cuda" else "")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     raw = os.path.join(args.results_dir, "raw")
     data_root = args.data_root or ensure_dataset(

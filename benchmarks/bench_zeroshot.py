@@ -45,7 +45,7 @@ import torch
 
 from benchmarks import bench_parser, figure_path, machine_info, peak_rss_mb, save_result
 from benchmarks.bench_baselines import (DEFAULT_DATA_ROOT, add_split_flag, default_var_run, ensure_bench_dataset,
-                                        ensure_default_dataset, load_split, split_suffix)
+                                        ensure_default_dataset, load_split, split_suffix, split_title)
 from utils.cli import run_cli, setup_logging
 from utils.eeg_bands import band_names
 from utils.eeg_dataset import read_manifest
@@ -393,7 +393,7 @@ def _report(res: dict) -> dict:
     if cuda:
         text.insert(0, f"Device: {res.get('device')} (VAR completions there; baselines and metrics on the CPU); "
                        f"wall time of the whole benchmark {res.get('timing_s', float('nan')):.1f} s.")
-    split = f", {res['split_by']} split" if res.get("split_by", "subject") != "subject" else ""
+    split = split_title(res.get("split_by", "subject"))
     return {"title": f"Zero-shot completion{split}{' (GPU run)' if cuda else ''}", "text": text, "tables": tables,
             "figures": [{"title": "SNR and band-completion PSD error", "path": res.get("figure_file", "zeroshot.png")}]}
 
