@@ -11,7 +11,8 @@ and ``--ep`` trains into ``raw/samples_var_<NAME>`` (an existing run is resumed,
 level (when the tokenizer has band-gain codes) and as plain decodes. Each set is judged against the **real**
 held-out windows of its class, beside its floors from the same windows (``utils.main_report.sample_numbers``):
 per-band PSD error, C2ST AUC (logistic, grouped folds), window-to-window spread of band power; floors are real
-training windows (the subject floor) and phase-randomised validation windows. The same numbers against the
+training windows (the subject floor) and phase-randomised validation windows; the training windows also enter the
+C2ST the way the samples do, ungrouped (``utils.eeg_c2st.overlap_groups``). The same numbers against the
 real training windows say how well the model learned its own data. A third table says what gives the samples away:
 the held-out C2ST on band powers alone and on channel correlations alone, and the spread of band power inside one
 power level against the training windows of that level (histograms in ``samples_band_power.png``).
@@ -106,14 +107,19 @@ def _temp_name(temps: Sequence[float]) -> str:
     return f"{temps[0]:g}" if len(set(temps)) == 1 else ",".join(f"{t:g}" for t in temps)
 
 
-def judge(gen: dict, real: dict, sfreq: float, bands, class_names: Sequence[str]) -> dict:
-    """``main_report.sample_numbers`` of the samples against the real validation and the real training windows."""
+def judge(gen: dict, real: dict, sfreq: float, bands, class_names: Sequence[str], draws: dict | None = None) -> dict:
+    """``main_report.sample_numbers`` of the samples against the real validation and the real training windows;
+    ``draws``: per split, the C2ST groups that treat its windows as separate draws
+    (``utils.main_report.split_draw_groups``), for the floor tested the way the samples are."""
     from utils.main_report import sample_numbers
     va, vl, vs = real["val"]
     tr, tl, ts = real["train"]
+    d = draws or {}
     g, gl = gen["signal"].astype(np.float64), gen["labels"]
-    return {"vs_val": sample_numbers(g, gl, va[:, -1], vl, vs, tr[:, -1], tl, ts, sfreq, bands, class_names),
-            "vs_train": sample_numbers(g, gl, tr[:, -1], tl, ts, va[:, -1], vl, vs, sfreq, bands, class_names)}
+    return {"vs_val": sample_numbers(g, gl, va[:, -1], vl, vs, tr[:, -1], tl, ts, sfreq, bands, class_names,
+                                     train_draw_groups=d.get("train")),
+            "vs_train": sample_numbers(g, gl, tr[:, -1], tl, ts, va[:, -1], vl, vs, sfreq, bands, class_names,
+                                       train_draw_groups=d.get("val"))}
 
 
 def scale_cutoffs_hz(tok: dict) -> list[float]:
@@ -140,7 +146,8 @@ def reconstructions(vae, tok: dict, real: dict, gains: bool) -> dict:
     return {s: decode_stages(vae, tok, real[s][0], gains=gains)[:, -1] for s in ("val", "train")}
 
 
-def shape_numbers(rec: dict, tok: dict, gen: dict, real: dict, class_names: Sequence[str]) -> dict:
+def shape_numbers(rec: dict, tok: dict, gen: dict, real: dict, class_names: Sequence[str],
+                  draws: dict | None = None) -> dict:
     """Spectral shape (``utils.eeg_metrics.spectral_shape``: mean |dB| over 1-Hz bins from 1 to 45 Hz, alpha peak
     frequency and prominence, the drop across each stage edge) of the samples against the tokenizer's
     reconstructions ``rec`` of the real windows of each split and class (:func:`reconstructions`: the best a sample
@@ -149,7 +156,12 @@ def shape_numbers(rec: dict, tok: dict, gen: dict, real: dict, class_names: Sequ
     samples can step although no band ends there.
 
     Also issue 13's C2ST (``utils.eeg_c2st``, folds grouped by subject) against the same reconstructions, beside
-    the other split's reconstructions (the floor) and those phase-randomised (the goal: at or below them)."""
+    the other split's reconstructions (the floor) and those phase-randomised (the goal: at or below them). The floor's
+    windows are grouped by recording in the folds, which keeps the classifier from learning their subjects; the
+    samples enter ungrouped, and a perfect sampler of the training subjects would reproduce those subjects. So with
+    ``draws`` (per split, ``utils.main_report.split_draw_groups``) both floors are also tested the way the samples
+    are, each window its own draw ("floor, ungrouped", "phase-randomised floor, ungrouped"): the like-for-like
+    comparison for samples."""
     from utils.eeg_baselines import phase_randomize
     from utils.eeg_c2st import c2st_auc, c2st_features, feature_groups
     from utils.eeg_metrics import spectral_shape
@@ -166,9 +178,11 @@ def shape_numbers(rec: dict, tok: dict, gen: dict, real: dict, class_names: Sequ
                 continue
             g_r, g_o = real[ref][2][in_r], real[other][2][in_o]
             feats = lambda x: c2st_features(x, sfreq, tok["bands"], f_max=45.0)
-            F_r = feats(r)
-            sets = {"generated": (feats(g), None), "floor": (feats(o), g_o),
-                    "phase-randomised floor": (feats(phase_randomize(o, rng=c)), g_o)}
+            F_r, F_o, F_p = feats(r), feats(o), feats(phase_randomize(o, rng=c))
+            sets = {"generated": (feats(g), None), "floor": (F_o, g_o), "phase-randomised floor": (F_p, g_o)}
+            if draws is not None:
+                d_o = draws[other][in_o]
+                sets.update({"floor, ungrouped": (F_o, d_o), "phase-randomised floor, ungrouped": (F_p, d_o)})
             groups = {"all": slice(None), **feature_groups(F_r.shape[1], r.shape[1])}
             auc = {grp: {k: c2st_auc(F_r, F_x, sfreq, groups_a=g_r, groups_b=gx,
                                      features=(F_r[:, cols], F_x[:, cols])).auc for k, (F_x, gx) in sets.items()}
@@ -307,8 +321,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.train_only:
         return {}
     import sample
-    from utils.main_report import load_split
-    real = {s: load_split(data, s, 64 if args.quick else args.max_real) for s in ("val", "train")}
+    from utils.main_report import load_split, split_draw_groups
+    n_real = 64 if args.quick else args.max_real
+    real = {s: load_split(data, s, n_real) for s in ("val", "train")}
+    draws = {s: split_draw_groups(data, s, n_real) for s in ("val", "train")}
     rows, shape_rows, away_rows, result_toks, psd = [], [], [], {}, {}
     for name, path in toks:
         var, vae, meta = sample.load_var_checkpoint(ckpts[name])
@@ -329,8 +345,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         psd[f"{name}: training windows reconstructed"] = {"signal": recs[plot_gains]["train"], "labels": real["train"][1]}
         for variant, gains, temp in variants:
             gen = sample.generate(var, vae, meta, labels, seed=0, batch=64, stages=False, gains=gains, temperature=temp)
-            res[variant] = judge(gen, real, float(tok["sfreq"]), tok["bands"], meta["class_names"])
-            res[variant]["shape"] = shape_numbers(recs[gains], tok, gen, real, meta["class_names"])
+            res[variant] = judge(gen, real, float(tok["sfreq"]), tok["bands"], meta["class_names"], draws)
+            res[variant]["shape"] = shape_numbers(recs[gains], tok, gen, real, meta["class_names"], draws)
             res[variant]["level_spread"] = spread = level_spread(gen, real_spread, meta, meta["class_names"])
             for c, cname in enumerate(meta["class_names"]):
                 sh = res[variant]["shape"].get(f"val/{cname}")
@@ -348,7 +364,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                    *(f"{g[k]:.2f} ({fl[k]:.2f})" for k in ("mean_abs_db", "alpha_hz_err",
                                                                            "alpha_prom_err_db", "max_edge_step_db",
                                                                            "max_cutoff_step_db")),
-                                   f"{auc['generated']:.3f} ({auc['floor']:.3f}; {auc['phase-randomised floor']:.3f})"])
+                                   f"{auc['generated']:.3f} ({auc['floor']:.3f}; {auc['phase-randomised floor']:.3f})",
+                                   f"{auc['floor, ungrouped']:.3f}; {auc['phase-randomised floor, ungrouped']:.3f}"])
             if gains or len(decodes) == 1:  # the plot shows the samples as users get them (with the gains)
                 psd[f"{name}: {variant}" + (f", temperature {_temp_name(temp)}" if temp is temps[0] and len(temps) > 1
                                             else "")] = gen
@@ -358,11 +375,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     if row is None:
                         continue
                     g, fl, ph = row["generated"], row["real train (floor)"], row["phase-randomised val"]
+                    fl_u = row["real train, ungrouped"]
                     spread_ref = res[variant][ref]["val_band_power_spread"][cname]
                     rows.append([name, variant, cname, "held-out" if ref == "vs_val" else "training",
                                  "/".join(f"{v:.2f}" for v in g["psd_error_db"].values()),
                                  round(fl["max_psd_error_db"], 2), round(g["c2st_auc"], 3), round(fl["c2st_auc"], 3),
-                                 round(ph["c2st_auc"], 3),
+                                 round(fl_u["c2st_auc"], 3), round(ph["c2st_auc"], 3),
                                  round(float(np.mean([g["band_power_spread"][b] / spread_ref[b] for b in spread_ref])), 2)])
         result_toks[name] = res
     result = dict(machine=machine_info(), quick=bool(args.quick), data_root=os.path.abspath(data),
@@ -390,17 +408,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "'phase-rand.': the reference's own windows, phase-randomised. Spread: the samples' window-to-window sd "
               "of log band power over the reference's, mean over bands (1 = as varied as real windows). Spectral shape "
               "(issue 13's measure): against the tokenizer's reconstructions of the reference windows, the floor being "
-              "the other split's reconstructions."],
+              "the other split's reconstructions. C2ST folds keep a floor's windows of one recording together, so the "
+              "classifier never meets their subjects in training; samples enter ungrouped, each its own draw. "
+              "'ungrouped': the same floor entered the way the samples are (each window its own draw, overlapping "
+              "windows of one recording together), what a perfect sampler of the other split's subjects would score."],
         tables=[dict(title="Samples against real windows: per-band PSD error (dB, delta..gamma), C2ST AUC, spread",
                      columns=["tokenizer", "decode", "class", "reference", "PSD error", "floor max", "C2ST",
-                              "C2ST floor", "C2ST phase-rand.", "spread"], rows=rows),
+                              "C2ST floor", "C2ST floor ungrouped", "C2ST phase-rand.", "spread"], rows=rows),
                 dict(title="Spectral shape against the tokenizer's reconstructions of real windows (with the codes "
                            "for samples with band gains), floor in brackets: mean |dB| 1-45 Hz, alpha peak error (Hz), "
                            "alpha prominence error (dB), largest change of the drop across a stage edge and across a scale "
                            "cutoff more than 2 Hz from the alpha peak (dB); C2ST AUC against the same reconstructions "
-                           "(floor; the floor's windows phase-randomised, issue 13's goal)",
+                           "(floor; the floor's windows phase-randomised, issue 13's goal), and the same two with the "
+                           "floor's windows ungrouped",
                      columns=["tokenizer", "decode", "class", "reference", "mean abs dB", "alpha Hz", "alpha prom. dB",
-                              "edge step dB", "cutoff step dB", "C2ST (floor; phase-rand.)"], rows=shape_rows),
+                              "edge step dB", "cutoff step dB", "C2ST (floor; phase-rand.)",
+                              "ungrouped: floor; phase-rand."], rows=shape_rows),
                 dict(title="What gives the samples away: the same C2ST against the held-out subjects' reconstructions "
                            "on one kind of feature (floor; phase-rand.), and the spread of band power inside a power "
                            "level, samples over the training windows of the same class and level (delta..gamma; 1 = as "

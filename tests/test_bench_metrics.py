@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from utils.eeg_c2st import c2st_auc, c2st_features, feature_groups, group_folds, roc_auc
+from utils.eeg_c2st import c2st_auc, c2st_features, feature_groups, group_folds, overlap_groups, roc_auc
 from utils.eeg_metrics import (band_power_spread, band_powers, channel_corr_distance, clip_bands, log_spectral_distance, mse,
                                psd_band_error_db, snr_db, welch_psd)
 from utils.errors import UserError
@@ -115,6 +115,37 @@ def test_c2st_groups_never_straddle_folds(rng):
         assert len(folds) == 1
     with pytest.raises(UserError, match="at least 2 groups"):
         c2st_auc(np.zeros((3, 2, 100)) + 1, np.ones((3, 2, 100)), SFREQ, groups_a=["x"] * 3)
+
+
+def test_overlap_groups_join_only_overlapping_windows_of_one_recording():
+    # 500-sample windows: 0, 250, 500 overlap in a chain (one group); 2000 and 2600 are 600 apart (two groups); the
+    # same starts in another recording never join; a window starting exactly one length later is separate
+    src = ["a", "a", "a", "a", "a", "b", "b", "c", "c"]
+    starts = [500, 0, 250, 2000, 2600, 0, 250, 0, 500]
+    g = overlap_groups(src, starts, 500)
+    want = [["a0", "a1", "a2"], ["a3"], ["a4"], ["b0", "b1"], ["c0"], ["c1"]]
+    name = {f"{s}{i - src.index(s)}": g[i] for i, s in enumerate(src)}
+    blocks = [{name[k] for k in block} for block in want]
+    assert all(len(b) == 1 for b in blocks)  # one id inside each block
+    assert len({next(iter(b)) for b in blocks}) == len(want)  # a different id for every block
+    with pytest.raises(UserError, match="2 sources but 1 starts"):
+        overlap_groups(["a", "b"], [0], 500)
+
+
+def test_c2st_grouped_floor_hides_what_the_classifier_could_learn_of_subjects(rng):
+    """Reference: 4 subjects near one mean; other set: 4 subjects, each with its own offset. Grouped by subject, a
+    test fold holds a subject the classifier never met, whose offset is new to it; each window its own group (as
+    generated windows are tested), it has met every subject and tells the sets apart. This is why bench_samples
+    reports the ungrouped floor beside the grouped one."""
+    n_per, D = 20, 6
+    mean = np.concatenate([0.2 * rng.standard_normal((4, D)), rng.standard_normal((4, D))])
+    F = np.concatenate([m + 0.3 * rng.standard_normal((n_per, D)) for m in mean])
+    subj = np.repeat(np.arange(8), n_per)
+    ref, oth = subj < 4, subj >= 4
+    a, b = np.zeros((ref.sum(), 1, 10)), np.zeros((oth.sum(), 1, 10))  # features are given; these give the counts
+    grouped = c2st_auc(a, b, SFREQ, groups_a=subj[ref], groups_b=subj[oth], features=(F[ref], F[oth])).auc
+    ungrouped = c2st_auc(a, b, SFREQ, groups_a=subj[ref], groups_b=None, features=(F[ref], F[oth])).auc
+    assert ungrouped > 0.85 and ungrouped > grouped + 0.2
 
 
 def test_spectral_shape_known_answers(rng):

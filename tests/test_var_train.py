@@ -556,7 +556,33 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
     bands = EEGWindowDataset(ds_root, "val").bands
     assert auc["floor"] == pytest.approx(c2st_auc(rv, rt, 100.0, groups_a=vg[vl == 0], groups_b=tg[tl == 0],
                                                   bands=bands, f_max=45.0).auc, abs=1e-6)
-    assert set(auc) == {"generated", "floor", "phase-randomised floor"} and all(0 <= v <= 1 for v in auc.values())
+    assert set(auc) == {"generated", "floor", "phase-randomised floor", "floor, ungrouped",
+                        "phase-randomised floor, ungrouped"} and all(0 <= v <= 1 for v in auc.values())
+    # the floors entered as the samples are: each window its own draw, overlapping windows of one recording together.
+    # The ids are checked against the headers pair by pair: overlapping windows share an id, windows of two
+    # recordings never do, and the windows of one id form a chain of overlaps
+    from utils.main_report import split_draw_groups
+    ds_t = EEGWindowDataset(ds_root, "train")
+    heads = [ds_t.headers[int(i)] for i in np.unique(np.linspace(0, len(ds_t) - 1, min(64, len(ds_t))).round())]
+    dg = split_draw_groups(ds_root, "train", 64)
+    assert len(dg) == len(heads) == len(tl)
+    n_t = ds_t.n_times
+    for i, hi in enumerate(heads):
+        for j, hj in enumerate(heads):
+            if hi.source != hj.source:
+                assert dg[i] != dg[j]
+            elif abs(hi.start - hj.start) < n_t:
+                assert dg[i] == dg[j]
+    for g in set(dg):
+        st = sorted(h.start for h, gi in zip(heads, dg) if gi == g)
+        assert all(b - a < n_t for a, b in zip(st, st[1:]))
+    assert len(set(dg)) > len(set(tg))  # here some windows of a recording do not overlap
+    assert auc["floor, ungrouped"] == pytest.approx(c2st_auc(rv, rt, 100.0, groups_a=vg[vl == 0], groups_b=dg[tl == 0],
+                                                             bands=bands, f_max=45.0).auc, abs=1e-6)
+    per_class = r["plain decode"]["vs_val"]["per_class"]["rest"]
+    assert per_class["real train, ungrouped"]["c2st_auc"] == pytest.approx(
+        c2st_auc(va[vl == 0, -1], tr[tl == 0, -1], 100.0, groups_a=vg[vl == 0], groups_b=dg[tl == 0], bands=bands,
+                 f_max=45.0).auc, abs=1e-6)
     assert len(res["report"]["tables"][1]["rows"]) == 2 * 2 * 2 * 2
     # the same C2ST on one kind of feature: band powers are the first channels x bands columns
     from utils.eeg_c2st import c2st_features

@@ -25,7 +25,8 @@ from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["C2STResult", "c2st_auc", "c2st_features", "feature_groups", "roc_auc", "group_folds", "cross_validated_auc"]
+__all__ = ["C2STResult", "c2st_auc", "c2st_features", "feature_groups", "roc_auc", "group_folds", "cross_validated_auc",
+           "overlap_groups"]
 
 
 @dataclasses.dataclass
@@ -91,6 +92,48 @@ def feature_groups(n_features: int, n_channels: int) -> dict[str, slice]:
         raise UserError(f"feature_groups: {n_features} features cannot hold the {n_corr} channel correlations of "
                         f"{n_channels} channels and any band power; pass c2st_features' own width")
     return {"band power": slice(0, n_features - n_corr), "channel correlation": slice(n_features - n_corr, n_features)}
+
+
+def overlap_groups(sources: Sequence, starts: Sequence[int], length: int) -> np.ndarray:
+    """Group ids that let a C2ST treat real windows the way it treats generated ones: as separate draws.
+
+    Generated windows enter a C2ST ungrouped (each its own fold unit). Real windows grouped by recording or subject
+    hide from the classifier what their subjects have in common, so a floor built that way is lower than what a
+    perfect sampler of the same subjects would score. Here each window is its own group, except that windows of one
+    source that overlap (``|start_i - start_j| < length`` samples, chained) share one: they share samples, and a
+    classifier could match them across folds.
+
+    Parameters
+    ----------
+    sources : sequence, (N,)
+        Recording id per window.
+    starts : sequence of int, (N,)
+        First sample of each window in its recording.
+    length : int
+        Window length in samples.
+
+    Returns
+    -------
+    ndarray of str, (N,)
+        ``"<source>#<k>"``, k counting the runs of overlapping windows of that source in time order.
+    """
+    src = np.asarray([str(s) for s in sources])
+    st = np.asarray(starts, dtype=np.int64)
+    if len(src) != len(st):
+        raise UserError(f"overlap_groups: {len(src)} sources but {len(st)} starts; give one of each per window")
+    if length < 1:
+        raise UserError(f"overlap_groups: window length {length} samples; expected >= 1")
+    out = np.empty(len(src), dtype=object)
+    for s in np.unique(src):
+        idx = np.flatnonzero(src == s)
+        idx = idx[np.argsort(st[idx], kind="stable")]
+        k, prev = -1, None
+        for i in idx:
+            if prev is None or st[i] - prev >= length:
+                k += 1
+            out[i] = f"{s}#{k}"
+            prev = st[i]
+    return out.astype(str)
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:

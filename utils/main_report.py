@@ -39,7 +39,7 @@ import numpy as np
 from .cli import ArgumentParser, run_cli, setup_logging
 from .eeg_bands import band_names, stage_names
 from .eeg_baselines import fill_gap_linear, phase_randomize
-from .eeg_c2st import c2st_auc
+from .eeg_c2st import c2st_auc, overlap_groups
 from .eeg_codec import stage_codec_snr
 from .eeg_dataset import EEGWindowDataset
 from .eeg_metrics import band_power_spread, psd_band_error_db, snr_db, welch_psd
@@ -70,16 +70,35 @@ def _read_log(path: str) -> list[dict]:
     return rows
 
 
+def _split_index(ds: EEGWindowDataset, max_windows: int) -> np.ndarray:
+    """The windows :func:`load_split` takes: up to ``max_windows``, spread evenly over the split."""
+    return np.unique(np.linspace(0, len(ds) - 1, min(max_windows, len(ds))).round().astype(int))
+
+
 def load_split(root: str, split: str, max_windows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Up to ``max_windows`` windows of one split, spread evenly over it: stages (N, K, C, T) µV, labels (N,),
     source ids (N,) (one group per recording, for the C2ST folds)."""
     ds = EEGWindowDataset(root, split)
-    idx = np.unique(np.linspace(0, len(ds) - 1, min(max_windows, len(ds))).round().astype(int))
+    idx = _split_index(ds, max_windows)
     wins = [ds.window(int(i)) for i in idx]
     stages = np.stack([w.stages_KCT for w in wins]).astype(np.float64)
     labels = np.where(ds.labels[idx] < 0, 0, ds.labels[idx])
     sources = np.asarray([str(getattr(w.header, "source", "") or w.header.path) for w in wins])
     return stages, labels, sources
+
+
+def split_draw_groups(root: str, split: str, max_windows: int) -> np.ndarray:
+    """C2ST group ids of the windows :func:`load_split` takes, for a test that treats them as separate draws, the
+    way generated windows are treated (``utils.eeg_c2st.overlap_groups``: each window its own group unless it
+    overlaps another of its recording). Read from the headers only. (N,)"""
+    ds = EEGWindowDataset(root, split)
+    idx = _split_index(ds, max_windows)
+    heads = [ds.headers[int(i)] for i in idx]
+    if any(h.start is None for h in heads):
+        raise UserError(f"{root}: the {split} split's windows carry no start sample, so overlapping windows cannot be "
+                        "grouped; rebuild the dataset with python -m utils.data_eeg build")
+    sources = [str(h.source or h.path) for h in heads]
+    return overlap_groups(sources, [int(h.start) for h in heads], int(ds.n_times))
 
 
 # ---------------------------------------------------------------------------------------------- numbers
@@ -127,10 +146,12 @@ def var_numbers(token_nll: dict | None) -> dict | None:
 
 def sample_numbers(gen_NCT: np.ndarray, gen_labels: np.ndarray, val_NCT: np.ndarray, val_labels: np.ndarray,
                    val_groups: np.ndarray, train_NCT: np.ndarray, train_labels: np.ndarray,
-                   train_groups: np.ndarray, sfreq: float, bands, class_names: Sequence[str]) -> dict:
+                   train_groups: np.ndarray, sfreq: float, bands, class_names: Sequence[str],
+                   train_draw_groups: np.ndarray | None = None) -> dict:
     """Per class: per-band PSD error (dB) and C2ST AUC of generated, real-training (floor) and phase-randomised
     windows, each against the real validation windows of that class, and each set's window-to-window spread of
-    band power beside the validation windows' own."""
+    band power beside the validation windows' own. With ``train_draw_groups`` (:func:`split_draw_groups`) also
+    "real train, ungrouped": the training windows tested the way generated windows are, each its own draw."""
     f_max = min(PSD_F_MAX, sfreq / 2)
     per_class, spread_val = {}, {}
     for c, name in enumerate(class_names):
@@ -141,6 +162,8 @@ def sample_numbers(gen_NCT: np.ndarray, gen_labels: np.ndarray, val_NCT: np.ndar
         g_val = val_groups[val_labels == c]
         sets = {"generated": (gen, None), "real train (floor)": (tr, train_groups[train_labels == c]),
                 "phase-randomised val": (phase, g_val)}
+        if train_draw_groups is not None:
+            sets["real train, ungrouped"] = (tr, train_draw_groups[train_labels == c])
         row = {}
         for kind, (x, groups) in sets.items():
             err = psd_band_error_db(val, x, sfreq, bands, f_max=f_max)
