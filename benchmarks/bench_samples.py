@@ -161,7 +161,9 @@ def shape_numbers(rec: dict, tok: dict, gen: dict, real: dict, class_names: Sequ
     samples enter ungrouped, and a perfect sampler of the training subjects would reproduce those subjects. So with
     ``draws`` (per split, ``utils.main_report.split_draw_groups``) both floors are also tested the way the samples
     are, each window its own draw ("floor, ungrouped", "phase-randomised floor, ungrouped"): the like-for-like
-    comparison for samples."""
+    comparison for samples when the splits share no subject. Where they share recordings (the time split) that floor
+    falls below chance, because a classifier that meets a recording's training windows calls its held-out windows
+    'training' too; there the grouped floor is the goal."""
     from utils.eeg_baselines import phase_randomize
     from utils.eeg_c2st import c2st_auc, c2st_features, feature_groups
     from utils.eeg_metrics import spectral_shape
