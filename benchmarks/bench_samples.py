@@ -110,7 +110,7 @@ def _temp_name(temps: Sequence[float]) -> str:
 def judge(gen: dict, real: dict, sfreq: float, bands, class_names: Sequence[str], draws: dict | None = None) -> dict:
     """``main_report.sample_numbers`` of the samples against the real validation and the real training windows;
     ``draws``: per split, the C2ST groups that treat its windows as separate draws
-    (``utils.main_report.split_draw_groups``), for the floor tested the way the samples are."""
+    (``utils.main_report.load_split(..., with_draws=True)``), for the floor tested the way the samples are."""
     from utils.main_report import sample_numbers
     va, vl, vs = real["val"]
     tr, tl, ts = real["train"]
@@ -159,7 +159,7 @@ def shape_numbers(rec: dict, tok: dict, gen: dict, real: dict, class_names: Sequ
     the other split's reconstructions (the floor) and those phase-randomised (the goal: at or below them). The floor's
     windows are grouped by recording in the folds, which keeps the classifier from learning their subjects; the
     samples enter ungrouped, and a perfect sampler of the training subjects would reproduce those subjects. So with
-    ``draws`` (per split, ``utils.main_report.split_draw_groups``) both floors are also tested the way the samples
+    ``draws`` (per split, from ``utils.main_report.load_split(..., with_draws=True)``) both floors are also tested the way the samples
     are, each window its own draw ("floor, ungrouped", "phase-randomised floor, ungrouped"): the like-for-like
     comparison for samples when the splits share no subject. Where they share recordings (the time split) that floor
     falls below chance, because a classifier that meets a recording's training windows calls its held-out windows
@@ -323,10 +323,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.train_only:
         return {}
     import sample
-    from utils.main_report import load_split, split_draw_groups
-    n_real = 64 if args.quick else args.max_real
-    real = {s: load_split(data, s, n_real) for s in ("val", "train")}
-    draws = {s: split_draw_groups(data, s, n_real) for s in ("val", "train")}
+    from utils.main_report import load_split
+    loaded = {s: load_split(data, s, 64 if args.quick else args.max_real, with_draws=True) for s in ("val", "train")}
+    real = {s: v[:3] for s, v in loaded.items()}
+    draws = {s: v[3] for s, v in loaded.items()}
     rows, shape_rows, away_rows, result_toks, psd = [], [], [], {}, {}
     for name, path in toks:
         var, vae, meta = sample.load_var_checkpoint(ckpts[name])

@@ -152,12 +152,12 @@ def test_band_power_spread_matches_scipy_and_ignores_amplitude(run_dir):
     assert "spread" in open(run_dir["path"]).read()
 
 
-def test_split_draw_groups_follow_window_starts_and_refuse_windows_without_one(tmp_path):
+def test_load_split_draw_groups_follow_window_starts_and_refuse_windows_without_one(tmp_path):
     """Windows 0, 50 and 200 samples into one recording, 100 samples long: the first two overlap and share an id, the
     third is its own draw, and the same starts in another recording get ids of their own. A window written without
     its start cannot be placed: a one-line error naming the dataset."""
     from utils.eeg_schema import write_window
-    from utils.main_report import split_draw_groups
+    from utils.main_report import load_split
     T, bands = 100, [(0.5, 4.0), (4.0, 8.0)]
     root = tmp_path / "ds"
     for src in ("a", "b"):
@@ -167,10 +167,11 @@ def test_split_draw_groups_follow_window_starts_and_refuse_windows_without_one(t
                          start=start, subject=src, label=0)
     (root / "manifest.json").write_text(json.dumps({"label_names": ["rest"]}))
     ds = EEGWindowDataset(str(root), "train")
-    g = dict(zip(((h.source, h.start) for h in ds.headers), split_draw_groups(str(root), "train", 10)))
+    g = dict(zip(((h.source, h.start) for h in ds.headers), load_split(str(root), "train", 10, with_draws=True)[3]))
     assert g[("a.edf", 0)] == g[("a.edf", 50)] != g[("a.edf", 200)]
     assert len({g[("a.edf", 0)], g[("a.edf", 200)], g[("b.edf", 0)], g[("b.edf", 200)]}) == 4
     x = np.ones((2, T))
     write_window(str(root / "train" / "c_w0.npz"), x, np.stack([x, x]), bands, 100.0, source="c.edf", label=0)
     with pytest.raises(UserError, match="carry no start sample"):
-        split_draw_groups(str(root), "train", 10)
+        load_split(str(root), "train", 10, with_draws=True)
+    assert len(load_split(str(root), "train", 10)[0]) == 7  # without the draw groups no start is needed

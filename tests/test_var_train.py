@@ -561,10 +561,9 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
     # the floors entered as the samples are: each window its own draw, overlapping windows of one recording together.
     # The ids are checked against the headers pair by pair: overlapping windows share an id, windows of two
     # recordings never do, and the windows of one id form a chain of overlaps
-    from utils.main_report import split_draw_groups
     ds_t = EEGWindowDataset(ds_root, "train")
     heads = [ds_t.headers[int(i)] for i in np.unique(np.linspace(0, len(ds_t) - 1, min(64, len(ds_t))).round())]
-    dg = split_draw_groups(ds_root, "train", 64)
+    dg = load_split(ds_root, "train", 64, with_draws=True)[3]
     assert len(dg) == len(heads) == len(tl)
     n_t = ds_t.n_times
     for i, hi in enumerate(heads):

@@ -70,35 +70,24 @@ def _read_log(path: str) -> list[dict]:
     return rows
 
 
-def _split_index(ds: EEGWindowDataset, max_windows: int) -> np.ndarray:
-    """The windows :func:`load_split` takes: up to ``max_windows``, spread evenly over the split."""
-    return np.unique(np.linspace(0, len(ds) - 1, min(max_windows, len(ds))).round().astype(int))
-
-
-def load_split(root: str, split: str, max_windows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_split(root: str, split: str, max_windows: int, seed: int = 0,
+               with_draws: bool = False) -> tuple[np.ndarray, ...]:
     """Up to ``max_windows`` windows of one split, spread evenly over it: stages (N, K, C, T) µV, labels (N,),
-    source ids (N,) (one group per recording, for the C2ST folds)."""
+    source ids (N,) (one group per recording, for the C2ST folds). With ``with_draws`` also (N,) C2ST group ids for
+    a test that treats the windows as separate draws, the way generated windows are treated
+    (``utils.eeg_c2st.overlap_groups``: each window its own group unless it overlaps another of its recording)."""
     ds = EEGWindowDataset(root, split)
-    idx = _split_index(ds, max_windows)
+    idx = np.unique(np.linspace(0, len(ds) - 1, min(max_windows, len(ds))).round().astype(int))
     wins = [ds.window(int(i)) for i in idx]
     stages = np.stack([w.stages_KCT for w in wins]).astype(np.float64)
     labels = np.where(ds.labels[idx] < 0, 0, ds.labels[idx])
     sources = np.asarray([str(getattr(w.header, "source", "") or w.header.path) for w in wins])
-    return stages, labels, sources
-
-
-def split_draw_groups(root: str, split: str, max_windows: int) -> np.ndarray:
-    """C2ST group ids of the windows :func:`load_split` takes, for a test that treats them as separate draws, the
-    way generated windows are treated (``utils.eeg_c2st.overlap_groups``: each window its own group unless it
-    overlaps another of its recording). Read from the headers only. (N,)"""
-    ds = EEGWindowDataset(root, split)
-    idx = _split_index(ds, max_windows)
-    heads = [ds.headers[int(i)] for i in idx]
-    if any(h.start is None for h in heads):
+    if not with_draws:
+        return stages, labels, sources
+    if any(w.header.start is None for w in wins):
         raise UserError(f"{root}: the {split} split's windows carry no start sample, so overlapping windows cannot be "
                         "grouped; rebuild the dataset with python -m utils.data_eeg build")
-    sources = [str(h.source or h.path) for h in heads]
-    return overlap_groups(sources, [int(h.start) for h in heads], int(ds.n_times))
+    return stages, labels, sources, overlap_groups(sources, [int(w.header.start) for w in wins], int(ds.n_times))
 
 
 # ---------------------------------------------------------------------------------------------- numbers
@@ -150,7 +139,7 @@ def sample_numbers(gen_NCT: np.ndarray, gen_labels: np.ndarray, val_NCT: np.ndar
                    train_draw_groups: np.ndarray | None = None) -> dict:
     """Per class: per-band PSD error (dB) and C2ST AUC of generated, real-training (floor) and phase-randomised
     windows, each against the real validation windows of that class, and each set's window-to-window spread of
-    band power beside the validation windows' own. With ``train_draw_groups`` (:func:`split_draw_groups`) also
+    band power beside the validation windows' own. With ``train_draw_groups`` (:func:`load_split`'s ``with_draws``) also
     "real train, ungrouped": the training windows tested the way generated windows are, each its own draw."""
     f_max = min(PSD_F_MAX, sfreq / 2)
     per_class, spread_val = {}, {}
