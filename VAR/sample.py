@@ -11,12 +11,14 @@ Usage (from the repository root)::
 holds N = n x classes windows. The output npz has ``signal`` (N, C, T) float32 µV, ``cumulative_bands``
 (N, K, C, T) float32 µV (stage k = the tokenizer's decode of the partial sum f_hat after band k),
 ``labels`` (N,), ``levels`` (N,) (each window's power level, -1 = none), ``class_names``, ``sfreq``,
-``ch_names``, ``bands`` (K, 2) Hz, ``band_gains`` (whether the decodes got their class and level's band gain), and
-the sampling settings.
+``ch_names``, ``bands`` (K, 2) Hz, ``band_gains`` (whether the decodes got their class and level's band gain),
+``calibrated`` (whether that gain was measured on the model's own samples), and the sampling settings.
 
-A run whose tokenizer sends band-gain codes (``train_vae.py --gain_step_db``, the default) stores, per class and
-level, the band gain that gives the training windows' decodes their inputs' band power back; samples get the gain
-of their class and level (``--no_gains``: the plain decode).
+Band gains: at the end of training VAR/train.py draws a batch of samples per class (``--calib_n``) and stores, per
+class, power level, channel and band, the gain that gives them the mean log band power of the real training windows
+of their group (``sample_gain_db``); samples get the gain of their class and level. Runs from before that, or
+``--no_calib``, use the gain measured on the real tokens' decodes (``level_gain_db``, tokenizers with band-gain
+codes); ``--no_gains`` gives the plain decode.
 The same checkpoint, settings, seed and ``--batch`` give the same windows.
 
 Shape letters: N windows, K stages, C channels, T samples.
@@ -44,6 +46,8 @@ logger = logging.getLogger("sample")
 #: (benchmarks/results/samples.json, two VAR seeds): 0.9 brings the samples closer to the training windows (C2ST,
 #: alpha peak, steps at band edges and scale cutoffs); 0.85 and 0.8 overshoot the alpha peak.
 DEFAULT_TEMPERATURE = 0.9
+#: Classifier-free guidance at the last scale (upstream's default), of sample.py and ``generate``.
+DEFAULT_CFG = 1.5
 
 
 def load_var_checkpoint(path: str, device: str | torch.device = "cpu"):
@@ -99,7 +103,8 @@ def load_var_checkpoint(path: str, device: str | torch.device = "cpu"):
         p.requires_grad_(False)
     meta = dict(tokenizer=tok, class_names=list(state.get("class_names") or [f"class{i}" for i in range(var.num_classes)]),
                 num_classes=var.num_classes, epoch=int(state.get("epoch", 0)), iter=int(state.get("iter", 0)), path=used,
-                levels=state.get("levels"), level_gain_db=state.get("level_gain_db"))
+                levels=state.get("levels"), level_gain_db=state.get("level_gain_db"),
+                sample_gain_db=state.get("sample_gain_db"), sample_calib=state.get("sample_calib"))
     return var, vae, meta
 
 
@@ -144,10 +149,10 @@ def resolve_level(text: str, num_levels: int, ckpt: str) -> int | None:
 
 
 @torch.no_grad()
-def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
+def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = DEFAULT_CFG, top_k: int = 0, top_p: float = 0.0,
              seed: int | None = 0, batch: int = 64, more_smooth: bool = False,
              stages: bool = True, intra_steps: int | None = None,
-             level: int | None = None, gains: bool = True,
+             level: int | None = None, gains: bool = True, calibrated: bool = True,
              temperature: float | Sequence[float] = DEFAULT_TEMPERATURE) -> dict[str, np.ndarray]:
     """Sample windows for the given labels.
 
@@ -165,8 +170,11 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
         For a model with levels: None draws each window's level from its training frequency in the class
         (batch b's generator seeded ``seed + b``); an int fixes it (negative = unknown).
     gains : bool
-        Give the decodes their class and level's band gain when the checkpoint holds one
-        (``meta['level_gain_db']``, (classes + 1, levels + 1, C, K) dB).
+        Give the decodes their class and level's band gain when the checkpoint holds one (False: plain decodes).
+    calibrated : bool
+        With ``gains``: the gain measured on the model's own samples (``meta['sample_gain_db']``, written at the
+        end of VAR/train.py) when the checkpoint holds it; False, or an older checkpoint: the gain measured on the
+        real tokens' decodes (``meta['level_gain_db']``). Both (classes + 1, levels + 1, C, K) dB.
     temperature : float | sequence of float
         Softmax temperature of the token draws, one for all scales or one per scale (1 = the model's own;
         default :data:`DEFAULT_TEMPERATURE`).
@@ -175,7 +183,8 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
     -------
     dict
         ``signal`` (N, C, T) float32 µV, ``cumulative_bands`` (N, K, C, T) float32 µV (if ``stages``),
-        ``labels`` (N,) int64, ``levels`` (N,) int64 (-1 = none or unknown).
+        ``labels`` (N,) int64, ``levels`` (N,) int64 (-1 = none or unknown), ``band_gains`` (bool) and
+        ``calibrated`` (bool: the gains were the samples' own).
     """
     tok = meta["tokenizer"]
     uv_scale = float(tok["uv_scale"])
@@ -183,9 +192,7 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
     stage_si = [n_extra + k for k in range(len(tok["bands"]))]
     dev = next(var.parameters()).device
     labels = torch.as_tensor(list(labels_N), dtype=torch.long)
-    from vae_checkpoint import band_gain
-    gain = band_gain(tok) if gains and meta.get("level_gain_db") is not None else None
-    table = torch.as_tensor(meta["level_gain_db"], dtype=torch.float64) if gain is not None else None
+    gain, table, calibrated = sample_gain_table(meta, gains, calibrated)
     sig, cum, lvl = [], [], []
     for b, start in enumerate(range(0, len(labels), batch)):
         lab_B = labels[start:start + batch].to(dev)
@@ -204,7 +211,7 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = 1.5, to
             cum.append(torch.stack([dec(vae.fhat_to_eeg(ms_fhat[si]), k + 1).float() * uv_scale
                                     for k, si in enumerate(stage_si)], dim=1).cpu())
     out = {"signal": torch.cat(sig).numpy().astype(np.float32), "labels": labels.numpy().astype(np.int64),
-           "levels": torch.cat(lvl).numpy().astype(np.int64), "band_gains": gain is not None}
+           "levels": torch.cat(lvl).numpy().astype(np.int64), "band_gains": gain is not None, "calibrated": calibrated}
     if stages:
         out["cumulative_bands"] = torch.cat(cum).numpy().astype(np.float32)
     return out
@@ -256,6 +263,39 @@ def plot_samples(path: str, gen: dict, real_NCT: np.ndarray | None, real_labels:
     plt.close(fig)
 
 
+def warn_calibration_settings(meta: dict, gen: dict, cfg: float, temps: Sequence[float], top_k: int,
+                              top_p: float) -> None:
+    """Log when samples got the calibrated gain but were drawn with other settings than the calibration batch."""
+    calib = meta.get("sample_calib") or {}
+    if not gen.get("calibrated") or not calib:
+        return
+    now = {"cfg": float(cfg), "temperature": [float(t) for t in temps], "top_k": int(top_k), "top_p": float(top_p)}
+    differ = [k for k, v in now.items() if k in calib and calib[k] != v]
+    if differ:
+        logger.warning("the band gains were measured on samples drawn with %s; these were drawn with %s, so their band "
+                       "power may be off by a little (--no_calib: the gains of the real tokens)",
+                       ", ".join(f"{k}={calib[k]}" for k in differ), ", ".join(f"{k}={now[k]}" for k in differ))
+
+
+def sample_gain_table(meta: dict, gains: bool = True, calibrated: bool = True):
+    """What :func:`generate` scales the decodes by: ``(BandGain | None, table | None, calibrated)``.
+
+    The table is (classes + 1, levels + 1, C, K) dB: the samples' own (``sample_gain_db``) when ``calibrated`` and the
+    checkpoint holds it, which needs no band-gain codes in the tokenizer; else the class-and-level gain of the
+    tokenizer's band-gain codes (``level_gain_db``); else none (plain decodes).
+    """
+    from models.band_gain import BandGain
+    from vae_checkpoint import band_gain
+    tok = meta["tokenizer"]
+    if not gains:
+        return None, None, False
+    if calibrated and meta.get("sample_gain_db") is not None:
+        gain = BandGain(tok["bands"], tok["sfreq"], tok["n_times"])
+        return gain, torch.as_tensor(meta["sample_gain_db"], dtype=torch.float64), True
+    gain = band_gain(tok) if meta.get("level_gain_db") is not None else None
+    return gain, (torch.as_tensor(meta["level_gain_db"], dtype=torch.float64) if gain is not None else None), False
+
+
 def _level_gain(gain, table_GLCK: torch.Tensor, lab_B: torch.Tensor, level_B: torch.Tensor | None):
     """A decode -> decode with each window's class-and-level band gain (``n`` bands: a partial decode's)."""
     from models.band_gain import lookup_group_gain_db
@@ -271,12 +311,14 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--n", type=int, default=8, help="windows per requested class")
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--class_label", default=None, help="comma-separated class names or indices (default: every class)")
-    p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance at the last scale (0 = off)")
+    p.add_argument("--cfg", type=float, default=DEFAULT_CFG, help="classifier-free guidance at the last scale (0 = off)")
     p.add_argument("--level", default="draw", help="for a model trained with --level_clusters: 'draw' (each window's "
                    "power level from its training frequency in the class), 'unknown', or a level index 0..L-1 (0 = the "
                    "quietest cluster)")
     p.add_argument("--no_gains", action="store_true", help="plain decodes: without the band gain of each window's class "
-                   "and level (stored by runs whose tokenizer has band-gain codes)")
+                   "and level")
+    p.add_argument("--no_calib", action="store_true", help="the class-and-level gain of the tokenizer's band-gain codes "
+                   "(measured on real tokens) instead of the one VAR/train.py measured on the model's own samples")
     p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
     add_temperature_flag(p)
     p.add_argument("--top_p", type=float, default=0.0, help="nucleus sampling mass (0 = off)")
@@ -361,11 +403,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = [c for c in classes for _ in range(args.n)]
     gen = generate(var, vae, meta, labels, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                    batch=args.batch, more_smooth=bool(args.more_smooth), intra_steps=args.intra_steps, level=level,
-                   gains=not args.no_gains, temperature=temps)
+                   gains=not args.no_gains, calibrated=not args.no_calib, temperature=temps)
+    warn_calibration_settings(meta, gen, args.cfg, temps, args.top_k, args.top_p)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out[:-4] + ".tmp.npz"
     np.savez(tmp, signal=gen["signal"], cumulative_bands=gen["cumulative_bands"], labels=gen["labels"],
-             levels=gen["levels"], band_gains=np.bool_(gen["band_gains"]),
+             levels=gen["levels"], band_gains=np.bool_(gen["band_gains"]), calibrated=np.bool_(gen["calibrated"]),
              class_names=np.asarray(meta["class_names"]), sfreq=np.float32(tok["sfreq"]),
              ch_names=np.asarray(tok.get("ch_names") or []), bands=np.asarray(tok["bands"], dtype=np.float32),
              cfg=np.float32(args.cfg), top_k=np.int64(args.top_k), top_p=np.float32(args.top_p),

@@ -253,7 +253,8 @@ def build_everything(args: arg_util.Args):
         meta["level_gain_db"] = level_gain_db
     del resume_state
     dist.barrier()
-    return tb_lg, trainer, start_ep, start_it, iters_train, ld_train, ld_val, run_state, meta
+    calib_src = (raw_train, train_set.labels, train_set.levels if levels is not None else None, tok_info)
+    return tb_lg, trainer, start_ep, start_it, iters_train, ld_train, ld_val, run_state, meta, calib_src
 
 
 def attach_levels(args: arg_util.Args, num_levels: int, num_classes: int, tok_info: dict, train_set, val_set,
@@ -310,7 +311,7 @@ def main_training(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(args: arg_util.Args) -> int:
-    tb_lg, trainer, start_ep, start_it, iters_train, ld_train, ld_val, run_state, meta = build_everything(args)
+    tb_lg, trainer, start_ep, start_it, iters_train, ld_train, ld_val, run_state, meta, calib_src = build_everything(args)
     start_time = time.time()
     best_vals: dict[str, float] = {}
     nonfinite_run = 0
@@ -350,10 +351,39 @@ def _train(args: arg_util.Args) -> int:
     args.dump_log({"finished": True, "total_time": total_time, "best_val_L_mean": run_state["best_val_L_mean"]})
     del ld_train
     gc.collect()
+    if dist.is_master() and args.calib_n > 0 and not args.ar_baseline:
+        calibrate_samples(args, *calib_src)
     tb_lg.flush()
     tb_lg.close()
     dist.barrier()
     return 0
+
+
+def calibrate_samples(args: arg_util.Args, raw_train, labels_N: np.ndarray, levels_N: np.ndarray | None,
+                      tok_info: dict) -> None:
+    """Store the samples' band gain (VAR/sample_calib.py) in ar-ckpt-best.pth and ar-ckpt-last.pth where it is
+    missing: after training, and on a re-run of a finished run from before this step. Two files of the same
+    epoch and iteration share one measurement."""
+    from models.band_gain import BandGain
+    from sample_calib import dataset_band_power_db, has_calibration, measure_calibration, write_calibration
+    todo = []
+    for name in ("ar-ckpt-best.pth", "ar-ckpt-last.pth"):
+        path = os.path.join(args.local_out_dir_path, name)
+        if os.path.isfile(path):
+            done, pos = has_calibration(path)
+            if not done:
+                todo.append((path, pos))
+    if not todo:
+        return
+    gain = BandGain(tok_info["bands"], tok_info["sfreq"], tok_info["n_times"])
+    real_db = dataset_band_power_db(raw_train, gain, tok_info["uv_scale"])
+    measured: dict[tuple[int, int], tuple[np.ndarray, dict]] = {}
+    for path, pos in todo:
+        if pos not in measured:
+            print0(f"[sample gains] drawing {args.calib_n} samples per class from {path}")
+            measured[pos] = measure_calibration(path, real_db, labels_N, levels_N, args.calib_n, device=args.device)
+        write_calibration(path, *measured[pos])
+        print0(f"[sample gains] stored in {path}")
 
 
 def train_one_ep(ep: int, is_first_ep: bool, start_it: int, args: arg_util.Args, tb_lg, ld_or_itrt, iters_train: int,

@@ -335,18 +335,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
         tok = meta["tokenizer"]
         labels = [c for c in range(var.num_classes) for _ in range(n)]
         res = {"vae_ckpt": os.path.abspath(path), "var_ckpt": os.path.abspath(ckpts[name]), "epoch": meta["epoch"]}
-        decodes = [("plain decode", False)] + ([("with band gains", True)] if meta.get("level_gain_db") else [])
+        # (name, band gains, calibrated): the plain decode, the band-gain codes' class-and-level gain (measured on real
+        # tokens) and the gain measured on the model's own samples (VAR/sample_calib.py, what sample.py gives)
+        decodes = ([("plain decode", False, False)]
+                   + ([("with band gains", True, False)] if meta.get("level_gain_db") else [])
+                   + ([("calibrated gains", True, True)] if meta.get("sample_gain_db") else []))
         # the first temperature under the plain names; the others named by their temperature
-        variants = [(d if i == 0 else f"{d}, temperature {_temp_name(t)}", g, t)
-                    for i, t in enumerate(temps) for d, g in decodes]
+        variants = [(d if i == 0 else f"{d}, temperature {_temp_name(t)}", g, cal, t)
+                    for i, t in enumerate(temps) for d, g, cal in decodes]
         # the best a sample can look: the real windows through the tokenizer, decoded once per decode kind
         from vae_checkpoint import band_gain
         plot_gains = band_gain(tok) is not None  # the plot: with the tokenizer's band-gain codes if it has them
-        recs = {g: reconstructions(vae, tok, real, g) for g in {g for _, g in decodes} | {plot_gains}}
+        recs = {g: reconstructions(vae, tok, real, g) for g in {g for _, g, _ in decodes} | {plot_gains}}
         real_spread = real_level_spread(real, meta, meta["class_names"])  # shared by every variant
         psd[f"{name}: training windows reconstructed"] = {"signal": recs[plot_gains]["train"], "labels": real["train"][1]}
-        for variant, gains, temp in variants:
-            gen = sample.generate(var, vae, meta, labels, seed=0, batch=64, stages=False, gains=gains, temperature=temp)
+        for variant, gains, calibrated, temp in variants:
+            gen = sample.generate(var, vae, meta, labels, seed=0, batch=64, stages=False, gains=gains,
+                                  calibrated=calibrated, temperature=temp)
             res[variant] = judge(gen, real, float(tok["sfreq"]), tok["bands"], meta["class_names"], draws)
             res[variant]["shape"] = shape_numbers(recs[gains], tok, gen, real, meta["class_names"], draws)
             res[variant]["level_spread"] = spread = level_spread(gen, real_spread, meta, meta["class_names"])
@@ -368,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                                                            "max_cutoff_step_db")),
                                    f"{auc['generated']:.3f} ({auc['floor']:.3f}; {auc['phase-randomised floor']:.3f})",
                                    f"{auc['floor, ungrouped']:.3f}; {auc['phase-randomised floor, ungrouped']:.3f}"])
-            if gains or len(decodes) == 1:  # the plot shows the samples as users get them (with the gains)
+            if (gains, calibrated) == decodes[-1][1:]:  # the plot shows the samples as users get them (sample.py)
                 psd[f"{name}: {variant}" + (f", temperature {_temp_name(temp)}" if temp is temps[0] and len(temps) > 1
                                             else "")] = gen
             for c, cname in enumerate(meta["class_names"]):
@@ -406,7 +411,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
               + ("the 4 held-out subjects ('held-out') or of the training subjects ('training'). " if not sfx else
                  "the last 30 % of every recording of all 26 subjects ('held-out') or of their first 70 % "
                  "('training'). ")
-              + "'floor': the other split's real windows against the same reference (the largest band error; C2ST); "
+              + "Decodes: 'plain decode'; 'with band gains', the class-and-level gain of the tokenizer's band-gain codes, "
+              "measured on real tokens; 'calibrated gains', the gain measured at the end of training on the model's own "
+              "samples (VAR/sample_calib.py; what sample.py gives). "
+              "'floor': the other split's real windows against the same reference (the largest band error; C2ST); "
               "'phase-rand.': the reference's own windows, phase-randomised. Spread: the samples' window-to-window sd "
               "of log band power over the reference's, mean over bands (1 = as varied as real windows). Spectral shape "
               "(issue 13's measure): against the tokenizer's reconstructions of the reference windows, the floor being "

@@ -112,3 +112,73 @@ def test_codes_of_the_wrong_shape_are_refused():
     bg = BandGain(BANDS, SFREQ, T)
     with pytest.raises(ValueError, match='do not fit'):
         bg.apply(torch.zeros(2, 3, T), torch.zeros(2, 3, 4, dtype=torch.int8))
+
+
+# --- sample_gain_db: the samples' own band gain per class and level ---------------------------------------------------
+def _group_windows(rng, n_per_group: dict, offset_db_CK: dict) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Sines with random per-window amplitudes: (N, C, T) windows, labels, levels; group (c, l) has ``n`` windows
+    whose band amplitudes carry ``offset_db[(c, l)]`` dB on top of a random spread."""
+    xs, labs, lvls = [], [], []
+    for (c, lv), n in n_per_group.items():
+        for _ in range(n):
+            amp_db = offset_db_CK[(c, lv)] + rng.normal(0, 3, size=(2, 5))
+            xs.append(_sines(10 ** (amp_db / 20))[0])
+            labs.append(c), lvls.append(lv)
+    return torch.stack(xs).double(), np.array(labs), np.array(lvls)
+
+
+def _band_db_numpy(x_NCT: np.ndarray) -> np.ndarray:
+    """10 log10 of Σ |rfft|² over each band's bins (the top band includes its upper edge), written out here."""
+    f = np.fft.rfftfreq(T, 1 / SFREQ)
+    P = np.abs(np.fft.rfft(np.asarray(x_NCT, dtype=np.float64), axis=-1)) ** 2
+    masks = [(f >= lo) & ((f <= hi) if k == len(BANDS) - 1 else (f < hi)) for k, (lo, hi) in enumerate(BANDS)]
+    return 10 * np.log10(np.stack([P[..., m].sum(-1) for m in masks], -1))
+
+
+def test_sample_gain_gives_each_group_the_real_mean_log_band_power():
+    """Applied to the samples it was measured on, the table makes every (class, level) group's mean dB band power, per
+    channel and band, equal to the real group's (measured here with numpy FFTs); groups too small for their own row
+    take their class's pooled column."""
+    from models.band_gain import lookup_group_gain_db, sample_gain_db
+    rng = np.random.default_rng(0)
+    groups = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    real_off = {g: rng.normal(0, 4, size=(2, 5)) for g in groups}
+    gen_off = {g: rng.normal(0, 4, size=(2, 5)) for g in groups}
+    x_real, lab_r, lv_r = _group_windows(rng, {g: 30 for g in groups}, real_off)
+    # class 1 level 1 has 3 samples only: below min_count, it falls back on class 1 pooled over levels
+    x_gen, lab_g, lv_g = _group_windows(rng, {(0, 0): 20, (0, 1): 12, (1, 0): 25, (1, 1): 3}, gen_off)
+    bg = BandGain(BANDS, SFREQ, T)
+    db = lambda x: 10 * np.log10(bg.band_power(x).numpy())  # noqa: E731
+    table = sample_gain_db(db(x_real), lab_r, lv_r, db(x_gen), lab_g, lv_g, num_classes=2, num_levels=2, min_count=8)
+    assert table.shape == (3, 3, 2, 5)
+    gained = bg.apply_db(x_gen, lookup_group_gain_db(table, torch.from_numpy(lab_g), torch.from_numpy(lv_g), len(lab_g)))
+    R, G0, G = _band_db_numpy(x_real), _band_db_numpy(x_gen), _band_db_numpy(gained.numpy())
+    for c, lv in [(0, 0), (0, 1), (1, 0)]:
+        r, g = (lab_r == c) & (lv_r == lv), (lab_g == c) & (lv_g == lv)
+        np.testing.assert_allclose(G[g].mean(0), R[r].mean(0), atol=1e-6)
+        assert np.abs(G0[g].mean(0) - R[r].mean(0)).max() > 1.0  # before the gain they differed
+    # the small group got class 1's pooled gain: real class 1 mean minus the class's samples' mean, all levels
+    want = R[lab_r == 1].mean(0) - G0[lab_g == 1].mean(0)
+    np.testing.assert_allclose(table[1, 1], want, atol=1e-6)
+    np.testing.assert_allclose(table[1, 2], want, atol=1e-6)
+    np.testing.assert_allclose(table[2, 2], R.mean(0) - G0.mean(0), atol=1e-6)
+
+
+def test_sample_gain_without_levels_and_with_a_missing_class():
+    """No levels: one column per class (and the pooled one, equal). A class with no samples takes every class's
+    pooled gain; non-finite powers are refused."""
+    from models.band_gain import sample_gain_db
+    rng = np.random.default_rng(1)
+    real = rng.normal(0, 1, size=(40, 2, 5))
+    lab_r = np.repeat([0, 1], 20)
+    gen = rng.normal(2, 1, size=(20, 2, 5))
+    lab_g = np.zeros(20, dtype=int)  # class 1 was never drawn
+    table = sample_gain_db(real, lab_r, None, gen, lab_g, None, num_classes=2, num_levels=0)
+    assert table.shape == (3, 1, 2, 5)
+    np.testing.assert_allclose(table[0, 0], real[:20].mean(0) - gen.mean(0))
+    np.testing.assert_allclose(table[2, 0], real.mean(0) - gen.mean(0))
+    np.testing.assert_allclose(table[1, 0], table[2, 0])
+    with pytest.raises(ValueError, match='finite'):
+        sample_gain_db(np.full((4, 2, 5), -np.inf), np.zeros(4), None, gen, lab_g, None, 1, 0)
+    with pytest.raises(ValueError, match='shapes'):
+        sample_gain_db(real, lab_r, None, gen[:, :1], lab_g, None, 2, 0)

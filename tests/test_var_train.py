@@ -308,8 +308,9 @@ def test_sampling_units_shapes_and_determinism(run_a, ds_root, tmp_path, repo_ro
     ckpt = os.path.join(run_a, "ar-ckpt-best.pth")
     out = str(tmp_path / "s.npz")
     png = str(tmp_path / "s.png")
+    # the plain decode (--no_gains): the samples' band gains are checked in test_samples_get_the_gain_measured_on_...
     assert sample.main([f"--ckpt={ckpt}", "--n=3", f"--out={out}", "--cfg=2", "--top_k=8", "--top_p=0.9", "--seed=5",
-                        f"--plot={png}", f"--data_path={ds_root}"]) == 0
+                        f"--plot={png}", f"--data_path={ds_root}", "--no_gains"]) == 0
     d = np.load(out)
     ds = EEGWindowDataset(ds_root, "val")
     N, K, C, T = 6, ds.n_stages, ds.n_channels, ds.n_times
@@ -331,8 +332,10 @@ def test_sampling_units_shapes_and_determinism(run_a, ds_root, tmp_path, repo_ro
     # the last cumulative stage is the full-spectrum signal
     np.testing.assert_allclose(d["cumulative_bands"][:, -1], d["signal"], rtol=1e-5, atol=1e-4)
     # same seed -> same windows; another seed -> other windows
-    again = sample.generate(var, vae, meta, [0, 0, 0, 1, 1, 1], cfg=2, top_k=8, top_p=0.9, seed=5, stages=False)
-    other = sample.generate(var, vae, meta, [0, 0, 0, 1, 1, 1], cfg=2, top_k=8, top_p=0.9, seed=6, stages=False)
+    again = sample.generate(var, vae, meta, [0, 0, 0, 1, 1, 1], cfg=2, top_k=8, top_p=0.9, seed=5, stages=False,
+                            gains=False)
+    other = sample.generate(var, vae, meta, [0, 0, 0, 1, 1, 1], cfg=2, top_k=8, top_p=0.9, seed=6, stages=False,
+                            gains=False)
     np.testing.assert_array_equal(again["signal"], d["signal"])
     assert not np.allclose(other["signal"], d["signal"])
     # no silent overwrite; bad class and missing checkpoint are one-line errors
@@ -480,10 +483,10 @@ def test_samples_get_the_band_gain_of_their_class_and_level(repo_root, ds_root, 
     assert np.abs(table).max() > 0.5  # the random-weight tokenizer is far off: the gains are not all ~0
     # sampling: the same draws with and without the gains
     a, b = str(tmp_path / "a.npz"), str(tmp_path / "b.npz")
-    assert sample.main([f"--ckpt={out}", "--n=2", f"--out={a}", "--seed=3"]) == 0
+    assert sample.main([f"--ckpt={out}", "--n=2", f"--out={a}", "--seed=3", "--no_calib"]) == 0
     assert sample.main([f"--ckpt={out}", "--n=2", f"--out={b}", "--seed=3", "--no_gains"]) == 0
     da, db = np.load(a), np.load(b)
-    assert bool(da["band_gains"]) and not bool(db["band_gains"])
+    assert bool(da["band_gains"]) and not bool(db["band_gains"]) and not bool(da["calibrated"])
     np.testing.assert_array_equal(da["levels"], db["levels"])
     Fa, Fb = np.fft.rfft(da["signal"].astype(np.float64), axis=-1), np.fft.rfft(db["signal"].astype(np.float64), axis=-1)
     Sa = np.fft.rfft(da["cumulative_bands"][:, 1].astype(np.float64), axis=-1)
@@ -494,6 +497,77 @@ def test_samples_get_the_band_gain_of_their_class_and_level(repo_root, ds_root, 
             np.testing.assert_allclose(Fa[i][:, m], Fb[i][:, m] * amp, rtol=1e-3, atol=1e-3 * np.abs(Fb[i]).max())
             np.testing.assert_allclose(Sa[i][:, m], Sb[i][:, m] * (amp if k < 2 else 1.0), rtol=1e-3,
                                        atol=1e-3 * np.abs(Sb[i]).max())
+
+
+def test_samples_get_the_gain_measured_on_their_own_draws(repo_root, ds_root, tok_ckpt, tmp_path):
+    """At the end of training the run draws --calib_n samples per class and stores, per class and level, the gain
+    that gives their plain decodes the training windows' mean dB band power. Recomputed here: the same draws made
+    again, band powers and group means with numpy, levels from the stored clusters. sample.py applies it by default
+    (the tokenizer has no band-gain codes: the calibration needs none). A finished run whose checkpoints lack it gets
+    the same table when re-run; with --calib_n=0 it stays without."""
+    import sample
+    from utils.eeg_levels import LevelClusters, window_levels
+    out = str(tmp_path / "run")
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--calib_n=16"]))
+    assert r.returncode == 0, r.stderr[-3000:]
+    best = os.path.join(out, "ar-ckpt-best.pth")
+    ck, _ = load_checkpoint(best)
+    table, rec = np.asarray(ck["sample_gain_db"]), ck["sample_calib"]
+    assert rec["n_per_class"] == 16 and rec["cfg"] == sample.DEFAULT_CFG
+    assert set(rec["temperature"]) == {sample.DEFAULT_TEMPERATURE} and "level_gain_db" not in ck
+    var, vae, meta = sample.load_var_checkpoint(best)
+    nc, nl = var.num_classes, var.num_levels
+    gen = sample.generate(var, vae, meta, [c for c in range(nc) for _ in range(16)], seed=rec["seed"], stages=False,
+                          gains=False, temperature=rec["temperature"], cfg=rec["cfg"])
+    ds = EEGWindowDataset(ds_root, "train")
+    x_uv = np.stack([ds.window(i).stages_KCT[-1] for i in range(len(ds))])
+    lv = LevelClusters.from_dict(ck["levels"]).assign(window_levels(x_uv, ds.sfreq, ds.bands), ds.labels)
+    freqs = np.fft.rfftfreq(ds.n_times, 1 / ds.sfreq)
+    masks = [(freqs >= lo) & ((freqs <= hi) if k == len(ds.bands) - 1 else (freqs < hi))
+             for k, (lo, hi) in enumerate(ds.bands)]
+
+    def band_db(z):
+        P = np.abs(np.fft.rfft(np.asarray(z, dtype=np.float64), axis=-1)) ** 2
+        return 10 * np.log10(np.stack([P[..., m].sum(-1) for m in masks], -1))
+    R, G = band_db(x_uv), band_db(gen["signal"])  # µV both: a common unit cancels in the difference
+    assert table.shape == (nc + 1, nl + 1, ds.n_channels, len(ds.bands))
+    checked = 0
+    for c in range(nc + 1):
+        for lvl in range(nl + 1):
+            r = (ds.labels == c if c < nc else np.ones(len(ds), bool)) & (lv == lvl if lvl < nl else True)
+            g = (gen["labels"] == c if c < nc else True) & (gen["levels"] == lvl if lvl < nl else True)
+            if r.sum() >= 8 and np.sum(g) >= 8:
+                np.testing.assert_allclose(table[c, lvl], R[r].mean(0) - G[g].mean(0), atol=2e-3)
+                checked += 1
+    assert checked >= nc + 2  # every class's pooled column, the pooled row, and at least one level of its own
+    # sample.py: every band of every window scaled by its class and level's gain
+    a, b = str(tmp_path / "a.npz"), str(tmp_path / "b.npz")
+    assert sample.main([f"--ckpt={out}", "--n=2", f"--out={a}", "--seed=3"]) == 0
+    assert sample.main([f"--ckpt={out}", "--n=2", f"--out={b}", "--seed=3", "--no_gains"]) == 0
+    da, db = np.load(a), np.load(b)
+    assert bool(da["calibrated"]) and bool(da["band_gains"]) and not bool(db["calibrated"])
+    Fa, Fb = np.fft.rfft(da["signal"].astype(np.float64), axis=-1), np.fft.rfft(db["signal"].astype(np.float64), axis=-1)
+    for i, (c, lvl) in enumerate(zip(da["labels"], da["levels"])):
+        for k, m in enumerate(masks):
+            amp = 10 ** (table[c, lvl, :, k:k + 1] / 20)
+            np.testing.assert_allclose(Fa[i][:, m], Fb[i][:, m] * amp, rtol=1e-3, atol=1e-3 * np.abs(Fb[i]).max())
+    # a finished run without the table: --calib_n=0 leaves it so, the default re-run measures it again
+    before = {}
+    for name in ("ar-ckpt-best.pth", "ar-ckpt-last.pth"):
+        path = os.path.join(out, name)
+        st, _ = load_checkpoint(path)
+        config = st.pop("meta")["config"]
+        before[name] = np.asarray(st.pop("sample_gain_db")), st.pop("sample_calib")
+        save_checkpoint(path, st, config=config)
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--calib_n=0"]))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "sample_gain_db" not in load_checkpoint(best)[0]
+    r = run_py(repo_root, train_cmd(ds_root, tok_ckpt, out, ["--calib_n=16"]))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name, (tab, rec_before) in before.items():
+        st = load_checkpoint(os.path.join(out, name))[0]
+        np.testing.assert_array_equal(np.asarray(st["sample_gain_db"]), tab)
+        assert st["sample_calib"] == rec_before
 
 
 def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_root, tok_ckpt, tmp_path):
@@ -520,7 +594,7 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
     assert os.path.isfile(tmp_path / "res" / "samples.json")
     assert all(os.path.getsize(tmp_path / "res" / f) > 0 for f in ("samples_psd.png", "samples_band_power.png"))
     r = res["tokenizers"]["gains"]
-    assert set(r) >= {"plain decode", "with band gains"} and r["epoch"] == 1
+    assert set(r) >= {"plain decode", "with band gains", "calibrated gains"} and r["epoch"] == 1
     # sample.py's default temperature under the plain names, the model's own distribution (1) beside it
     import sample
     assert res["temperature"][0] == sample.DEFAULT_TEMPERATURE and res["other_temperatures"][0][0] == 1.0
@@ -535,7 +609,10 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
                              f_max=45.0)
     got = plain["rest"]["real train (floor)"]["psd_error_db"]
     assert got == pytest.approx(want)
-    assert len(res["report"]["tables"][0]["rows"]) == 2 * 2 * 2 * 2  # 2 temperatures x 2 decodes x 2 classes x 2 refs
+    # 2 temperatures x 3 decodes (plain, the codes' gains, the samples' own gains) x 2 classes x 2 refs
+    assert len(res["report"]["tables"][0]["rows"]) == 2 * 3 * 2 * 2
+    calib = r["calibrated gains"]["vs_val"]["per_class"]
+    assert calib["rest"]["generated"]["psd_error_db"] != gained["rest"]["generated"]["psd_error_db"]
     # spectral shape: the floor is the training split's reconstructions against the held-out split's, here
     # reconstructed through the tokenizer's encode + decode path (not the benchmark's token round trip)
     from utils.eeg_metrics import spectral_shape
@@ -582,7 +659,7 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
     assert per_class["real train, ungrouped"]["c2st_auc"] == pytest.approx(
         c2st_auc(va[vl == 0, -1], tr[tl == 0, -1], 100.0, groups_a=vg[vl == 0], groups_b=dg[tl == 0], bands=bands,
                  f_max=45.0).auc, abs=1e-6)
-    assert len(res["report"]["tables"][1]["rows"]) == 2 * 2 * 2 * 2
+    assert len(res["report"]["tables"][1]["rows"]) == 2 * 3 * 2 * 2
     # the same C2ST on one kind of feature: band powers are the first channels x bands columns
     from utils.eeg_c2st import c2st_features
     n_bp = va.shape[2] * len(bands)
@@ -594,4 +671,4 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
     # spread inside a power level: one ratio per band and class; the third table has a row per variant and class
     assert set(r["with band gains"]["level_spread"]) == {"rest", "arithmetic"}
     assert all(len(v) == len(bands) and all(x > 0 for x in v) for v in r["with band gains"]["level_spread"].values())
-    assert len(res["report"]["tables"][2]["rows"]) == 2 * 2 * 2
+    assert len(res["report"]["tables"][2]["rows"]) == 2 * 3 * 2

@@ -25,7 +25,8 @@ import torch
 
 from .band_mix import band_index_F
 
-__all__ = ['BandGain', 'power_ratio_db', 'encode_gain_codes', 'apply_gain_codes', 'group_gain_db', 'lookup_group_gain_db']
+__all__ = ['BandGain', 'power_ratio_db', 'encode_gain_codes', 'apply_gain_codes', 'group_gain_db', 'lookup_group_gain_db',
+           'sample_gain_db']
 
 
 def power_ratio_db(num: torch.Tensor | np.ndarray, den: torch.Tensor | np.ndarray):
@@ -174,6 +175,66 @@ def group_gain_db(Px_NCK: np.ndarray, Prec_NCK: np.ndarray, labels_N: np.ndarray
             m = in_c if lv == num_levels else in_c & (levels_N == lv)
             if m.any():
                 out[c, lv] = power_ratio_db(Px_NCK[m].sum(0), Prec_NCK[m].sum(0))
+    return out
+
+
+def sample_gain_db(real_db_NCK: np.ndarray, real_labels_N: np.ndarray, real_levels_N: np.ndarray | None,
+                   gen_db_NCK: np.ndarray, gen_labels_M: np.ndarray, gen_levels_M: np.ndarray | None,
+                   num_classes: int, num_levels: int, min_count: int = 8) -> np.ndarray:
+    """The band gain (dB) that gives a model's samples the mean log band power of the real windows of their group.
+
+    :func:`group_gain_db` corrects the decoder on real tokens; a sampler's tokens decode to a band power of their
+    own (on eegmat 1 dB too much theta and alpha in one class), which that table cannot know. Here both sides are
+    measured: per class c and level l, per channel and band, ``mean(real_db) - mean(gen_db)`` over the group's real
+    training windows and over a batch of the model's plain-decoded samples. Log power is what varies between
+    subjects and what a classifier sees, so the means are taken in dB (matching the geometric mean, not the
+    arithmetic one).
+
+    A group with fewer than ``min_count`` windows on either side takes its class's pooled column, and a class
+    with too few the table's pooled row. Row ``num_classes`` pools all classes, column ``num_levels`` all levels,
+    as in :func:`group_gain_db`, so :func:`lookup_group_gain_db` reads both tables.
+
+    Parameters
+    ----------
+    real_db_NCK, gen_db_NCK : (N, C, K), (M, C, K)
+        ``10 log10`` of the band powers (:meth:`BandGain.band_power`) of the real windows and of the samples'
+        plain decodes.
+    real_labels_N, gen_labels_M : int arrays
+        Classes.
+    real_levels_N, gen_levels_M : int arrays or None
+        Power levels (None, or ``num_levels`` 0: no levels); a level outside ``0..num_levels-1`` counts in the
+        pooled column only.
+
+    Returns
+    -------
+    ndarray, shape (num_classes + 1, num_levels + 1, C, K), float64
+    """
+    real_db, gen_db = np.asarray(real_db_NCK, dtype=np.float64), np.asarray(gen_db_NCK, dtype=np.float64)
+    if real_db.ndim != 3 or gen_db.shape[1:] != real_db.shape[1:]:
+        raise ValueError(f'band powers of shapes {real_db.shape} and {gen_db.shape}; expected (N, C, K) and (M, C, K)')
+    if not (np.isfinite(real_db).all() and np.isfinite(gen_db).all()):
+        raise ValueError('band powers in dB must be finite (a flat window or channel has no log power)')
+
+    def _levels(lv, n):
+        return np.full(n, -1, dtype=np.int64) if lv is None or num_levels == 0 else np.asarray(lv, dtype=np.int64)
+
+    r_lab, g_lab = np.asarray(real_labels_N, dtype=np.int64), np.asarray(gen_labels_M, dtype=np.int64)
+    r_lvl, g_lvl = _levels(real_levels_N, len(r_lab)), _levels(gen_levels_M, len(g_lab))
+    out = np.zeros((num_classes + 1, num_levels + 1) + real_db.shape[1:])
+    ok = np.zeros((num_classes + 1, num_levels + 1), dtype=bool)
+    for c in range(num_classes + 1):
+        r_c = np.ones(len(r_lab), bool) if c == num_classes else r_lab == c
+        g_c = np.ones(len(g_lab), bool) if c == num_classes else g_lab == c
+        for lv in range(num_levels + 1):
+            r_m = r_c if lv == num_levels else r_c & (r_lvl == lv)
+            g_m = g_c if lv == num_levels else g_c & (g_lvl == lv)
+            if r_m.sum() >= min_count and g_m.sum() >= min_count:
+                out[c, lv] = real_db[r_m].mean(0) - gen_db[g_m].mean(0)
+                ok[c, lv] = True
+    for c in range(num_classes + 1):  # too few windows: the class's pooled column, else every class's, else 0 dB
+        for lv in range(num_levels + 1):
+            if not ok[c, lv]:
+                out[c, lv] = out[c, num_levels] if ok[c, num_levels] else out[num_classes, num_levels]
     return out
 
 
