@@ -175,3 +175,21 @@ def test_load_split_draw_groups_follow_window_starts_and_refuse_windows_without_
     with pytest.raises(UserError, match="carry no start sample"):
         load_split(str(root), "train", 10, with_draws=True)
     assert len(load_split(str(root), "train", 10)[0]) == 7  # without the draw groups no start is needed
+
+
+def test_c2st_floor_is_also_entered_the_way_samples_are(run_dir):
+    """Beside the recording-grouped floor, the report tests the training windows as separate draws (each window its
+    own fold unit unless it overlaps another of its recording), like the samples; the headline names both."""
+    from utils.eeg_c2st import c2st_auc
+    from utils.main_report import load_split
+    data = str(run_dir["run"] / "data")
+    va, vl, vs = load_split(data, "val", 1000)
+    tr, tl, ts, td = load_split(data, "train", 1000, with_draws=True)
+    assert len(set(td)) > len(set(ts))  # here the draws really are finer than the recordings
+    for c, cname in enumerate(["low", "high"]):
+        row = run_dir["nums"]["samples"]["per_class"][cname]
+        want = c2st_auc(va[vl == c, -1], tr[tl == c, -1], 100.0, groups_a=vs[vl == c], groups_b=td[tl == c],
+                        bands=BANDS, f_max=45.0).auc
+        assert row["real train, ungrouped"]["c2st_auc"] == pytest.approx(want, abs=1e-9)
+        assert row["real train, ungrouped"]["c2st_auc"] != row["real train (floor)"]["c2st_auc"]
+    assert "(floor entered as samples are)" in format_terminal(run_dir["nums"])
