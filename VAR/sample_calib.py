@@ -31,11 +31,23 @@ def band_power_db(x_NCT: np.ndarray | torch.Tensor, gain) -> np.ndarray:
     return 10 * np.log10(np.maximum(gain.band_power(x).numpy(), 1e-20))
 
 
-def dataset_band_power_db(ds, gain, uv_scale: float, chunk: int = 256) -> np.ndarray:
-    """:func:`band_power_db` of every full-spectrum window of an ``EEGWindowDataset`` in model units: (N, C, K)."""
+#: At most this many training windows (evenly spaced) give the real side of the table: its group means need
+#: hundreds per group, not a pass over a large corpus.
+MAX_REAL_WINDOWS = 16384
+
+
+def real_window_indices(n: int, max_windows: int = MAX_REAL_WINDOWS) -> np.ndarray:
+    """Every index below ``n``, or ``max_windows`` of them evenly spaced."""
+    return np.arange(n) if n <= max_windows else np.unique(np.linspace(0, n - 1, max_windows).round().astype(np.int64))
+
+
+def dataset_band_power_db(ds, gain, uv_scale: float, indices: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """:func:`band_power_db` of the full-spectrum windows ``indices`` of an ``EEGWindowDataset``, model units:
+    (N, C, K)."""
     out = []
-    for s in range(0, len(ds), chunk):
-        x_NCT = torch.stack([ds[i][0][-1] for i in range(s, min(s + chunk, len(ds)))]).double() / float(uv_scale)
+    for s in range(0, len(indices), chunk):
+        idx = indices[s:s + chunk]
+        x_NCT = torch.stack([torch.as_tensor(ds[int(i)][0][-1]) for i in idx]).double() / float(uv_scale)
         out.append(band_power_db(x_NCT, gain))
     return np.concatenate(out) if out else np.zeros((0, 0, gain.n_bands))
 

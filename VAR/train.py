@@ -365,7 +365,8 @@ def calibrate_samples(args: arg_util.Args, raw_train, labels_N: np.ndarray, leve
     missing: after training, and on a re-run of a finished run from before this step. Two files of the same
     epoch and iteration share one measurement."""
     from models.band_gain import BandGain
-    from sample_calib import dataset_band_power_db, has_calibration, measure_calibration, write_calibration
+    from sample_calib import (dataset_band_power_db, has_calibration, measure_calibration, real_window_indices,
+                              write_calibration)
     todo = []
     for name in ("ar-ckpt-best.pth", "ar-ckpt-last.pth"):
         path = os.path.join(args.local_out_dir_path, name)
@@ -376,12 +377,15 @@ def calibrate_samples(args: arg_util.Args, raw_train, labels_N: np.ndarray, leve
     if not todo:
         return
     gain = BandGain(tok_info["bands"], tok_info["sfreq"], tok_info["n_times"])
-    real_db = dataset_band_power_db(raw_train, gain, tok_info["uv_scale"])
+    idx = real_window_indices(len(raw_train))
+    real_db = dataset_band_power_db(raw_train, gain, tok_info["uv_scale"], idx)
+    levels_used = None if levels_N is None else np.asarray(levels_N)[idx]
     measured: dict[tuple[int, int], tuple[np.ndarray, dict]] = {}
     for path, pos in todo:
         if pos not in measured:
             print0(f"[sample gains] drawing {args.calib_n} samples per class from {path}")
-            measured[pos] = measure_calibration(path, real_db, labels_N, levels_N, args.calib_n, device=args.device)
+            measured[pos] = measure_calibration(path, real_db, np.asarray(labels_N)[idx], levels_used, args.calib_n,
+                                                device=args.device)
         write_calibration(path, *measured[pos])
         print0(f"[sample gains] stored in {path}")
 

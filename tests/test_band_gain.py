@@ -182,3 +182,10 @@ def test_sample_gain_without_levels_and_with_a_missing_class():
         sample_gain_db(np.full((4, 2, 5), -np.inf), np.zeros(4), None, gen, lab_g, None, 1, 0)
     with pytest.raises(ValueError, match='shapes'):
         sample_gain_db(real, lab_r, None, gen[:, :1], lab_g, None, 2, 0)
+
+
+def test_real_window_indices_are_all_or_evenly_spread():
+    from sample_calib import real_window_indices
+    np.testing.assert_array_equal(real_window_indices(5, 8), np.arange(5))
+    idx = real_window_indices(1000, 10)
+    assert len(idx) == 10 and idx[0] == 0 and idx[-1] == 999 and np.all(np.diff(idx) >= 110)
