@@ -205,7 +205,7 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = DEFAULT
                                                          top_p=top_p, more_smooth=more_smooth, ret_stages=True,
                                                          intra_steps=intra_steps, level_B=level_B,
                                                          temperature=temperature)
-        dec = (lambda x, n: x) if gain is None else _level_gain(gain, table, lab_B, level_B)
+        dec = (lambda x, n: x) if gain is None else _level_gain(gain, table, lab_B, level_B, int(calibrated))
         sig.append((dec(x_BCT, None).float() * uv_scale).cpu())  # port: model units -> µV
         if stages:
             cum.append(torch.stack([dec(vae.fhat_to_eeg(ms_fhat[si]), k + 1).float() * uv_scale
@@ -280,27 +280,34 @@ def warn_calibration_settings(meta: dict, gen: dict, cfg: float, temps: Sequence
 def sample_gain_table(meta: dict, gains: bool = True, calibrated: bool = True):
     """What :func:`generate` scales the decodes by: ``(BandGain | None, table | None, calibrated)``.
 
-    The table is (classes + 1, levels + 1, C, K) dB: the samples' own (``sample_gain_db``) when ``calibrated`` and the
-    checkpoint holds it, which needs no band-gain codes in the tokenizer; else the class-and-level gain of the
-    tokenizer's band-gain codes (``level_gain_db``); else none (plain decodes).
+    The table is (classes + 1, levels + 1, C, bands) dB: the samples' own (``sample_gain_db``, with a first column for
+    the bins below the first band, :func:`sample_calib.calibration_gain`) when ``calibrated`` and the checkpoint holds
+    it, which needs no band-gain codes in the tokenizer; else the class-and-level gain of the tokenizer's band-gain
+    codes (``level_gain_db``); else none (plain decodes).
     """
-    from models.band_gain import BandGain
     from vae_checkpoint import band_gain
     tok = meta["tokenizer"]
     if not gains:
         return None, None, False
     if calibrated and meta.get("sample_gain_db") is not None:
-        gain = BandGain(tok["bands"], tok["sfreq"], tok["n_times"])
-        return gain, torch.as_tensor(meta["sample_gain_db"], dtype=torch.float64), True
+        from sample_calib import calibration_gain
+        gain = calibration_gain(tok)
+        table = torch.as_tensor(meta["sample_gain_db"], dtype=torch.float64)
+        if table.shape[-1] != gain.n_bands:
+            raise CheckpointError(f"{meta['path']}: its sample gains have {table.shape[-1]} columns, this code expects "
+                                  f"{gain.n_bands} (below the first band, then each band); re-run VAR/train.py on the "
+                                  "run to measure them again, or sample with --no_calib")
+        return gain, table, True
     gain = band_gain(tok) if meta.get("level_gain_db") is not None else None
     return gain, (torch.as_tensor(meta["level_gain_db"], dtype=torch.float64) if gain is not None else None), False
 
 
-def _level_gain(gain, table_GLCK: torch.Tensor, lab_B: torch.Tensor, level_B: torch.Tensor | None):
-    """A decode -> decode with each window's class-and-level band gain (``n`` bands: a partial decode's)."""
+def _level_gain(gain, table_GLCK: torch.Tensor, lab_B: torch.Tensor, level_B: torch.Tensor | None, first: int = 0):
+    """A decode -> decode with each window's class-and-level band gain (``n`` bands: a partial decode's; ``first``
+    columns of the table come before the first band and apply to every decode)."""
     from models.band_gain import lookup_group_gain_db
     gain_db_BCK = lookup_group_gain_db(table_GLCK, lab_B, level_B, lab_B.shape[0])
-    return lambda x_BCT, n: gain.apply_db(x_BCT, gain_db_BCK, n)
+    return lambda x_BCT, n: gain.apply_db(x_BCT, gain_db_BCK, None if n is None else n + first)
 
 
 def build_parser() -> ArgumentParser:

@@ -23,6 +23,7 @@ import torch
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.eeg_bands import scale_lengths_for_bands
 from utils.eeg_dataset import EEGWindowDataset
+from utils.errors import CheckpointError
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -523,14 +524,15 @@ def test_samples_get_the_gain_measured_on_their_own_draws(repo_root, ds_root, to
     x_uv = np.stack([ds.window(i).stages_KCT[-1] for i in range(len(ds))])
     lv = LevelClusters.from_dict(ck["levels"]).assign(window_levels(x_uv, ds.sfreq, ds.bands), ds.labels)
     freqs = np.fft.rfftfreq(ds.n_times, 1 / ds.sfreq)
-    masks = [(freqs >= lo) & ((freqs <= hi) if k == len(ds.bands) - 1 else (freqs < hi))
-             for k, (lo, hi) in enumerate(ds.bands)]
+    # one column below the first band (DC included), then one per band
+    masks = [freqs < ds.bands[0][0]] + [(freqs >= lo) & ((freqs <= hi) if k == len(ds.bands) - 1 else (freqs < hi))
+                                        for k, (lo, hi) in enumerate(ds.bands)]
 
     def band_db(z):
         P = np.abs(np.fft.rfft(np.asarray(z, dtype=np.float64), axis=-1)) ** 2
         return 10 * np.log10(np.stack([P[..., m].sum(-1) for m in masks], -1))
     R, G = band_db(x_uv), band_db(gen["signal"])  # µV both: a common unit cancels in the difference
-    assert table.shape == (nc + 1, nl + 1, ds.n_channels, len(ds.bands))
+    assert table.shape == (nc + 1, nl + 1, ds.n_channels, len(ds.bands) + 1)
     checked = 0
     for c in range(nc + 1):
         for lvl in range(nl + 1):
@@ -546,11 +548,14 @@ def test_samples_get_the_gain_measured_on_their_own_draws(repo_root, ds_root, to
     assert sample.main([f"--ckpt={out}", "--n=2", f"--out={b}", "--seed=3", "--no_gains"]) == 0
     da, db = np.load(a), np.load(b)
     assert bool(da["calibrated"]) and bool(da["band_gains"]) and not bool(db["calibrated"])
+    assert masks[0].sum() >= 1 and np.abs(table[..., 0]).max() > 0  # the bins below the first band get a gain too
     Fa, Fb = np.fft.rfft(da["signal"].astype(np.float64), axis=-1), np.fft.rfft(db["signal"].astype(np.float64), axis=-1)
     for i, (c, lvl) in enumerate(zip(da["labels"], da["levels"])):
         for k, m in enumerate(masks):
             amp = 10 ** (table[c, lvl, :, k:k + 1] / 20)
             np.testing.assert_allclose(Fa[i][:, m], Fb[i][:, m] * amp, rtol=1e-3, atol=1e-3 * np.abs(Fb[i]).max())
+    with pytest.raises(CheckpointError, match="columns"):  # a table of another layout is refused, not misapplied
+        sample.sample_gain_table(dict(meta, sample_gain_db=table[..., 1:].tolist()))
     # a finished run without the table: --calib_n=0 leaves it so, the default re-run measures it again
     before = {}
     for name in ("ar-ckpt-best.pth", "ar-ckpt-last.pth"):
