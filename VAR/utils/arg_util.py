@@ -349,7 +349,7 @@ class Args(BaseArgs):
     calib_n: int = arg(256, "EEG port: at the end of training, draw this many samples per class from each checkpoint "
                        "(sample.py's defaults) and store the band gain that gives them the mean log band power of the "
                        "real training windows of their class and level (VAR/sample_calib.py); sample.py applies it. On "
-                       "eegmat it lowered the held-out C2ST from 0.94 / 0.91 to 0.90 / 0.79 (rest / arithmetic). "
+                       "eegmat it lowered the held-out C2ST from 0.94 / 0.91 to 0.90 / 0.75 (rest / arithmetic). "
                        "0 = off (samples get the band-gain codes' class-and-level gain)")
     intra_mix: float = arg(0.25, "fraction of training steps that use a random coarser step schedule, so that "
                            "sampling with fewer steps than --intra_steps stays in distribution")
