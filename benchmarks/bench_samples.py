@@ -348,6 +348,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         plot_gains = band_gain(tok) is not None  # the plot: with the tokenizer's band-gain codes if it has them
         recs = {g: reconstructions(vae, tok, real, g) for g in {g for _, g, _ in decodes} | {plot_gains}}
         real_spread = real_level_spread(real, meta, meta["class_names"])  # shared by every variant
+        from utils.eeg_metrics import low_power_share
+        f_lo = float(tok["bands"][0][0])
+        real_low = {cname: {s: low_power_share(real[s][0][real[s][1] == c, -1], float(tok["sfreq"]), f_lo)
+                            for s in ("train", "val")} for c, cname in enumerate(meta["class_names"])}
         psd[f"{name}: training windows reconstructed"] = {"signal": recs[plot_gains]["train"], "labels": real["train"][1]}
         for variant, gains, calibrated, temp in variants:
             gen = sample.generate(var, vae, meta, labels, seed=0, batch=64, stages=False, gains=gains,
@@ -355,6 +359,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
             res[variant] = judge(gen, real, float(tok["sfreq"]), tok["bands"], meta["class_names"], draws)
             res[variant]["shape"] = shape_numbers(recs[gains], tok, gen, real, meta["class_names"], draws)
             res[variant]["level_spread"] = spread = level_spread(gen, real_spread, meta, meta["class_names"])
+            # what the band-power features (from the first band's lower edge up) never see: drift and offsets
+            res[variant]["low_power_share"] = low = {
+                cname: {"generated": low_power_share(gen["signal"][gen["labels"] == c], float(tok["sfreq"]), f_lo),
+                        "real train": real_low[cname]["train"], "real held-out": real_low[cname]["val"]}
+                for c, cname in enumerate(meta["class_names"]) if (gen["labels"] == c).sum() > 0}
             for c, cname in enumerate(meta["class_names"]):
                 sh = res[variant]["shape"].get(f"val/{cname}")
                 if sh is None:
@@ -362,7 +371,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 by = sh["c2st_auc_by_features"]
                 away_rows.append([name, variant, cname, *(f"{by[k]['generated']:.3f} ({by[k]['floor']:.3f}; "
                                                           f"{by[k]['phase-randomised floor']:.3f})" for k in by),
-                                  "/".join(f"{v:.2f}" for v in spread[cname]) if spread and cname in spread else "-"])
+                                  "/".join(f"{v:.2f}" for v in spread[cname]) if spread and cname in spread else "-",
+                                  f"{100 * low[cname]['generated']:.1f} ({100 * low[cname]['real train']:.1f})"
+                                  if cname in low else "-"])
             for key, sh in res[variant]["shape"].items():
                 ref, cname = key.split("/", 1)
                 g, fl = sh["generated"], sh["floor"]
@@ -437,9 +448,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 dict(title="What gives the samples away: the same C2ST against the held-out subjects' reconstructions "
                            "on one kind of feature (floor; phase-rand.), and the spread of band power inside a power "
                            "level, samples over the training windows of the same class and level (delta..gamma; 1 = as "
-                           "varied)",
+                           "varied); the share of power below the first band, which the features do not see (%, real "
+                           "training windows in brackets)",
                      columns=["tokenizer", "decode", "class", "C2ST band powers", "C2ST channel correlations",
-                              "spread inside a level"], rows=away_rows)],
+                              "spread inside a level", "power below the first band %"], rows=away_rows)],
         figures=[dict(title="Mean PSD of the samples beside real windows", path=fig),
                  dict(title="How varied the samples are: per window, channel-mean log band power", path=fig_bp)])
     save_result(NAME + sfx, result, args.results_dir)

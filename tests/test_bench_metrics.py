@@ -203,3 +203,18 @@ def test_scale_cutoffs_are_each_scales_latent_nyquist_and_its_folds():
     assert scale_cutoffs_hz(tok) == want == [5.0, 9.0, 13.0, 22.0, 28.0, 37.0, 41.0, 45.0]
     # D = 1: no folding inside the band, and a cutoff within 1 Hz of Nyquist is dropped
     assert scale_cutoffs_hz(dict(sfreq=100.0, n_times=500, downsample=1, v_patch_nums=[100, 490, 500])) == [10.0]
+
+
+def test_low_power_share_of_sines_on_rfft_bins():
+    """An offset of 1, a 0.2-Hz sine of amplitude 3 and a 10-Hz sine of amplitude 1 in a 5-s window (T samples): the
+    rFFT gives |X(0)|² = T² and |X(f)|² = (a T / 2)² on a sine's bin, so the share below 0.5 Hz is
+    (T² + 9 T²/4) / (T² + 9 T²/4 + T²/4); a channel with the 10-Hz sine alone has none."""
+    from utils.eeg_metrics import low_power_share
+    sfreq, T = 100.0, 500
+    t = np.arange(T) / sfreq
+    x = np.stack([1.0 + 3 * np.sin(2 * np.pi * 0.2 * t) + np.sin(2 * np.pi * 10 * t),
+                  np.sin(2 * np.pi * 10 * t)])[None]
+    low, high = T ** 2 * 1 + (T / 2) ** 2 * 9, (T / 2) ** 2 * 1
+    want = (low / (low + high) + 0.0) / 2  # the second channel has nothing below 0.5 Hz
+    assert low_power_share(x, sfreq, 0.5) == pytest.approx(want, rel=1e-9)
+    assert low_power_share(np.zeros((1, 2, T)), sfreq, 0.5) == 0.0

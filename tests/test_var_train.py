@@ -677,3 +677,8 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
     assert set(r["with band gains"]["level_spread"]) == {"rest", "arithmetic"}
     assert all(len(v) == len(bands) and all(x > 0 for x in v) for v in r["with band gains"]["level_spread"].values())
     assert len(res["report"]["tables"][2]["rows"]) == 2 * 3 * 2
+    # the power below the first band, which the C2ST features never see, for the samples and the real windows
+    from utils.eeg_metrics import low_power_share
+    low = r["calibrated gains"]["low_power_share"]["rest"]
+    assert low["real train"] == pytest.approx(low_power_share(tr[tl == 0, -1], 100.0, bands[0][0]), rel=1e-9)
+    assert 0 <= low["generated"] <= 1 and len(res["report"]["tables"][2]["rows"][0]) == 7

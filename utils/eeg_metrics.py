@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["snr_db", "mse", "welch_psd", "band_powers", "psd_band_error_db", "channel_correlation",
            "channel_corr_distance", "log_spectral_distance", "clip_bands", "mean_psd_db", "alpha_peak", "edge_drop_db",
-           "spectral_shape", "window_band_powers", "band_power_spread"]
+           "spectral_shape", "window_band_powers", "band_power_spread", "low_power_share"]
 
 
 def _as_float(x: np.ndarray, name: str) -> np.ndarray:
@@ -365,3 +365,18 @@ def band_power_spread(x_NCT: np.ndarray, sfreq: float, labels_N: np.ndarray | No
     if not per_class:
         raise UserError("band_power_spread needs at least two windows of one class")
     return np.mean(per_class, axis=0)
+
+
+def low_power_share(x_NCT: np.ndarray, sfreq: float, f_lo: float) -> float:
+    """Share of the power below ``f_lo`` Hz (DC included) in each window's periodogram, mean over windows and channels.
+
+    The stages are band-passed from the first band's lower edge, so real windows hold little there (window leakage);
+    a generator or decoder that drifts puts offsets and slow waves there, which band-power features starting at
+    ``f_lo`` do not see. A channel with no power counts as 0.
+    """
+    x = _as_NCT(x_NCT, "x_NCT")
+    P = np.abs(np.fft.rfft(x, axis=-1)) ** 2
+    f = np.fft.rfftfreq(x.shape[-1], 1.0 / float(sfreq))
+    total = P.sum(-1)
+    low = P[..., f < float(f_lo)].sum(-1)
+    return float(np.mean(np.where(total > 0, low / np.where(total > 0, total, 1.0), 0.0)))
