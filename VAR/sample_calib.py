@@ -28,7 +28,7 @@ def calibration_bands(tok: dict) -> list[list[float]]:
     """The bands the table has a column for: ``[0, f_lo]`` below the first band (DC included), then the tokenizer's.
 
     The stages are band-passed from the first band's lower edge, so real windows hold little below it (on eegmat
-    4 % of the power of a 5-s window, window leakage). Samples held 16 %: drift and offsets of up to 65 µV that the
+    4 % of the power of a 5-s window, window leakage). Samples held 12-19 %: drift and offsets of up to 65 µV that the
     band-power features, which start at that edge, never saw. That first column brings it to the real level.
     """
     bands = [list(map(float, b)) for b in tok["bands"]]
