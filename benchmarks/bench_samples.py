@@ -370,7 +370,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     continue
                 by = sh["c2st_auc_by_features"]
                 away_rows.append([name, variant, cname, *(f"{by[k]['generated']:.3f} ({by[k]['floor']:.3f}; "
-                                                          f"{by[k]['phase-randomised floor']:.3f})" for k in by),
+                                                          f"{by[k]['phase-randomised floor']:.3f}"
+                                                          + (f"; ungrouped {by[k]['floor, ungrouped']:.3f}; "
+                                                             f"{by[k]['phase-randomised floor, ungrouped']:.3f}"
+                                                             if "floor, ungrouped" in by[k] else "") + ")"
+                                                          for k in by),
                                   "/".join(f"{v:.2f}" for v in spread[cname]) if spread and cname in spread else "-",
                                   f"{100 * low[cname]['generated']:.1f} ({100 * low[cname]['real train']:.1f})"
                                   if cname in low else "-"])
@@ -446,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                               "edge step dB", "cutoff step dB", "C2ST (floor; phase-rand.)",
                               "ungrouped: floor; phase-rand."], rows=shape_rows),
                 dict(title="What gives the samples away: the same C2ST against the held-out subjects' reconstructions "
-                           "on one kind of feature (floor; phase-rand.), and the spread of band power inside a power "
+                           "on one kind of feature (floor; phase-rand.; the same two ungrouped), and the spread of band power inside a power "
                            "level, samples over the training windows of the same class and level (delta..gamma; 1 = as "
                            "varied); the share of power below the first band, which the features do not see (%, real "
                            "training windows in brackets)",

@@ -682,3 +682,7 @@ def test_bench_samples_quick_judges_gained_and_plain_samples(shared_data, repo_r
     low = r["calibrated gains"]["low_power_share"]["rest"]
     assert low["real train"] == pytest.approx(low_power_share(tr[tl == 0, -1], 100.0, bands[0][0]), rel=1e-9)
     assert 0 <= low["generated"] <= 1 and len(res["report"]["tables"][2]["rows"][0]) == 7
+    by_row = res["report"]["tables"][2]["rows"][0][3]  # band powers: the grouped and the ungrouped floors
+    by_bp = r["plain decode"]["shape"]["val/rest"]["c2st_auc_by_features"]["band power"]
+    assert by_row == (f"{by_bp['generated']:.3f} ({by_bp['floor']:.3f}; {by_bp['phase-randomised floor']:.3f}; "
+                      f"ungrouped {by_bp['floor, ungrouped']:.3f}; {by_bp['phase-randomised floor, ungrouped']:.3f})")
