@@ -205,7 +205,8 @@ def generate(var, vae, meta: dict, labels_N: Sequence[int], cfg: float = DEFAULT
                                                          top_p=top_p, more_smooth=more_smooth, ret_stages=True,
                                                          intra_steps=intra_steps, level_B=level_B,
                                                          temperature=temperature)
-        dec = (lambda x, n: x) if gain is None else _level_gain(gain, table, lab_B, level_B, int(calibrated))
+        dec = (lambda x, n: x) if gain is None else _level_gain(gain, table, lab_B, level_B,
+                                                                 gain.n_bands - len(tok["bands"]))
         sig.append((dec(x_BCT, None).float() * uv_scale).cpu())  # port: model units -> µV
         if stages:
             cum.append(torch.stack([dec(vae.fhat_to_eeg(ms_fhat[si]), k + 1).float() * uv_scale

@@ -42,11 +42,14 @@ def calibration_gain(tok: dict):
     return BandGain(calibration_bands(tok), tok["sfreq"], tok["n_times"])
 
 
+def power_db(P_NCK: np.ndarray) -> np.ndarray:
+    """``10 log10`` of band powers; a band with no power gets -200 dB so that it stays finite."""
+    return 10 * np.log10(np.maximum(np.asarray(P_NCK, dtype=np.float64), 1e-20))
+
+
 def band_power_db(x_NCT: np.ndarray | torch.Tensor, gain) -> np.ndarray:
-    """``10 log10`` of each window's band powers (:meth:`BandGain.band_power`, any units): (N, C, K); a band with no
-    power gets -200 dB so that it stays finite."""
-    x = torch.as_tensor(np.asarray(x_NCT, dtype=np.float64))
-    return 10 * np.log10(np.maximum(gain.band_power(x).numpy(), 1e-20))
+    """:func:`power_db` of each window's band powers (:meth:`BandGain.band_power`, any units): (N, C, K)."""
+    return power_db(gain.band_power(torch.as_tensor(np.asarray(x_NCT, dtype=np.float64))).numpy())
 
 
 #: At most this many training windows (evenly spaced) give the real side of the table: its group means need
@@ -57,17 +60,6 @@ MAX_REAL_WINDOWS = 16384
 def real_window_indices(n: int, max_windows: int = MAX_REAL_WINDOWS) -> np.ndarray:
     """Every index below ``n``, or ``max_windows`` of them evenly spaced."""
     return np.arange(n) if n <= max_windows else np.unique(np.linspace(0, n - 1, max_windows).round().astype(np.int64))
-
-
-def dataset_band_power_db(ds, gain, uv_scale: float, indices: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """:func:`band_power_db` of the full-spectrum windows ``indices`` of an ``EEGWindowDataset``, model units:
-    (N, C, K)."""
-    out = []
-    for s in range(0, len(indices), chunk):
-        idx = indices[s:s + chunk]
-        x_NCT = torch.stack([torch.as_tensor(ds[int(i)][0][-1]) for i in idx]).double() / float(uv_scale)
-        out.append(band_power_db(x_NCT, gain))
-    return np.concatenate(out) if out else np.zeros((0, 0, gain.n_bands))
 
 
 def has_calibration(path: str) -> tuple[bool, tuple[int, int]]:
@@ -96,8 +88,8 @@ def measure_calibration(path: str, real_db_NCK: np.ndarray, labels_N: np.ndarray
     Parameters
     ----------
     real_db_NCK : (N, C, K + 1)
-        :func:`band_power_db` of the real training windows over :func:`calibration_gain` (model units or µV: only
-        differences count).
+        :func:`power_db` of the real training windows' band powers over :func:`calibration_gain` (model units or µV:
+        only differences count).
     labels_N, levels_N : (N,) int
         Their classes and power levels (None without levels).
     n_per_class : int

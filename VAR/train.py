@@ -364,8 +364,9 @@ def calibrate_samples(args: arg_util.Args, raw_train, labels_N: np.ndarray, leve
     """Store the samples' band gain (VAR/sample_calib.py) in ar-ckpt-best.pth and ar-ckpt-last.pth where it is
     missing: after training, and on a re-run of a finished run from before this step. Two files of the same
     epoch and iteration share one measurement."""
-    from sample_calib import (calibration_gain, dataset_band_power_db, has_calibration, measure_calibration,
-                              real_window_indices, write_calibration)
+    from sample_calib import (calibration_gain, has_calibration, measure_calibration, power_db, real_window_indices,
+                              write_calibration)
+    from utils.data import dataset_band_powers
     todo = []
     for name in ("ar-ckpt-best.pth", "ar-ckpt-last.pth"):
         path = os.path.join(args.local_out_dir_path, name)
@@ -377,7 +378,7 @@ def calibrate_samples(args: arg_util.Args, raw_train, labels_N: np.ndarray, leve
         return
     gain = calibration_gain(tok_info)
     idx = real_window_indices(len(raw_train))
-    real_db = dataset_band_power_db(raw_train, gain, tok_info["uv_scale"], idx)
+    real_db = power_db(dataset_band_powers(raw_train, None, gain, tok_info["uv_scale"], indices=idx)[0])
     levels_used = None if levels_N is None else np.asarray(levels_N)[idx]
     measured: dict[tuple[int, int], tuple[np.ndarray, dict]] = {}
     for path, pos in todo:

@@ -88,15 +88,19 @@ def build_dataset(data_path: str, uv_scale: float, limits: Sequence[int | None] 
 
 
 @torch.no_grad()
-def dataset_band_powers(ds: EEGWindowDataset, vae, gain, uv_scale: float, chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """Band powers (N, C, K) of every full-spectrum window of ``ds`` and of its plain decode through ``vae``'s
-    tokens (``gain``: the tokenizer's :class:`~models.band_gain.BandGain`; a progress bar on large sets)."""
+def dataset_band_powers(ds: EEGWindowDataset, vae, gain, uv_scale: float, chunk: int = 128,
+                        indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Band powers (N, C, K) of the full-spectrum windows ``indices`` of ``ds`` (default every one), model units, and
+    of their plain decodes through ``vae``'s tokens (None without ``vae``); ``gain``: a
+    :class:`~models.band_gain.BandGain`. A progress bar on large sets."""
     from tqdm import tqdm
+    idx = np.arange(len(ds)) if indices is None else np.asarray(indices)
     px, pr = [], []
-    starts = range(0, len(ds), chunk)
+    starts = range(0, len(idx), chunk)
     for s in tqdm(starts, desc=f"band gains of {ds.split}", unit="chunk", disable=len(starts) < 8):
-        x_NCT = torch.stack([ds[i][0][-1] for i in range(s, min(s + chunk, len(ds)))]).float() / float(uv_scale)
-        rec = vae.idxBl_to_eeg(vae.eeg_to_idxBl(x_NCT), last_one=True)
+        x_NCT = torch.stack([ds[int(i)][0][-1] for i in idx[s:s + chunk]]).float() / float(uv_scale)
         px.append(gain.band_power(x_NCT).numpy())
-        pr.append(gain.band_power(rec).numpy())
-    return np.concatenate(px), np.concatenate(pr)
+        if vae is not None:
+            pr.append(gain.band_power(vae.idxBl_to_eeg(vae.eeg_to_idxBl(x_NCT), last_one=True)).numpy())
+    empty = np.zeros((0, 0, gain.n_bands))
+    return (np.concatenate(px) if px else empty), (None if vae is None else np.concatenate(pr) if pr else empty)
