@@ -58,6 +58,9 @@ def build_parser():
     p.add_argument("--temperature", nargs="*", default=None, metavar="T", help="sample.py --temperature of the samples "
                    "(each one number or one per scale, comma-separated); several are judged side by side, the first "
                    "under the plain names (default: sample.py's, then 1 = the model's own distribution)")
+    p.add_argument("--draws", type=int, default=5, help="sets of samples drawn with sampling seeds 0, 1000, 2000, ... "
+                   "for the C2ST against the reconstructions (mean and sd over the sets: one set's AUC moves by a "
+                   "few hundredths from seed to seed); the other numbers come from the first set")
     p.add_argument("--seed", type=int, default=0, help="VAR training seed; runs of seed N > 0 go to "
                    "raw/samples_var_<NAME>_seed<N> (the spread between seeds)")
     add_split_flag(p)
@@ -196,6 +199,42 @@ def shape_numbers(rec: dict, tok: dict, gen: dict, real: dict, class_names: Sequ
     return out
 
 
+def draw_seed(d: int) -> int:
+    """Sampling seed of set ``d`` (set 0 is the one every other number comes from). ``generate`` gives batch b seed
+    ``seed + b``, so sets 1000 apart share no batch seed."""
+    return 1000 * int(d)
+
+
+def c2st_over_draws(draw, n_draws: int, rec: dict, tok: dict, real: dict, class_names: Sequence[str]) -> dict:
+    """Issue 13's C2ST (all features, the reference windows grouped by recording, samples ungrouped: as
+    :func:`shape_numbers`) of ``n_draws`` sets of samples against the reconstructions ``rec`` of each split and class.
+
+    ``draw(seed) -> {"signal": (N, C, T) µV, "labels": (N,)}`` draws one set (:func:`draw_seed`). Returns, per
+    ``"<split>/<class>"``, the AUCs, their mean and sd (ddof 1): one set of 160 windows per class moves the AUC by a
+    few hundredths, as large as the gaps the floors are read against."""
+    from utils.eeg_c2st import c2st_auc, c2st_features
+    if n_draws < 1:
+        raise UserError(f"--draws={n_draws}: expected at least one set of samples")
+    sfreq = float(tok["sfreq"])
+    feats = lambda x: c2st_features(x, sfreq, tok["bands"], f_max=45.0)
+    refs = {}
+    for ref in ("val", "train"):
+        for c, cname in enumerate(class_names):
+            in_r = real[ref][1] == c
+            if in_r.sum() >= 2:
+                refs[f"{ref}/{cname}"] = (c, feats(rec[ref][in_r]), real[ref][2][in_r])
+    aucs = {key: [] for key in refs}
+    for d in range(n_draws):
+        gen = draw(draw_seed(d))
+        for key, (c, F_r, g_r) in refs.items():
+            g = gen["signal"][gen["labels"] == c].astype(np.float64)
+            if len(g) >= 2:
+                F_g = feats(g)
+                aucs[key].append(float(c2st_auc(F_r, F_g, sfreq, groups_a=g_r, features=(F_r, F_g)).auc))
+    return {key: {"auc": a, "mean": float(np.mean(a)), "sd": float(np.std(a, ddof=1)) if len(a) > 1 else 0.0}
+            for key, a in aucs.items() if a}
+
+
 def real_level_spread(real: dict, meta: dict, class_names: Sequence[str]) -> dict | None:
     """Per class, the spread of band power inside a power level (``utils.eeg_metrics.band_power_spread`` with the
     level as the group) of the real training windows, whose levels come from the run's level clusters: (K,) per
@@ -229,6 +268,11 @@ def level_spread(gen: dict, real_spread: dict | None, meta: dict, class_names: S
                                 groups_N=gen["levels"][in_g], bands=tok["bands"], f_max=45.0)
         out[cname] = [float(a / b) for a, b in zip(s_g, real_spread[cname])]
     return out
+
+
+def _draws_text(d: dict | None) -> str:
+    """``mean ± sd (n)`` of :func:`c2st_over_draws`' entry, or "-"."""
+    return "-" if not d else f"{d['mean']:.3f} ± {d['sd']:.3f} ({len(d['auc'])})"
 
 
 def _shape_summary(sh: dict, edges: Sequence[float]) -> dict:
@@ -359,6 +403,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
             res[variant] = judge(gen, real, float(tok["sfreq"]), tok["bands"], meta["class_names"], draws)
             res[variant]["shape"] = shape_numbers(recs[gains], tok, gen, real, meta["class_names"], draws)
             res[variant]["level_spread"] = spread = level_spread(gen, real_spread, meta, meta["class_names"])
+            if (gains, calibrated) == decodes[-1][1:] and temp is temps[0]:  # what sample.py gives: the C2ST's spread
+                def draw(seed: int, gen=gen, gains=gains, calibrated=calibrated, temp=temp) -> dict:
+                    return gen if seed == 0 else sample.generate(var, vae, meta, labels, seed=seed, batch=64,
+                                                                 stages=False, gains=gains, calibrated=calibrated,
+                                                                 temperature=temp)
+                res[variant]["c2st_draws"] = c2st_over_draws(draw, 1 if args.quick else args.draws, recs[gains], tok,
+                                                             real, meta["class_names"])
             # what the band-power features (from the first band's lower edge up) never see: drift and offsets
             res[variant]["low_power_share"] = low = {
                 cname: {"generated": low_power_share(gen["signal"][gen["labels"] == c], float(tok["sfreq"]), f_lo),
@@ -387,7 +438,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                                                            "alpha_prom_err_db", "max_edge_step_db",
                                                                            "max_cutoff_step_db")),
                                    f"{auc['generated']:.3f} ({auc['floor']:.3f}; {auc['phase-randomised floor']:.3f})",
-                                   f"{auc['floor, ungrouped']:.3f}; {auc['phase-randomised floor, ungrouped']:.3f}"])
+                                   f"{auc['floor, ungrouped']:.3f}; {auc['phase-randomised floor, ungrouped']:.3f}",
+                                   _draws_text(res[variant].get("c2st_draws", {}).get(key))])
             if (gains, calibrated) == decodes[-1][1:]:  # the plot shows the samples as users get them (sample.py)
                 psd[f"{name}: {variant}" + (f", temperature {_temp_name(temp)}" if temp is temps[0] and len(temps) > 1
                                             else "")] = gen
@@ -436,7 +488,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "the other split's reconstructions. C2ST folds keep a floor's windows of one recording together, so the "
               "classifier never meets their subjects in training; samples enter ungrouped, each its own draw. "
               "'ungrouped': the same floor entered the way the samples are (each window its own draw, overlapping "
-              "windows of one recording together), what a perfect sampler of the other split's subjects would score."],
+              "windows of one recording together), what a perfect sampler of the other split's subjects would score. "
+              f"'C2ST over draws': the samples sample.py gives, drawn {1 if args.quick else args.draws} times (sampling "
+              "seeds 0, 1000, ...), mean ± sd of their C2ST; a single set's AUC is one of these draws."],
         tables=[dict(title="Samples against real windows: per-band PSD error (dB, delta..gamma), C2ST AUC, spread",
                      columns=["tokenizer", "decode", "class", "reference", "PSD error", "floor max", "C2ST",
                               "C2ST floor", "C2ST floor ungrouped", "C2ST phase-rand.", "spread"], rows=rows),
@@ -445,10 +499,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
                            "alpha prominence error (dB), largest change of the drop across a stage edge and across a scale "
                            "cutoff more than 2 Hz from the alpha peak (dB); C2ST AUC against the same reconstructions "
                            "(floor; the floor's windows phase-randomised, issue 13's goal), and the same two with the "
-                           "floor's windows ungrouped",
+                           "floor's windows ungrouped; for the samples sample.py gives, the C2ST's mean ± sd over "
+                           "--draws sets of samples (sampling seeds 0, 1000, ...; their count in brackets)",
                      columns=["tokenizer", "decode", "class", "reference", "mean abs dB", "alpha Hz", "alpha prom. dB",
                               "edge step dB", "cutoff step dB", "C2ST (floor; phase-rand.)",
-                              "ungrouped: floor; phase-rand."], rows=shape_rows),
+                              "ungrouped: floor; phase-rand.", "C2ST over draws"], rows=shape_rows),
                 dict(title="What gives the samples away: the same C2ST against the held-out subjects' reconstructions "
                            "on one kind of feature (floor; phase-rand.; the same two ungrouped), and the spread of band power inside a power "
                            "level, samples over the training windows of the same class and level (delta..gamma; 1 = as "

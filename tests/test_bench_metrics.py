@@ -218,3 +218,39 @@ def test_low_power_share_of_sines_on_rfft_bins():
     want = (low / (low + high) + 0.0) / 2  # the second channel has nothing below 0.5 Hz
     assert low_power_share(x, sfreq, 0.5) == pytest.approx(want, rel=1e-9)
     assert low_power_share(np.zeros((1, 2, T)), sfreq, 0.5) == 0.0
+
+
+def test_c2st_over_draws_judges_every_set_against_each_split_and_class(rng):
+    """Reference windows: white noise in both splits and classes. Class 0 of every drawn set is the same noise (a
+    classifier cannot tell, AUC near 0.5); class 1 is 3x louder (band powers +9.5 dB, AUC near 1). Each set must be
+    drawn with its own seed, and the sd is the sample sd (ddof 1) of the sets' AUCs."""
+    import statistics
+    from benchmarks.bench_samples import c2st_over_draws
+    C, T, sf = 3, 500, 100.0
+    tok = {"sfreq": sf, "bands": [[0.5, 4.0], [4.0, 8.0], [8.0, 13.0], [13.0, 30.0], [30.0, 50.0]]}
+    labels = np.repeat([0, 1], 40)
+    sources = np.array([f"s{i % 8}" for i in range(80)])
+    rec = {s: rng.standard_normal((80, C, T)) for s in ("val", "train")}
+    real = {s: (None, labels, sources) for s in ("val", "train")}
+    seeds = []
+
+    def draw(seed):
+        seeds.append(seed)
+        r = np.random.default_rng(seed)
+        lab = np.repeat([0, 1], 60)
+        x = r.standard_normal((120, C, T)) * np.where(lab == 1, 3.0, 1.0)[:, None, None]
+        return {"signal": x, "labels": lab}
+
+    out = c2st_over_draws(draw, 3, rec, tok, real, ["rest", "task"])
+    assert seeds == [0, 1000, 2000]
+    assert set(out) == {"val/rest", "val/task", "train/rest", "train/task"}
+    for key, d in out.items():
+        assert len(d["auc"]) == 3
+        assert d["mean"] == pytest.approx(sum(d["auc"]) / 3)
+        assert d["sd"] == pytest.approx(statistics.stdev(d["auc"]))
+        if key.endswith("task"):
+            assert min(d["auc"]) > 0.95
+        else:
+            assert abs(d["mean"] - 0.5) < 0.15 and len(set(d["auc"])) == 3  # three different sets, three AUCs
+    with pytest.raises(UserError, match="--draws=0"):
+        c2st_over_draws(draw, 0, rec, tok, real, ["rest", "task"])
