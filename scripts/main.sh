@@ -167,7 +167,7 @@ step token_nll "VAR's validation NLL against token frequencies -> $out/token_nll
     --results-dir="$out/token_nll" --limit=600
 
 step samples "generated windows -> $out/samples.npz"
-"$py" VAR/sample.py --ckpt="$out/var" --n=48 --out="$out/samples.npz" --seed=0
+"$py" VAR/sample.py --ckpt="$out/var" --n=240 --out="$out/samples.npz" --seed=0  # 5 sets of 48 a class
 
 step zero_shot "gap 0.8-1.2 s filled in 32 validation windows -> $out/gap.npz"
 "$py" VAR/complete.py --mode=fill_gap --gap=0.8:1.2 --ckpt="$out/var/ar-ckpt-best.pth" --data_path="$data" \

@@ -193,3 +193,32 @@ def test_c2st_floor_is_also_entered_the_way_samples_are(run_dir):
         assert row["real train, ungrouped"]["c2st_auc"] == pytest.approx(want, abs=1e-9)
         assert row["real train, ungrouped"]["c2st_auc"] != row["real train (floor)"]["c2st_auc"]
     assert "(floor entered as samples are)" in format_terminal(run_dir["nums"])
+
+
+def test_samples_are_also_judged_in_disjoint_sets(run_dir):
+    """The samples file is cut into SAMPLE_SETS disjoint sets, set k holding the k-th consecutive share of every
+    class's windows; each set's C2ST against the validation windows is the one written out here with c2st_auc on
+    those windows, and the mean and sd are those of the list."""
+    import statistics
+    from utils.eeg_c2st import c2st_auc
+    from utils.main_report import SAMPLE_SETS, load_split, sample_sets
+    labels = run_dir["train_lab"]
+    sets = sample_sets(labels, SAMPLE_SETS)
+    assert len(sets) == SAMPLE_SETS
+    assert sorted(np.concatenate(sets).tolist()) == list(range(len(labels)))  # a partition
+    for c in (0, 1):
+        idx_c = np.flatnonzero(labels == c)
+        k = len(idx_c) // SAMPLE_SETS
+        assert sets[0][labels[sets[0]] == c].tolist() == idx_c[:len(sets[0][labels[sets[0]] == c])].tolist()
+        assert all(k <= (labels[s] == c).sum() <= k + 1 for s in sets)
+    data = str(run_dir["run"] / "data")
+    va, vl, vs = load_split(data, "val", 1000)
+    for c, cname in enumerate(["low", "high"]):
+        got = run_dir["nums"]["samples"]["c2st_sets"][cname]
+        want = [c2st_auc(va[vl == c, -1], run_dir["gen"][s[labels[s] == c]], 100.0, groups_a=vs[vl == c], bands=BANDS,
+                         f_max=45.0).auc for s in sets]
+        np.testing.assert_allclose(got["auc"], want, atol=1e-9)
+        assert got["sd"] == pytest.approx(statistics.stdev(want)) and got["mean"] == pytest.approx(np.mean(want))
+    # too few windows for two per set: one set, the whole file
+    assert [s.tolist() for s in sample_sets(np.array([0, 0, 1, 1, 1]), 5)] == [[0, 1, 2, 3, 4]]
+    assert "sets of" in format_terminal(run_dir["nums"])

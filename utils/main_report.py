@@ -48,6 +48,8 @@ from .errors import UserError
 PROG = "python -m utils.main_report"
 logger = logging.getLogger(__name__)
 PSD_F_MAX = 45.0  # eegmat is low-passed at 45 Hz by its publishers: judge spectra below it
+#: Disjoint sets the samples file is cut into for the C2ST's set-to-set spread (scripts/main.sh draws 5 x 48 a class)
+SAMPLE_SETS = 5
 
 
 def _read_json(path: str) -> Any | None:
@@ -165,6 +167,38 @@ def sample_numbers(gen_NCT: np.ndarray, gen_labels: np.ndarray, val_NCT: np.ndar
             "n_val": int(len(val_NCT)), "n_generated": int(len(gen_NCT))}
 
 
+def sample_sets(labels_N: np.ndarray, n_sets: int) -> list[np.ndarray]:
+    """Indices of ``n_sets`` disjoint sets of generated windows, set k holding the k-th of ``n_sets`` consecutive
+    shares of every class's windows (in file order); one set when a class has fewer than 2 windows per set."""
+    labels_N = np.asarray(labels_N)
+    classes = np.unique(labels_N)
+    if n_sets < 1 or min(int((labels_N == c).sum()) for c in classes) < 2 * n_sets:
+        n_sets = 1
+    chunks = [np.array_split(np.flatnonzero(labels_N == c), n_sets) for c in classes]
+    return [np.sort(np.concatenate([ch[k] for ch in chunks])) for k in range(n_sets)]
+
+
+def c2st_over_sets(gen_NCT: np.ndarray, gen_labels: np.ndarray, val_NCT: np.ndarray, val_labels: np.ndarray,
+                   val_groups: np.ndarray, sfreq: float, bands, class_names: Sequence[str],
+                   n_sets: int = SAMPLE_SETS) -> dict:
+    """Per class, the C2ST AUC of each of :func:`sample_sets`' sets against the validation windows (grouped by
+    recording; samples ungrouped, as in :func:`sample_numbers`), with their mean and sd (ddof 1): how much the
+    number moves from one set of samples to the next."""
+    f_max = min(PSD_F_MAX, sfreq / 2)
+    sets = sample_sets(gen_labels, n_sets)
+    out = {}
+    for c, name in enumerate(class_names):
+        in_v = val_labels == c
+        aucs = [c2st_auc(val_NCT[in_v], gen_NCT[idx[gen_labels[idx] == c]], sfreq, groups_a=val_groups[in_v],
+                         bands=bands, f_max=f_max).auc
+                for idx in sets if (gen_labels[idx] == c).sum() >= 2 and in_v.sum() >= 2]
+        if aucs:
+            out[name] = {"auc": aucs, "mean": float(np.mean(aucs)),
+                         "sd": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else 0.0,
+                         "n_per_set": int((gen_labels[sets[0]] == c).sum())}
+    return out
+
+
 def _spread(x_NCT: np.ndarray, sfreq: float, bands, f_max: float, names: Sequence[str]) -> dict:
     """Window-to-window spread of log10 band power per band (see ``band_power_spread``)."""
     return dict(zip(names, band_power_spread(x_NCT, sfreq, bands=bands, f_max=f_max).tolist()))
@@ -209,7 +243,9 @@ def compute_numbers(run_dir: str, data_root: str, max_windows: int = 400) -> tup
         "var": var_numbers(_read_json(os.path.join(run_dir, "token_nll", "token_nll.json"))),
         "samples": None if samples is None else sample_numbers(
             samples["signal"].astype(np.float64), samples["labels"], val[:, -1], val_lab, val_src, train[:, -1],
-            train_lab, train_src, sfreq, bands, class_names, train_draw_groups=train_draws),
+            train_lab, train_src, sfreq, bands, class_names, train_draw_groups=train_draws)
+        | {"c2st_sets": c2st_over_sets(samples["signal"].astype(np.float64), samples["labels"], val[:, -1], val_lab,
+                                       val_src, sfreq, bands, class_names)},
         "zero_shot": gap_numbers(gap),
         "training_curves": {"tokenizer": _read_log(os.path.join(run_dir, "tokenizer", "log.txt")),
                             "var": _read_log(os.path.join(run_dir, "var", "log.txt"))},
@@ -246,7 +282,10 @@ def headline(nums: dict) -> list[tuple[str, str, str, str]]:
                          f"{f['max_psd_error_db']:.2f} dB (real-vs-real floor)",
                          f"{g['max_psd_error_db'] - f['max_psd_error_db']:+.2f} dB vs floor"))
             fu = row.get("real train, ungrouped")
-            rows.append((f"samples ({cname}): C2ST AUC", f"{g['c2st_auc']:.2f}",
+            sets = s.get("c2st_sets", {}).get(cname)
+            over_sets = (f" ({len(sets['auc'])} sets of {sets['n_per_set']}: {sets['mean']:.2f} ± {sets['sd']:.2f})"
+                         if sets and len(sets["auc"]) > 1 else "")
+            rows.append((f"samples ({cname}): C2ST AUC", f"{g['c2st_auc']:.2f}{over_sets}",
                          f"{f['c2st_auc']:.2f} (floor)" + (f", {fu['c2st_auc']:.2f} (floor entered as samples are)"
                                                            if fu else "")
                          + f", {ph['c2st_auc']:.2f} (phase-randomised)", "0.5 = indistinguishable"))
