@@ -353,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.seed < 0:
         raise UserError(f"--seed={args.seed}: expected a training seed >= 0")
+    if args.draws < 1:
+        raise UserError(f"--draws={args.draws}: expected at least one set of samples")
     setup_logging(args.verbose)
     torch.set_num_threads(1)
     ensure_var_importable()

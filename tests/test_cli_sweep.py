@@ -333,6 +333,8 @@ CASES = [
      "not found"),
     ("bench_samples", "negative seed", "--seed=-1 --tokenizers new={tok} --data-root {ds} --results-dir {base}/b12",
      "--seed"),
+    ("bench_samples", "no draws", "--draws=0 --tokenizers new={tok} --data-root {ds} --results-dir {base}/b12",
+     "--draws=0"),
     ("main_report", "run dir missing", "{missing}", ("does_not_exist", "--out folder")),
     # --- zero-shot completion
     ("complete", "ckpt missing", "--mode=complete_bands --k=1 --ckpt={missing} --data_path={ds} "
