@@ -212,7 +212,7 @@ def c2st_over_draws(draw, n_draws: int, rec: dict, tok: dict, real: dict, class_
     ``draw(seed) -> {"signal": (N, C, T) µV, "labels": (N,)}`` draws one set (:func:`draw_seed`). Returns, per
     ``"<split>/<class>"``, the AUCs, their mean and sd (ddof 1): one set of 160 windows per class moves the AUC by a
     few hundredths, as large as the gaps the floors are read against."""
-    from utils.eeg_c2st import c2st_auc, c2st_features
+    from utils.eeg_c2st import auc_spread, c2st_auc, c2st_features
     if n_draws < 1:
         raise UserError(f"--draws={n_draws}: expected at least one set of samples")
     sfreq = float(tok["sfreq"])
@@ -231,8 +231,7 @@ def c2st_over_draws(draw, n_draws: int, rec: dict, tok: dict, real: dict, class_
             if len(g) >= 2:
                 F_g = feats(g)
                 aucs[key].append(float(c2st_auc(F_r, F_g, sfreq, groups_a=g_r, features=(F_r, F_g)).auc))
-    return {key: {"auc": a, "mean": float(np.mean(a)), "sd": float(np.std(a, ddof=1)) if len(a) > 1 else 0.0}
-            for key, a in aucs.items() if a}
+    return {key: auc_spread(a) for key, a in aucs.items() if a}
 
 
 def real_level_spread(real: dict, meta: dict, class_names: Sequence[str]) -> dict | None:
@@ -406,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             res[variant]["shape"] = shape_numbers(recs[gains], tok, gen, real, meta["class_names"], draws)
             res[variant]["level_spread"] = spread = level_spread(gen, real_spread, meta, meta["class_names"])
             if (gains, calibrated) == decodes[-1][1:] and temp is temps[0]:  # what sample.py gives: the C2ST's spread
-                def draw(seed: int, gen=gen, gains=gains, calibrated=calibrated, temp=temp) -> dict:
+                def draw(seed: int) -> dict:  # called right here, so the loop's current values
                     return gen if seed == 0 else sample.generate(var, vae, meta, labels, seed=seed, batch=64,
                                                                  stages=False, gains=gains, calibrated=calibrated,
                                                                  temperature=temp)

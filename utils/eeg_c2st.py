@@ -25,7 +25,7 @@ from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["C2STResult", "c2st_auc", "c2st_features", "feature_groups", "roc_auc", "group_folds", "cross_validated_auc",
+__all__ = ["C2STResult", "auc_spread", "c2st_auc", "c2st_features", "feature_groups", "roc_auc", "group_folds", "cross_validated_auc",
            "overlap_groups"]
 
 
@@ -92,6 +92,12 @@ def feature_groups(n_features: int, n_channels: int) -> dict[str, slice]:
         raise UserError(f"feature_groups: {n_features} features cannot hold the {n_corr} channel correlations of "
                         f"{n_channels} channels and any band power; pass c2st_features' own width")
     return {"band power": slice(0, n_features - n_corr), "channel correlation": slice(n_features - n_corr, n_features)}
+
+
+def auc_spread(aucs: Sequence[float]) -> dict:
+    """``{"auc": [...], "mean", "sd"}`` of the C2ST AUCs of several sets of samples (sd with ddof 1; 0 for one set)."""
+    a = [float(v) for v in aucs]
+    return {"auc": a, "mean": float(np.mean(a)), "sd": float(np.std(a, ddof=1)) if len(a) > 1 else 0.0}
 
 
 def overlap_groups(sources: Sequence, starts: Sequence[int], length: int) -> np.ndarray:

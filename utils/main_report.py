@@ -39,7 +39,7 @@ import numpy as np
 from .cli import ArgumentParser, run_cli, setup_logging
 from .eeg_bands import band_names, stage_names
 from .eeg_baselines import fill_gap_linear, phase_randomize
-from .eeg_c2st import c2st_auc, overlap_groups
+from .eeg_c2st import auc_spread, c2st_auc, overlap_groups
 from .eeg_codec import stage_codec_snr
 from .eeg_dataset import EEGWindowDataset
 from .eeg_metrics import band_power_spread, psd_band_error_db, snr_db, welch_psd
@@ -193,9 +193,7 @@ def c2st_over_sets(gen_NCT: np.ndarray, gen_labels: np.ndarray, val_NCT: np.ndar
                          bands=bands, f_max=f_max).auc
                 for idx in sets if (gen_labels[idx] == c).sum() >= 2 and in_v.sum() >= 2]
         if aucs:
-            out[name] = {"auc": aucs, "mean": float(np.mean(aucs)),
-                         "sd": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else 0.0,
-                         "n_per_set": int((gen_labels[sets[0]] == c).sum())}
+            out[name] = auc_spread(aucs) | {"n_per_set": int((gen_labels[sets[0]] == c).sum())}
     return out
 
 

@@ -145,6 +145,16 @@ def apply_gain_codes(gain: BandGain, recs_S: list[torch.Tensor], codes_BCK: torc
     return [gain.apply(r, codes_BCK, max(0, si - n_extra_coarse + 1)) for si, r in enumerate(recs_S)]
 
 
+def _group_masks(labels_N: np.ndarray, levels_N: np.ndarray, num_classes: int, num_levels: int):
+    """Yield ``(c, l, mask_N)`` for every cell of a (classes + 1, levels + 1) gain table: class c's windows of level l,
+    row ``num_classes`` every class, column ``num_levels`` every level."""
+    labels_N, levels_N = np.asarray(labels_N), np.asarray(levels_N)
+    for c in range(num_classes + 1):
+        in_c = np.ones(len(labels_N), bool) if c == num_classes else labels_N == c
+        for lv in range(num_levels + 1):
+            yield c, lv, (in_c if lv == num_levels else in_c & (levels_N == lv))
+
+
 def group_gain_db(Px_NCK: np.ndarray, Prec_NCK: np.ndarray, labels_N: np.ndarray, levels_N: np.ndarray | None,
                   num_classes: int, num_levels: int) -> np.ndarray:
     """The band gain (dB) that gives each group of windows its inputs' mean band power back.
@@ -169,12 +179,9 @@ def group_gain_db(Px_NCK: np.ndarray, Prec_NCK: np.ndarray, labels_N: np.ndarray
     _, C, K = Px_NCK.shape
     levels_N = np.zeros(len(labels_N), dtype=np.int64) if levels_N is None or num_levels == 0 else np.asarray(levels_N)
     out = np.zeros((num_classes + 1, num_levels + 1, C, K))
-    for c in range(num_classes + 1):
-        in_c = np.ones(len(labels_N), bool) if c == num_classes else np.asarray(labels_N) == c
-        for lv in range(num_levels + 1):
-            m = in_c if lv == num_levels else in_c & (levels_N == lv)
-            if m.any():
-                out[c, lv] = power_ratio_db(Px_NCK[m].sum(0), Prec_NCK[m].sum(0))
+    for c, lv, m in _group_masks(labels_N, levels_N, num_classes, num_levels):
+        if m.any():
+            out[c, lv] = power_ratio_db(Px_NCK[m].sum(0), Prec_NCK[m].sum(0))
     return out
 
 
@@ -222,15 +229,11 @@ def sample_gain_db(real_db_NCK: np.ndarray, real_labels_N: np.ndarray, real_leve
     r_lvl, g_lvl = _levels(real_levels_N, len(r_lab)), _levels(gen_levels_M, len(g_lab))
     out = np.zeros((num_classes + 1, num_levels + 1) + real_db.shape[1:])
     ok = np.zeros((num_classes + 1, num_levels + 1), dtype=bool)
-    for c in range(num_classes + 1):
-        r_c = np.ones(len(r_lab), bool) if c == num_classes else r_lab == c
-        g_c = np.ones(len(g_lab), bool) if c == num_classes else g_lab == c
-        for lv in range(num_levels + 1):
-            r_m = r_c if lv == num_levels else r_c & (r_lvl == lv)
-            g_m = g_c if lv == num_levels else g_c & (g_lvl == lv)
-            if r_m.sum() >= min_count and g_m.sum() >= min_count:
-                out[c, lv] = real_db[r_m].mean(0) - gen_db[g_m].mean(0)
-                ok[c, lv] = True
+    for (c, lv, r_m), (_, _, g_m) in zip(_group_masks(r_lab, r_lvl, num_classes, num_levels),
+                                         _group_masks(g_lab, g_lvl, num_classes, num_levels)):
+        if r_m.sum() >= min_count and g_m.sum() >= min_count:
+            out[c, lv] = real_db[r_m].mean(0) - gen_db[g_m].mean(0)
+            ok[c, lv] = True
     for c in range(num_classes + 1):  # too few windows: the class's pooled column, else every class's, else 0 dB
         for lv in range(num_levels + 1):
             if not ok[c, lv]:
